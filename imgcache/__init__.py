@@ -1,0 +1,67 @@
+"""imgcache: a content-addressed cache for image-generation and vision API calls.
+
+    cache = imgcache.Cache(namespace="shop")            # or imgcache.Cache.from_env()
+    client = imgcache.wrap(openai.OpenAI(), cache=cache)
+
+    @cache.cached(kind="generation")
+    def generate(*, prompt: str, model: str, size: str) -> bytes: ...
+
+Names are imported on first use, so ``import imgcache`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cache",
+    "ConfigError",
+    "CorruptData",
+    "ImgcacheError",
+    "InvalidRequest",
+    "Request",
+    "TierError",
+    "TierTimeout",
+    "TierUnavailable",
+    "UncachedResultWarning",
+    "UnstorableResult",
+    "__version__",
+    "normalize_prompt",
+    "wrap",
+]
+
+_LAZY = {
+    "Cache": "imgcache.cache",
+    "Request": "imgcache.request",
+    "normalize_prompt": "imgcache.normalize",
+    "wrap": "imgcache.adapters.openai",
+    **dict.fromkeys(
+        ["ConfigError", "CorruptData", "ImgcacheError", "InvalidRequest", "TierError",
+         "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
+        "imgcache.errors",
+    ),
+}
+
+if TYPE_CHECKING:
+    from .adapters.openai import wrap
+    from .cache import Cache
+    from .errors import (ConfigError, CorruptData, ImgcacheError, InvalidRequest, TierError,
+                         TierTimeout, TierUnavailable, UncachedResultWarning, UnstorableResult)
+    from .normalize import normalize_prompt
+    from .request import Request
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imgcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

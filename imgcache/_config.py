@@ -1,0 +1,33 @@
+"""Parsing of configuration values given as text (environment variables, CLI options)."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+               "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20,
+               "gib": 1 << 30, "tib": 1 << 40, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_bytes(text: str, name: str) -> int:
+    """``"256MiB"``, ``"1GB"``, ``"1048576"`` -> bytes."""
+    match = _SIZE.fullmatch(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ConfigError(f"{name}={text!r} is not a size such as 268435456, 256MiB or 1GB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str, name: str) -> float | None:
+    """``"3600"``, ``"90s"``, ``"12h"``, ``"7d"`` -> seconds; ``""``, ``"none"`` -> None."""
+    if text.strip().lower() in ("", "none", "never", "0"):
+        return None
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ConfigError(f"{name}={text!r} is not a duration such as 3600, 90s, 12h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]

@@ -1,0 +1,111 @@
+"""``@cache.cached(kind="generation")``: any function, sync or async.
+
+The function's arguments make up the request: ``prompt`` is the prompt, every other argument
+(after the signature's defaults are applied, so an omitted default equals the explicit one)
+is a parameter, except those named in ``ignore``. Results of type bytes, str or JSON data
+(bytes allowed inside) are stored faithfully; anything else is returned uncached with an
+:class:`~imgcache.errors.UncachedResultWarning`.
+
+The wrapper carries ``cache_key(**kwargs)``, ``invalidate(**kwargs)``, ``cache`` and
+``__wrapped__`` (cachetools-style attributes rather than a second API).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequest
+from ..pricing import generation_cost
+from ..request import KINDS, Request
+
+if TYPE_CHECKING:
+    from ..cache import Cache
+
+DEFAULT_IGNORE = frozenset({"user", "timeout", "extra_headers", "request_timeout"})
+"""Arguments that never change the output: left out of the key unless ``ignore`` says otherwise."""
+
+
+def cached(
+    cache: Cache,
+    kind: str = "generation",
+    *,
+    name: str | None = None,
+    ignore: Iterable[str] = DEFAULT_IGNORE,
+    cost_usd: float | Callable[[Mapping[str, Any]], float | None] | None = None,
+) -> Callable[[Callable[..., Any]], Any]:
+    """Make a caching decorator.
+
+    ``name`` identifies the function in keys (default ``module.qualname``): two functions
+    share entries only when given the same name. ``cost_usd`` is what one call costs, a
+    number or a function of the parameters; by default it is looked up in the pricing table
+    from ``model``, ``size``, ``quality`` and ``n`` parameters when the function has them.
+    """
+    if kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {KINDS}, not {kind!r}")
+    if kind != "generation":
+        raise InvalidRequest(f"kind={kind!r} is not supported by the decorator yet")
+    ignored = frozenset(ignore)
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        operation = name or f"{fn.__module__}.{fn.__qualname__}"
+        signature = inspect.signature(fn)
+        defaults = {
+            p.name: p.default
+            for p in signature.parameters.values()
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        }
+        var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+        def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            if not args:
+                merged = {**defaults, **kwargs}  # the fast path: keyword calls
+            else:
+                try:
+                    bound = signature.bind(*args, **kwargs)
+                except TypeError as exc:
+                    raise InvalidRequest(f"{operation}: {exc}") from exc
+                bound.apply_defaults()
+                merged = dict(bound.arguments)
+                if var_keyword is not None:
+                    merged.update(merged.pop(var_keyword, {}))
+            return merged
+
+        def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
+            params = arguments(args, kwargs)
+            if "prompt" not in params:
+                raise InvalidRequest(f"{operation}: the keyword argument 'prompt' is required")
+            prompt = params.pop("prompt")
+            for key in ignored.intersection(params):
+                del params[key]
+            request = Request.build(kind, operation, prompt, params)
+            if callable(cost_usd):
+                cost = cost_usd(request.params)
+            else:
+                cost = cost_usd if cost_usd is not None else generation_cost(request.params)
+            return request, cost
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                request, cost = build(args, kwargs)
+                return await cache.afetch(request, lambda: fn(*args, **kwargs), cost_usd=cost)
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                request, cost = build(args, kwargs)
+                return cache.fetch(request, lambda: fn(*args, **kwargs), cost_usd=cost)
+
+        wrapper.cache = cache
+        wrapper.cache_key = lambda *args, **kwargs: build(args, kwargs)[0].key
+        wrapper.invalidate = lambda *args, **kwargs: cache.delete(build(args, kwargs)[0])
+        return wrapper
+
+    return decorate

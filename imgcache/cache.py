@@ -1,0 +1,502 @@
+"""The cache front: configuration, policy, and the path of one call.
+
+Policy lives here and only here (STYLE 2): which tiers exist, TTL and its extension on hits,
+single-flight, savings arithmetic, stats. Adapters (the decorator, ``wrap``) turn their calls
+into a :class:`~imgcache.request.Request` plus an upstream callable and call
+:meth:`Cache.fetch` or :meth:`Cache.afetch`; the two are twins over the same helpers, only
+their waiting and I/O differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import codec
+from ._config import parse_bytes, parse_duration
+from .errors import ConfigError, CorruptData, UncachedResultWarning, UnstorableResult
+from .flight import AsyncLocalFlight, Heartbeat, LocalFlight
+from .request import Request
+from .stats import Stats, nest
+from .store.base import Tier, blob_key, check_namespace, entry_key
+from .store.memory import MemoryTier
+from .store.tiered import FAILED, MANIFEST_VERSION, Hit, TieredStore
+
+log = logging.getLogger("imgcache")
+T = TypeVar("T")
+MiB = 1 << 20
+TTL_EXTENSION_CAP = 8
+"""With a TTL, an entry that keeps being hit lives up to this many TTLs from its creation."""
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _as_stored(value: Any, hit: Hit) -> Any:
+    return value
+
+
+def default_directory() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("imgcache", appauthor=False))
+
+
+class Cache:
+    """A three-tier, content-addressed cache for image-generation and vision calls.
+
+    With neither ``redis_url`` nor ``s3_bucket`` it runs embedded, on memory plus a local
+    directory (``directory``, by default the user's cache directory) that persists across
+    runs. With Redis and/or S3 it shares entries with every process that uses them; a local
+    directory is then used only when ``directory`` is given.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        redis_url: str | None = None,
+        s3_bucket: str | None = None,
+        s3_endpoint_url: str | None = None,
+        s3_prefix: str = "imgcache/",
+        directory: str | os.PathLike[str] | None = None,
+        memory_bytes: int = 256 * MiB,
+        ttl: float | None = None,
+        semantic: bool = True,
+        redis_max_blob_bytes: int | None = None,
+        lock_timeout: float = 10.0,
+        wait_timeout: float = 600.0,
+        stats_interval: float = 1.0,
+    ) -> None:
+        self.namespace = check_namespace(namespace)
+        if ttl is not None and ttl <= 0:
+            raise ConfigError(f"ttl must be positive seconds or None, not {ttl!r}")
+        if memory_bytes < 0:
+            raise ConfigError("memory_bytes must be >= 0")
+        self.ttl = ttl
+        self.semantic = semantic
+        self.lock_timeout = lock_timeout
+        self.wait_timeout = wait_timeout
+        self.stats_counters = Stats()
+
+        tiers: list[Tier] = []
+        if memory_bytes:
+            tiers.append(MemoryTier(memory_bytes))
+        if directory is not None or (redis_url is None and s3_bucket is None):
+            from .store.disk import DiskTier
+
+            self.directory: Path | None = Path(directory) if directory is not None else default_directory()
+            tiers.append(DiskTier(self.directory))
+        else:
+            self.directory = None
+        if redis_url:
+            from .store.redis import RedisTier
+
+            tiers.append(RedisTier(redis_url))
+        if s3_bucket:
+            from .store.s3 import S3Tier
+
+            tiers.append(S3Tier(s3_bucket, endpoint_url=s3_endpoint_url, prefix=s3_prefix))
+        # With S3 behind it, Redis keeps only small blobs; without, it must keep them all.
+        if redis_max_blob_bytes is None and s3_bucket:
+            redis_max_blob_bytes = 4 * MiB
+        self.store = TieredStore(tiers, self.stats_counters, max_blob_bytes={"redis": redis_max_blob_bytes})
+        self._flight = LocalFlight()
+        self._async_flight = AsyncLocalFlight()
+        self._heartbeat = Heartbeat(lock_timeout)
+        self._closed = False
+        self._stats_stop = threading.Event()
+        self._stats_thread: threading.Thread | None = None
+        self.stats_interval = stats_interval
+        _live_caches.add(self)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Cache:
+        """A cache configured from ``IMGCACHE_*`` environment variables; keyword arguments win."""
+        env = os.environ
+        config: dict[str, Any] = {}
+        for name, key in (
+            ("IMGCACHE_NAMESPACE", "namespace"),
+            ("IMGCACHE_REDIS_URL", "redis_url"),
+            ("IMGCACHE_S3_BUCKET", "s3_bucket"),
+            ("IMGCACHE_S3_ENDPOINT_URL", "s3_endpoint_url"),
+            ("IMGCACHE_S3_PREFIX", "s3_prefix"),
+            ("IMGCACHE_DIR", "directory"),
+        ):
+            if env.get(name):
+                config[key] = env[name]
+        if env.get("IMGCACHE_MEMORY_BYTES"):
+            config["memory_bytes"] = parse_bytes(env["IMGCACHE_MEMORY_BYTES"], "IMGCACHE_MEMORY_BYTES")
+        if env.get("IMGCACHE_TTL"):
+            config["ttl"] = parse_duration(env["IMGCACHE_TTL"], "IMGCACHE_TTL")
+        config.update(overrides)
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<Cache {self.namespace!r} tiers={[t.name for t in self.store.tiers]}>"
+
+    # -- the path of one call -------------------------------------------------------------
+
+    def lookup(self, request: Request) -> Hit | None:
+        """The stored entry for a request, or None; no stats, no upstream call."""
+        return self.store.get(self.namespace, request.key)
+
+    def fetch(
+        self,
+        request: Request,
+        upstream: Callable[[], T],
+        *,
+        to_storable: Callable[[T], Any] = _identity,
+        from_storable: Callable[[Any, Hit], T] = _as_stored,
+        cost_usd: float | None = None,
+    ) -> T:
+        """Answer ``request`` from the cache, or call ``upstream`` once and store its result.
+
+        ``to_storable`` turns an upstream result into JSON data with bytes inside (see
+        :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
+        caller's type from that data on a hit. Upstream errors propagate unchanged.
+        """
+        self.stats_counters.add(requests=1)
+        served = self._serve(request, self.store.get(self.namespace, request.key), from_storable)
+        if served is not _NOT_SERVED:
+            return served
+        while True:
+            with self._flight.lead(request.key) as flight:
+                if flight is None:
+                    return self._lead(request, upstream, to_storable, from_storable, cost_usd)
+                flight.done.wait(self.wait_timeout)
+                hit = self.store.get(self.namespace, request.key)
+                served = self._serve(request, hit, from_storable, coalesced=True)
+                if served is not _NOT_SERVED:
+                    return served
+                if flight.error is not None:
+                    raise flight.error
+            # The leader's result was not stored (unstorable): take a turn ourselves.
+
+    async def afetch(
+        self,
+        request: Request,
+        upstream: Callable[[], Awaitable[T]],
+        *,
+        to_storable: Callable[[T], Any] = _identity,
+        from_storable: Callable[[Any, Hit], T] = _as_stored,
+        cost_usd: float | None = None,
+    ) -> T:
+        """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
+        self.stats_counters.add(requests=1)
+        served = self._serve(request, await self._aget(request), from_storable)
+        if served is not _NOT_SERVED:
+            return served
+        while True:
+            with self._async_flight.lead(request.key) as flight:
+                if flight is None:
+                    return await self._alead(request, upstream, to_storable, from_storable, cost_usd)
+                try:
+                    await asyncio.wait_for(flight.done.wait(), self.wait_timeout)
+                except asyncio.TimeoutError:
+                    pass
+                served = self._serve(request, await self._aget(request), from_storable, coalesced=True)
+                if served is not _NOT_SERVED:
+                    return served
+                if flight.error is not None:
+                    raise flight.error
+
+    def _lead(self, request: Request, upstream: Callable[[], T], to_storable: Callable[[T], Any],
+              from_storable: Callable[[Any, Hit], T], cost_usd: float | None) -> T:
+        lock = None
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.01
+        while True:
+            lock, hit = self._try_shared_lock(request)
+            served = self._serve(request, hit, from_storable, coalesced=True)
+            if served is not _NOT_SERVED or lock is not _WAIT or time.monotonic() > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+        if served is not _NOT_SERVED:
+            return served
+        try:
+            started = time.perf_counter()
+            try:
+                result = upstream()
+            except BaseException:
+                self.stats_counters.add(misses=1, upstream_calls=1, upstream_errors=1)
+                raise
+            return self._after_upstream(request, result, to_storable, cost_usd, time.perf_counter() - started)
+        finally:
+            self._release(lock)
+
+    async def _alead(self, request: Request, upstream: Callable[[], Awaitable[T]],
+                     to_storable: Callable[[T], Any], from_storable: Callable[[Any, Hit], T],
+                     cost_usd: float | None) -> T:
+        lock = None
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.01
+        while True:
+            lock, hit = await asyncio.to_thread(self._try_shared_lock, request)
+            served = self._serve(request, hit, from_storable, coalesced=True)
+            if served is not _NOT_SERVED or lock is not _WAIT or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.2)
+        if served is not _NOT_SERVED:
+            return served
+        try:
+            started = time.perf_counter()
+            try:
+                result = await upstream()
+            except BaseException:
+                self.stats_counters.add(misses=1, upstream_calls=1, upstream_errors=1)
+                raise
+            elapsed = time.perf_counter() - started
+            return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd, elapsed)
+        finally:
+            await asyncio.to_thread(self._release, lock)
+
+    def _after_upstream(self, request: Request, result: T, to_storable: Callable[[T], Any],
+                        cost_usd: float | None, elapsed: float) -> T:
+        """Count an upstream call and store its result (when it can be stored faithfully)."""
+        self.stats_counters.add(misses=1, upstream_calls=1, spent_usd=cost_usd or 0.0)
+        try:
+            storable = to_storable(result)
+        except UnstorableResult as exc:
+            self._uncacheable(exc)
+            return result
+        self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed)
+        return result
+
+    def _uncacheable(self, exc: UnstorableResult) -> None:
+        warnings.warn(f"imgcache: result returned uncached: {exc}", UncachedResultWarning, stacklevel=5)
+        self.stats_counters.add(uncacheable=1)
+
+    # -- helpers shared by the twins --------------------------------------------------------
+
+    async def _aget(self, request: Request) -> Hit | None:
+        hit = self.store.get(self.namespace, request.key, fast_only=True)
+        if hit is None and any(not t.trusted for t in self.store.tiers):
+            hit = await asyncio.to_thread(self.store.get, self.namespace, request.key)
+        return hit
+
+    def _serve(self, request: Request, hit: Hit | None, from_storable: Callable[[Any, Hit], T],
+               *, coalesced: bool = False) -> T | Any:
+        """Turn a hit into the caller's result and count it; _NOT_SERVED if there is none."""
+        if hit is None:
+            return _NOT_SERVED
+        manifest = hit.manifest
+        try:
+            result = from_storable(codec.decode(manifest["result"], hit.blobs), hit)
+        except (CorruptData, UnstorableResult, KeyError, TypeError, ValueError) as exc:
+            log.warning("imgcache: stored entry %s cannot be rebuilt (%r); treating as a miss",
+                        request.key[:12], exc)
+            self.stats_counters.add(corrupt=1)
+            self.store.delete(self.namespace, request.key)
+            return _NOT_SERVED
+        tier = "memory" if coalesced and hit.tier == "memory" else hit.tier
+        self.stats_counters.add(
+            hits=1,
+            coalesced=int(coalesced),
+            saved_usd=manifest.get("cost_usd") or 0.0,
+            saved_seconds=manifest.get("elapsed") or 0.0,
+            **{f"by_tier__{tier}": 1, f"by_match__{manifest.get('match', 'exact')}": 1},
+        )
+        self._extend_lifetime(request, manifest)
+        return result
+
+    def _try_shared_lock(self, request: Request) -> tuple[Any, Hit | None]:
+        """One attempt at the cross-process lock: (lock, None) when taken or when there is no
+        shared lock to take (lock None), (_WAIT, hit-or-None) while another process holds it."""
+        redis = self.store.available("redis")
+        if redis is None:
+            return None, None
+        lock = redis.mutex(entry_key(self.namespace, request.key), self.lock_timeout)  # type: ignore[attr-defined]
+        try:
+            acquired = lock.acquire(blocking=False)
+        except Exception as exc:  # Redis failed under the lock: go on without it
+            self.store.guarded(redis, _raise_tier_error, exc)
+            return None, None
+        if acquired:
+            self._heartbeat.hold(lock)
+            # Double-check: another process may have stored it just before we took the lock.
+            return lock, self.store.get(self.namespace, request.key)
+        return _WAIT, self.store.get(self.namespace, request.key)
+
+    def _release(self, lock: Any) -> None:
+        if lock is None or lock is _WAIT:
+            return
+        self._heartbeat.drop(lock)
+        try:
+            lock.release()
+        except Exception as exc:  # expired or Redis gone: its timeout frees it
+            log.debug("imgcache: releasing flight lock: %r", exc)
+
+    def _extend_lifetime(self, request: Request, manifest: dict[str, Any]) -> None:
+        """Sliding TTL: a hit in the second half of an entry's life renews it, up to the cap."""
+        ttl, expires, cap = manifest.get("ttl"), manifest.get("expires"), manifest.get("max_expires")
+        if ttl is None or expires is None or cap is None:
+            return
+        now = time.time()
+        if expires - now > ttl / 2 or expires >= cap:
+            return
+        renewed = dict(manifest, expires=min(now + ttl, cap), hits=int(manifest.get("hits", 0)) + 1)
+        self.store.rewrite_manifest(self.namespace, request.key, renewed)
+
+    def store_result(self, request: Request, storable: Any, *, cost_usd: float | None = None,
+                     elapsed: float = 0.0, ttl: float | None = None) -> bool:
+        """Store a result given as storable data (see :mod:`imgcache.codec`); False, with an
+        :class:`UncachedResultWarning`, when it cannot be stored faithfully."""
+        try:
+            reference, blobs = codec.encode(storable)
+        except UnstorableResult as exc:
+            self._uncacheable(exc)
+            return False
+        ttl = self.ttl if ttl is None else ttl
+        now = time.time()
+        manifest = {
+            "v": MANIFEST_VERSION,
+            "key": request.key,
+            "request": request.describe(),
+            "result": reference,
+            "created": now,
+            "ttl": ttl,
+            "expires": None if ttl is None else now + ttl,
+            "max_expires": None if ttl is None else now + ttl * TTL_EXTENSION_CAP,
+            "cost_usd": cost_usd,
+            "elapsed": round(elapsed, 6),
+            "hits": 0,
+        }
+        self.store.put(self.namespace, request.key, manifest, blobs)
+        self.stats_counters.add(stored=1)
+        self._ensure_stats_thread()
+        return True
+
+    def delete(self, request: Request) -> None:
+        """Remove a request's entry from every tier (its blobs stay: others may share them)."""
+        self.store.delete(self.namespace, request.key)
+
+    # -- URLs for cached bytes ------------------------------------------------------------
+
+    def url_for(self, data: bytes, manifest: Mapping[str, Any]) -> str:
+        """A URL that serves ``data`` for the entry's lifetime: presigned S3 where S3 is
+        configured, otherwise a ``file://`` URL in the local directory."""
+        digest = codec.digest(data)
+        key = blob_key(self.namespace, digest)
+        s3 = self.store.available("s3")
+        if s3 is not None:
+            self.store.flush(timeout=10)
+            remaining = manifest.get("max_expires") or manifest.get("expires")
+            lifetime = 7 * 86400 if remaining is None else int(remaining - time.time())
+            if self.store.guarded(s3, s3.set, key, data, None) is not FAILED:
+                return s3.presigned_url(key, max(1, lifetime))  # type: ignore[attr-defined]
+        disk = self.store.available("disk")
+        if disk is not None:
+            path = disk.path_for(key)  # type: ignore[attr-defined]
+        else:
+            path = default_directory() / "urls" / self.namespace / digest
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return path.resolve().as_uri()
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def stats(self, *, shared: bool = False) -> dict[str, Any]:
+        """Counters of this cache object, or with ``shared`` those of every process that
+        shares its Redis (or its directory), this one's pending figures included."""
+        if not shared:
+            figures = nest(self.stats_counters.snapshot())
+        else:
+            self.flush_stats()
+            sink = self._counter_store()
+            figures = nest(sink.read_counters(self.namespace) if sink is not None else self.stats_counters.snapshot())
+        figures["namespace"] = self.namespace
+        figures["tiers"] = {name: ("up" if b.closed else "down") for name, b in self.store.breakers.items()}
+        return figures
+
+    def _counter_store(self) -> Any:
+        for name in ("redis", "disk"):
+            tier = self.store.available(name)
+            if tier is not None:
+                return tier
+        return None
+
+    def flush_stats(self) -> None:
+        sink = self._counter_store()
+        if sink is not None:
+            self.store.guarded(sink, self.stats_counters.flush, self.namespace, sink)
+
+    def _ensure_stats_thread(self) -> None:
+        if self._stats_thread is None and not self._closed:
+            self._stats_thread = threading.Thread(target=self._stats_loop, name="imgcache-stats", daemon=True)
+            self._stats_thread.start()
+
+    def _stats_loop(self) -> None:
+        while not self._stats_stop.wait(self.stats_interval):
+            self.flush_stats()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Finish background writes and publish pending stats."""
+        self.store.flush(timeout)
+        self.flush_stats()
+
+    def close(self) -> None:
+        """Flush and release connections. Safe to call twice; also run at interpreter exit."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stats_stop.set()
+        self.store.flush(timeout=30)
+        self.flush_stats()
+        self.store.close()
+        _live_caches.discard(self)
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cached(self, kind: str = "generation", **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Decorate a function (sync or async) so that its calls are answered from this cache.
+        See :func:`imgcache.adapters.decorator.cached` for the options."""
+        from .adapters.decorator import cached
+
+        return cached(self, kind, **options)
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_NOT_SERVED = _Sentinel("NOT_SERVED")
+_WAIT = _Sentinel("WAIT")
+_live_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+def _raise_tier_error(exc: BaseException) -> None:
+    from .errors import TierUnavailable
+
+    raise TierUnavailable("redis", repr(exc)) from exc
+
+
+@atexit.register
+def _close_all() -> None:
+    for cache in list(_live_caches):
+        cache.close()

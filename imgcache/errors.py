@@ -1,0 +1,60 @@
+"""Every error imgcache raises, under one root.
+
+    ImgcacheError
+    ├── ConfigError            bad configuration (namespace, URLs, environment values)
+    ├── InvalidRequest         a request the cache cannot key: missing or non-string prompt,
+    │                          parameters that are not JSON data (also a TypeError)
+    ├── UnstorableResult       a result the cache cannot store faithfully (also a TypeError);
+    │                          adapters catch it, warn, and return the result uncached
+    └── TierError              a storage tier failed; never reaches a caller of a cached call,
+        ├── TierUnavailable    the cache front skips the tier and counts it
+        ├── TierTimeout
+        └── CorruptData        bytes that fail their digest or do not parse
+
+A result that is returned uncached is announced with :class:`UncachedResultWarning`.
+
+Errors raised by the wrapped function or API (upstream errors) are never wrapped: they
+propagate to the caller unchanged.
+"""
+
+from __future__ import annotations
+
+
+class ImgcacheError(Exception):
+    """Root of every error imgcache raises."""
+
+
+class ConfigError(ImgcacheError, ValueError):
+    """The cache was configured with a value it cannot use."""
+
+
+class InvalidRequest(ImgcacheError, TypeError):
+    """The call cannot be turned into a cache key."""
+
+
+class UnstorableResult(ImgcacheError, TypeError):
+    """The result cannot be stored without loss."""
+
+
+class TierError(ImgcacheError):
+    """A storage tier failed. ``tier`` names it (memory, disk, redis, s3)."""
+
+    def __init__(self, tier: str, message: str) -> None:
+        super().__init__(f"{tier}: {message}")
+        self.tier = tier
+
+
+class TierUnavailable(TierError):
+    """The tier could not be reached or refused the operation."""
+
+
+class TierTimeout(TierError):
+    """The tier did not answer in time."""
+
+
+class CorruptData(TierError):
+    """Bytes read from the tier failed their digest or could not be parsed."""
+
+
+class UncachedResultWarning(UserWarning):
+    """A result was returned to the caller but not stored (see the message for why)."""

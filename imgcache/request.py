@@ -1,0 +1,96 @@
+"""The canonical request and its exact key.
+
+A :class:`Request` is what a call asks for, with everything that cannot change the answer
+taken out: the prompt normalized, parameters canonicalized (defaults resolved by the adapter,
+integral floats made ints, bytes replaced by their digest), parameters that do not change the
+output dropped. Its :attr:`Request.key` is a versioned sha256 of that, stable across processes,
+machines and releases (golden-key tests pin it); bump :data:`KEY_VERSION` to change it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .errors import InvalidRequest
+from .normalize import normalize_prompt
+
+KEY_VERSION: Final = 1
+KINDS: Final = ("generation", "vision")
+
+JSONData = Any  # str | int | float | bool | None | list[JSONData] | dict[str, JSONData]
+
+
+def canonical_json(value: JSONData) -> str:
+    """One spelling for one value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def canonical_value(value: Any, path: str = "params") -> JSONData:
+    """Turn a parameter value into canonical JSON data, or raise InvalidRequest."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequest(f"{path}: {value!r} is not a finite number")
+        return int(value) if value.is_integer() else value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$sha256": hashlib.sha256(value).hexdigest()}
+    if isinstance(value, (list, tuple)):
+        return [canonical_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidRequest(f"{path}: key {k!r} is not a string")
+            out[k] = canonical_value(v, f"{path}.{k}")
+        return out
+    raise InvalidRequest(
+        f"{path}: a {type(value).__name__} is not JSON data; pass str, number, bool, None,"
+        " bytes, or lists and dicts of them"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A canonical request. Build it with :meth:`Request.build`."""
+
+    kind: str
+    operation: str
+    """Which API or function answers it, e.g. ``openai.images.generate``: two functions
+    never share entries unless they are given the same name."""
+    prompt: str
+    """The normalized prompt."""
+    params: dict[str, JSONData]
+    raw_prompt: str = field(default="", compare=False)
+    key: str = field(default="", compare=False)
+
+    @classmethod
+    def build(
+        cls, kind: str, operation: str, prompt: Any, params: Mapping[str, Any]
+    ) -> Request:
+        if kind not in KINDS:
+            raise InvalidRequest(f"kind must be one of {KINDS}, not {kind!r}")
+        if not isinstance(prompt, str):
+            raise InvalidRequest(
+                f"prompt must be a str, not {type(prompt).__name__}"
+                if prompt is not None
+                else "prompt is required"
+            )
+        normalized = normalize_prompt(prompt)
+        canonical = canonical_value(dict(params))
+        body = canonical_json(
+            {"v": KEY_VERSION, "kind": kind, "op": operation, "prompt": normalized, "params": canonical}
+        )
+        key = hashlib.sha256(body.encode()).hexdigest()
+        return cls(kind, operation, normalized, canonical, prompt, key)
+
+    def describe(self) -> dict[str, JSONData]:
+        """What an entry manifest records about the request that made it."""
+        return {"kind": self.kind, "op": self.operation, "prompt": self.prompt, "params": self.params}

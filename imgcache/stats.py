@@ -1,0 +1,93 @@
+"""Counters of what the cache did, kept per process and aggregated across processes.
+
+Counters are flat names (``hits``, ``by_tier.redis``, ``by_match.exact``); :func:`nest` turns
+them into the nested shape that ``cache.stats()`` and ``imgcache stats --json`` show. Every
+increment also accrues in a pending delta that :meth:`Stats.flush` adds to a shared counter
+store (the Redis hash, or the local directory's stats file), so that ``imgcache stats``
+shows the figures of every process that shares it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from .store.base import CounterStore
+
+TIERS = ("memory", "disk", "redis", "s3")
+MATCHES = ("exact", "semantic", "perceptual")
+_TOP = (
+    "requests", "hits", "misses", "upstream_calls", "upstream_errors", "coalesced",
+    "stored", "uncacheable", "bypassed", "corrupt", "saved_usd", "spent_usd", "saved_seconds",
+)
+DESCRIPTIONS = {
+    "requests": "calls that went through the cache",
+    "hits": "answered from the cache (any tier or match, or by waiting for an identical call)",
+    "misses": "not found in any tier",
+    "upstream_calls": "calls made to the wrapped function or API",
+    "upstream_errors": "upstream calls that raised (propagated, never cached)",
+    "coalesced": "identical concurrent calls answered by another caller's upstream call",
+    "stored": "results stored",
+    "uncacheable": "results returned uncached because they could not be stored faithfully",
+    "bypassed": "calls passed through on request (streaming, cache switched off)",
+    "corrupt": "stored entries or blobs that failed their digest or did not parse",
+    "saved_usd": "list price of the upstream calls the hits avoided",
+    "spent_usd": "list price of the upstream calls made",
+    "saved_seconds": "upstream time the hits avoided",
+}
+
+
+def empty() -> dict[str, float]:
+    counters = dict.fromkeys(_TOP, 0.0)
+    counters.update({f"by_tier.{t}": 0.0 for t in TIERS})
+    counters.update({f"by_match.{m}": 0.0 for m in MATCHES})
+    return counters
+
+
+def nest(flat: Mapping[str, float]) -> dict[str, Any]:
+    """``{"by_tier.redis": 3.0}`` -> ``{"by_tier": {"redis": 3}}``; whole numbers as ints."""
+    out: dict[str, Any] = {}
+    for name, value in sorted({**empty(), **flat}.items()):
+        number: float | int = round(value, 6) if name.endswith(("_usd", "_seconds")) else int(value)
+        group, _, leaf = name.partition(".")
+        if leaf:
+            out.setdefault(group, {})[leaf] = number
+        else:
+            out[name] = number
+    return out
+
+
+class Stats:
+    """Thread-safe counters for one cache object."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = empty()
+        self._pending: dict[str, float] = {}
+
+    def add(self, **deltas: float) -> None:
+        """``add(hits=1, by_tier__redis=1)``: a double underscore stands for the dot."""
+        with self._lock:
+            for name, delta in deltas.items():
+                name = name.replace("__", ".")
+                self._totals[name] = self._totals.get(name, 0.0) + delta
+                self._pending[name] = self._pending.get(name, 0.0) + delta
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._totals)
+
+    def flush(self, namespace: str, sink: CounterStore) -> None:
+        """Add pending deltas to the shared store; on failure they stay pending (TierError raised)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            sink.add_counters(namespace, pending)
+        except BaseException:
+            with self._lock:
+                for name, delta in pending.items():
+                    self._pending[name] = self._pending.get(name, 0.0) + delta
+            raise

@@ -1,0 +1,119 @@
+"""The storage protocol every tier implements.
+
+A tier stores bytes under string keys and holds no policy: TTL arithmetic, namespacing,
+digest checks, promotion and fault handling live in :mod:`imgcache.store.tiered`.
+
+Keys are *logical* keys built by :func:`entry_key` and :func:`blob_key`,
+``"<namespace>/<kind>/<id>"``; each tier maps them onto its own naming (a Redis key with a
+hash tag, an S3 object key, a file path). A miss is :data:`MISSING`, never ``None``.
+Tiers raise :class:`~imgcache.errors.TierError` subclasses and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Final, Protocol, runtime_checkable
+
+from ..errors import ConfigError
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+"""What ``Tier.get`` returns for a key it does not hold."""
+
+ENTRY: Final = "e"
+BLOB: Final = "b"
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def check_namespace(namespace: str) -> str:
+    """Namespaces become parts of Redis keys, S3 keys and paths, so they are kept plain."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigError(
+            f"namespace {namespace!r} must be 1-64 characters of letters, digits, '.', '_', '-'"
+            " starting with a letter or digit"
+        )
+    return namespace
+
+
+def entry_key(namespace: str, key_hex: str) -> str:
+    return f"{namespace}/{ENTRY}/{key_hex}"
+
+
+def blob_key(namespace: str, digest: str) -> str:
+    return f"{namespace}/{BLOB}/{digest}"
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """``"ns/e/<hex>"`` -> ``("ns", "e", "<hex>")``, refusing anything that is not a logical key."""
+    namespace, kind, ident = key.split("/", 2)
+    if kind not in (ENTRY, BLOB) or not _ID.fullmatch(ident):
+        raise ValueError(f"not a logical cache key: {key!r}")
+    return namespace, kind, ident
+
+
+@runtime_checkable
+class Tier(Protocol):
+    """A storage tier: bytes in, bytes out."""
+
+    name: str
+    """One of ``memory``, ``disk``, ``redis``, ``s3``: the label in stats and logs."""
+    shared: bool
+    """Other processes see what this tier stores."""
+    trusted: bool
+    """Bytes read back need no digest check (only the in-process memory tier)."""
+
+    def get(self, key: str) -> bytes | _Missing: ...
+
+    def get_many(self, keys: Iterable[str]) -> list[bytes | _Missing]: ...
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def ping(self) -> None:
+        """Raise a TierError unless the tier answers; used to close a tripped breaker."""
+
+    def close(self) -> None: ...
+
+
+class CounterStore(Protocol):
+    """A shared tier that can also aggregate stats counters across processes."""
+
+    def add_counters(self, namespace: str, deltas: Mapping[str, float]) -> None: ...
+
+    def read_counters(self, namespace: str) -> dict[str, float]: ...
+
+
+class BaseTier:
+    """Defaults for the batch methods, as loops over the single ones."""
+
+    name = "base"
+    shared = False
+    trusted = False
+
+    def get(self, key: str) -> bytes | _Missing:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_many(self, keys: Iterable[str]) -> list[bytes | _Missing]:
+        return [self.get(key) for key in keys]
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

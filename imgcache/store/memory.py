@@ -1,0 +1,72 @@
+"""In-process tier: an LRU bounded by the bytes it holds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from .base import MISSING, BaseTier, _Missing
+
+# Python object overhead per entry (key string, tuple, dict slot), so that a flood of tiny
+# values cannot exceed the budget by an order of magnitude.
+_OVERHEAD = 160
+
+
+class MemoryTier(BaseTier):
+    name = "memory"
+    shared = False
+    trusted = True
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> bytes | _Missing:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return MISSING
+            value, deadline = item
+            if deadline is not None and deadline <= time.monotonic():
+                self._drop(key)
+                return MISSING
+            self._items.move_to_end(key)
+            return value
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        size = len(value) + len(key) + _OVERHEAD
+        if size > self.max_bytes:
+            self.delete(key)  # too large to hold: never keep a stale smaller copy
+            return
+        deadline = None if ttl is None else time.monotonic() + ttl
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+            self._items[key] = (value, deadline)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._items)))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def _drop(self, key: str) -> None:
+        value, _ = self._items.pop(key)
+        self._bytes -= len(value) + len(key) + _OVERHEAD
