@@ -265,15 +265,14 @@ class TieredStore:
 
     def _background(self, tier: Tier, op: Callable[..., Any], *args: Any) -> None:
         with self._pending_lock:
-            if len(self._pending) >= self._max_background:
-                run_now = True  # back-pressure: a slow tier must not queue unbounded memory
-            else:
-                run_now = False
+            future = None
+            if len(self._pending) < self._max_background:  # else back-pressure: run it here
                 future = self._pool.submit(self.guarded, tier, op, *args)
                 self._pending.add(future)
-                future.add_done_callback(self._finished)
-        if run_now:
+        if future is None:
             self.guarded(tier, op, *args)
+        else:
+            future.add_done_callback(self._finished)  # may run at once: outside the lock
 
     def _finished(self, future: Future[Any]) -> None:
         with self._pending_lock:

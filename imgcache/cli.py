@@ -1,0 +1,245 @@
+"""The ``imgcache`` console script.
+
+    imgcache stats [--json] [--namespace NS]   figures of every process sharing the cache
+    imgcache demo [--requests N] [--latency S]  replay a request stream against a local stand-in
+
+This module imports only typer at load time: the cache, rich's renderables, openai and the
+storage drivers are imported inside the commands that use them, so ``imgcache --help`` and
+``imgcache stats`` start fast (and never load ML libraries).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .cache import Cache
+
+CONFIG_ERROR = 2
+"""Exit code for a configuration value the cache cannot use (like a usage error)."""
+FAILURE = 1
+
+app = typer.Typer(
+    name="imgcache",
+    help="Content-addressed cache for image-generation API calls.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"imgcache: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def stats(
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the figures as JSON (the dict of cache.stats(shared=True))."
+        ),
+    ] = False,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", help="Namespace to show (default: IMGCACHE_NAMESPACE or 'default')."
+        ),
+    ] = None,
+) -> None:
+    """Show what the cache did, summed over every process that shares it.
+
+    Configuration is read from the IMGCACHE_* environment variables, as Cache.from_env() does.
+    """
+    from .cache import Cache
+    from .errors import TierError
+
+    overrides = {"namespace": namespace} if namespace else {}
+    try:
+        cache = Cache.from_env(**overrides)
+        try:
+            figures = cache.stats(shared=True)
+        finally:
+            cache.close()
+    # ConfigError is a ValueError; so is what a driver raises for a value it refuses on
+    # first use (a Redis URL without its scheme).
+    except ValueError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+    except TierError as exc:
+        _fail(f"cannot read the shared counters: {exc}", FAILURE)
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+
+    _print_stats(Console(), cache, figures)
+
+
+@app.command()
+def demo(
+    requests: Annotated[
+        int, typer.Option("--requests", "-n", min=1, help="Requests to replay.")
+    ] = 200,
+    latency: Annotated[
+        float, typer.Option("--latency", min=0.0, help="Seconds the stand-in API takes per call.")
+    ] = 0.2,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Cache directory to use and keep (default: a temporary one)."),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Call the real OpenAI API (3 prompts, dall-e-2 256x256).")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before --live spends money.")
+    ] = False,
+) -> None:
+    """Replay a realistic stream of image requests through the cache, with no servers needed."""
+    from rich.console import Console
+
+    from . import demo as demo_module
+    from .errors import ImgcacheError
+
+    console = Console()
+    if live:
+        if not os.environ.get("OPENAI_API_KEY"):
+            _fail("--live needs OPENAI_API_KEY in the environment", CONFIG_ERROR)
+        if not yes:
+            typer.confirm(
+                f"--live makes up to {demo_module.LIVE_PROMPTS} real dall-e-2 256x256 calls "
+                f"(about ${demo_module.live_cost_ceiling():.2f}). Go on?",
+                abort=True,
+            )
+    try:
+        demo_module.run_demo(requests, latency, directory, live, console)
+    except ImportError as exc:
+        if exc.name != "openai":
+            raise
+        _fail("the demo needs the OpenAI SDK: pip install 'imgcache[openai]'", FAILURE)
+    except ImgcacheError as exc:
+        _fail(str(exc), CONFIG_ERROR if isinstance(exc, ValueError) else FAILURE)
+
+
+# -- the stats table ---------------------------------------------------------------------
+
+
+def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    requests, hits = figures["requests"], figures["hits"]
+    by_tier, by_match = figures["by_tier"], figures["by_match"]
+    tier_errors = figures.get("tier_errors", {})
+
+    table = Table(
+        title=f"imgcache stats - namespace {figures['namespace']!r}",
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    table.add_row("requests", f"{requests:,}", "calls that went through the cache")
+    table.add_row(
+        "hit rate", f"{_rate(hits, requests)}", f"{hits:,} hits, {figures['misses']:,} misses"
+    )
+    table.add_section()
+    for tier in ("memory", "disk", "redis", "s3"):
+        table.add_row(f"hits from {tier}", f"{by_tier.get(tier, 0):,}", "")
+    for match in ("exact", "semantic", "perceptual"):
+        table.add_row(f"{match} matches", f"{by_match.get(match, 0):,}", "")
+    table.add_row(
+        "coalesced", f"{figures['coalesced']:,}", "identical concurrent calls answered by one"
+    )
+    table.add_section()
+    table.add_row(
+        "upstream calls", f"{figures['upstream_calls']:,}", f"{figures['upstream_errors']:,} raised"
+    )
+    table.add_row(
+        "dollars saved", f"${figures['saved_usd']:,.2f}", "list price of the calls avoided"
+    )
+    table.add_row("dollars spent", f"${figures['spent_usd']:,.2f}", "list price of the calls made")
+    table.add_row(
+        "time saved", _duration(figures["saved_seconds"]), "upstream time the hits avoided"
+    )
+    table.add_section()
+    table.add_row("stored", f"{figures['stored']:,}", "")
+    table.add_row("uncacheable", f"{figures['uncacheable']:,}", "returned but not stored")
+    table.add_row("bypassed", f"{figures['bypassed']:,}", "streaming or switched off")
+    table.add_row("corrupt", f"{figures['corrupt']:,}", "entries that failed their digest")
+    for tier in figures["tiers"]:
+        table.add_row(f"{tier} errors", f"{tier_errors.get(tier, 0):,}", "")
+    console.print(table)
+
+    config = Table(
+        title="configuration (from IMGCACHE_* variables)", show_header=False, title_justify="left"
+    )
+    config.add_column("setting", style="bold")
+    config.add_column("value")
+    config.add_row("namespace", figures["namespace"])
+    for tier, state in figures["tiers"].items():
+        colour = "green" if state == "up" else "red"
+        config.add_row(f"{tier} tier", f"[{colour}]{state}[/{colour}]  {_where(cache, tier)}")
+    config.add_row("ttl", "none" if cache.ttl is None else _duration(cache.ttl))
+    console.print(config)
+
+
+def _where(cache: Cache, tier: str) -> str:
+    env = os.environ
+    if tier == "memory":
+        limit = next(
+            (getattr(t, "max_bytes", None) for t in cache.store.tiers if t.name == "memory"), None
+        )
+        return f"{limit / (1 << 20):,.0f} MiB, this process only" if limit else "this process only"
+    if tier == "disk":
+        return str(cache.directory)
+    if tier == "redis":
+        return _redact(env.get("IMGCACHE_REDIS_URL", ""))
+    if tier == "s3":
+        where = (
+            f"s3://{env.get('IMGCACHE_S3_BUCKET', '')}/{env.get('IMGCACHE_S3_PREFIX', 'imgcache/')}"
+        )
+        endpoint = env.get("IMGCACHE_S3_ENDPOINT_URL")
+        return f"{where} at {endpoint}" if endpoint else where
+    return ""
+
+
+def _redact(url: str) -> str:
+    """A URL with its password replaced, for display."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _rate(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def main() -> None:
+    """Entry point of the ``imgcache`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""``imgcache demo``: a realistic stream of image requests replayed through the cache.
+
+A shop's marketing tools ask for product and campaign images. A few prompts are asked for
+all the time, most rarely (a Zipf-like popularity), and the same request arrives spelled in
+many ways: other case, stray spaces, typographic quotes, a trailing period, a no-break
+space, or with default parameters written out. The stream is drawn from a seeded random
+generator, so two runs replay the same requests, and sent from a few threads, so that
+identical requests in flight together show single-flight (one upstream call for all).
+
+By default the requests go to :class:`~imgcache.testing.openai_server.FakeOpenAI`, a local
+stand-in for the API with a configurable latency; ``live=True`` uses the real API with a
+few cheap dall-e-2 256x256 calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+SEED = 20240611
+THREADS = 4
+ZIPF_EXPONENT = 1.1
+LIVE_PROMPTS = 3
+LIVE_PARAMS = {"model": "dall-e-2", "size": "256x256"}
+NAMESPACE = "demo"
+
+
+@dataclass(frozen=True)
+class DemoPrompt:
+    text: str
+    params: dict[str, Any]
+
+
+_SQUARE = {"model": "dall-e-3", "size": "1024x1024"}
+_WIDE = {"model": "dall-e-3", "size": "1792x1024"}
+_WIDE_HD = {"model": "dall-e-3", "size": "1792x1024", "quality": "hd"}
+_HD = {"model": "dall-e-3", "size": "1024x1024", "quality": "hd"}
+
+# Most popular first: the popularity of a prompt falls with its rank.
+PROMPTS: tuple[DemoPrompt, ...] = tuple(
+    DemoPrompt(text, params)
+    for text, params in (
+        ("studio shot of white sneakers on a pastel background", _SQUARE),
+        ("a red fox in snow, photo", _SQUARE),
+        ('hero banner for a "summer sale" with beach towels and sunglasses', _WIDE),
+        ("flat lay of a leather wallet, keys and a watch on oak", _SQUARE),
+        ("a ceramic coffee mug with steam on a marble counter, morning light", _SQUARE),
+        ("minimalist product photo of a glass perfume bottle, soft shadows", _HD),
+        ("a golden retriever wearing a red bandana, studio portrait", _SQUARE),
+        ("isometric illustration of a cozy home office", _SQUARE),
+        ("a kid's yellow rain boots splashing in a puddle", _SQUARE),
+        ('"back to school" flat lay with notebooks, pencils and a backpack', _SQUARE),
+        ("a stack of pancakes with blueberries and maple syrup, food photography", _SQUARE),
+        ("wide banner of a mountain lake at sunrise for a travel newsletter", _WIDE_HD),
+        ("a modern living room with a green velvet sofa, interior photo", _SQUARE),
+        ("a bottle of olive oil with fresh basil and tomatoes, rustic table", _SQUARE),
+        ("a smartwatch on a runner's wrist, close-up, city background", _SQUARE),
+        ("watercolor illustration of a lighthouse for a gift card", _SQUARE),
+        ("a pair of noise-cancelling headphones floating on a gradient background", _SQUARE),
+        ("a scented candle in an amber jar beside dried flowers", _SQUARE),
+        ("an electric scooter parked on a cobblestone street, golden hour", _SQUARE),
+        ("a bowl of ramen with a soft-boiled egg, top-down photo", _SQUARE),
+        ("a handmade ceramic vase with pampas grass, neutral tones", _SQUARE),
+        ("a vintage film camera on a map with a passport", _SQUARE),
+        ('holiday banner: "free shipping" with wrapped gifts and pine branches', _WIDE),
+        ("a white t-shirt mockup on a wooden hanger", _SQUARE),
+        ("a cat sleeping in a cardboard box, soft window light", _SQUARE),
+        ("a skincare set of three bottles on wet stones", _SQUARE),
+        ("a plate of sushi on a slate board, dark moody photo", _SQUARE),
+        ("a camping tent under the milky way, long exposure", _SQUARE),
+        ("a loaf of sourdough bread on a linen cloth", _SQUARE),
+        ("a bicycle leaning on a pastel pink wall", _SQUARE),
+        ("an avocado toast with chili flakes, overhead shot", _SQUARE),
+        ("a denim jacket on a mannequin, e-commerce photo", _SQUARE),
+        ("a bouquet of tulips in a glass vase, spring campaign", _SQUARE),
+        ("a robot vacuum cleaner on a hardwood floor", _SQUARE),
+        ("a glass of iced coffee with condensation, summer menu", _SQUARE),
+        ("a pair of hiking boots on a rocky trail", _SQUARE),
+        ("an open laptop with a plant and a notebook, workspace photo", _SQUARE),
+        ("a chocolate cake slice with raspberries, bakery menu", _SQUARE),
+        ("a yoga mat rolled up with a water bottle, fitness ad", _SQUARE),
+        ("a hand-drawn map illustration of a small seaside town", _SQUARE),
+    )
+)
+
+
+# -- the request stream ------------------------------------------------------------------
+
+
+def _typographic_quotes(text: str) -> str:
+    out, opening = [], True
+    for ch in text:
+        if ch == '"':
+            out.append("\u201c" if opening else "\u201d")
+            opening = not opening
+        elif ch == "'":
+            out.append("\u2019")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _variant(text: str, rng: random.Random) -> str:
+    """The same prompt as someone else would type it: nothing that can change the image."""
+    kind = rng.choice(("upper", "title", "spaces", "quotes", "period", "nbsp", "mixed"))
+    if kind == "upper":
+        return text.upper()
+    if kind == "title":
+        return text.title()
+    if kind == "spaces":
+        return "  " + text.replace(" ", "  ", 2) + " "
+    if kind == "quotes":
+        return (
+            _typographic_quotes(text) if any(q in text for q in "'\"") else text.capitalize() + "."
+        )
+    if kind == "period":
+        return text + "."
+    if kind == "nbsp":
+        return text.replace(" ", "\u00a0", 1)
+    return _typographic_quotes(text.capitalize()).replace(", ", ",  ") + " ."
+
+
+def _with_defaults(params: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Sometimes write out parameters that are the API's defaults anyway."""
+    params = dict(params)
+    if rng.random() < 0.3:
+        params.setdefault("quality", "standard")
+    if rng.random() < 0.15:
+        params.setdefault("n", 1)
+    if params.get("model") == "dall-e-3" and rng.random() < 0.15:
+        params.setdefault("style", "vivid")
+    return params
+
+
+def request_stream(
+    count: int, prompts: tuple[DemoPrompt, ...] = PROMPTS, *, seed: int = SEED
+) -> list[dict[str, Any]]:
+    """``count`` keyword-argument dicts for ``images.generate``, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    weights = [1 / (rank + 1) ** ZIPF_EXPONENT for rank in range(len(prompts))]
+    stream = []
+    for prompt in rng.choices(prompts, weights, k=count):
+        text = prompt.text if rng.random() < 0.4 else _variant(prompt.text, rng)
+        kwargs = {"prompt": text, **_with_defaults(prompt.params, rng)}
+        if rng.random() < 0.3:
+            kwargs["response_format"] = "b64_json"  # what the caller gets, not what is drawn
+        stream.append(kwargs)
+    return stream
+
+
+def live_cost_ceiling() -> float:
+    from .pricing import image_price
+
+    return LIVE_PROMPTS * (image_price(LIVE_PARAMS["model"], LIVE_PARAMS["size"], None) or 0.0)
+
+
+# -- timing the upstream ------------------------------------------------------------------
+
+
+class _TimedImages:
+    """``client.images`` whose ``generate`` calls are timed (the upstream the cache avoids)."""
+
+    def __init__(self, images: Any) -> None:
+        self._images = images
+        self._lock = threading.Lock()
+        self.durations: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._images, name)
+
+    def generate(self, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._images.generate(**kwargs)
+        finally:
+            with self._lock:
+                self.durations.append(time.perf_counter() - started)
+
+
+class _TimedClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.images = _TimedImages(client.images)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@contextlib.contextmanager
+def _upstream(live: bool, latency: float) -> Iterator[tuple[Any, str]]:
+    """An OpenAI client and a description of what it talks to."""
+    import openai
+
+    if live:
+        with openai.OpenAI() as client:
+            yield client, "the real OpenAI API (billed)"
+        return
+    from .testing.openai_server import FakeOpenAI
+
+    with (
+        FakeOpenAI(latency=latency, image_size=(256, 256)) as fake,
+        openai.OpenAI(base_url=fake.base_url, api_key="demo", max_retries=0) as client,
+    ):
+        yield client, f"local stand-in for the OpenAI API, {latency:g} s per call"
+
+
+@contextlib.contextmanager
+def _directory(directory: Path | None) -> Iterator[tuple[Path, bool]]:
+    if directory is not None:
+        yield Path(directory), False
+        return
+    # ignore_cleanup_errors: a background writer of the closed cache may still be finishing.
+    with tempfile.TemporaryDirectory(prefix="imgcache-demo-", ignore_cleanup_errors=True) as tmp:
+        yield Path(tmp), True
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def run_demo(
+    requests: int, latency: float, directory: Path | None, live: bool, console: Console
+) -> dict[str, Any]:
+    """Replay ``requests`` image requests through a cache and print what the cache did.
+
+    Returns the figures printed: ``requests``, ``upstream_calls``, ``avoided``, ``hits``,
+    ``coalesced``, ``hit_rate``, ``wall_seconds``, ``avg_upstream_seconds``,
+    ``est_seconds_without_cache``, ``spent_usd``, ``saved_usd``, ``by_tier``, ``by_match``,
+    ``errors`` and ``distinct_prompts``.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .adapters.openai import wrap
+    from .cache import Cache
+
+    if live:  # a few cheap calls: the cache answers everything else
+        prompts = tuple(DemoPrompt(p.text, LIVE_PARAMS) for p in PROMPTS[:LIVE_PROMPTS])
+    else:
+        prompts = PROMPTS
+    stream = request_stream(requests, prompts)
+    distinct = len({_normalized(kwargs["prompt"]) for kwargs in stream})
+
+    with _directory(directory) as (root, temporary), _upstream(live, latency) as (client, target):
+        console.print(
+            f"[bold]imgcache demo[/bold]: {requests} requests, {distinct} distinct "
+            f"prompts spelled many ways, {THREADS} threads"
+        )
+        console.print(f"upstream: {target}")
+        console.print(f"cache: {root}" + (" (temporary; --dir keeps one)" if temporary else ""))
+        timed = _TimedClient(client)
+        cache = Cache(namespace=NAMESPACE, directory=root)
+        errors: list[BaseException] = []
+        try:
+            cached = wrap(timed, cache=cache)
+            progress = Progress(
+                TextColumn("replaying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+
+            def call(kwargs: dict[str, Any]) -> None:
+                try:
+                    cached.images.generate(**kwargs)
+                except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
+                    errors.append(exc)
+                finally:
+                    progress.advance(task)
+
+            with progress:
+                task = progress.add_task("replay", total=len(stream))
+                started = time.perf_counter()
+                with ThreadPoolExecutor(THREADS, thread_name_prefix="imgcache-demo") as pool:
+                    list(pool.map(call, stream))
+                wall = time.perf_counter() - started
+            cache.flush()
+            figures = cache.stats()
+        finally:
+            cache.close()
+
+    durations = timed.images.durations
+    if durations:
+        average = sum(durations) / len(durations)
+    else:  # every answer came from a kept directory: use the upstream times stored with them
+        average = figures["saved_seconds"] / figures["hits"] if figures["hits"] else 0.0
+    result = {
+        "requests": figures["requests"],
+        "distinct_prompts": distinct,
+        "upstream_calls": figures["upstream_calls"],
+        "avoided": figures["requests"] - figures["upstream_calls"],
+        "hits": figures["hits"],
+        "coalesced": figures["coalesced"],
+        "hit_rate": figures["hits"] / figures["requests"] if figures["requests"] else 0.0,
+        "wall_seconds": round(wall, 3),
+        "avg_upstream_seconds": round(average, 4),
+        "upstream_seconds": round(sum(durations), 3),
+        "est_seconds_without_cache": round(requests * average, 3),
+        "est_wall_seconds_without_cache": round(requests * average / THREADS, 3),
+        "spent_usd": figures["spent_usd"],
+        "saved_usd": figures["saved_usd"],
+        "by_tier": figures["by_tier"],
+        "by_match": figures["by_match"],
+        "errors": len(errors),
+        "live": live,
+    }
+    _print_summary(console, result, errors)
+    return result
+
+
+def _normalized(prompt: str) -> str:
+    from .normalize import normalize_prompt
+
+    return normalize_prompt(prompt)
+
+
+def _print_summary(console: Console, r: dict[str, Any], errors: list[BaseException]) -> None:
+    from rich.table import Table
+
+    from .stats import MATCHES, TIERS
+
+    table = Table(title="what the cache did", show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("note", style="dim")
+    table.add_row("requests", f"{r['requests']:,}", f"{r['distinct_prompts']} distinct prompts")
+    table.add_row(
+        "upstream calls made",
+        f"{r['upstream_calls']:,}",
+        f"avg {r['avg_upstream_seconds']:.3f} s each",
+    )
+    table.add_row(
+        "upstream calls avoided",
+        f"{r['avoided']:,}",
+        f"{r['coalesced']} by joining an identical call in flight",
+    )
+    table.add_row("hit rate", f"{100 * r['hit_rate']:.1f}%", f"{r['hits']:,} hits")
+    table.add_section()
+    table.add_row("wall time", f"{r['wall_seconds']:.2f} s", f"{THREADS} threads, with the cache")
+    table.add_row(
+        "  without the cache",
+        f"~{r['est_wall_seconds_without_cache']:.2f} s",
+        f"same {THREADS} threads, every request upstream",
+    )
+    table.add_row(
+        "upstream time",
+        f"{r['upstream_seconds']:.2f} s",
+        f"{r['upstream_calls']} calls, with the cache",
+    )
+    table.add_row(
+        "  without the cache",
+        f"~{r['est_seconds_without_cache']:.2f} s",
+        f"{r['requests']} requests x {r['avg_upstream_seconds']:.3f} s",
+    )
+    table.add_section()
+    spent_note = (
+        "list price of the calls made" if r["live"] else "list price (stand-in: not billed)"
+    )
+    table.add_row("dollars spent", f"${r['spent_usd']:,.2f}", spent_note)
+    table.add_row("dollars saved", f"${r['saved_usd']:,.2f}", "list price of the calls avoided")
+    table.add_section()
+    table.add_row("hits by tier", "", ", ".join(f"{t} {r['by_tier'].get(t, 0)}" for t in TIERS))
+    table.add_row("hits by match", "", ", ".join(f"{m} {r['by_match'].get(m, 0)}" for m in MATCHES))
+    if errors:
+        table.add_row("errors", f"{len(errors)}", repr(errors[0])[:60])
+    console.print(table)

@@ -1,0 +1,70 @@
+"""Shared fixtures: real servers started once per session, handed out clean per test.
+
+Servers start lazily: a run that uses no Redis never launches redis-server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from imgcache.testing import RedisClusterServers, RedisServer, S3Server
+
+# Dummy AWS credentials before anything creates a boto3 client, so that no test can ever
+# reach a real account with the developer's own credentials.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+for _name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's Redis server, emptied for this test."""
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    with RedisClusterServers() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
+    """URL of a node of the session's Redis Cluster, every node emptied for this test."""
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+# --- S3 (moto) -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> tuple[str, str]:
+    """``(endpoint_url, bucket)`` for a new, empty bucket."""
+    bucket = f"imgcache-test-{uuid.uuid4().hex[:16]}"
+    s3_server.create_bucket(bucket)
+    return s3_server.endpoint_url, bucket
