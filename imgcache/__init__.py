@@ -48,8 +48,17 @@ _LAZY = {
 if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
-    from .errors import (ConfigError, CorruptData, ImgcacheError, InvalidRequest, TierError,
-                         TierTimeout, TierUnavailable, UncachedResultWarning, UnstorableResult)
+    from .errors import (
+        ConfigError,
+        CorruptData,
+        ImgcacheError,
+        InvalidRequest,
+        TierError,
+        TierTimeout,
+        TierUnavailable,
+        UncachedResultWarning,
+        UnstorableResult,
+    )
     from .normalize import normalize_prompt
     from .request import Request
 

@@ -26,7 +26,7 @@ from ._config import parse_bytes, parse_duration
 from .errors import ConfigError, CorruptData, UncachedResultWarning, UnstorableResult
 from .flight import AsyncLocalFlight, Heartbeat, LocalFlight
 from .request import Request
-from .stats import Stats, nest
+from .stats import MATCHES, TIERS, Stats, nest
 from .store.base import Tier, blob_key, check_namespace, entry_key
 from .store.memory import MemoryTier
 from .store.tiered import FAILED, MANIFEST_VERSION, Hit, TieredStore
@@ -90,8 +90,6 @@ class Cache:
         self.stats_counters = Stats()
 
         tiers: list[Tier] = []
-        if memory_bytes:
-            tiers.append(MemoryTier(memory_bytes))
         if directory is not None or (redis_url is None and s3_bucket is None):
             from .store.disk import DiskTier
 
@@ -110,7 +108,8 @@ class Cache:
         # With S3 behind it, Redis keeps only small blobs; without, it must keep them all.
         if redis_max_blob_bytes is None and s3_bucket:
             redis_max_blob_bytes = 4 * MiB
-        self.store = TieredStore(tiers, self.stats_counters, max_blob_bytes={"redis": redis_max_blob_bytes})
+        self.store = TieredStore(MemoryTier(memory_bytes) if memory_bytes else None, tiers,
+                                 self.stats_counters, max_blob_bytes={"redis": redis_max_blob_bytes})
         self._flight = LocalFlight()
         self._async_flight = AsyncLocalFlight()
         self._heartbeat = Heartbeat(lock_timeout)
@@ -143,7 +142,7 @@ class Cache:
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"<Cache {self.namespace!r} tiers={[t.name for t in self.store.tiers]}>"
+        return f"<Cache {self.namespace!r} tiers={self.store.tier_names}>"
 
     # -- the path of one call -------------------------------------------------------------
 
@@ -166,10 +165,10 @@ class Cache:
         :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
         caller's type from that data on a hit. Upstream errors propagate unchanged.
         """
-        self.stats_counters.add(requests=1)
-        served = self._serve(request, self.store.get(self.namespace, request.key), from_storable)
+        served = self._serve(request, self.store.get(self.namespace, request.key), from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
+        self.stats_counters.add({"requests": 1})
         while True:
             with self._flight.lead(request.key) as flight:
                 if flight is None:
@@ -193,10 +192,10 @@ class Cache:
         cost_usd: float | None = None,
     ) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
-        self.stats_counters.add(requests=1)
-        served = self._serve(request, await self._aget(request), from_storable)
+        served = self._serve(request, await self._aget(request), from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
+        self.stats_counters.add({"requests": 1})
         while True:
             with self._async_flight.lead(request.key) as flight:
                 if flight is None:
@@ -230,7 +229,7 @@ class Cache:
             try:
                 result = upstream()
             except BaseException:
-                self.stats_counters.add(misses=1, upstream_calls=1, upstream_errors=1)
+                self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
                 raise
             return self._after_upstream(request, result, to_storable, cost_usd, time.perf_counter() - started)
         finally:
@@ -256,7 +255,7 @@ class Cache:
             try:
                 result = await upstream()
             except BaseException:
-                self.stats_counters.add(misses=1, upstream_calls=1, upstream_errors=1)
+                self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
                 raise
             elapsed = time.perf_counter() - started
             return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd, elapsed)
@@ -266,7 +265,7 @@ class Cache:
     def _after_upstream(self, request: Request, result: T, to_storable: Callable[[T], Any],
                         cost_usd: float | None, elapsed: float) -> T:
         """Count an upstream call and store its result (when it can be stored faithfully)."""
-        self.stats_counters.add(misses=1, upstream_calls=1, spent_usd=cost_usd or 0.0)
+        self.stats_counters.add({"misses": 1, "upstream_calls": 1, "spent_usd": cost_usd or 0.0})
         try:
             storable = to_storable(result)
         except UnstorableResult as exc:
@@ -277,19 +276,20 @@ class Cache:
 
     def _uncacheable(self, exc: UnstorableResult) -> None:
         warnings.warn(f"imgcache: result returned uncached: {exc}", UncachedResultWarning, stacklevel=5)
-        self.stats_counters.add(uncacheable=1)
+        self.stats_counters.add({"uncacheable": 1})
 
     # -- helpers shared by the twins --------------------------------------------------------
 
     async def _aget(self, request: Request) -> Hit | None:
-        hit = self.store.get(self.namespace, request.key, fast_only=True)
-        if hit is None and any(not t.trusted for t in self.store.tiers):
+        hit = self.store.get_memory(self.namespace, request.key)
+        if hit is None and self.store.tiers:
             hit = await asyncio.to_thread(self.store.get, self.namespace, request.key)
         return hit
 
     def _serve(self, request: Request, hit: Hit | None, from_storable: Callable[[Any, Hit], T],
-               *, coalesced: bool = False) -> T | Any:
-        """Turn a hit into the caller's result and count it; _NOT_SERVED if there is none."""
+               *, first: bool = False, coalesced: bool = False) -> T | Any:
+        """Turn a hit into the caller's result and count it (and, on a call's ``first``
+        lookup, the request too); _NOT_SERVED if there is none or it cannot be rebuilt."""
         if hit is None:
             return _NOT_SERVED
         manifest = hit.manifest
@@ -298,18 +298,21 @@ class Cache:
         except (CorruptData, UnstorableResult, KeyError, TypeError, ValueError) as exc:
             log.warning("imgcache: stored entry %s cannot be rebuilt (%r); treating as a miss",
                         request.key[:12], exc)
-            self.stats_counters.add(corrupt=1)
+            self.stats_counters.add({"corrupt": 1})
             self.store.delete(self.namespace, request.key)
             return _NOT_SERVED
-        tier = "memory" if coalesced and hit.tier == "memory" else hit.tier
-        self.stats_counters.add(
-            hits=1,
-            coalesced=int(coalesced),
-            saved_usd=manifest.get("cost_usd") or 0.0,
-            saved_seconds=manifest.get("elapsed") or 0.0,
-            **{f"by_tier__{tier}": 1, f"by_match__{manifest.get('match', 'exact')}": 1},
-        )
-        self._extend_lifetime(request, manifest)
+        counts = {
+            "requests": int(first),
+            "hits": 1,
+            "coalesced": int(coalesced),
+            "saved_usd": manifest.get("cost_usd") or 0.0,
+            "saved_seconds": manifest.get("elapsed") or 0.0,
+            _TIER_COUNTER[hit.tier]: 1,
+            _MATCH_COUNTER[manifest.get("match", "exact")]: 1,
+        }
+        self.stats_counters.add(counts)
+        if manifest.get("ttl") is not None:
+            self._extend_lifetime(request, manifest)
         return result
 
     def _try_shared_lock(self, request: Request) -> tuple[Any, Hit | None]:
@@ -375,7 +378,7 @@ class Cache:
             "hits": 0,
         }
         self.store.put(self.namespace, request.key, manifest, blobs)
-        self.stats_counters.add(stored=1)
+        self.stats_counters.add({"stored": 1})
         self._ensure_stats_thread()
         return True
 
@@ -421,7 +424,8 @@ class Cache:
             sink = self._counter_store()
             figures = nest(sink.read_counters(self.namespace) if sink is not None else self.stats_counters.snapshot())
         figures["namespace"] = self.namespace
-        figures["tiers"] = {name: ("up" if b.closed else "down") for name, b in self.store.breakers.items()}
+        figures["tiers"] = {name: ("up" if name == "memory" or self.store.breakers[name].closed else "down")
+                            for name in self.store.tier_names}
         return figures
 
     def _counter_store(self) -> Any:
@@ -486,6 +490,8 @@ class _Sentinel:
 
 
 _NOT_SERVED = _Sentinel("NOT_SERVED")
+_TIER_COUNTER = {tier: f"by_tier.{tier}" for tier in TIERS}
+_MATCH_COUNTER = {match: f"by_match.{match}" for match in MATCHES}
 _WAIT = _Sentinel("WAIT")
 _live_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
 

@@ -195,9 +195,7 @@ def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> Non
 def _where(cache: Cache, tier: str) -> str:
     env = os.environ
     if tier == "memory":
-        limit = next(
-            (getattr(t, "max_bytes", None) for t in cache.store.tiers if t.name == "memory"), None
-        )
+        limit = cache.store.memory.max_bytes if cache.store.memory is not None else None
         return f"{limit / (1 << 20):,.0f} MiB, this process only" if limit else "this process only"
     if tier == "disk":
         return str(cache.directory)

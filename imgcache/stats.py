@@ -66,13 +66,13 @@ class Stats:
         self._totals = empty()
         self._pending: dict[str, float] = {}
 
-    def add(self, **deltas: float) -> None:
-        """``add(hits=1, by_tier__redis=1)``: a double underscore stands for the dot."""
+    def add(self, deltas: Mapping[str, float]) -> None:
+        """``add({"hits": 1, "by_tier.redis": 1})``."""
         with self._lock:
+            totals, pending = self._totals, self._pending
             for name, delta in deltas.items():
-                name = name.replace("__", ".")
-                self._totals[name] = self._totals.get(name, 0.0) + delta
-                self._pending[name] = self._pending.get(name, 0.0) + delta
+                totals[name] = totals.get(name, 0.0) + delta
+                pending[name] = pending.get(name, 0.0) + delta
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from imgcache.testing import RedisClusterServers, RedisServer, S3Server
+from imgcache.testing.openai_server import FakeOpenAI
 
 # Dummy AWS credentials before anything creates a boto3 client, so that no test can ever
 # reach a real account with the developer's own credentials.
@@ -68,3 +70,22 @@ def s3_bucket(s3_server: S3Server) -> tuple[str, str]:
     bucket = f"imgcache-test-{uuid.uuid4().hex[:16]}"
     s3_server.create_bucket(bucket)
     return s3_server.endpoint_url, bucket
+
+
+# --- OpenAI (the real SDK against a local fake server) ---------------------------------
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fresh FakeOpenAI server answering 32x32 images, stopped after the test."""
+    with FakeOpenAI(image_size=(32, 32)) as fake:
+        yield fake
+
+
+@pytest.fixture
+def openai_client(fake_openai: FakeOpenAI) -> Iterator[Any]:
+    """The real ``openai.OpenAI`` client pointed at ``fake_openai``, without retries."""
+    import openai
+
+    with openai.OpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0) as client:
+        yield client

@@ -76,7 +76,7 @@ def test_results_round_trip_faithfully(cache: Cache) -> None:
 
     for name, value in results.items():
         assert generate(prompt=name) == value
-    cache.store.tiers[0].clear()  # memory: force the disk tier to answer
+    cache.store.memory.clear()  # memory: force the disk tier to answer
     for name, value in results.items():
         got = generate(prompt=name)
         assert got == value and type(got) is type(value)
@@ -235,7 +235,7 @@ def test_memory_tier_is_bounded_by_bytes(tmp_path: Path) -> None:
         generate = cache.cached()(lambda *, prompt: prompt.encode() * 2000)
         for i in range(50):
             generate(prompt=f"p{i}")
-        memory = cache.store.tiers[0]
+        memory = cache.store.memory
         assert memory.size_bytes <= 64 * 1024
         assert generate(prompt="p0") == b"p0" * 2000  # evicted from memory, still on disk
 
@@ -318,8 +318,8 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("IMGCACHE_TTL", "7d")
     with Cache.from_env() as cache:
         assert cache.namespace == "envns" and cache.ttl == 7 * 86400
-        assert cache.store.tiers[0].max_bytes == 16 << 20
-        assert [t.name for t in cache.store.tiers] == ["memory", "disk"]
+        assert cache.store.memory.max_bytes == 16 << 20
+        assert cache.store.tier_names == ["memory", "disk"]
     monkeypatch.setenv("IMGCACHE_TTL", "soon")
     with pytest.raises(ConfigError):
         Cache.from_env()
@@ -345,3 +345,14 @@ def test_import_does_not_load_heavy_modules() -> None:
     code = "import sys, imgcache; imgcache.Cache; print(sorted(m for m in ('torch','sentence_transformers','openai','boto3','redis') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_argument_types_are_never_conflated(cache: Cache) -> None:
+    @cache.cached()
+    def generate(*, prompt: str, flag: object = None) -> str:
+        return repr(flag)
+
+    assert generate(prompt="p", flag=1) == "1"
+    assert generate(prompt="p", flag=True) == "True"
+    assert generate(prompt="p", flag=1.0) == "1"  # 1.0 and 1 are one canonical value
+    assert generate(prompt="p", flag="1") == "'1'"

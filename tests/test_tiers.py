@@ -79,7 +79,6 @@ def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 def test_identity(tier: BaseTier) -> None:
     assert tier.name in ("memory", "disk", "redis", "s3")
-    assert tier.trusted is (tier.name == "memory")
     assert tier.shared is (tier.name != "memory")
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_IGNORE = frozenset({"user", "timeout", "extra_headers", "request_timeout"})
 """Arguments that never change the output: left out of the key unless ``ignore`` says otherwise."""
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_MEMO_SIZE = 4096
 
 
 def cached(
@@ -74,7 +76,25 @@ def cached(
                     merged.update(merged.pop(var_keyword, {}))
             return merged
 
+        memo: dict[tuple[Any, ...], tuple[Request, float | None]] = {}
+
         def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
+            """The request and its cost; memoized for keyword calls with scalar arguments
+            (typed, so that ``n=True`` and ``n=1`` never share a memo slot)."""
+            memo_key = None
+            if not args and all(type(v) in _SCALARS for v in kwargs.values()):
+                memo_key = tuple((k, type(v), v) for k, v in kwargs.items())
+                found = memo.get(memo_key)
+                if found is not None:
+                    return found
+            built = _build(args, kwargs)
+            if memo_key is not None:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[memo_key] = built
+            return built
+
+        def _build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
             params = arguments(args, kwargs)
             if "prompt" not in params:
                 raise InvalidRequest(f"{operation}: the keyword argument 'prompt' is required")

@@ -147,7 +147,7 @@ class _ImagesWrapper:
 
     def generate(self, **kwargs: Any) -> Any:
         if kwargs.get("stream") is True:
-            self._cache.stats_counters.add(bypassed=1)
+            self._cache.stats_counters.add({"bypassed": 1})
             return self._images.generate(**kwargs)
         request, cost = self._request(kwargs)
         rebuild = self._rebuild(response_format(kwargs))

@@ -71,8 +71,6 @@ class Tier(Protocol):
     """One of ``memory``, ``disk``, ``redis``, ``s3``: the label in stats and logs."""
     shared: bool
     """Other processes see what this tier stores."""
-    trusted: bool
-    """Bytes read back need no digest check (only the in-process memory tier)."""
 
     def get(self, key: str) -> bytes | _Missing: ...
 
@@ -101,7 +99,6 @@ class BaseTier:
 
     name = "base"
     shared = False
-    trusted = False
 
     def get(self, key: str) -> bytes | _Missing:  # pragma: no cover - abstract
         raise NotImplementedError

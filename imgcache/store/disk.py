@@ -31,7 +31,6 @@ class DiskTier(BaseTier):
 
     name = "disk"
     shared = True
-    trusted = False
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)

@@ -31,7 +31,6 @@ class RedisTier(BaseTier):
 
     name = "redis"
     shared = True
-    trusted = False
 
     def __init__(
         self,

@@ -27,7 +27,6 @@ _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer
 class S3Tier(BaseTier):
     name = "s3"
     shared = True
-    trusted = False
 
     def __init__(
         self,

@@ -2,8 +2,8 @@
 
 Tiers are ordered fastest first (memory, disk, Redis, S3). Reading an entry walks them in
 order; the first tier holding a valid, unexpired manifest wins, its blobs are fetched from
-whichever tiers hold them (checked against their sha256 unless the tier is trusted), and
-what was found is promoted into the faster tiers. A blob that fails its digest is never
+whichever tiers hold them (every blob read back is checked against its sha256), and what
+was found is promoted into the faster tiers. A blob that fails its digest is never
 served: it counts as corrupt, the next tier is tried, and the bad copy is overwritten with
 a good one when one is found (repair).
 
@@ -27,6 +27,7 @@ from .. import codec
 from ..errors import CorruptData, TierError
 from ..stats import Stats
 from .base import MISSING, Tier, blob_key, entry_key
+from .memory import MemoryTier
 
 log = logging.getLogger("imgcache")
 T = TypeVar("T")
@@ -97,10 +98,16 @@ class Hit:
 
 
 class TieredStore:
-    """Entries and blobs of one namespace-agnostic store over ordered tiers."""
+    """Entries and blobs over an in-process memory tier and ordered byte tiers.
+
+    The memory tier holds whole decoded entries (:class:`Hit` objects: manifest parsed,
+    blobs attached), so a memory hit is one dictionary lookup; the byte tiers (disk, Redis,
+    S3) hold manifests and blobs as bytes under their logical keys.
+    """
 
     def __init__(
         self,
+        memory: MemoryTier | None,
         tiers: Sequence[Tier],
         stats: Stats,
         *,
@@ -108,6 +115,7 @@ class TieredStore:
         background_workers: int = 4,
         max_background: int = 256,
     ) -> None:
+        self.memory = memory
         self.tiers = list(tiers)
         self.breakers = {tier.name: Breaker(tier) for tier in self.tiers}
         self.stats = stats
@@ -116,6 +124,10 @@ class TieredStore:
         self._pending: set[Future[Any]] = set()
         self._pending_lock = threading.Lock()
         self._max_background = max_background
+
+    @property
+    def tier_names(self) -> list[str]:
+        return (["memory"] if self.memory is not None else []) + [tier.name for tier in self.tiers]
 
     # -- calls guarded by the breakers ------------------------------------------------------
 
@@ -127,7 +139,7 @@ class TieredStore:
         try:
             return op(*args)
         except TierError as exc:
-            self.stats.add(**{f"tier_errors__{tier.name}": 1})
+            self.stats.add({f"tier_errors.{tier.name}": 1})
             breaker.trip(exc)
             return FAILED
 
@@ -140,13 +152,28 @@ class TieredStore:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def get(self, namespace: str, key_hex: str, *, fast_only: bool = False) -> Hit | None:
-        """Find a valid entry; ``fast_only`` looks in the trusted in-process tier alone."""
+    def get_memory(self, namespace: str, key_hex: str) -> Hit | None:
+        """The entry if the in-process memory tier holds it: no I/O, safe on an event loop."""
+        if self.memory is None:
+            return None
+        ekey = entry_key(namespace, key_hex)
+        hit = self.memory.get(ekey)
+        if hit is MISSING:
+            return None
+        expires = hit.manifest["expires"]
+        if expires is not None and expires <= time.time():
+            self.memory.delete(ekey)
+            return None
+        return hit  # type: ignore[no-any-return]
+
+    def get(self, namespace: str, key_hex: str) -> Hit | None:
+        """Find a valid entry in the fastest tier that holds one, promoting it upwards."""
+        hit = self.get_memory(namespace, key_hex)
+        if hit is not None:
+            return hit
         ekey = entry_key(namespace, key_hex)
         now = time.time()
         for index, tier in enumerate(self.tiers):
-            if fast_only and not tier.trusted:
-                return None
             raw = self.guarded(tier, tier.get, ekey)
             if raw is FAILED or raw is MISSING:
                 continue
@@ -154,19 +181,19 @@ class TieredStore:
                 manifest = parse_manifest(raw, key_hex)
             except CorruptData as exc:
                 log.warning("imgcache: %s", exc)
-                self.stats.add(corrupt=1)
+                self.stats.add({"corrupt": 1})
                 self._background(tier, tier.delete, ekey)
                 continue
             expires = manifest["expires"]
             if expires is not None and expires <= now:
-                if not tier.trusted:
-                    self._background(tier, tier.delete, ekey)
+                self._background(tier, tier.delete, ekey)
                 continue
             found = self._fetch_blobs(namespace, codec.blob_digests(manifest["result"]), manifest)
             if found is None:
                 return None  # blobs are content-addressed: slower manifests point at the same ones
             blobs, slowest = found
             self._promote(self.tiers[:index], ekey, raw, manifest)
+            self._remember(ekey, manifest, blobs)
             return Hit(manifest, blobs, self.tiers[max(index, slowest)].name)
         return None
 
@@ -188,9 +215,9 @@ class TieredStore:
                 if value is MISSING:
                     missing_from[d].append(tier)
                     continue
-                if not tier.trusted and codec.digest(value) != d:
+                if codec.digest(value) != d:
                     log.warning("imgcache: blob %s in the %s tier failed its digest", d[:12], tier.name)
-                    self.stats.add(corrupt=1)
+                    self.stats.add({"corrupt": 1})
                     missing_from[d].append(tier)
                     continue
                 blobs[d] = value
@@ -201,13 +228,21 @@ class TieredStore:
         for d, tiers in missing_from.items():
             for tier in tiers:
                 if self._fits(tier, blobs[d]):
-                    self._write(tier, blob_key(namespace, d), blobs[d], ttl, background=not tier.trusted)
+                    self._write(tier, blob_key(namespace, d), blobs[d], ttl, background=True)
         return blobs, slowest
 
     def _promote(self, tiers: Iterable[Tier], ekey: str, raw: bytes, manifest: dict[str, Any]) -> None:
         ttl = remaining_ttl(manifest)
         for tier in tiers:
-            self._write(tier, ekey, raw, ttl, background=not tier.trusted)
+            self._write(tier, ekey, raw, ttl, background=True)
+
+    def _remember(self, ekey: str, manifest: dict[str, Any], blobs: Mapping[str, bytes]) -> None:
+        if self.memory is None:
+            return
+        ttl = remaining_ttl(manifest)
+        if ttl is None or ttl > 0:
+            size = sum(len(b) for b in blobs.values()) + 512  # + the parsed manifest, roughly
+            self.memory.set_object(ekey, Hit(manifest, dict(blobs), "memory"), size, ttl)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -226,11 +261,12 @@ class TieredStore:
         """
         raw = dump_manifest(manifest)
         ekey = entry_key(namespace, key_hex)
+        self._remember(ekey, manifest, blobs)
         entry_ttl, blob_ttl = remaining_ttl(manifest), remaining_ttl(manifest, blob=True)
         shared_complete = False
         for tier in self.tiers:
             fits = {d: b for d, b in blobs.items() if self._fits(tier, b)}
-            background = shared_complete and not tier.trusted
+            background = shared_complete
             for d, data in fits.items():
                 self._write(tier, blob_key(namespace, d), data, blob_ttl, background=background)
             if background:
@@ -247,11 +283,18 @@ class TieredStore:
     def rewrite_manifest(self, namespace: str, key_hex: str, manifest: dict[str, Any]) -> None:
         """Store an updated manifest (a longer lifetime) everywhere, off the caller's path."""
         raw = dump_manifest(manifest)
+        ekey = entry_key(namespace, key_hex)
+        if self.memory is not None:
+            held = self.memory.get(ekey)
+            if held is not MISSING:
+                self._remember(ekey, manifest, held.blobs)
         ttl = remaining_ttl(manifest)
         for tier in self.tiers:
-            self._write(tier, entry_key(namespace, key_hex), raw, ttl, background=not tier.trusted)
+            self._write(tier, ekey, raw, ttl, background=True)
 
     def delete(self, namespace: str, key_hex: str) -> None:
+        if self.memory is not None:
+            self.memory.delete(entry_key(namespace, key_hex))
         for tier in self.tiers:
             self.guarded(tier, tier.delete, entry_key(namespace, key_hex))
 
