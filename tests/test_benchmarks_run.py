@@ -21,6 +21,7 @@ NAMES = {
     "memory_hit_decorator",
     "redis_hit_1mib",
     "s3_hit_1mib",
+    "s3_only_hit_1mib",
     "openai_miss_overhead",
     "decorator_miss_1mib",
 }
