@@ -12,7 +12,11 @@ Names are imported on first use, so ``import imgcache`` stays fast.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
+
+# A library logs; the application decides where it goes (tier failures are WARNINGs).
+logging.getLogger("imgcache").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 

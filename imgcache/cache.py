@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 
 from . import codec
 from ._config import parse_bytes, parse_duration
-from .errors import ConfigError, CorruptData, UncachedResultWarning, UnstorableResult
+from .errors import (
+    ConfigError,
+    CorruptData,
+    TierUnavailable,
+    UncachedResultWarning,
+    UnstorableResult,
+)
 from .flight import AsyncLocalFlight, Heartbeat, LocalFlight
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
@@ -321,17 +327,20 @@ class Cache:
         redis = self.store.available("redis")
         if redis is None:
             return None, None
-        lock = redis.mutex(entry_key(self.namespace, request.key), self.lock_timeout)  # type: ignore[attr-defined]
-        try:
-            acquired = lock.acquire(blocking=False)
-        except Exception as exc:  # Redis failed under the lock: go on without it
-            self.store.guarded(redis, _raise_tier_error, exc)
+        lock = self.store.guarded(redis, self._acquire, redis, entry_key(self.namespace, request.key))
+        if lock is FAILED:  # Redis failed under the lock: go on without it
             return None, None
-        if acquired:
+        if lock is not None:
             self._heartbeat.hold(lock)
             # Double-check: another process may have stored it just before we took the lock.
             return lock, self.store.get(self.namespace, request.key)
         return _WAIT, self.store.get(self.namespace, request.key)
+
+    def _acquire(self, redis: Any, ekey: str) -> Any:
+        """The flight lock for ``ekey`` if it is free, else None; Redis errors as TierError."""
+        with redis.translate_errors():
+            lock = redis.mutex(ekey, self.lock_timeout)
+            return lock if lock.acquire(blocking=False) else None
 
     def _release(self, lock: Any) -> None:
         if lock is None or lock is _WAIT:
@@ -395,10 +404,12 @@ class Cache:
         key = blob_key(self.namespace, digest)
         s3 = self.store.available("s3")
         if s3 is not None:
-            self.store.flush(timeout=10)
             remaining = manifest.get("max_expires") or manifest.get("expires")
             lifetime = 7 * 86400 if remaining is None else int(remaining - time.time())
-            if self.store.guarded(s3, s3.set, key, data, None) is not FAILED:
+            present = self.store.guarded(s3, s3.contains, key)  # type: ignore[attr-defined]
+            if present is False:  # its write may still be queued, or may have failed: write it now
+                present = self.store.guarded(s3, s3.set, key, data, None) is not FAILED
+            if present is True:
                 return s3.presigned_url(key, max(1, lifetime))  # type: ignore[attr-defined]
         disk = self.store.available("disk")
         if disk is not None:
@@ -422,7 +433,13 @@ class Cache:
         else:
             self.flush_stats()
             sink = self._counter_store()
-            figures = nest(sink.read_counters(self.namespace) if sink is not None else self.stats_counters.snapshot())
+            if sink is None:  # nothing shared (S3 alone): this process's figures are all there is
+                shared_figures: Any = self.stats_counters.snapshot()
+            else:
+                shared_figures = self.store.guarded(sink, sink.read_counters, self.namespace)
+            if shared_figures is FAILED:
+                raise TierUnavailable(sink.name, "the shared stats could not be read")
+            figures = nest(shared_figures)
         figures["namespace"] = self.namespace
         figures["tiers"] = {name: ("up" if name == "memory" or self.store.breakers[name].closed else "down")
                             for name in self.store.tier_names}
@@ -462,6 +479,8 @@ class Cache:
             return
         self._closed = True
         self._stats_stop.set()
+        if self._stats_thread is not None:
+            self._stats_thread.join(timeout=5)
         self.store.flush(timeout=30)
         self.flush_stats()
         self.store.close()
@@ -494,12 +513,6 @@ _TIER_COUNTER = {tier: f"by_tier.{tier}" for tier in TIERS}
 _MATCH_COUNTER = {match: f"by_match.{match}" for match in MATCHES}
 _WAIT = _Sentinel("WAIT")
 _live_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
-
-
-def _raise_tier_error(exc: BaseException) -> None:
-    from .errors import TierUnavailable
-
-    raise TierUnavailable("redis", repr(exc)) from exc
 
 
 @atexit.register

@@ -116,7 +116,8 @@ class _ImagesWrapper:
     def __init__(self, images: Any, cache: Cache) -> None:
         self._images = images
         self._cache = cache
-        self._async = inspect.iscoroutinefunction(images.generate)
+        # The SDK's @required_args wrapper hides the coroutine function from a plain check.
+        self._async = inspect.iscoroutinefunction(inspect.unwrap(images.generate))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._images, name)

@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError, TierTimeout, TierUnavailable
 from .base import ENTRY, MISSING, BaseTier, _Missing, split_key
@@ -48,6 +49,8 @@ class RedisTier(BaseTier):
             raise ConfigError(
                 "the Redis tier needs redis-py: pip install 'imgcache[redis]'"
             ) from exc
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"redis_url {url!r} must start with redis://, rediss:// or unix://")
         self._redis = redis
         self.url = url
         self.prefix = prefix

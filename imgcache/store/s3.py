@@ -105,6 +105,17 @@ class S3Tier(BaseTier):
         with self._errors():
             self.client.put_object(Bucket=self.bucket, Key=name, Body=value)
 
+    def contains(self, key: str) -> bool:
+        """Whether the object exists (a HEAD request: no body transferred)."""
+        with self._errors():
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            except self._botocore_errors.ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND:
+                    return False
+                raise
+        return True
+
     def delete(self, key: str) -> None:
         name = self.object_key(key)
         with self._errors():
