@@ -30,7 +30,7 @@ from .errors import (
     UncachedResultWarning,
     UnstorableResult,
 )
-from .flight import AsyncLocalFlight, Heartbeat, LocalFlight
+from .flight import Heartbeat, LocalFlight
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
 from .store.base import Tier, blob_key, check_namespace, entry_key
@@ -117,7 +117,7 @@ class Cache:
         self.store = TieredStore(MemoryTier(memory_bytes) if memory_bytes else None, tiers,
                                  self.stats_counters, max_blob_bytes={"redis": redis_max_blob_bytes})
         self._flight = LocalFlight()
-        self._async_flight = AsyncLocalFlight()
+        self._async_flight = LocalFlight(asyncio.Event, per_loop=True)
         self._heartbeat = Heartbeat(lock_timeout)
         self._closed = False
         self._stats_stop = threading.Event()

@@ -2,8 +2,8 @@
 
 Two layers, used together by the cache front:
 
-* in one process, :class:`LocalFlight` (threads) and :class:`AsyncLocalFlight` (tasks on one
-  event loop) elect one leader per key; the others wait until it has finished and then read
+* in one process, :class:`LocalFlight` elects one leader per key among threads (or among the
+  tasks of an event loop); the others wait until it has finished and then read
   the stored result (a fresh copy each) or re-raise the leader's error;
 * across processes, the leader takes a Redis lock (:meth:`RedisTier.mutex`) with a short
   timeout that :class:`Heartbeat` keeps extending while the call runs, so a holder that dies
@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("imgcache")
@@ -28,26 +27,31 @@ log = logging.getLogger("imgcache")
 class Flight:
     """One leader's call, as its followers see it."""
 
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Any
+    """A ``threading.Event`` or an ``asyncio.Event``, set when the leader has finished."""
     error: BaseException | None = None
 
 
 class LocalFlight:
-    """Leader election per key among the threads of one process."""
+    """Leader election per key among the threads of one process (``threading.Event``), or
+    among the tasks of each event loop (``LocalFlight(asyncio.Event, per_loop=True)``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, event_type: Callable[[], Any] = threading.Event, *, per_loop: bool = False) -> None:
+        self._event_type = event_type
+        self._per_loop = per_loop
         self._lock = threading.Lock()
-        self._flights: dict[str, Flight] = {}
+        self._flights: dict[tuple[Any, str], Flight] = {}
 
     @contextmanager
     def lead(self, key: str) -> Iterator[Flight | None]:
         """Yield None to the leader, or the leader's :class:`Flight` to a follower (which
-        should ``wait`` on it). The leader's exception, if any, is recorded for followers."""
+        should wait on ``done``). The leader's exception, if any, is recorded for followers."""
+        slot = (asyncio.get_running_loop() if self._per_loop else None, key)
         with self._lock:
-            flight = self._flights.get(key)
+            flight = self._flights.get(slot)
             leader = flight is None
             if leader:
-                flight = self._flights[key] = Flight()
+                flight = self._flights[slot] = Flight(self._event_type())
         assert flight is not None
         if not leader:
             yield flight
@@ -59,39 +63,7 @@ class LocalFlight:
             raise
         finally:
             with self._lock:
-                del self._flights[key]
-            flight.done.set()
-
-
-@dataclass
-class AsyncFlight:
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    error: BaseException | None = None
-
-
-class AsyncLocalFlight:
-    """Leader election per key among the tasks of each event loop."""
-
-    def __init__(self) -> None:
-        self._flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AsyncFlight]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @contextmanager
-    def lead(self, key: str) -> Iterator[AsyncFlight | None]:
-        flights = self._flights.setdefault(asyncio.get_running_loop(), {})
-        flight = flights.get(key)
-        if flight is not None:
-            yield flight
-            return
-        flight = flights[key] = AsyncFlight()
-        try:
-            yield None
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            del flights[key]
+                del self._flights[slot]
             flight.done.set()
 
 
