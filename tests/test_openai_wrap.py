@@ -363,3 +363,11 @@ def test_namespaces_on_one_redis_never_share(
         image_c = generate_b64(imgcache.wrap(openai_client, cache=c), "a shared prompt")
         assert image_c not in (image_a, image_b)
     assert fake_openai.calls(IMAGES) == 3
+
+
+def test_with_options_keeps_the_cache(client: Any, fake_openai: FakeOpenAI) -> None:
+    first = generate_b64(client)
+    tuned = client.with_options(timeout=30, max_retries=0)
+    assert isinstance(tuned, type(client)) and tuned.cache is client.cache
+    assert generate_b64(tuned) == first
+    assert fake_openai.calls(IMAGES) == 1

@@ -173,6 +173,12 @@ class CachedClient:
     def __repr__(self) -> str:
         return f"<imgcache wrap of {self._client!r} in {self.cache!r}>"
 
+    def with_options(self, **options: Any) -> CachedClient:
+        """The client's ``with_options`` (alias ``copy``), still cached."""
+        return CachedClient(self._client.with_options(**options), self.cache)
+
+    copy = with_options
+
     def __enter__(self) -> CachedClient:
         self._client.__enter__()
         return self

@@ -15,6 +15,8 @@ timeout, then nothing, and is used again once it is back.
 from __future__ import annotations
 
 import json
+import math
+import re
 import logging
 import threading
 import time
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 
 from .. import codec
 from ..errors import CorruptData, TierError
-from ..stats import Stats
+from ..stats import MATCHES, Stats
 from .base import MISSING, Tier, blob_key, entry_key
 from .memory import MemoryTier
 
@@ -350,24 +352,39 @@ def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_RESULT_TYPES = frozenset({"bytes", "str", "json"})
+_NUMBER_FIELDS = ("created", "ttl", "expires", "max_expires", "cost_usd", "elapsed")
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value))
+
+
 def parse_manifest(raw: bytes, key_hex: str) -> dict[str, Any]:
-    """Parse and check a manifest read back from a tier; anything off is CorruptData."""
+    """Parse and check a manifest read back from a tier: its whole shape, since everything in
+    it came from a shared store. Anything off is CorruptData (a miss), never a caller's error."""
     try:
         manifest = json.loads(raw)
-        ok = (
-            isinstance(manifest, dict)
-            and manifest.get("v") == MANIFEST_VERSION
-            and manifest.get("key") == key_hex
-            and isinstance(manifest.get("result"), dict)
-            and isinstance(manifest["result"].get("body"), str)
-            and isinstance(manifest["result"].get("blobs"), list)
-            and isinstance(manifest.get("expires"), (int, float, type(None)))
-        )
     except ValueError as exc:
         raise CorruptData("manifest", f"entry {key_hex[:12]} does not parse: {exc}") from exc
+    result = manifest.get("result") if isinstance(manifest, dict) else None
+    ok = (
+        isinstance(result, dict)
+        and manifest.get("v") == MANIFEST_VERSION
+        and manifest.get("key") == key_hex
+        and result.get("type") in _RESULT_TYPES
+        and isinstance(result.get("body"), str)
+        and _DIGEST.fullmatch(result["body"]) is not None
+        and isinstance(result.get("blobs"), list)
+        and all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in result["blobs"])
+        and all(_number_or_none(manifest.get(name)) for name in _NUMBER_FIELDS)
+        and type(manifest.get("hits", 0)) is int
+        and manifest.get("match", "exact") in MATCHES
+    )
     if not ok:
         raise CorruptData("manifest", f"entry {key_hex[:12]} is not a valid manifest for its key")
-    return manifest
+    return manifest  # type: ignore[no-any-return]
 
 
 def remaining_ttl(manifest: Mapping[str, Any], *, blob: bool = False) -> float | None:
