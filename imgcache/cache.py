@@ -17,9 +17,11 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import codec
 from ._config import parse_bytes, parse_duration
@@ -31,14 +33,19 @@ from .errors import (
     UnstorableResult,
 )
 from .flight import Heartbeat, LocalFlight
+from .match.config import SemanticOptions, read_recent_hits
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
 from .store.base import Tier, blob_key, check_namespace, entry_key
 from .store.memory import MemoryTier
 from .store.tiered import FAILED, MANIFEST_VERSION, Hit, TieredStore
 
+if TYPE_CHECKING:
+    from .match.semantic import SemanticMatcher
+
 log = logging.getLogger("imgcache")
 T = TypeVar("T")
+_SEMANTIC_ON: ContextVar[bool] = ContextVar("imgcache_semantic", default=True)
 MiB = 1 << 20
 TTL_EXTENSION_CAP = 8
 """With a TTL, an entry that keeps being hit lives up to this many TTLs from its creation."""
@@ -78,7 +85,7 @@ class Cache:
         directory: str | os.PathLike[str] | None = None,
         memory_bytes: int = 256 * MiB,
         ttl: float | None = None,
-        semantic: bool = True,
+        semantic: bool | SemanticOptions = True,
         redis_max_blob_bytes: int | None = None,
         lock_timeout: float = 10.0,
         wait_timeout: float = 600.0,
@@ -90,7 +97,11 @@ class Cache:
         if memory_bytes < 0:
             raise ConfigError("memory_bytes must be >= 0")
         self.ttl = ttl
-        self.semantic = semantic
+        self.semantic_options: SemanticOptions | None = (
+            SemanticOptions() if semantic is True else semantic or None
+        )
+        self._semantic: SemanticMatcher | None = None
+        self._semantic_lock = threading.Lock()
         self.lock_timeout = lock_timeout
         self.wait_timeout = wait_timeout
         self.stats_counters = Stats()
@@ -171,7 +182,8 @@ class Cache:
         :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
         caller's type from that data on a hit. Upstream errors propagate unchanged.
         """
-        served = self._serve(request, self.store.get(self.namespace, request.key), from_storable, first=True)
+        hit = self.store.get(self.namespace, request.key) or self._semantic_hit(request)
+        served = self._serve(request, hit, from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
         self.stats_counters.add({"requests": 1})
@@ -198,7 +210,10 @@ class Cache:
         cost_usd: float | None = None,
     ) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
-        served = self._serve(request, await self._aget(request), from_storable, first=True)
+        hit = await self._aget(request)
+        if hit is None and self._semantic_wanted(request):
+            hit = await asyncio.to_thread(self._semantic_hit, request)
+        served = self._serve(request, hit, from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
         self.stats_counters.add({"requests": 1})
@@ -321,6 +336,77 @@ class Cache:
             self._extend_lifetime(request, manifest)
         return result
 
+    # -- semantic matching ------------------------------------------------------------------
+
+    @property
+    def semantic(self) -> SemanticMatcher | None:
+        """The semantic matcher (created on first use: the model loads on the first lookup)."""
+        if self.semantic_options is None:
+            return None
+        with self._semantic_lock:
+            if self._semantic is None:
+                from .match.semantic import SemanticMatcher
+
+                self._semantic = SemanticMatcher(self.namespace, self.store, self.semantic_options)
+        return self._semantic
+
+    @contextmanager
+    def options(self, *, semantic: bool = True) -> Iterator[None]:
+        """Per-call switches for the calls made inside the block (this thread or task):
+        ``with cache.options(semantic=False): ...`` matches exactly only."""
+        token = _SEMANTIC_ON.set(semantic)
+        try:
+            yield
+        finally:
+            _SEMANTIC_ON.reset(token)
+
+    def _semantic_wanted(self, request: Request) -> bool:
+        return self.semantic_options is not None and request.kind == "generation" and _SEMANTIC_ON.get()
+
+    def _semantic_hit(self, request: Request) -> Hit | None:
+        """An entry made for another prompt that asks for the same picture, stored under this
+        request's key too (an alias manifest) so that its next repeat is an exact hit."""
+        matcher = self.semantic if self._semantic_wanted(request) else None
+        if matcher is None:
+            return None
+        try:
+            proposals = matcher.propose(request)
+        except ImportError as exc:
+            log.warning("imgcache: semantic matching needs pip install 'imgcache[semantic]' (%s);"
+                        " matching exactly only", exc)
+            self.semantic_options = None
+            return None
+        except Exception as exc:  # a broken embedder costs semantic matching, never the call
+            log.warning("imgcache: semantic lookup failed (%r); matching exactly only", exc)
+            return None
+        for proposal in proposals:
+            if not proposal.verdict.same:
+                continue
+            hit = self.store.get(self.namespace, proposal.candidate.key)
+            if hit is None:
+                matcher.forget(request, proposal.candidate.key)
+                continue
+            manifest = dict(
+                hit.manifest, key=request.key, request=request.describe(), match="semantic",
+                created=time.time(), hits=0,
+                matched={"key": proposal.candidate.key, "prompt": proposal.candidate.prompt,
+                         "similarity": round(proposal.candidate.similarity, 4),
+                         "verdict": proposal.verdict.reason},
+            )
+            self.store.put(self.namespace, request.key, manifest, hit.blobs, blobs_stored=True)
+            matcher.record_hit(request, proposal)
+            return Hit(manifest, hit.blobs, hit.tier)
+        return None
+
+    def recent_semantic_hits(self) -> list[dict[str, Any]]:
+        """The latest semantic hits of every process sharing the Redis (or directory)."""
+        for name in ("redis", "disk"):
+            tier = self.store.available(name)
+            if tier is not None:
+                hits = self.store.guarded(tier, read_recent_hits, tier, self.namespace)
+                return hits if isinstance(hits, list) else []
+        return []
+
     def _try_shared_lock(self, request: Request) -> tuple[Any, Hit | None]:
         """One attempt at the cross-process lock: (lock, None) when taken or when there is no
         shared lock to take (lock None), (_WAIT, hit-or-None) while another process holds it."""
@@ -388,6 +474,12 @@ class Cache:
         }
         self.store.put(self.namespace, request.key, manifest, blobs)
         self.stats_counters.add({"stored": 1})
+        matcher = self.semantic if self._semantic_wanted(request) else None
+        if matcher is not None:
+            try:
+                matcher.add(request)
+            except Exception as exc:  # as in _semantic_hit: never the caller's problem
+                log.warning("imgcache: could not index %s for semantic matching: %r", request.key[:12], exc)
         self._ensure_stats_thread()
         return True
 

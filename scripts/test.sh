@@ -12,5 +12,7 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
 fi
 
 PYTHON=${PYTHON:-python3}
+# The CPU build of torch first: left to itself, pip would pull a multi-gigabyte GPU build.
+"$PYTHON" -m pip install -q torch==2.13.0
 "$PYTHON" -m pip install -q -e '.[test]'
 exec "$PYTHON" -m pytest "$@"

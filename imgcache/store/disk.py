@@ -23,7 +23,6 @@ from ..errors import CorruptData, TierUnavailable
 from .base import MISSING, BaseTier, _Missing, check_namespace, split_key
 
 _STATS = "stats.json"
-_STATS_LOCK = "stats.lock"
 
 
 class DiskTier(BaseTier):
@@ -71,20 +70,67 @@ class DiskTier(BaseTier):
         """Merge ``deltas`` into ``<root>/<namespace>/stats.json`` under an exclusive flock."""
         directory = self.root / check_namespace(namespace)
         stats = directory / _STATS
-        with self._errors(f"updating {stats}"):
-            directory.mkdir(parents=True, exist_ok=True)
-            with open(directory / _STATS_LOCK, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-                counters = _load_counters(stats)
-                for field, delta in deltas.items():
-                    counters[field] = counters.get(field, 0.0) + float(delta)
-                _atomic_write(stats, json.dumps(counters, sort_keys=True).encode())
+        with self._errors(f"updating {stats}"), self._locked(stats):
+            counters = _load_counters(stats)
+            for field, delta in deltas.items():
+                counters[field] = counters.get(field, 0.0) + float(delta)
+            _atomic_write(stats, json.dumps(counters, sort_keys=True).encode())
 
     def read_counters(self, namespace: str) -> dict[str, float]:
         # Writers replace the file atomically, so reading needs no lock.
         stats = self.root / check_namespace(namespace) / _STATS
         with self._errors(f"reading {stats}"):
             return _load_counters(stats)
+
+    # -- feeds: append-only record logs and short "recent" lists (RecordFeed) ---------------
+    # Records are single lines (JSON without raw newlines), appended under an exclusive flock.
+
+    def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None:
+        path = self.root / check_namespace(namespace) / f"{feed}.log"
+        with self._errors(f"appending to {path}"), self._locked(path):
+            with open(path, "ab") as log:
+                log.write(b"".join(record + b"\n" for record in records))
+
+    def read_records(self, namespace: str, feed: str, cursor: str | None, limit: int = 10_000
+                     ) -> tuple[list[bytes], str | None]:
+        """Whole lines after byte offset ``cursor``; a line still being written is left for later."""
+        path = self.root / check_namespace(namespace) / f"{feed}.log"
+        offset = int(cursor or 0)
+        with self._errors(f"reading {path}"):
+            try:
+                with open(path, "rb") as log:
+                    log.seek(offset)
+                    data = log.read()
+            except FileNotFoundError:
+                return [], cursor
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].split(b"\n")[:-1]
+        return lines, str(offset + end)
+
+    def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
+        path = self.root / check_namespace(namespace) / f"{feed}.recent"
+        with self._errors(f"updating {path}"), self._locked(path):
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                lines = []
+            _atomic_write(path, b"\n".join([record, *lines[: keep - 1]]) + b"\n")
+
+    def read_recent(self, namespace: str, feed: str) -> list[bytes]:
+        """Newest first."""
+        path = self.root / check_namespace(namespace) / f"{feed}.recent"
+        with self._errors(f"reading {path}"):
+            try:
+                return path.read_bytes().splitlines()
+            except FileNotFoundError:
+                return []
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            yield
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

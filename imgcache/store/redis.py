@@ -171,6 +171,42 @@ class RedisTier(BaseTier):
             raw = self.client.hgetall(name)
         return {field.decode(): float(value) for field, value in raw.items()}
 
+    # -- feeds: append-only record logs and short "recent" lists (RecordFeed) ---------------
+
+    def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None:
+        name = self._feed_key(namespace, feed)
+        with self.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for record in records:
+                pipe.xadd(name, {"r": record}, maxlen=max_len, approximate=True)
+            pipe.execute()
+
+    def read_records(self, namespace: str, feed: str, cursor: str | None, limit: int = 10_000
+                     ) -> tuple[list[bytes], str | None]:
+        """Records after ``cursor`` (None: from the start), and the cursor to read on from."""
+        name = self._feed_key(namespace, feed)
+        with self.translate_errors():
+            rows = self.client.xrange(name, min=f"({cursor}" if cursor else "-", max="+", count=limit)
+        if not rows:
+            return [], cursor
+        return [fields.get(b"r", b"") for _, fields in rows], rows[-1][0].decode()
+
+    def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
+        name = self._feed_key(namespace, feed)
+        with self.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(name, record)
+            pipe.ltrim(name, 0, keep - 1)
+            pipe.execute()
+
+    def read_recent(self, namespace: str, feed: str) -> list[bytes]:
+        """Newest first."""
+        with self.translate_errors():
+            return list(self.client.lrange(self._feed_key(namespace, feed), 0, -1))
+
+    def _feed_key(self, namespace: str, feed: str) -> str:
+        return f"{self.prefix}{namespace}:{feed}"
+
     def _stats_key(self, namespace: str) -> str:
         return f"{self.prefix}{namespace}:stats"
 

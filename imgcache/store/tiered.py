@@ -254,8 +254,11 @@ class TieredStore:
         key_hex: str,
         manifest: dict[str, Any],
         blobs: Mapping[str, bytes],
+        *,
+        blobs_stored: bool = False,
     ) -> None:
-        """Write an entry and its blobs to every tier, blobs before the manifest.
+        """Write an entry and its blobs to every tier, blobs before the manifest
+        (``blobs_stored``: they are there already, write the manifest only).
 
         A tier is written in the background when a faster shared tier already holds the whole
         entry (other processes can see it there); otherwise synchronously, so that the entry
@@ -269,7 +272,7 @@ class TieredStore:
         for tier in self.tiers:
             fits = {d: b for d, b in blobs.items() if self._fits(tier, b)}
             background = shared_complete
-            for d, data in fits.items():
+            for d, data in {} if blobs_stored else fits.items():
                 self._write(tier, blob_key(namespace, d), data, blob_ttl, background=background)
             if background:
                 self._write(tier, ekey, raw, entry_ttl, background=True)

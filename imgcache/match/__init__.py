@@ -1,0 +1,1 @@
+"""Semantic (generation) and, later, perceptual (vision) matching."""

@@ -1,0 +1,50 @@
+"""Semantic matching's configuration and its shared list of recent hits: light enough to
+import from ``imgcache stats`` and ``Cache()`` (no numpy, no model)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+FEED = "semantic"
+"""Name of the feed that carries index records."""
+RECENT = "semantic-recent"
+
+
+@dataclass(frozen=True)
+class SemanticOptions:
+    """Configuration of semantic matching (``Cache(semantic=SemanticOptions(...))``)."""
+
+    embedder: Any = None
+    """None (all-MiniLM-L6-v2), a sentence-transformers model name or path, an
+    :class:`~imgcache.match.embed.Embedder`, or a callable ``list[str] -> (n, dim)``."""
+    min_similarity: float = 0.7
+    """Cosine similarity below which a stored prompt is not even proposed to the verifier."""
+    candidates: int = 8
+    """How many of the most similar stored prompts the verifier looks at."""
+    max_prompt_chars: int = 2000
+    """Longer prompts are matched exactly only."""
+    max_entries: int = 1_000_000
+    """Records kept in a namespace's shared feed (older ones are trimmed)."""
+    sync_interval: float = 0.5
+    """How stale a process's view of other processes' entries may be, in seconds."""
+    recent: int = 100
+    """Semantic hits kept for ``imgcache stats`` and ``imgcache inspect``."""
+
+
+def record_recent_hit(tier: Any, namespace: str, item: dict[str, Any], keep: int) -> None:
+    tier.push_recent(namespace, RECENT, json.dumps(item, ensure_ascii=False).encode(), keep)
+
+
+def read_recent_hits(tier: Any, namespace: str) -> list[dict[str, Any]]:
+    """Newest first; entries that do not parse are skipped."""
+    hits = []
+    for raw in tier.read_recent(namespace, RECENT):
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            hits.append(item)
+    return hits

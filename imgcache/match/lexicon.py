@@ -1,0 +1,251 @@
+"""Curated word lists for the prompt verifier (:mod:`imgcache.match.verify`).
+
+Kept deliberately small and conservative: a pair of words belongs in ``SYNONYMS`` only when
+swapping one for the other can never change the picture (spelling variants, true synonyms).
+When in doubt a word is *not* a synonym: a wrong image is worse than a cache miss. "huge" is
+not "big", "kitten" is not "cat", "plane" is not "airplane" (it may be a geometric plane).
+
+All entries are lower case, as produced by :func:`imgcache.normalize.normalize_prompt`.
+"""
+
+from __future__ import annotations
+
+# Articles carry no content once counts are spelled by nouns ("a dog" vs "dogs" still differ).
+DROPPED = frozenset({"a", "an", "the"})
+
+# Single-token synonyms and spelling variants -> canonical token(s); a value with a space
+# stands for several tokens ("atop" -> "on top of", matching the three words spelled out).
+SYNONYMS: dict[str, str] = {
+    # medium nouns
+    "photograph": "photo",
+    "photographs": "photos",
+    "image": "picture",
+    "images": "pictures",
+    "pic": "picture",
+    "pics": "pictures",
+    # furniture, vehicles, things
+    "couch": "sofa",
+    "couches": "sofas",
+    "automobile": "car",
+    "automobiles": "cars",
+    "aeroplane": "airplane",
+    "aeroplanes": "airplanes",
+    "television": "tv",
+    "televisions": "tvs",
+    "refrigerator": "fridge",
+    "refrigerators": "fridges",
+    "doughnut": "donut",
+    "doughnuts": "donuts",
+    "tshirt": "t shirt",
+    "ocean": "sea",
+    "oceans": "seas",
+    # degree and size
+    "really": "very",
+    "large": "big",
+    "little": "small",
+    # places
+    "beside": "next to",
+    "atop": "on top of",
+    "underneath": "under",
+    "beneath": "under",
+    "toward": "towards",
+    # British / American spelling
+    "grey": "gray",
+    "greyish": "grayish",
+    "colour": "color",
+    "colours": "colors",
+    "coloured": "colored",
+    "colourful": "colorful",
+    "harbour": "harbor",
+    "harbours": "harbors",
+    "neighbour": "neighbor",
+    "neighbours": "neighbors",
+    "neighbourhood": "neighborhood",
+    "armour": "armor",
+    "armoured": "armored",
+    "favourite": "favorite",
+    "flavour": "flavor",
+    "vapour": "vapor",
+    "parlour": "parlor",
+    "centre": "center",
+    "theatre": "theater",
+    "metre": "meter",
+    "metres": "meters",
+    "jewellery": "jewelry",
+    "aluminium": "aluminum",
+    "moustache": "mustache",
+    "pyjamas": "pajamas",
+    "cosy": "cozy",
+    "stylised": "stylized",
+    "realised": "realized",
+    "watercolour": "watercolor",
+    "watercolours": "watercolors",
+    "colouring": "coloring",
+    "glamour": "glamor",
+    # number words -> digits ("one cat" == "1 cat"; "a cat" stays distinct from both)
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "fourteen": "14",
+    "fifteen": "15",
+    "sixteen": "16",
+    "seventeen": "17",
+    "eighteen": "18",
+    "nineteen": "19",
+    "twenty": "20",
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "sixty": "60",
+    "seventy": "70",
+    "eighty": "80",
+    "ninety": "90",
+    "hundred": "100",
+    "&": "and",
+    "cannot": "can not",
+}
+
+# Multi-word phrases -> canonical token(s) (split on spaces); hyphenated compounds arrive as separate words
+# ("photo-realistic" -> "photo realistic") and are joined here with their one-word spelling.
+PHRASES: dict[tuple[str, ...], str] = {
+    ("close", "to"): "near",
+    ("photo", "realistic"): "photorealistic",
+    ("hyper", "realistic"): "hyperrealistic",
+    ("hyper", "realism"): "hyperrealism",
+    ("ultra", "realistic"): "ultrarealistic",
+    ("hyper", "detailed"): "hyperdetailed",
+    ("ultra", "detailed"): "ultradetailed",
+    ("close", "up"): "closeup",
+    ("sci", "fi"): "scifi",
+    ("water", "color"): "watercolor",
+    ("art", "station"): "artstation",
+    ("t", "shirt"): "t shirt",
+    ("tee", "shirt"): "t shirt",
+    ("dont",): "do not",
+    ("don", "t"): "do not",
+    ("doesn", "t"): "does not",
+    ("didn", "t"): "did not",
+    ("isn", "t"): "is not",
+    ("aren", "t"): "are not",
+    ("wasn", "t"): "was not",
+    ("weren", "t"): "were not",
+    ("can", "t"): "can not",
+    ("couldn", "t"): "could not",
+    ("won", "t"): "will not",
+    ("wouldn", "t"): "would not",
+    ("w", "o"): "without",  # "w/o": the slash is dropped before phrases are matched
+}
+
+# Verb forms that differ only in tense or agreement (never in count: "sits" is not a noun
+# plural) -> one canonical form. Forms that double as plural nouns ("drinks", "flies",
+# "dances", "stands", "looks") are left out on purpose.
+VERB_FORMS: dict[str, tuple[str, ...]] = {
+    "sit": ("sits", "sitting", "sat", "seated"),
+    "stand": ("standing", "stood"),
+    "lie": ("lying",),
+    "run": ("runs", "running", "ran"),
+    "walk": ("walking", "walked"),
+    "fly": ("flying", "flew"),
+    "swim": ("swims", "swimming", "swam"),
+    "hold": ("holds", "holding", "held"),
+    "wear": ("wears", "wearing", "wore"),
+    "ride": ("riding", "rode"),
+    "sleep": ("sleeps", "sleeping", "slept"),
+    "eat": ("eats", "eating", "ate"),
+    "read": ("reads", "reading"),
+    "climb": ("climbs", "climbing", "climbed"),
+    "float": ("floating", "floated"),
+    "lean": ("leans", "leaning", "leaned", "leant"),
+    "carry": ("carries", "carrying", "carried"),
+    "smile": ("smiling", "smiled"),
+    "laugh": ("laughing", "laughed"),
+    "cry": ("crying", "cried"),
+    "jump": ("jumping", "jumped"),
+    "chase": ("chasing", "chased"),
+    "hug": ("hugging", "hugged"),
+    "kiss": ("kissing", "kissed"),
+    "stare": ("stares", "staring", "stared"),
+    "gaze": ("gazes", "gazing", "gazed"),
+    "perch": ("perched", "perching"),
+    "hang": ("hangs", "hanging"),
+    "glow": ("glows", "glowing"),
+}
+VERBS: dict[str, str] = {form: base for base, forms in VERB_FORMS.items() for form in forms}
+
+# "is"/"are" before a verb's -ing form is only an auxiliary: "a cat is sleeping" == "a cat
+# sleeping". (Left as content elsewhere: "the sheep is" / "the sheep are" carries a count.)
+AUXILIARIES = frozenset({"is", "are"})
+
+# Nouns that name a medium or a framing: "<...medium> of X" at the start of a prompt is the
+# same request as "X, <...medium>" ("a photo of a fox in snow" == "fox in snow, photo").
+MEDIA = frozenset(
+    {
+        "photo", "photos", "picture", "pictures", "painting", "paintings", "drawing",
+        "drawings", "sketch", "illustration", "render", "rendering", "artwork", "art",
+        "portrait", "portraits", "cartoon", "woodcut", "engraving", "etching", "lithograph",
+        "print", "poster", "watercolor", "pastel", "mural", "sculpture", "statue", "shot",
+        "view", "closeup", "selfie", "snapshot", "still", "photography", "depiction",
+        "scene", "comic", "anime", "mosaic", "collage", "tapestry", "fresco",
+        "screenshot", "diagram", "infographic", "icon", "logo", "sticker",
+    }
+)
+
+# Words that only glue a part to a list: a leading "and" in ", and a black hat".
+LIST_GLUE = frozenset({"and"})
+
+# A part made only of these words modifies whatever precedes it ("a cat, black, a dog,
+# white"), so it is compared together with the part before it, never reordered alone.
+COLORS = frozenset(
+    {
+        "red", "blue", "green", "yellow", "orange", "purple", "violet", "pink", "brown",
+        "black", "white", "gray", "silver", "golden", "gold", "beige", "cyan", "magenta",
+        "teal", "turquoise", "maroon", "navy", "indigo", "crimson", "scarlet", "ivory",
+        "cream", "tan", "olive", "lime", "amber", "bronze", "copper",
+    }
+)
+SIZES = frozenset(
+    {
+        "big", "small", "tiny", "huge", "giant", "gigantic", "enormous", "massive", "miniature",
+        "tall", "short", "long", "wide", "narrow", "thick", "thin", "fat", "slim",
+    }
+)
+ATTACHED = COLORS | SIZES | LIST_GLUE
+# (Whole-picture palette words - "colorful", "monochrome", "pastel" - attach to nothing.)
+PALETTE = frozenset({"colorful", "monochrome", "grayscale", "pastel", "vibrant", "muted"})
+
+# Polite filler at the very end of a prompt ("..., please", "... for me").
+TRAILING_POLITE = (
+    ("please",), ("pls",), ("plz",), ("for", "me"), ("for", "us"), ("thanks",),
+    ("thank", "you"), ("thx",), ("ty",),
+)
+
+# Categories only name a difference in a verdict's reason; they do not decide anything.
+CATEGORIES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("negation", frozenset({"no", "not", "without", "with", "never", "none", "nothing",
+                            "non", "nobody", "neither", "nor", "only"})),
+    ("colour", COLORS | PALETTE),
+    ("size", SIZES),
+    ("time", frozenset({"sunset", "sunrise", "dawn", "dusk", "night", "nighttime", "noon",
+                        "midnight", "morning", "evening", "afternoon", "day", "daytime",
+                        "twilight", "winter", "summer", "spring", "autumn", "fall"})),
+    ("medium or style", MEDIA | frozenset({"oil", "acrylic", "charcoal", "pencil", "ink",
+                                           "pixel", "3d", "digital", "style", "by", "vector",
+                                           "cinematic", "realistic", "photorealistic"})),
+    ("framing", frozenset({"closeup", "aerial", "full", "body", "macro", "wide", "angle",
+                           "overhead", "top", "bird", "eye", "profile", "headshot", "close",
+                           "zoom", "zoomed"})),
+    ("position", frozenset({"left", "right", "above", "below", "under", "over", "behind",
+                            "front", "on", "in", "inside", "outside", "near", "next to",
+                            "on top of", "between", "around", "beside"})),
+)

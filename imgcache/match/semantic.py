@@ -1,0 +1,199 @@
+"""Semantic matching of generation prompts: embed, search, verify.
+
+After an exact miss, the prompt's content (filler removed) is embedded; the vector index of
+its *scope* (namespace, operation, output-changing parameters, embedder) proposes the most
+similar stored prompts; :func:`~imgcache.match.verify.verify` accepts a candidate only if
+the two prompts ask for the same picture. Cosine similarity alone never decides.
+
+Index records travel through a shared *feed* so that every process sees every other
+process's entries: a Redis stream where Redis is configured, otherwise an append-only file in
+the local directory. A record is JSON (scope, key, normalized prompt, float16 vector in
+base64): nothing read back is unpickled, and a restarted process rebuilds its index from the
+feed without re-embedding. A record whose entry has expired or was purged is dropped from
+the index when a lookup finds the entry gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..request import Request, canonical_json
+from .embed import Embedder, make_embedder
+from .index import Candidate, SemanticIndex
+from .config import FEED, SemanticOptions, record_recent_hit
+from .verify import Verdict, content_text, verify
+
+if TYPE_CHECKING:
+    from ..store.tiered import TieredStore
+
+log = logging.getLogger("imgcache")
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate and the verifier's decision on it."""
+
+    candidate: Candidate
+    verdict: Verdict
+
+
+@dataclass
+class _FeedCursor:
+    tier: str
+    position: str | None = None
+    synced_at: float = field(default=0.0)
+
+
+class SemanticMatcher:
+    """The semantic side of one cache object (one namespace)."""
+
+    def __init__(self, namespace: str, store: TieredStore, options: SemanticOptions) -> None:
+        self.namespace = namespace
+        self.store = store
+        self.options = options
+        self.embedder: Embedder = make_embedder(options.embedder)
+        self.index = SemanticIndex()
+        self._cursor: _FeedCursor | None = None
+        self._sync_lock = threading.Lock()
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
+        self._vectors_lock = threading.Lock()
+
+    # -- scope and text -------------------------------------------------------------------
+
+    def scope_id(self, request: Request) -> str:
+        body = canonical_json({"kind": request.kind, "op": request.operation,
+                               "params": request.params, "embedder": self.embedder.name})
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def _text(self, request: Request) -> str:
+        if len(request.prompt) > self.options.max_prompt_chars:
+            return ""
+        return content_text(request.prompt)
+
+    def _embed(self, request: Request, text: str) -> np.ndarray:
+        with self._vectors_lock:
+            vector = self._vectors.get(request.key)
+        if vector is None:
+            vector = self.embedder.embed([text])[0]
+            with self._vectors_lock:
+                self._vectors[request.key] = vector
+                while len(self._vectors) > 1024:
+                    self._vectors.popitem(last=False)
+        return vector
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def propose(self, request: Request) -> list[Proposal]:
+        """The stored prompts most similar to the request's, each with the verifier's verdict."""
+        text = self._text(request)
+        if not text:
+            return []
+        vector = self._embed(request, text)
+        self.sync()
+        scope = self.index.get(self.scope_id(request))
+        if scope is None:
+            return []
+        return [Proposal(c, verify(c.prompt, request.prompt))
+                for c in scope.search(vector, self.options.candidates, self.options.min_similarity)
+                if c.key != request.key]
+
+    def forget(self, request: Request, key: str) -> None:
+        """Drop an entry that vanished (expired or purged) from this process's index."""
+        scope = self.index.get(self.scope_id(request))
+        if scope is not None:
+            scope.remove(key)
+
+    # -- feeding the index ----------------------------------------------------------------
+
+    def add(self, request: Request) -> None:
+        """Index a stored request, here and (through the feed) in every other process."""
+        text = self._text(request)
+        if not text:
+            return
+        vector = self._embed(request, text)
+        scope_id = self.scope_id(request)
+        self.index.scope(scope_id, len(vector)).add(request.key, request.prompt, vector)
+        record = json.dumps({
+            "s": scope_id, "k": request.key, "p": request.prompt,
+            "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
+        }, separators=(",", ":"), ensure_ascii=False).encode()
+        tier = self._feed_tier()
+        if tier is not None:
+            self.store.guarded(tier, tier.append_records, self.namespace, FEED, [record],
+                               self.options.max_entries)
+
+    def sync(self, *, force: bool = False) -> int:
+        """Read records other processes added since the last sync; returns how many."""
+        tier = self._feed_tier()
+        if tier is None:
+            return 0
+        with self._sync_lock:
+            cursor = self._cursor
+            if cursor is None or cursor.tier != tier.name:
+                cursor = self._cursor = _FeedCursor(tier.name)
+            elif not force and time.monotonic() - cursor.synced_at < self.options.sync_interval:
+                return 0
+            added = 0
+            while True:
+                page = self.store.guarded(tier, tier.read_records, self.namespace, FEED, cursor.position)
+                if not isinstance(page, tuple):  # the tier failed: try again on a later lookup
+                    break
+                records, cursor.position = page
+                for record in records:
+                    added += self._index_record(record)
+                if len(records) < 10_000:
+                    break
+            cursor.synced_at = time.monotonic()
+            return added
+
+    def _index_record(self, record: bytes) -> int:
+        """Add one feed record to the index; a malformed one is skipped (counted as corrupt)."""
+        try:
+            data = json.loads(record)
+            scope_id, key, prompt = data["s"], data["k"], data["p"]
+            raw = base64.b64decode(data["v"], validate=True)
+            if not (isinstance(scope_id, str) and isinstance(prompt, str) and _KEY.fullmatch(key)
+                    and raw and len(raw) % 2 == 0):
+                raise ValueError("bad field")
+            vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+            if not np.all(np.isfinite(vector)):
+                raise ValueError("non-finite vector")
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            self.store.stats.add({"corrupt": 1})
+            return 0
+        self.index.scope(scope_id, len(vector)).add(key, prompt, vector)
+        return 1
+
+    def _feed_tier(self) -> Any:
+        for name in ("redis", "disk"):
+            tier = self.store.available(name)
+            if tier is not None:
+                return tier
+        return None
+
+    # -- recent hits, for stats and inspect ------------------------------------------------
+
+    def record_hit(self, request: Request, proposal: Proposal) -> None:
+        tier = self._feed_tier()
+        if tier is None:
+            return
+        item = {
+            "at": round(time.time(), 3), "query": request.prompt[:500],
+            "matched": proposal.candidate.prompt[:500],
+            "similarity": round(proposal.candidate.similarity, 4),
+            "verdict": proposal.verdict.reason, "key": request.key, "matched_key": proposal.candidate.key,
+        }
+        self.store.guarded(tier, record_recent_hit, tier, self.namespace, item, self.options.recent)

@@ -1,0 +1,281 @@
+"""The verifier: whether an image made for one prompt is a right answer to another.
+
+Cosine similarity of sentence embeddings only *proposes* candidates: "a cat on a dog" and "a
+dog on a cat" embed almost identically. :func:`verify` decides, by lexical alignment:
+
+1. request filler is cut from the start ("generate an image of", "please draw", "can you
+   make", "i want a picture of") and polite filler from the end ("please", "for me");
+2. the rest is split into parts at ``, ; . ! ? :`` and each part into tokens (words, numbers,
+   and every other symbol - emoji included - as a token of its own; hyphens, quotes and
+   brackets are dropped, so "photo-realistic" == "photo realistic");
+3. articles are dropped, and each token or short phrase is mapped to a canonical spelling
+   from a small curated lexicon (:mod:`imgcache.match.lexicon`: photograph -> photo, couch ->
+   sofa, atop -> on top of, grey -> gray, two -> 2, sits/sitting/sat -> sit, ...);
+4. a leading "<medium> of" becomes a part of its own ("a photo of a fox" == "fox, photo"), a
+   part made only of colour or size words stays glued to the part before it;
+5. two prompts are the same iff their multisets of parts are equal, each part an *ordered*
+   token sequence: so comma-separated parts may be reordered, but any word that one prompt
+   has and the other lacks (a colour, a number, "without", "woodcut", "sunset", "close up")
+   or a change of word order inside a part (who rides whom) makes them different.
+
+Conservative by design: a wrong image is worse than a miss. Linear in the prompt's length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
+
+from . import lexicon as lx
+
+__all__ = ["Verdict", "content_text", "verify"]
+
+SAME_REASON = "same content (filler, synonyms, order of comma-separated parts ignored)"
+EMPTY_REASON = "no content left after removing filler (semantic matching declines)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's decision and a human-readable reason for it."""
+
+    same: bool
+    reason: str
+
+
+# -- filler ----------------------------------------------------------------------------------
+
+# Leading request filler, stripped repeatedly (each alternative anchored at the start).
+_LEAD = re.compile(
+    r"""(?:
+        /imagine(?:\s+prompt)?\s*:?
+      | (?:hey|hi|hello)(?:\s+there)?\b[\s,!:]*
+      | (?:please|pls|plz|kindly)\b[\s,:]*
+      | (?:can|could|would|will)\s+you\b
+      | i(?:\s+would|\s*'d|\s+will|\s*'ll|\s+really)?\s+(?:like|love|want|need)(?:\s+you)?
+            (?:\s+to(?:\s+(?:see|have|get))?)?\b
+      | i\s*(?:am|'m)\s+looking\s+for\b
+      | (?:let's|lets|let\s+us|help\s+me)\b
+      | (?:generate|create|make|draw|render|imagine|depict|visuali[sz]e)
+            (?!\s+(?:of|up)\b)(?:\s+(?:me|us|for\s+me|for\s+us))?\b[\s:]*
+      | (?:show|give|get|produce|design)
+            (?:\s+(?:me|us|for\s+me|for\s+us)\b|(?=\s+(?:an?|the|some)\s))
+      | (?:(?:an?|the|one|some)\s+)?(?:image|picture|pic|visual)
+            (?:\s+(?:of|showing|that\s+shows|which\s+shows|depicting|that\s+depicts|featuring))?
+            \s*:
+      | (?:(?:an?|the|one|some)\s+)?(?:image|picture|pic|visual)
+            \s+(?:of|showing|that\s+shows|which\s+shows|depicting|that\s+depicts|featuring)\b
+    )[\s,]*""",
+    re.VERBOSE,
+)
+_LEAD_WINDOW = 300  # filler is short: look only at the start, so a long prompt costs nothing
+
+# Trailing polite filler: "..., please", "... for me", "...! thanks".
+_TAIL = re.compile(
+    r"""(?:
+        (?:^|(?<=[\s,;:.!?]))(?:please|pls|plz)
+      | \s+for\s+(?:me|us)
+      | [,;:.!?]\s*(?:thanks|thank\s+you|thx|ty)(?:\s+so\s+much)?
+    )[\s,;:.!?]*$""",
+    re.VERBOSE,
+)
+_TAIL_WINDOW = 80
+
+
+def _strip_filler(text: str) -> str:
+    head, rest = text[:_LEAD_WINDOW], text[_LEAD_WINDOW:]
+    for _ in range(8):
+        match = _LEAD.match(head)
+        if match is None or match.end() == 0:
+            break
+        head = head[match.end():]
+    text = head + rest
+    for _ in range(4):
+        cut = max(0, len(text) - _TAIL_WINDOW)
+        if cut:
+            space = text.find(" ", cut)
+            cut = space if space >= 0 else len(text)
+        match = _TAIL.search(text, cut)
+        if match is None:
+            break
+        text = text[: match.start()].rstrip(" ,;:.!?")
+    return text.strip(" ,;:.!?")
+
+
+def content_text(prompt: str) -> str:
+    """The prompt with request filler removed: what the embedder should embed.
+
+    ``prompt`` is a :func:`~imgcache.normalize.normalize_prompt` output (lower case, plain
+    quotes, single spaces). Returns ``""`` when nothing but filler is left.
+    """
+    return _strip_filler(prompt)
+
+
+# -- tokens and parts ------------------------------------------------------------------------
+
+# Part boundaries: , ; : . ! ? (and their CJK forms); never inside a number ("1,000", "1.5",
+# "10:30"), and a "." only before a space or the end, and not after an initial ("h.r. giger").
+_SEPARATOR = re.compile(
+    r"[;!?\u3001\u3002\uff0c\uff1b\uff1a\uff01\uff1f]"
+    r"|(?<!\d)[,:]|[,:](?!\d)"
+    r"|(?<!\b\w)\.(?=\s|$)"
+)
+# Numbers, letter runs (a run of CJK characters is one token) and every other visible
+# character except the ignorable punctuation (quotes, brackets, dashes, slashes, emphasis
+# marks, emoji presentation selectors) as a token of its own.
+_TOKEN = re.compile(
+    r"\d+(?:[.,:]\d+)*"
+    r"|[^\W\d_]+"
+    r"|[^\s\w'\"`()\[\]{}<>\-/\\|*~.,:;!?\ufe0e\ufe0f]"
+)
+_RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under", "over",
+                       "and", "of", "to", "near", "behind", "above", "below"})
+_GLUE = "\x00"  # joins an attribute-only part to the part before it
+
+
+# Each word that needs attention, with what it becomes: nothing (articles), canonical tokens
+# (synonyms); phrases are matched on canonical tokens, looking back from their last word.
+_EXPAND: dict[str, tuple[str, ...]] = {word: () for word in lx.DROPPED}
+_EXPAND.update({word: tuple(value.split(" ")) for word, value in lx.SYNONYMS.items()})
+_PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
+_PHRASE_LAST = frozenset(key[-1] for key in _PHRASES)
+_PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
+_COLOR_WORDS = frozenset({"colored", "color"})
+_SPECIAL = frozenset(_EXPAND) | _PHRASE_LAST | frozenset(lx.VERBS) | lx.AUXILIARIES | _COLOR_WORDS
+
+
+def _push(out: list[str], token: str, after_aux: bool) -> bool:
+    """Append one canonical token to ``out``; returns whether it is an auxiliary."""
+    if token in _PHRASE_LAST:
+        for length in _PHRASE_LENGTHS:
+            if length - 1 <= len(out):
+                key = (*out[len(out) - length + 1 :], token)
+                replacement = _PHRASES.get(key)
+                if replacement is not None:
+                    del out[len(out) - length + 1 :]
+                    out.extend(replacement)
+                    return False
+    if after_aux and (token in lx.VERBS or token.endswith("ing")):
+        out.pop()  # "a cat is sleeping" == "a cat sleeping"
+    if token in _COLOR_WORDS and out and out[-1] in lx.COLORS:
+        return False  # "a red colored car" == "a red car"
+    out.append(lx.VERBS.get(token, token))
+    return token in lx.AUXILIARIES
+
+
+def _canonical_tokens(words: list[str]) -> list[str]:
+    """Articles dropped; synonyms, phrases and verb forms mapped to canonical tokens."""
+    out: list[str] = []
+    after_aux = False
+    for word in words:
+        if word not in _SPECIAL:  # the common case, kept cheap
+            if after_aux and word.endswith("ing"):
+                out.pop()
+            out.append(word)
+            after_aux = False
+            continue
+        for token in _EXPAND.get(word, (word,)):
+            after_aux = _push(out, token, after_aux)
+    if len(out) > 2 and out[0] == "there" and out[1] in ("is", "are"):
+        del out[:2]  # "there is a cat on a mat" == "a cat on a mat"
+    if len(out) > 1 and out[0] in lx.LIST_GLUE:
+        del out[0]  # ", and a black hat" is the list's glue, not content
+    return out
+
+
+def _split_medium(tokens: list[str]) -> list[list[str]]:
+    """``[photo, of, red, fox]`` -> ``[[photo], [red, fox]]``: a leading "<...medium> of"."""
+    try:
+        at = tokens.index("of", 1, 8)
+    except ValueError:
+        return [tokens]
+    head, rest = tokens[:at], tokens[at + 1 :]
+    if not rest or head[-1] not in lx.MEDIA:
+        return [tokens]
+    for word in head[:-1]:
+        if word in _RELATION or word in lx.VERBS or word.endswith("ing"):
+            return [tokens]  # "a woman holding a portrait of a man": not a leading medium
+    return [head, rest]
+
+
+@lru_cache(maxsize=4096)
+def _analyse(prompt: str) -> tuple[tuple[str, ...], ...]:
+    """The prompt's parts, each an ordered tuple of canonical tokens (empty: no content)."""
+    text = content_text(prompt)
+    parts: list[tuple[str, ...]] = []
+    for index, raw in enumerate(_SEPARATOR.split(text)):
+        tokens = _canonical_tokens(_TOKEN.findall(raw))
+        if not tokens:
+            continue
+        pieces = _split_medium(tokens) if index == 0 else [tokens]
+        for piece in pieces:
+            if parts and all(word in lx.ATTACHED for word in piece):
+                parts[-1] = (*parts[-1], _GLUE, *piece)
+            else:
+                parts.append(tuple(piece))
+    return tuple(parts)
+
+
+# -- verdict ---------------------------------------------------------------------------------
+
+
+def verify(stored: str, query: str) -> Verdict:
+    """Whether an image made for ``stored`` is a right answer to ``query``.
+
+    Both are :func:`~imgcache.normalize.normalize_prompt` outputs. Symmetric in ``.same``;
+    never "same" when either side has no content beyond filler.
+    """
+    stored_parts, query_parts = _analyse(stored), _analyse(query)
+    if not stored_parts or not query_parts:
+        return Verdict(False, EMPTY_REASON)
+    if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
+        return Verdict(True, SAME_REASON)
+    return Verdict(False, _explain(stored_parts, query_parts))
+
+
+def _quote(words: Counter[str], limit: int = 4) -> str:
+    listed = sorted(words.elements())
+    shown = ", ".join(f"'{word}'" for word in listed[:limit])
+    return shown + (f" (+{len(listed) - limit} more)" if len(listed) > limit else "")
+
+
+def _category(words: Counter[str]) -> str:
+    for name, members in lx.CATEGORIES:
+        if any(word in members for word in words):
+            return name + ": "
+    if any(word.isdigit() for word in words):
+        return "number: "
+    return ""
+
+
+def _text(part: tuple[str, ...]) -> str:
+    return " ".join(word for word in part if word != _GLUE)
+
+
+def _explain(stored: tuple[tuple[str, ...], ...], query: tuple[tuple[str, ...], ...]) -> str:
+    def words(parts: tuple[tuple[str, ...], ...]) -> Counter[str]:
+        counts = Counter(chain.from_iterable(parts))
+        counts.pop(_GLUE, None)
+        return counts
+
+    only_stored = words(stored) - words(query)
+    only_query = words(query) - words(stored)
+    if only_stored and only_query:
+        label = _category(only_stored | only_query)
+        return f"{label}{_quote(only_stored)} here, {_quote(only_query)} there"
+    if only_stored or only_query:
+        extra = only_stored or only_query
+        side = "the stored prompt" if only_stored else "the query"
+        return f"{_category(extra)}{_quote(extra)} only in {side}"
+    # The same words: arranged differently.
+    left = Counter(stored) - Counter(query)
+    right = Counter(query) - Counter(stored)
+    for a in left:
+        for b in right:
+            if sorted(a) == sorted(b):
+                return f"word order differs in '{_text(a)}' / '{_text(b)}'"
+    shown_a = " | ".join(_text(part) for part in left)
+    shown_b = " | ".join(_text(part) for part in right)
+    return f"the same words grouped differently: '{shown_a}' / '{shown_b}'"
