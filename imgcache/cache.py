@@ -369,16 +369,7 @@ class Cache:
         matcher = self.semantic if self._semantic_wanted(request) else None
         if matcher is None:
             return None
-        try:
-            proposals = matcher.propose(request)
-        except ImportError as exc:
-            log.warning("imgcache: semantic matching needs pip install 'imgcache[semantic]' (%s);"
-                        " matching exactly only", exc)
-            self.semantic_options = None
-            return None
-        except Exception as exc:  # a broken embedder costs semantic matching, never the call
-            log.warning("imgcache: semantic lookup failed (%r); matching exactly only", exc)
-            return None
+        proposals = self._semantic_call(matcher.propose, request) or []
         for proposal in proposals:
             if not proposal.verdict.same:
                 continue
@@ -396,6 +387,18 @@ class Cache:
             self.store.put(self.namespace, request.key, manifest, hit.blobs, blobs_stored=True)
             matcher.record_hit(request, proposal)
             return Hit(manifest, hit.blobs, hit.tier)
+        return None
+
+    def _semantic_call(self, method: Callable[[Request], T], request: Request) -> T | None:
+        """Semantic matching that fails costs semantic matching, never the caller's call."""
+        try:
+            return method(request)
+        except ImportError as exc:
+            log.warning("imgcache: semantic matching needs pip install 'imgcache[semantic]' (%s);"
+                        " matching exactly only", exc)
+            self.semantic_options = None
+        except Exception as exc:  # a broken embedder or feed
+            log.warning("imgcache: semantic matching failed for %s: %r", request.key[:12], exc)
         return None
 
     def recent_semantic_hits(self) -> list[dict[str, Any]]:
@@ -476,10 +479,7 @@ class Cache:
         self.stats_counters.add({"stored": 1})
         matcher = self.semantic if self._semantic_wanted(request) else None
         if matcher is not None:
-            try:
-                matcher.add(request)
-            except Exception as exc:  # as in _semantic_hit: never the caller's problem
-                log.warning("imgcache: could not index %s for semantic matching: %r", request.key[:12], exc)
+            self._semantic_call(matcher.add, request)
         self._ensure_stats_thread()
         return True
 
@@ -532,6 +532,7 @@ class Cache:
             if shared_figures is FAILED:
                 raise TierUnavailable(sink.name, "the shared stats could not be read")
             figures = nest(shared_figures)
+            figures["recent_semantic_hits"] = self.recent_semantic_hits()
         figures["namespace"] = self.namespace
         figures["tiers"] = {name: ("up" if name == "memory" or self.store.breakers[name].closed else "down")
                             for name in self.store.tier_names}

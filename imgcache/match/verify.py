@@ -5,14 +5,14 @@ dog on a cat" embed almost identically. :func:`verify` decides, by lexical align
 
 1. request filler is cut from the start ("generate an image of", "please draw", "can you
    make", "i want a picture of") and polite filler from the end ("please", "for me");
-2. the rest is split into parts at ``, ; . ! ? :`` and each part into tokens (words, numbers,
+2. the rest is split into parts at ``, ; . ? :`` and each part into tokens (words, numbers,
    and every other symbol - emoji included - as a token of its own; hyphens, quotes and
    brackets are dropped, so "photo-realistic" == "photo realistic");
 3. articles are dropped, and each token or short phrase is mapped to a canonical spelling
    from a small curated lexicon (:mod:`imgcache.match.lexicon`: photograph -> photo, couch ->
    sofa, atop -> on top of, grey -> gray, two -> 2, sits/sitting/sat -> sit, ...);
-4. a leading "<medium> of" becomes a part of its own ("a photo of a fox" == "fox, photo"), a
-   part made only of colour or size words stays glued to the part before it;
+4. a "<medium> of" leading a part becomes a part of its own ("a photo of a fox" == "fox,
+   photo"); a part made only of colour or size words stays glued to the part before it;
 5. two prompts are the same iff their multisets of parts are equal, each part an *ordered*
    token sequence: so comma-separated parts may be reordered, but any word that one prompt
    has and the other lacks (a colour, a number, "without", "woodcut", "sunset", "close up")
@@ -110,28 +110,32 @@ def content_text(prompt: str) -> str:
     ``prompt`` is a :func:`~imgcache.normalize.normalize_prompt` output (lower case, plain
     quotes, single spaces). Returns ``""`` when nothing but filler is left.
     """
-    return _strip_filler(prompt)
+    text = _strip_filler(prompt)
+    return text if _TOKEN.search(text) else ""
 
 
 # -- tokens and parts ------------------------------------------------------------------------
 
-# Part boundaries: , ; : . ! ? (and their CJK forms); never inside a number ("1,000", "1.5",
+# Part boundaries: , ; : . ? (and their CJK forms; "!" is emphasis as often as an end of
+# sentence, so it only separates words); never inside a number ("1,000", "1.5",
 # "10:30"), and a "." only before a space or the end, and not after an initial ("h.r. giger").
 _SEPARATOR = re.compile(
-    r"[;!?\u3001\u3002\uff0c\uff1b\uff1a\uff01\uff1f]"
+    r"[;?\u3001\u3002\uff0c\uff1b\uff1a\uff1f]"
     r"|(?<!\d)[,:]|[,:](?!\d)"
     r"|(?<!\b\w)\.(?=\s|$)"
 )
-# Numbers, letter runs (a run of CJK characters is one token) and every other visible
-# character except the ignorable punctuation (quotes, brackets, dashes, slashes, emphasis
-# marks, emoji presentation selectors) as a token of its own.
+# Numbers (with a minus sign: "-5" is not "5"), letter runs (a run of CJK characters is one
+# token) and every other visible character except the ignorable punctuation (quotes,
+# brackets, dashes, slashes, emphasis marks, emoji presentation selectors) as a token.
 _TOKEN = re.compile(
-    r"\d+(?:[.,:]\d+)*"
+    r"(?:(?<![\w.])-)?\d+(?:[.,:]\d+)*"
     r"|[^\W\d_]+"
     r"|[^\s\w'\"`()\[\]{}<>\-/\\|*~.,:;!?\ufe0e\ufe0f]"
 )
 _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under", "over",
                        "and", "of", "to", "near", "behind", "above", "below"})
+_VERB_BASES = frozenset(lx.VERB_FORMS)
+_MEDIUM_HEAD_MAX = 5  # "award winning hyperrealistic oil painting of": a medium, not a scene
 _GLUE = "\x00"  # joins an attribute-only part to the part before it
 
 
@@ -139,6 +143,11 @@ _GLUE = "\x00"  # joins an attribute-only part to the part before it
 # (synonyms); phrases are matched on canonical tokens, looking back from their last word.
 _EXPAND: dict[str, tuple[str, ...]] = {word: () for word in lx.DROPPED}
 _EXPAND.update({word: tuple(value.split(" ")) for word, value in lx.SYNONYMS.items()})
+# Short double-quoted text is text to draw ('a sign saying "stop, go"'): its punctuation
+# stays in place as tokens (private-use stand-ins), so it is never split and reordered.
+_QUOTED = re.compile(r'"[^"]{1,40}"')
+_QUOTED_PUNCT = str.maketrans({ch: chr(0xE000 + i) for i, ch in enumerate(",;:.!?")})
+_SHOWN_PUNCT = str.maketrans({chr(0xE000 + i): ch for i, ch in enumerate(",;:.!?")})
 _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
 _PHRASE_LAST = frozenset(key[-1] for key in _PHRASES)
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
@@ -176,7 +185,10 @@ def _canonical_tokens(words: list[str]) -> list[str]:
             out.append(word)
             after_aux = False
             continue
-        for token in _EXPAND.get(word, (word,)):
+        tokens = _EXPAND.get(word, (word,))
+        if not tokens:
+            after_aux = False  # an article: "is a sleeping cat" keeps its "is"
+        for token in tokens:
             after_aux = _push(out, token, after_aux)
     if len(out) > 2 and out[0] == "there" and out[1] in ("is", "are"):
         del out[:2]  # "there is a cat on a mat" == "a cat on a mat"
@@ -188,14 +200,14 @@ def _canonical_tokens(words: list[str]) -> list[str]:
 def _split_medium(tokens: list[str]) -> list[list[str]]:
     """``[photo, of, red, fox]`` -> ``[[photo], [red, fox]]``: a leading "<...medium> of"."""
     try:
-        at = tokens.index("of", 1, 8)
+        at = tokens.index("of", 1, _MEDIUM_HEAD_MAX + 1)
     except ValueError:
         return [tokens]
     head, rest = tokens[:at], tokens[at + 1 :]
     if not rest or head[-1] not in lx.MEDIA:
         return [tokens]
     for word in head[:-1]:
-        if word in _RELATION or word in lx.VERBS or word.endswith("ing"):
+        if word in _RELATION or word in _VERB_BASES or word.endswith("ing"):
             return [tokens]  # "a woman holding a portrait of a man": not a leading medium
     return [head, rest]
 
@@ -204,13 +216,14 @@ def _split_medium(tokens: list[str]) -> list[list[str]]:
 def _analyse(prompt: str) -> tuple[tuple[str, ...], ...]:
     """The prompt's parts, each an ordered tuple of canonical tokens (empty: no content)."""
     text = content_text(prompt)
+    if '"' in text:
+        text = _QUOTED.sub(lambda match: match.group().translate(_QUOTED_PUNCT), text)
     parts: list[tuple[str, ...]] = []
-    for index, raw in enumerate(_SEPARATOR.split(text)):
+    for raw in _SEPARATOR.split(text):
         tokens = _canonical_tokens(_TOKEN.findall(raw))
         if not tokens:
             continue
-        pieces = _split_medium(tokens) if index == 0 else [tokens]
-        for piece in pieces:
+        for piece in _split_medium(tokens):
             if parts and all(word in lx.ATTACHED for word in piece):
                 parts[-1] = (*parts[-1], _GLUE, *piece)
             else:
@@ -237,7 +250,7 @@ def verify(stored: str, query: str) -> Verdict:
 
 def _quote(words: Counter[str], limit: int = 4) -> str:
     listed = sorted(words.elements())
-    shown = ", ".join(f"'{word}'" for word in listed[:limit])
+    shown = ", ".join(f"'{word.translate(_SHOWN_PUNCT)}'" for word in listed[:limit])
     return shown + (f" (+{len(listed) - limit} more)" if len(listed) > limit else "")
 
 
@@ -251,7 +264,7 @@ def _category(words: Counter[str]) -> str:
 
 
 def _text(part: tuple[str, ...]) -> str:
-    return " ".join(word for word in part if word != _GLUE)
+    return " ".join(word for word in part if word != _GLUE).translate(_SHOWN_PUNCT)
 
 
 def _explain(stored: tuple[tuple[str, ...], ...], query: tuple[tuple[str, ...], ...]) -> str:
