@@ -3,7 +3,9 @@
 A shop's marketing tools ask for product and campaign images. A few prompts are asked for
 all the time, most rarely (a Zipf-like popularity), and the same request arrives spelled in
 many ways: other case, stray spaces, typographic quotes, a trailing period, a no-break
-space, or with default parameters written out. The stream is drawn from a seeded random
+space, or with default parameters written out; some ask for the same picture in other words
+(request filler in front, comma-separated parts reordered), which semantic matching answers
+from the cache. The stream is drawn from a seeded random
 generator, so two runs replay the same requests, and sent from a few threads, so that
 identical requests in flight together show single-flight (one upstream call for all).
 
@@ -131,6 +133,21 @@ def _variant(text: str, rng: random.Random) -> str:
     return _typographic_quotes(text.capitalize()).replace(", ", ",  ") + " ."
 
 
+_FILLERS = ("Generate an image of ", "Please draw ", "Can you make ", "I want a picture of ",
+            "Create an image of ")
+
+
+def _paraphrase(text: str, rng: random.Random) -> str:
+    """The same picture asked for in other words: request filler in front, or the
+    comma-separated parts in another order (what semantic matching recognizes)."""
+    parts = text.split(", ")
+    if len(parts) > 2 and rng.random() < 0.5:
+        head, *rest = parts
+        rng.shuffle(rest)
+        return ", ".join([head, *rest])
+    return rng.choice(_FILLERS) + text[0].lower() + text[1:]
+
+
 def _with_defaults(params: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """Sometimes write out parameters that are the API's defaults anyway."""
     params = dict(params)
@@ -145,17 +162,24 @@ def _with_defaults(params: dict[str, Any], rng: random.Random) -> dict[str, Any]
 
 def request_stream(
     count: int, prompts: tuple[DemoPrompt, ...] = PROMPTS, *, seed: int = SEED
-) -> list[dict[str, Any]]:
-    """``count`` keyword-argument dicts for ``images.generate``, reproducible from ``seed``."""
+) -> list[tuple[str, dict[str, Any]]]:
+    """``count`` (prompt asked for, keyword arguments for ``images.generate``) pairs,
+    reproducible from ``seed``: the prompt spelled another way, or in other words."""
     rng = random.Random(seed)
     weights = [1 / (rank + 1) ** ZIPF_EXPONENT for rank in range(len(prompts))]
     stream = []
     for prompt in rng.choices(prompts, weights, k=count):
-        text = prompt.text if rng.random() < 0.4 else _variant(prompt.text, rng)
+        roll = rng.random()
+        if roll < 0.35:
+            text = prompt.text
+        elif roll < 0.8:
+            text = _variant(prompt.text, rng)
+        else:
+            text = _paraphrase(prompt.text, rng)
         kwargs = {"prompt": text, **_with_defaults(prompt.params, rng)}
         if rng.random() < 0.3:
             kwargs["response_format"] = "b64_json"  # what the caller gets, not what is drawn
-        stream.append(kwargs)
+        stream.append((prompt.text, kwargs))
     return stream
 
 
@@ -248,12 +272,12 @@ def run_demo(
     else:
         prompts = PROMPTS
     stream = request_stream(requests, prompts)
-    distinct = len({_normalized(kwargs["prompt"]) for kwargs in stream})
+    distinct = len({base for base, _ in stream})
 
     with _directory(directory) as (root, temporary), _upstream(live, latency) as (client, target):
         console.print(
             f"[bold]imgcache demo[/bold]: {requests} requests, {distinct} distinct "
-            f"prompts spelled many ways, {THREADS} threads"
+            f"prompts spelled many ways and in other words, {THREADS} threads"
         )
         console.print(f"upstream: {target}")
         console.print(f"cache: {root}" + (" (temporary; --dir keeps one)" if temporary else ""))
@@ -279,11 +303,17 @@ def run_demo(
                 finally:
                     progress.advance(task)
 
+            if cache.semantic is not None:  # load the model before the clock starts
+                with console.status("loading the embedding model for semantic matching"):
+                    try:
+                        cache.semantic.embedder.embed(["warm up"])
+                    except ImportError:
+                        console.print("semantic matching off: pip install 'imgcache[semantic]'")
             with progress:
                 task = progress.add_task("replay", total=len(stream))
                 started = time.perf_counter()
                 with ThreadPoolExecutor(THREADS, thread_name_prefix="imgcache-demo") as pool:
-                    list(pool.map(call, stream))
+                    list(pool.map(call, [kwargs for _, kwargs in stream]))
                 wall = time.perf_counter() - started
             cache.flush()
             figures = cache.stats()
@@ -317,12 +347,6 @@ def run_demo(
     }
     _print_summary(console, result, errors)
     return result
-
-
-def _normalized(prompt: str) -> str:
-    from .normalize import normalize_prompt
-
-    return normalize_prompt(prompt)
 
 
 def _print_summary(console: Console, r: dict[str, Any], errors: list[BaseException]) -> None:

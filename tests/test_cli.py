@@ -152,7 +152,8 @@ def test_run_demo_in_process_returns_what_it_printed(tmp_path: Path) -> None:
 
     assert figures["requests"] == 60 and figures["errors"] == 0
     assert figures["upstream_calls"] + figures["hits"] == 60
-    assert 0 < figures["hits"] and figures["upstream_calls"] == figures["distinct_prompts"]
+    # Each prompt costs one call, or two when a paraphrase of it arrives while it is in flight.
+    assert 0 < figures["hits"] and figures["distinct_prompts"] <= figures["upstream_calls"] < 60
     assert figures["saved_usd"] > 0 and figures["spent_usd"] > 0
     assert f"{figures['upstream_calls']}" in out.getvalue()
 

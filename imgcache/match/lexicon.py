@@ -183,6 +183,17 @@ VERB_FORMS: dict[str, tuple[str, ...]] = {
 }
 VERBS: dict[str, str] = {form: base for base, forms in VERB_FORMS.items() for form in forms}
 
+# Nouns whose plural is spelled like the singular: with one of these in a part, only the verb
+# tells one from many ("the sheep is grazing" / "the sheep are grazing"), so such a part
+# keeps its verb forms and auxiliaries exactly as written.
+SAME_PLURAL = frozenset(
+    {
+        "sheep", "deer", "fish", "moose", "bison", "buffalo", "elk", "reindeer", "salmon",
+        "trout", "cod", "carp", "pike", "tuna", "shrimp", "squid", "swine", "aircraft",
+        "spacecraft", "hovercraft", "offspring", "species", "series", "you",
+    }
+)
+
 # "is"/"are" before a verb's -ing form is only an auxiliary: "a cat is sleeping" == "a cat
 # sleeping". (Left as content elsewhere: "the sheep is" / "the sheep are" carries a count.)
 AUXILIARIES = frozenset({"is", "are"})
@@ -248,4 +259,5 @@ CATEGORIES: tuple[tuple[str, frozenset[str]], ...] = (
     ("position", frozenset({"left", "right", "above", "below", "under", "over", "behind",
                             "front", "on", "in", "inside", "outside", "near", "next to",
                             "on top of", "between", "around", "beside"})),
+    ("number", frozenset({"a", "an", "is", "are"}) | SAME_PLURAL),
 )

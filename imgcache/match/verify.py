@@ -75,7 +75,8 @@ _LEAD_WINDOW = 300  # filler is short: look only at the start, so a long prompt 
 # Trailing polite filler: "..., please", "... for me", "...! thanks".
 _TAIL = re.compile(
     r"""(?:
-        (?:^|(?<=[\s,;:.!?]))(?:please|pls|plz)
+        (?:^|(?<=[\s,;:.!?]))(?<!says\s)(?<!saying\s)(?<!reads\s)(?<!word\s)(?<!text\s)
+            (?:please|pls|plz)
       | \s+for\s+(?:me|us)
       | [,;:.!?]\s*(?:thanks|thank\s+you|thx|ty)(?:\s+so\s+much)?
     )[\s,;:.!?]*$""",
@@ -152,7 +153,9 @@ _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
 _PHRASE_LAST = frozenset(key[-1] for key in _PHRASES)
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
 _COLOR_WORDS = frozenset({"colored", "color"})
-_SPECIAL = frozenset(_EXPAND) | _PHRASE_LAST | frozenset(lx.VERBS) | lx.AUXILIARIES | _COLOR_WORDS
+_SPECIAL = frozenset(_EXPAND) | _PHRASE_LAST | _COLOR_WORDS | frozenset(lx.VERBS) | lx.AUXILIARIES
+# With a noun like "sheep" in a part, "a", verb agreement and "is"/"are" carry the count.
+_SPECIAL_KEEP_NUMBER = _SPECIAL - frozenset(lx.VERBS) - lx.AUXILIARIES - {"a", "an"}
 
 
 def _push(out: list[str], token: str, after_aux: bool) -> bool:
@@ -176,10 +179,12 @@ def _push(out: list[str], token: str, after_aux: bool) -> bool:
 
 def _canonical_tokens(words: list[str]) -> list[str]:
     """Articles dropped; synonyms, phrases and verb forms mapped to canonical tokens."""
+    keep_number = not lx.SAME_PLURAL.isdisjoint(words)
+    special = _SPECIAL_KEEP_NUMBER if keep_number else _SPECIAL
     out: list[str] = []
     after_aux = False
     for word in words:
-        if word not in _SPECIAL:  # the common case, kept cheap
+        if word not in special:  # the common case, kept cheap
             if after_aux and word.endswith("ing"):
                 out.pop()
             out.append(word)
@@ -190,7 +195,7 @@ def _canonical_tokens(words: list[str]) -> list[str]:
             after_aux = False  # an article: "is a sleeping cat" keeps its "is"
         for token in tokens:
             after_aux = _push(out, token, after_aux)
-    if len(out) > 2 and out[0] == "there" and out[1] in ("is", "are"):
+    if len(out) > 2 and out[0] == "there" and out[1] in ("is", "are") and not keep_number:
         del out[:2]  # "there is a cat on a mat" == "a cat on a mat"
     if len(out) > 1 and out[0] in lx.LIST_GLUE:
         del out[0]  # ", and a black hat" is the list's glue, not content
