@@ -95,12 +95,15 @@ class SemanticIndex:
         self._scopes: dict[str, ScopeIndex] = {}
         self._lock = threading.Lock()
 
-    def scope(self, scope_id: str, dim: int) -> ScopeIndex:
+    def scope(self, scope_id: str, dim: int, *, authoritative: bool = False) -> ScopeIndex | None:
+        """The scope's index, created with ``dim`` if new. A scope's vectors all have one length:
+        for a vector of another length this returns None, unless ``authoritative`` (the local
+        embedder's own vector), which replaces a scope that malformed records created."""
         with self._lock:
             index = self._scopes.get(scope_id)
-            if index is None or index.dim != dim:
+            if index is None or (index.dim != dim and authoritative):
                 index = self._scopes[scope_id] = ScopeIndex(dim)
-            return index
+            return index if index.dim == dim else None
 
     def get(self, scope_id: str) -> ScopeIndex | None:
         return self._scopes.get(scope_id)

@@ -70,6 +70,7 @@ class SemanticMatcher:
         self._sync_lock = threading.Lock()
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
+        self._dim: int | None = None  # the embedder's vector length, once it has embedded
 
     # -- scope and text -------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ class SemanticMatcher:
             vector = self._vectors.get(request.key)
         if vector is None:
             vector = self.embedder.embed([text])[0]
+            self._dim = len(vector)
             with self._vectors_lock:
                 self._vectors[request.key] = vector
                 while len(self._vectors) > 1024:
@@ -104,7 +106,7 @@ class SemanticMatcher:
         vector = self._embed(request, text)
         self.sync()
         scope = self.index.get(self.scope_id(request))
-        if scope is None:
+        if scope is None or scope.dim != len(vector):
             return []
         return [Proposal(c, verify(c.prompt, request.prompt))
                 for c in scope.search(vector, self.options.candidates, self.options.min_similarity)
@@ -125,7 +127,10 @@ class SemanticMatcher:
             return
         vector = self._embed(request, text)
         scope_id = self.scope_id(request)
-        self.index.scope(scope_id, len(vector)).add(request.key, request.prompt, vector)
+        scope = self.index.scope(scope_id, len(vector), authoritative=True)
+        assert scope is not None
+        scope.add(request.key, request.prompt, vector)
+        self._dim = len(vector)
         record = json.dumps({
             "s": scope_id, "k": request.key, "p": request.prompt,
             "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
@@ -171,10 +176,13 @@ class SemanticMatcher:
             vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
             if not np.all(np.isfinite(vector)):
                 raise ValueError("non-finite vector")
+            scope = None if self._dim not in (None, len(vector)) else self.index.scope(scope_id, len(vector))
+            if scope is None:
+                raise ValueError("vector length differs from the scope's")
         except (ValueError, KeyError, TypeError, binascii.Error):
             self.store.stats.add({"corrupt": 1})
             return 0
-        self.index.scope(scope_id, len(vector)).add(key, prompt, vector)
+        scope.add(key, prompt, vector)
         return 1
 
     def _feed_tier(self) -> Any:
