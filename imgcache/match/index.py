@@ -1,17 +1,28 @@
 """In-process vector index, one per semantic scope.
 
-Exact search (a float32 matrix-vector product and a partial sort) is used at every size: it
-needs no build step, so a restarted process serves as soon as its vectors are loaded, and on
-this class of machine it searches 100,000 entries in a few milliseconds. Rows are appended
-to a growing matrix; a removed entry is masked out and its row reused by the next append.
+Vectors live in a float16 matrix that grows by half. A scope is searched exactly (usearch's
+SIMD kernels: no build step, so a restarted process serves as soon as its vectors are
+loaded; and no BLAS thread pool left spinning against the embedding model's threads). Past
+:data:`GRAPH_MIN_ROWS` rows a background thread also files the rows into a usearch HNSW
+graph, a batch at a time; a search then asks the graph for the rows it holds and scans
+only the newer rows exactly. Graph and matrix are touched under one lock (usearch indexes
+are not safe for concurrent writes and reads), held for at most one batch.
+
+A removed entry's row is zeroed and masked out: it is never proposed again.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+GRAPH_MIN_ROWS = 20_000
+"""Below this many rows an exact scan is fast enough (a few ms) and needs no graph."""
+GRAPH_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -24,68 +35,123 @@ class Candidate:
 
 
 class ScopeIndex:
-    """Vectors of one scope (namespace, operation, output-changing parameters, embedder)."""
+    """Vectors of one scope (namespace, operation, output-changing parameters, embedder).
+
+    Rows are numbered in the order entries arrive. Rows ``[0, graphed)`` live in the HNSW
+    graph (with their vectors); the matrix holds only the newer rows ``[base, ...)``, which
+    are searched exactly; once the graph has caught up, the matrix drops the rows it holds.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._vectors = np.zeros((16, dim), dtype=np.float32)
+        self._vectors = np.zeros((16, dim), dtype=np.float16)
+        self._base = 0  # row number of self._vectors[0]
         self._live = np.zeros(16, dtype=bool)
         self._keys: list[str] = []
         self._prompts: list[str] = []
         self._rows: dict[str, int] = {}
-        self._free: list[int] = []
         self._lock = threading.Lock()
+        self._graph: Any = None
+        self._graphed = 0
+        self._builder: threading.Thread | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def add(self, key: str, prompt: str, vector: np.ndarray) -> None:
-        with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                row = self._free.pop() if self._free else self._append_row()
-                self._rows[key] = row
-            self._vectors[row] = vector
-            self._keys[row] = key
-            self._prompts[row] = prompt
-            self._live[row] = True
+        self.add_many([(key, prompt, vector)])
 
-    def _append_row(self) -> int:
-        row = len(self._keys)
-        if row == len(self._vectors):
-            grown = max(16, row * 2)
+    def add_many(self, items: list[tuple[str, str, np.ndarray]]) -> None:
+        """Add entries (key, normalized prompt, unit vector) under one hold of the lock."""
+        with self._lock:
+            for key, prompt, vector in items:
+                if key in self._rows:  # a key's prompt and scope fix its vector: nothing to update
+                    continue
+                row = len(self._keys)
+                self._reserve(row)
+                self._vectors[row - self._base] = vector
+                self._live[row] = True
+                self._keys.append(key)
+                self._prompts.append(prompt)
+                self._rows[key] = row
+            used = len(self._keys)
+            if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
+                    and (self._builder is None or not self._builder.is_alive())):
+                self._builder = threading.Thread(target=self._build, name="imgcache-index", daemon=True)
+                self._builder.start()
+
+    def _reserve(self, row: int) -> None:
+        if row - self._base == len(self._vectors):
+            grown = max(16, len(self._vectors) + len(self._vectors) // 2)
             self._vectors = np.resize(self._vectors, (grown, self.dim))
-            self._live = np.resize(self._live, grown)
+        if row == len(self._live):
+            self._live = np.resize(self._live, max(16, row + row // 2))
             self._live[row:] = False
-        self._keys.append("")
-        self._prompts.append("")
-        return row
 
     def remove(self, key: str) -> None:
         with self._lock:
             row = self._rows.pop(key, None)
             if row is not None:
                 self._live[row] = False
-                self._free.append(row)
+                if row >= self._base:
+                    self._vectors[row - self._base] = 0
 
     def search(self, vector: np.ndarray, count: int, min_similarity: float) -> list[Candidate]:
         """The ``count`` most similar live entries at or above ``min_similarity``, best first."""
+        from usearch.index import MetricKind
+        from usearch.index import search as exact_search
+
+        query = vector.astype(np.float16)
+        found: dict[int, float] = {}
         with self._lock:
             used = len(self._keys)
             if not self._rows:
                 return []
-            scores = self._vectors[:used] @ vector
-            scores[~self._live[:used]] = -np.inf
-            count = min(count, used)
-            top = np.argpartition(-scores, count - 1)[:count]
-            top = top[np.argsort(-scores[top])]
-            return [Candidate(self._keys[i], self._prompts[i], float(scores[i]))
-                    for i in top if scores[i] >= min_similarity]
+            if self._graphed:
+                matches = self._graph.search(query, min(count * 2, self._graphed))
+                found.update(zip(matches.keys.tolist(), matches.distances.tolist()))
+            first = max(self._graphed, self._base)
+            if used > first:
+                tail = exact_search(self._vectors[first - self._base:used - self._base], query,
+                                    min(count, used - first), MetricKind.Cos, exact=True, threads=2)
+                found.update((first + row, distance)
+                             for row, distance in zip(tail.keys.tolist(), tail.distances.tolist()))
+            ranked = sorted((1.0 - distance, row) for row, distance in found.items()
+                            if self._live[row] and 1.0 - distance >= min_similarity)
+            return [Candidate(self._keys[row], self._prompts[row], similarity)
+                    for similarity, row in reversed(ranked[-count:])]
+
+    def _build(self) -> None:
+        """File rows into the HNSW graph, one batch per hold of the lock, until it has them
+        all; then drop the rows it holds from the matrix."""
+        from usearch.index import Index
+
+        while True:
+            with self._lock:
+                if self._graph is None:
+                    self._graph = Index(ndim=self.dim, metric="cos", dtype="f16",
+                                        connectivity=8, expansion_add=64, expansion_search=64)
+                end = min(len(self._keys), self._graphed + GRAPH_BATCH)
+                if end <= self._graphed:
+                    self._vectors = self._vectors[self._graphed - self._base:].copy()
+                    self._base = self._graphed
+                    return
+                self._graph.add(np.arange(self._graphed, end),
+                                self._vectors[self._graphed - self._base:end - self._base], threads=2)
+                self._graphed = end
+            time.sleep(0.001)  # let searches and adds in between batches
+
+    def wait_for_graph(self, timeout: float | None = None) -> None:
+        """Block until the background graph build (if any) has finished: for tests and benchmarks."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout)
 
     @property
     def nbytes(self) -> int:
-        """Memory held beyond the Python strings: the matrix and the masks."""
-        return self._vectors.nbytes + self._live.nbytes
+        """Memory held beyond the Python strings: the matrix, the mask and the graph."""
+        graph = self._graph.memory_usage if self._graph is not None else 0
+        return self._vectors.nbytes + self._live.nbytes + graph
 
 
 class SemanticIndex:

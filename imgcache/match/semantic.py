@@ -89,6 +89,8 @@ class SemanticMatcher:
             vector = self._vectors.get(request.key)
         if vector is None:
             vector = self.embedder.embed([text])[0]
+            if vector.ndim != 1 or not np.all(np.isfinite(vector)) or not np.any(vector):
+                raise ValueError(f"the embedder {self.embedder.name} returned an unusable vector")
             self._dim = len(vector)
             with self._vectors_lock:
                 self._vectors[request.key] = vector
@@ -157,33 +159,46 @@ class SemanticMatcher:
                 if not isinstance(page, tuple):  # the tier failed: try again on a later lookup
                     break
                 records, cursor.position = page
-                for record in records:
-                    added += self._index_record(record)
+                added += self._index_records(records)
                 if len(records) < 10_000:
                     break
             cursor.synced_at = time.monotonic()
             return added
 
-    def _index_record(self, record: bytes) -> int:
-        """Add one feed record to the index; a malformed one is skipped (counted as corrupt)."""
-        try:
-            data = json.loads(record)
-            scope_id, key, prompt = data["s"], data["k"], data["p"]
-            raw = base64.b64decode(data["v"], validate=True)
-            if not (isinstance(scope_id, str) and isinstance(prompt, str) and _KEY.fullmatch(key)
-                    and raw and len(raw) % 2 == 0):
-                raise ValueError("bad field")
-            vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-            if not np.all(np.isfinite(vector)):
-                raise ValueError("non-finite vector")
-            scope = None if self._dim not in (None, len(vector)) else self.index.scope(scope_id, len(vector))
-            if scope is None:
-                raise ValueError("vector length differs from the scope's")
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            self.store.stats.add({"corrupt": 1})
-            return 0
-        scope.add(key, prompt, vector)
-        return 1
+    def _index_records(self, records: list[bytes]) -> int:
+        """Add feed records to the index, scope by scope; malformed ones are skipped and
+        counted as corrupt. Returns how many were added."""
+        by_scope: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        corrupt = 0
+        for record in records:
+            try:
+                data = json.loads(record)
+                scope_id, key, prompt = data["s"], data["k"], data["p"]
+                raw = base64.b64decode(data["v"], validate=True)
+                if not (isinstance(scope_id, str) and isinstance(prompt, str) and _KEY.fullmatch(key)
+                        and raw and len(raw) % 2 == 0):
+                    raise ValueError("bad field")
+                vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+                if not np.all(np.isfinite(vector)) or self._dim not in (None, len(vector)):
+                    raise ValueError("bad vector")
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                corrupt += 1
+                continue
+            by_scope.setdefault(scope_id, []).append((key, prompt, vector))
+        added = 0
+        for scope_id, items in by_scope.items():
+            dim = len(items[0][2])
+            fitting = [item for item in items if len(item[2]) == dim]
+            scope = self.index.scope(scope_id, dim)
+            if scope is None:  # the scope's vectors have another length
+                corrupt += len(items)
+                continue
+            corrupt += len(items) - len(fitting)
+            scope.add_many(fitting)
+            added += len(fitting)
+        if corrupt:
+            self.store.stats.add({"corrupt": corrupt})
+        return added
 
     def _feed_tier(self) -> Any:
         for name in ("redis", "disk"):
