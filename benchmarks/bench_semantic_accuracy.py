@@ -9,9 +9,9 @@ the public API: a ``@cache.cached()`` function that returns the prompt it was ca
 that every answer says which prompt it was made for. A query was answered from the cache when
 the function was not called for it; a *false hit* is an answer made for a prompt of another
 meaning. Meanings: a "same" query shares its anchor's meaning, a "different" query has its
-own, and prompts identical after normalization (the same exact key) share one meaning - a
-"different" query identical after normalization to a prompt of another meaning is counted
-apart ("norm-identical") and left out of the rates.
+own, and prompts identical after normalization and after dropping articles (a, an, the)
+share one meaning - a "different" query so identical to a prompt of another meaning is
+counted apart ("norm-identical") and left out of the rates.
 
 In the same run, a cosine-only cache (GPTCache's approach: a hit when the most similar stored
 prompt has cosine >= threshold; it stores what it misses) is replayed over the same sequence
@@ -120,11 +120,20 @@ def load(path: Path, quick: bool) -> list[dict[str, str]]:
     return [row for row in rows if groups[row["anchor"]] % QUICK_EVERY == 0]
 
 
-class Meanings:
-    """Meaning ids by exact cache key: prompts identical after normalization share one."""
+def meaning_key(prompt: str) -> str:
+    """Prompts that differ only in surface form or in an article ("A orange colored sandwich",
+    "An orange colored sandwich": the pairs file has such queries, made by swapping a colour
+    word) ask for one picture: they share a meaning."""
+    from imgcache.normalize import normalize_prompt
 
-    def __init__(self, key_of: Any) -> None:
-        self.key_of = key_of
+    return " ".join(w for w in normalize_prompt(prompt).split() if w not in ("a", "an", "the"))
+
+
+class Meanings:
+    """Meaning ids by :func:`meaning_key`."""
+
+    def __init__(self, key_of: Any = None) -> None:
+        self.key_of = lambda *, prompt: meaning_key(prompt)
         self.by_key: dict[str, int] = {}
         self.prompt_of: dict[int, str] = {}
         self.origin: dict[int, str] = {}  # how the meaning's first prompt came in, for the review

@@ -13,8 +13,10 @@ A removed entry's row is zeroed and masked out: it is never proposed again.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,16 @@ import numpy as np
 GRAPH_MIN_ROWS = 20_000
 """Below this many rows an exact scan is fast enough (a few ms) and needs no graph."""
 GRAPH_BATCH = 500
+_STOPPING = threading.Event()
+_BUILDERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_builders() -> None:
+    """A graph build must not be inside native code when the interpreter goes away."""
+    _STOPPING.set()
+    for builder in list(_BUILDERS):
+        builder.join(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,11 @@ class ScopeIndex:
             if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
                     and (self._builder is None or not self._builder.is_alive())):
                 self._builder = threading.Thread(target=self._build, name="imgcache-index", daemon=True)
+                _BUILDERS.add(self._builder)
                 self._builder.start()
 
     def _reserve(self, row: int) -> None:
-        if row - self._base == len(self._vectors):
+        if row - self._base >= len(self._vectors):
             grown = max(16, len(self._vectors) + len(self._vectors) // 2)
             self._vectors = np.resize(self._vectors, (grown, self.dim))
         if row == len(self._live):
@@ -126,14 +139,15 @@ class ScopeIndex:
         all; then drop the rows it holds from the matrix."""
         from usearch.index import Index
 
-        while True:
+        while not _STOPPING.is_set():
             with self._lock:
                 if self._graph is None:
                     self._graph = Index(ndim=self.dim, metric="cos", dtype="f16",
                                         connectivity=8, expansion_add=64, expansion_search=64)
                 end = min(len(self._keys), self._graphed + GRAPH_BATCH)
-                if end <= self._graphed:
-                    self._vectors = self._vectors[self._graphed - self._base:].copy()
+                if end <= self._graphed:  # caught up: keep only the rows the graph lacks
+                    used = len(self._keys)
+                    self._vectors = self._vectors[self._graphed - self._base:used - self._base].copy()
                     self._base = self._graphed
                     return
                 self._graph.add(np.arange(self._graphed, end),
