@@ -160,6 +160,6 @@ def test_bench_semantic_speed_quick_json() -> None:
     memory = by_name["semantic_index_memory"]
     assert _number(memory["bytes_per_entry"]) and memory["bytes_per_entry"] > 0
     assert _number(memory["beyond_vector_bytes_per_entry"])
-    assert memory["vector_bytes"] == 384 * 2  # float16
+    assert _number(memory["vector_bytes"]) and memory["vector_bytes"] > 0
     for name in by_name:
         assert name in stderr

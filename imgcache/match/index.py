@@ -4,7 +4,7 @@ Vectors live in a float16 matrix that grows by half. A scope is searched exactly
 SIMD kernels: no build step, so a restarted process serves as soon as its vectors are
 loaded; and no BLAS thread pool left spinning against the embedding model's threads). Past
 :data:`GRAPH_MIN_ROWS` rows a background thread also files the rows into a usearch HNSW
-graph, a batch at a time; a search then asks the graph for the rows it holds and scans
+graph with int8 vectors (it only proposes: the verifier decides), a batch at a time; a search then asks the graph for the rows it holds and scans
 only the newer rows exactly. Graph and matrix are touched under one lock (usearch indexes
 are not safe for concurrent writes and reads), held for at most one batch.
 
@@ -142,7 +142,7 @@ class ScopeIndex:
         while not _STOPPING.is_set():
             with self._lock:
                 if self._graph is None:
-                    self._graph = Index(ndim=self.dim, metric="cos", dtype="f16",
+                    self._graph = Index(ndim=self.dim, metric="cos", dtype="i8",
                                         connectivity=8, expansion_add=64, expansion_search=64)
                 end = min(len(self._keys), self._graphed + GRAPH_BATCH)
                 if end <= self._graphed:  # caught up: keep only the rows the graph lacks
