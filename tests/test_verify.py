@@ -5,7 +5,6 @@ All prompts here are made up for these tests. Every pair is checked in both dire
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -271,15 +270,12 @@ def test_odd_input_never_raises(prompt: str) -> None:
         check(prompt, other)  # never raises, symmetric
 
 
-def test_long_prompt_is_linear_and_fast() -> None:
+def test_a_100k_character_prompt_is_verified() -> None:
+    # Its speed is measured by benchmarks/eval_verifier.py, not asserted here.
     long_prompt = normalize_prompt(("a red fox in the snow, 🦊 雪 8k. " * 4000)[:100_000])
     verify_module._analyse.cache_clear()
-    start = time.perf_counter()
-    verdict = verify(long_prompt, long_prompt + " x")
-    elapsed = time.perf_counter() - start
-    assert not verdict.same
+    assert not verify(long_prompt, long_prompt + " x").same
     assert verify(long_prompt, long_prompt).same
-    assert elapsed < 1.0  # ~0.1 s on a slow machine; generous so a busy CI never flakes
 
 
 # -- properties ------------------------------------------------------------------------------
