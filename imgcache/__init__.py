@@ -27,6 +27,7 @@ __all__ = [
     "ImgcacheError",
     "InvalidRequest",
     "Request",
+    "SemanticOptions",
     "TierError",
     "TierTimeout",
     "TierUnavailable",
@@ -40,6 +41,7 @@ __all__ = [
 _LAZY = {
     "Cache": "imgcache.cache",
     "Request": "imgcache.request",
+    "SemanticOptions": "imgcache.match.config",
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
@@ -52,6 +54,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
+    from .match.config import SemanticOptions
     from .errors import (
         ConfigError,
         CorruptData,
