@@ -202,3 +202,25 @@ def test_stats_with_an_unreachable_redis_fails_with_one_line(tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr.startswith("imgcache: error: cannot read the shared counters")
     assert "Traceback" not in result.stderr
+
+
+def test_semantic_hits_show_in_stats_and_inspect_explains_a_prompt(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    for prompts in (["a photo of a red fox in snow"], ["red fox in the snow, photo"]):
+        worker = python("-c", WORKER, *prompts, env=env)
+        assert worker.returncode == 0, worker.stderr
+
+    figures = stats_json(env)
+    assert figures["by_match"]["semantic"] == 1 and figures["upstream_calls"] == 1
+    (recent,) = figures["recent_semantic_hits"]
+    assert recent["query"] == "red fox in the snow, photo"
+    assert recent["matched"] == "a photo of a red fox in snow"
+    assert 0 < recent["similarity"] <= 1 and recent["verdict"].startswith("same")
+    assert "recent semantic hits" in run("stats", env=env).stdout
+
+    explained = run("inspect", "A photograph of a BLUE fox in snow", "--op", "tests.draw",
+                    "-p", "size=1024x1024", env=env)
+    assert explained.returncode == 0, explained.stderr
+    out = explained.stdout
+    assert "exact entry none" in out
+    assert "a photo of a red fox in snow" in out and "different" in out and "blue" in out
