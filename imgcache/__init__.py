@@ -24,6 +24,7 @@ __all__ = [
     "Cache",
     "ConfigError",
     "CorruptData",
+    "ImageError",
     "ImgcacheError",
     "InvalidRequest",
     "Request",
@@ -45,7 +46,7 @@ _LAZY = {
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
-        ["ConfigError", "CorruptData", "ImgcacheError", "InvalidRequest", "TierError",
+        ["ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "TierError",
          "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
         "imgcache.errors",
     ),

@@ -6,6 +6,8 @@
     │                          parameters that are not JSON data (also a TypeError)
     ├── UnstorableResult       a result the cache cannot store faithfully (also a TypeError);
     │                          adapters catch it, warn, and return the result uncached
+    ├── ImageError             an image the cache cannot read: not an image, truncated, too large
+    │                          (a decompression bomb), an unsupported mode (also a ValueError)
     └── TierError              a storage tier failed; never reaches a caller of a cached call,
         ├── TierUnavailable    the cache front skips the tier and counts it
         ├── TierTimeout
@@ -34,6 +36,10 @@ class InvalidRequest(ImgcacheError, TypeError):
 
 class UnstorableResult(ImgcacheError, TypeError):
     """The result cannot be stored without loss."""
+
+
+class ImageError(ImgcacheError, ValueError):
+    """An input image that cannot be fingerprinted; nothing is cached for it."""
 
 
 class TierError(ImgcacheError):
