@@ -55,10 +55,10 @@ _LAZY = {
 if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
-    from .match.config import SemanticOptions
     from .errors import (
         ConfigError,
         CorruptData,
+        ImageError,
         ImgcacheError,
         InvalidRequest,
         TierError,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         UncachedResultWarning,
         UnstorableResult,
     )
+    from .match.config import SemanticOptions
     from .normalize import normalize_prompt
     from .request import Request
 
