@@ -163,3 +163,13 @@ def test_bench_semantic_speed_quick_json() -> None:
     assert _number(memory["vector_bytes"]) and memory["vector_bytes"] > 0
     for name in by_name:
         assert name in stderr
+
+
+def test_bench_hamming_quick_json() -> None:
+    results, _ = _run_quick_json("bench_hamming.py")
+    assert {r["name"] for r in results} == {"hamming_search_r6", "hamming_search_r8", "hamming_search_r10"}
+    for result in results:
+        for side in ("candidate", "baseline"):
+            figures = result[side]
+            for key in FIGURES:
+                assert _number(figures[key]) and figures[key] > 0, f"{result['name']} {side} {key}"
