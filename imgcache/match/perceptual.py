@@ -1,0 +1,361 @@
+"""Perceptual fingerprints of images, and the verifier that says whether two are one picture.
+
+:func:`fingerprint` decodes an image safely and reduces it to a :class:`Fingerprint`:
+
+1. the input (bytes, a path, or a PIL image) is bounded by ``max_bytes`` and digested
+   (sha256) for the exact match; only the formats in :data:`FORMATS` are opened;
+2. the header's size is checked against ``max_pixels`` *before* any pixel is decoded, so a
+   40,000 x 40,000 PNG fails at once (:class:`~imgcache.errors.ImageError`), without
+   allocating; anything Pillow raises (not an image, truncated, corrupt) becomes an ImageError;
+3. JPEGs at least 8 x THUMB on their short side are decoded at 1/8 scale (``draft``: only each
+   block's DC coefficient, an exact 8x8 box average, so it matches a full decode); others are
+   decoded in full, then resized with Pillow's bilinear filter (a triangle that widens with the
+   scale, so 25%, 50% and 100% copies land on nearly the same thumbnail);
+4. the image is brought to a canonical form: the first frame of an animation (an animated GIF
+   or WebP is keyed by its first frame only), EXIF orientation applied (the table of
+   :func:`PIL.ImageOps.exif_transpose`, applied to the thumbnail), transparency composited on
+   a fixed white background, 16-bit samples scaled to 8 bits, CMYK / palette / bilevel
+   converted; then an ITU-R 601 grayscale square of :data:`THUMB` x :data:`THUMB`;
+5. ``phash`` and ``dhash`` (imagehash, 64 bits each) are computed from that thumbnail. It is
+   kept as ``thumb`` for the verifier; for a document-like image (a clean or flat background:
+   documents, screenshots, diagrams) a finer :data:`DOC_THUMB` square is kept instead.
+
+:func:`same_picture` is the verifier: equal digests are the same picture; otherwise the aspect
+ratio must agree, both hashes must fall within a small Hamming radius (a gate, nothing more:
+two invoices that differ only in their total have nearly equal hashes), and the thumbnails
+must agree pixel by pixel. Photos: at half the thumbnail's resolution, slightly blurred (the
+resampling filters of two copies differ at edges), the mean absolute difference, the largest
+one, and the largest |mean| of the signed difference over 2x2 and 4x4 windows (where an added
+object, a shifted burst frame or a rotation shows while re-encoding noise averages out).
+Documents: at DOC_THUMB resolution, the largest single-pixel and 2x2 differences, where one
+changed digit shows; a resized or heavily compressed document is a miss, by design. A photo
+never matches a document. A wrong "same" is worse than a miss, so
+every limit is set conservatively from ``benchmarks/bench_perceptual.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ImageError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+__all__ = ["DOC_THUMB", "FORMATS", "THUMB", "Fingerprint", "fingerprint", "same_picture"]
+
+THUMB = 128
+"""Side of the grayscale thumbnail of a photo (THUMB * THUMB = 16 KiB); the hashes come from it."""
+DOC_THUMB = 256
+"""Side of the finer thumbnail kept for documents and screenshots (64 KiB)."""
+
+FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+"""Formats :func:`fingerprint` opens (those of them this Pillow build can read)."""
+
+_BACKGROUND = 255  # transparency is composited on white
+
+# -- verifier limits (chosen from benchmarks/bench_perceptual.py; conservative) ---------------
+_ASPECT_TOLERANCE = 0.03     # relative difference of width/height
+_PHASH_MAX = 10              # Hamming distance gates, of 64 bits
+_DHASH_MAX = 12
+# photos, at half resolution (64x64, blurred): see thumb_evidence
+_PHOTO_LIMITS = {"mad": 2.5, "p1": 8.0, "p2": 7.0, "p4": 4.5}
+# documents and screenshots: mean, single pixels and 2x2 windows at DOC_THUMB (256x256);
+# JPEG q75 and above, WebP and lossless conversions pass, heavier re-encodings are misses
+_TEXT_LIMITS = {"dmad": 1.5, "d1": 12.0, "d2": 8.0}
+# document-like (see _document_like): shares of the 128x128 thumbnail
+_DOC_CLEAN_SHARE = 0.5
+_DOC_FLAT_SHARE = 0.6
+_DOC_MARK_SHARE = 0.03
+_MARK_LEVEL = 24
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What :func:`same_picture` needs to know of an image (about 4 KiB)."""
+
+    sha256: str
+    """Hex digest of the input bytes (of mode, size and pixels for a PIL image)."""
+    phash: int
+    """64-bit perceptual hash (imagehash.phash) of the canonical thumbnail."""
+    dhash: int
+    """64-bit difference hash of the canonical thumbnail, a second opinion."""
+    width: int
+    """Width after EXIF orientation, in pixels of the full image."""
+    height: int
+    thumb: bytes
+    """THUMB x THUMB 8-bit grayscale pixels, row by row."""
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def _read_input(data: Any, max_bytes: int) -> bytes:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+    elif isinstance(data, (str, os.PathLike)):
+        try:
+            with open(data, "rb") as fh:
+                raw = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"cannot read image file {os.fspath(data)!r}: {exc}") from exc
+    else:
+        raise ImageError(f"not an image input: {type(data).__name__} (bytes, path or PIL image)")
+    if len(raw) > max_bytes:
+        raise ImageError(f"image input is larger than max_bytes={max_bytes:,}")
+    if not raw:
+        raise ImageError("empty image input")
+    return raw
+
+
+def _open(raw: bytes) -> PILImage.Image:
+    from PIL import Image
+
+    Image.init()
+    formats = [f for f in FORMATS if f in Image.OPEN]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(raw), formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
+    except Exception as exc:  # UnidentifiedImageError, SyntaxError, struct.error, ...
+        raise ImageError(f"not a readable image ({', '.join(formats)}): {exc}") from exc
+
+
+def _check_size(img: PILImage.Image, max_pixels: int) -> None:
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(f"image of {width}x{height} pixels is over max_pixels={max_pixels:,} "
+                         "(a decompression bomb?)")
+
+
+_ORIENT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+           6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}  # as ImageOps.exif_transpose
+
+
+def _orientation(img: PILImage.Image) -> int:
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as exif_transpose does
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def _to_gray(img: PILImage.Image) -> PILImage.Image:
+    """The image in mode L: alpha composited on white, 16-bit and float samples rescaled."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode == "L":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):  # 16-bit, 32-bit and float gray
+        arr = np.asarray(img)
+        if mode.startswith("I;16"):
+            arr8 = (arr >> 8).astype(np.uint8)  # integer ops: no float copy of a large image
+        elif mode == "I" and arr.size and arr.max() > 255:
+            arr8 = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+        else:
+            scale = 255.0 if mode == "F" and arr.size and arr.max() <= 1.0 else 1.0
+            arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L")
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("LA", "La", "RGBA", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (_BACKGROUND,) * 3 + (255,))
+        return Image.alpha_composite(base, rgba).convert("L")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    return img.convert("L")
+
+
+def _decode_thumb(img: PILImage.Image, side: int, *, draft: bool) -> PILImage.Image:
+    """The first frame as a ``side`` x ``side`` grayscale thumbnail (large JPEGs at 1/8 scale)."""
+    from PIL import Image
+
+    width, height = img.size
+    if draft and img.format in ("JPEG", "MPO") and min(width, height) >= 8 * side:
+        # At 1/8 the decoder keeps only each block's DC coefficient: an exact 8x8 box average,
+        # so the thumbnail matches the one of a full decode (1/2 and 1/4 use scaled IDCTs,
+        # whose ringing would differ from a full decode's at the edges of text).
+        img.draft("L" if img.mode in ("L", "RGB", "YCbCr") else None,
+                  (-(-width // 8), -(-height // 8)))
+    img.load()
+    if img.mode in ("P", "PA"):  # resampling would average palette indices
+        img = img.convert("RGBA")
+    elif img.mode.startswith("I") or img.mode in ("F", "1"):
+        img = _to_gray(img)
+    # Pillow's bilinear filter widens with the scale factor (a triangle of 2 source pixels per
+    # output pixel): unlike BOX, its response hardly depends on the ratio, so the same picture
+    # at 25%, 50% or 100% lands on nearly the same thumbnail. RGBA is averaged premultiplied.
+    return _to_gray(img.resize((side, side), Image.Resampling.BILINEAR))
+
+
+def fingerprint(
+    data: bytes | str | os.PathLike[str] | PILImage.Image,
+    *,
+    max_pixels: int = 50_000_000,
+    max_bytes: int = 64 << 20,
+) -> Fingerprint:
+    """The :class:`Fingerprint` of an image (bytes, a path, or a PIL image).
+
+    Raises :class:`~imgcache.errors.ImageError` for bytes that are not an image of
+    :data:`FORMATS`, truncated or corrupt files, inputs over ``max_bytes``, and images over
+    ``max_pixels`` (checked from the header, before decoding). An animated image is
+    fingerprinted by its first frame. A PIL image is read, never modified.
+    """
+    import imagehash
+    from PIL import Image
+
+    raw: bytes | None = None
+    if isinstance(data, Image.Image):
+        img = data
+        _check_size(img, max_pixels)
+        digest = hashlib.sha256(f"{img.mode}:{img.size}:".encode())
+        try:
+            digest.update(img.tobytes())
+        except Exception as exc:
+            raise ImageError(f"cannot read PIL image: {exc}") from exc
+        sha = digest.hexdigest()
+    else:
+        raw = _read_input(data, max_bytes)
+        sha = hashlib.sha256(raw).hexdigest()
+        img = _open(raw)
+        _check_size(img, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if getattr(img, "is_animated", False):
+                img.seek(0)
+            orientation = _orientation(img)
+            width, height = img.size
+            thumb = _decode_thumb(img, THUMB, draft=raw is not None)
+            doc = _document_like(np.asarray(thumb))
+            if doc:  # documents keep a finer thumbnail, decoded in full
+                if raw is not None and img.size != (width, height):
+                    img = _open(raw)
+                detail = _decode_thumb(img, DOC_THUMB, draft=False)
+            if orientation != 1:
+                method = getattr(Image.Transpose, _ORIENT[orientation])
+                thumb = thumb.transpose(method)
+                if doc:
+                    detail = detail.transpose(method)
+                if orientation >= 5:
+                    width, height = height, width
+            phash = imagehash.phash(thumb)
+            dhash = imagehash.dhash(thumb)
+    except ImageError:
+        raise
+    except Exception as exc:  # truncated data, broken chunks, unsupported modes, ...
+        raise ImageError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    return Fingerprint(sha256=sha, phash=_hash_int(phash), dhash=_hash_int(dhash),
+                       width=width, height=height, thumb=(detail if doc else thumb).tobytes())
+
+
+def _hash_int(h: Any) -> int:
+    return int("".join("1" if bit else "0" for bit in h.hash.flatten()), 2)
+
+
+# -- the verifier ------------------------------------------------------------------------------
+
+
+def _window_max(diff: np.ndarray, k: int) -> float:
+    """Largest |mean| of the signed difference over k x k windows (all positions)."""
+    c = np.pad(diff, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return float(np.abs(sums).max()) / (k * k)
+
+
+def _document_like(t: np.ndarray) -> bool:
+    """Documents, screenshots, diagrams: a clean background (most pixels within 2 levels of the
+    commonest level), or a flat one (within 8 levels) with marks standing off it (text, lines).
+    Errs towards "document": the stricter comparison only costs misses."""
+    counts = np.bincount(t.astype(np.uint8).ravel(), minlength=256)
+    clean = np.convolve(counts, np.ones(5), mode="same").max() / t.size
+    window = np.convolve(counts, np.ones(17), mode="same")
+    level = int(window.argmax())
+    flat = float(window[level]) / t.size
+    marks = float((np.abs(t.astype(np.int16) - level) > _MARK_LEVEL).mean())
+    return clean >= _DOC_CLEAN_SHARE or (flat >= _DOC_FLAT_SHARE and marks >= _DOC_MARK_SHARE)
+
+
+def _as_array(fp: Fingerprint) -> np.ndarray:
+    side = math.isqrt(len(fp.thumb))
+    if side * side != len(fp.thumb) or side not in (THUMB, DOC_THUMB):
+        raise ImageError(f"fingerprint thumbnail of {len(fp.thumb)} bytes is not square")
+    return np.frombuffer(fp.thumb, np.uint8).reshape(side, side).astype(np.float64)
+
+
+def _half(t: np.ndarray) -> np.ndarray:
+    n = t.shape[0] // 2
+    return t.reshape(n, 2, n, 2).mean(axis=(1, 3))
+
+
+def _blur(t: np.ndarray) -> np.ndarray:
+    """A [1, 2, 1] / 4 blur in both directions (edges repeated)."""
+    p = np.pad(t, 1, mode="edge")
+    t = (p[:-2] + 2 * p[1:-1] + p[2:]) / 4
+    return (t[:, :-2] + 2 * t[:, 1:-1] + t[:, 2:]) / 4
+
+
+def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
+    """The thumbnail comparison's figures, in gray levels (for the verdict, tuning and reasons).
+
+    Photos are compared at half the thumbnail's resolution, slightly blurred (resampling
+    filters differ at edges): ``mad`` the mean absolute difference, ``p1`` the largest one,
+    ``p2`` and ``p4`` the largest |mean| of the signed difference over 2x2 and 4x4 windows.
+    Documents (a DOC_THUMB thumbnail) at full resolution: ``dmad``, ``d1`` (a pixel), ``d2``
+    (a 2x2 window). ``doc`` is 1.0 for documents.
+    """
+    ta, tb = _as_array(a), _as_array(b)
+    if ta.shape != tb.shape:
+        raise ValueError("thumbnails of different sizes (a document and a photo)")
+    if ta.shape[0] == DOC_THUMB:
+        full = ta - tb
+        return {"dmad": float(np.abs(full).mean()), "d1": float(np.abs(full).max()),
+                "d2": _window_max(full, 2), "doc": 1.0}
+    half = _blur(_half(ta)) - _blur(_half(tb))
+    return {"mad": float(np.abs(half).mean()), "p1": float(np.abs(half).max()),
+            "p2": _window_max(half, 2), "p4": _window_max(half, 4), "doc": 0.0}
+
+
+def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
+    """Whether ``a`` and ``b`` are one picture (re-encoded, resized, converted): (decision, reason).
+
+    Conservative: different photos of one scene, mirrored, rotated or cropped images, an
+    object added or removed, and documents whose text differs are answered False.
+    """
+    if a.sha256 == b.sha256:
+        return True, "identical bytes (sha256)"
+    ra, rb = a.width / a.height, b.width / b.height
+    if abs(ra - rb) / max(ra, rb) > _ASPECT_TOLERANCE:
+        return False, f"aspect ratios differ ({a.width}x{a.height} vs {b.width}x{b.height})"
+    dp = (a.phash ^ b.phash).bit_count()
+    if dp > _PHASH_MAX:
+        return False, f"phash distance {dp} > {_PHASH_MAX}"
+    dd = (a.dhash ^ b.dhash).bit_count()
+    if dd > _DHASH_MAX:
+        return False, f"dhash distance {dd} > {_DHASH_MAX}"
+    if len(a.thumb) != len(b.thumb):
+        return False, "one is document-like (flat background), the other is not"
+    ev = thumb_evidence(a, b)
+    text = ev["doc"] == 1.0
+    limits = _TEXT_LIMITS if text else _PHOTO_LIMITS
+    over = [f"{k} {ev[k]:.1f} > {v:g}" for k, v in limits.items() if ev[k] > v]
+    kind = "document-like" if text else "photo"
+    if over:
+        return False, f"thumbnails differ ({kind}): {', '.join(over)}; phash {dp}, dhash {dd}"
+    figures = ", ".join(f"{k} {ev[k]:.1f}" for k in limits)
+    return True, f"same picture ({kind}): {figures}; phash {dp}, dhash {dd}"

@@ -1,0 +1,294 @@
+"""Perceptual fingerprints and the verifier, on images made here and a few eval images."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from imgcache.errors import ImageError
+from imgcache.match.perceptual import Fingerprint, fingerprint, same_picture
+
+EVAL = Path(__file__).parents[1] / ".." / "shared" / "eval" / "images"
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A smooth synthetic 'photo': blurred random blobs on a gradient."""
+    rnd = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    arr = np.stack([x / w * 200, y / h * 200, (x + y) / (w + h) * 255], axis=-1)
+    for _ in range(12):
+        cx, cy, r = rnd.uniform(0, w), rnd.uniform(0, h), rnd.uniform(15, 60)
+        blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))[..., None]
+        arr = arr * (1 - blob) + blob * rnd.uniform(0, 255, 3)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def invoice(total: str) -> Image.Image:
+    img = Image.new("RGB", (600, 800), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    d.text((40, 30), "INVOICE #1042", fill="black", font=font)
+    for row in range(12):
+        d.text((40, 100 + 22 * row), f"Item {row + 1}: widgets", fill="black", font=font)
+        d.text((480, 100 + 22 * row), f"{(row + 1) * 13.25:8.2f}", fill="black", font=font)
+    d.text((380, 400), "TOTAL", fill="black", font=font)
+    d.text((480, 400), total, fill="black", font=font)
+    return img
+
+
+def same(a: bytes | Image.Image, b: bytes | Image.Image) -> bool:
+    decision, reason = same_picture(fingerprint(a), fingerprint(b))
+    assert reason
+    return decision
+
+
+# -- the fingerprint -------------------------------------------------------------------------
+
+
+def test_fingerprint_fields() -> None:
+    data = encode(photo())
+    fp = fingerprint(data)
+    assert isinstance(fp, Fingerprint)
+    assert (fp.width, fp.height) == (320, 240)
+    assert len(fp.sha256) == 64 and 0 <= fp.phash < 2**64 and 0 <= fp.dhash < 2**64
+    assert len(fp.thumb) == 128 * 128
+    assert same_picture(fp, fingerprint(data)) == (True, "identical bytes (sha256)")
+
+
+def test_path_bytes_and_pil_inputs_agree(tmp_path: Path) -> None:
+    data = encode(photo())
+    path = tmp_path / "p.png"
+    path.write_bytes(data)
+    by_bytes, by_path = fingerprint(data), fingerprint(path)
+    assert by_bytes == fingerprint(str(path)) == by_path
+    img = Image.open(io.BytesIO(data))
+    by_pil = fingerprint(img)
+    assert by_pil.thumb == by_bytes.thumb and by_pil.phash == by_bytes.phash
+    assert same_picture(by_pil, by_bytes)[0]
+
+
+# -- accepted: the same picture ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quality", [50, 75, 95])
+def test_jpeg_reencoding_hits(quality: int) -> None:
+    img = photo(1)
+    assert same(encode(img), encode(img, "JPEG", quality=quality))
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.25])
+def test_resized_hits(scale: float) -> None:
+    img = photo(2, (640, 480))
+    small = img.resize((int(640 * scale), int(480 * scale)), Image.Resampling.LANCZOS)
+    assert same(encode(img), encode(small, "JPEG", quality=90))
+
+
+def test_format_conversion_and_stripped_metadata_hit() -> None:
+    img = photo(3)
+    exif = Image.Exif()
+    exif[0x010F] = "Camera"
+    with_meta = encode(img, "JPEG", quality=90, exif=exif.tobytes())
+    stripped = encode(Image.open(io.BytesIO(with_meta)), "JPEG", quality=90)
+    assert same(with_meta, stripped)
+    assert same(encode(img), encode(img, "WEBP", quality=85))
+    assert same(encode(img, "JPEG", quality=90), encode(img))
+
+
+def test_document_reencoded_hits() -> None:
+    doc = invoice("1,234.50")
+    assert same(encode(doc), encode(doc, "JPEG", quality=90))
+
+
+# -- rejected: other pictures -----------------------------------------------------------------
+
+
+def test_different_photos_rejected() -> None:
+    assert not same(encode(photo(4)), encode(photo(5)))
+
+
+@pytest.mark.parametrize("op", [Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
+                                Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_90])
+def test_mirrored_and_rotated_rejected(op: Image.Transpose) -> None:
+    img = photo(6, (300, 300))
+    assert not same(encode(img), encode(img.transpose(op)))
+
+
+def test_small_rotation_rejected() -> None:
+    img = photo(7)
+    assert not same(encode(img), encode(img.rotate(3, resample=Image.Resampling.BICUBIC)))
+
+
+def test_crop_of_another_region_rejected() -> None:
+    img = photo(8, (640, 480))
+    crop = img.crop((80, 60, 640, 480)).resize((640, 480), Image.Resampling.LANCZOS)
+    assert not same(encode(img), encode(crop))
+
+
+def test_object_added_or_removed_rejected() -> None:
+    img = photo(9, (400, 300))
+    edited = img.copy()
+    ImageDraw.Draw(edited).ellipse((200, 100, 240, 140), fill=(20, 200, 30), outline="black")
+    assert not same(encode(img), encode(edited))
+    assert not same(encode(edited, "JPEG", quality=85), encode(img))
+
+
+@pytest.mark.parametrize("other", ["1,284.50", "1,234.60", "7,234.50"])
+def test_invoices_differing_in_total_rejected(other: str) -> None:
+    a, b = invoice("1,234.50"), invoice(other)
+    fa, fb = fingerprint(encode(a)), fingerprint(encode(b))
+    assert (fa.phash ^ fb.phash).bit_count() <= 4  # the 64-bit hashes cannot tell them apart
+    assert not same_picture(fa, fb)[0]
+    assert not same_picture(fa, fingerprint(encode(b, "JPEG", quality=85)))[0]
+
+
+def test_potato_burst_neighbours_rejected() -> None:
+    frames = sorted((EVAL / "potatoes").glob("*.png"))
+    if len(frames) < 3:
+        pytest.skip("eval images missing")
+    prints = [fingerprint(p) for p in frames[:3]]
+    assert not same_picture(prints[0], prints[1])[0]
+    assert not same_picture(prints[1], prints[2])[0]
+    # while a re-encoded frame still hits
+    jpeg = encode(Image.open(frames[0]).convert("RGB"), "JPEG", quality=85)
+    assert same_picture(prints[0], fingerprint(jpeg))[0]
+
+
+def test_stereo_pair_rejected() -> None:
+    left, right = EVAL / "motorcycle_left.png", EVAL / "motorcycle_right.png"
+    if not (left.exists() and right.exists()):
+        pytest.skip("eval images missing")
+    assert not same_picture(fingerprint(left), fingerprint(right))[0]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def png_header_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_fails_fast() -> None:
+    bomb = png_header_bomb()
+    assert len(bomb) < 200
+    with pytest.raises(ImageError, match="max_pixels|bomb"):
+        fingerprint(bomb)
+    with pytest.raises(ImageError):
+        fingerprint(encode(photo()), max_pixels=1000)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+                                  b"<svg xmlns='http://www.w3.org/2000/svg'/>"])
+def test_not_an_image(data: bytes) -> None:
+    with pytest.raises(ImageError):
+        fingerprint(data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated(fmt: str) -> None:
+    data = encode(photo(10), fmt)
+    with pytest.raises(ImageError):
+        fingerprint(data[: len(data) // 2])
+
+
+def test_over_max_bytes(tmp_path: Path) -> None:
+    data = encode(photo())
+    with pytest.raises(ImageError, match="max_bytes"):
+        fingerprint(data, max_bytes=len(data) - 1)
+    path = tmp_path / "big.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match="max_bytes"):
+        fingerprint(path, max_bytes=100)
+
+
+def test_missing_file_and_wrong_type() -> None:
+    with pytest.raises(ImageError):
+        fingerprint("/nonexistent/image.png")
+    with pytest.raises(ImageError):
+        fingerprint(12345)  # type: ignore[arg-type]
+
+
+def test_image_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        fingerprint(b"nope")
+
+
+# -- modes and containers -----------------------------------------------------------------------
+
+
+def test_16_bit_gray() -> None:
+    arr8 = np.asarray(photo(11).convert("L"))
+    arr16 = arr8.astype(np.uint16) * 257
+    img16 = Image.fromarray(arr16)
+    assert img16.mode.startswith("I")
+    fp16 = fingerprint(encode(img16))
+    assert same_picture(fp16, fingerprint(encode(Image.fromarray(arr8))))[0]
+
+
+def test_cmyk_jpeg() -> None:
+    img = photo(12)
+    fp = fingerprint(encode(img.convert("CMYK"), "JPEG", quality=95))
+    assert same_picture(fp, fingerprint(encode(img)))[0]
+
+
+def test_palette_image() -> None:
+    img = photo(13)
+    pal = img.quantize(256)
+    assert pal.mode == "P"
+    assert fingerprint(encode(pal)).width == 320
+
+
+def test_transparency_composited_on_white() -> None:
+    img = photo(14).convert("RGBA")
+    arr = np.asarray(img).copy()
+    arr[:, :100, 3] = 0  # the left part is transparent
+    rgba = Image.fromarray(arr, "RGBA")
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    assert same(encode(rgba), encode(flat))
+    la = rgba.convert("LA")
+    assert fingerprint(encode(la)).height == 240
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [photo(15).convert("P"), photo(16).convert("P")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    fp = fingerprint(buf.getvalue())
+    assert same_picture(fp, fingerprint(encode(frames[0], "GIF")))[0]
+    assert not same_picture(fp, fingerprint(encode(frames[1], "GIF")))[0]
+
+
+def test_exif_rotated_jpeg_equals_rotated_pixels() -> None:
+    img = photo(17, (400, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    tagged = encode(img, "JPEG", quality=92, exif=exif.tobytes())
+    upright = encode(img.transpose(Image.Transpose.ROTATE_270), "JPEG", quality=92)
+    fp = fingerprint(tagged)
+    assert (fp.width, fp.height) == (300, 400)
+    assert same_picture(fp, fingerprint(upright))[0]
+    assert not same_picture(fp, fingerprint(encode(img, "JPEG", quality=92)))[0]
+
+
+def test_large_jpeg_draft_matches_full_decode() -> None:
+    img = photo(18, (1200, 1024))
+    assert same(encode(img), encode(img, "JPEG", quality=90))
