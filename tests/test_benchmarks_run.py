@@ -173,3 +173,17 @@ def test_bench_hamming_quick_json() -> None:
             figures = result[side]
             for key in FIGURES:
                 assert _number(figures[key]) and figures[key] > 0, f"{result['name']} {side} {key}"
+
+
+@pytest.mark.timeout(330)
+def test_bench_perceptual_quick_json() -> None:
+    results, _ = _run_quick_json("bench_perceptual.py")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"perceptual_accuracy", "fingerprint_jpeg_1024", "fingerprint_png_1024"}
+    accuracy = by_name["perceptual_accuracy"]
+    assert _number(accuracy["hit_rate"]) and 0 <= accuracy["hit_rate"] <= 1
+    assert _number(accuracy["false_accept_rate"]) and 0 <= accuracy["false_accept_rate"] <= 1
+    for name in ("fingerprint_jpeg_1024", "fingerprint_png_1024"):
+        for side in ("candidate", "baseline"):
+            for key in FIGURES:
+                assert _number(by_name[name][side][key]) and by_name[name][side][key] > 0
