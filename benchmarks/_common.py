@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -300,6 +301,16 @@ def emit_json(results: Sequence[Result], out: TextIO) -> None:
     json.dump([r.as_dict() for r in results], out, indent=2, ensure_ascii=False)
     out.write("\n")
     out.flush()
+
+
+def run_guarded(name: str, fn: Callable[[], Result], out: TextIO, title: str = "could not run") -> Result:
+    """Run one benchmark; an exception becomes an ERROR result (traceback on ``out``), so the
+    others still run and the process exits 1."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - reported, and the run exits 1
+        traceback.print_exc(file=out)
+        return Result(name, title, "", "", error=f"{type(exc).__name__}: {exc}")
 
 
 def exit_code(results: Sequence[Result], strict: bool) -> int:

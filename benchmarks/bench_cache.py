@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from _common import (
     print_facts,
     report,
     report_stream,
+    run_guarded,
     summary,
     table,
 )
@@ -603,12 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         with _bench(args.quick, out) as bench:
             for name in selected:
                 gc.collect()
-                try:
-                    result = BENCHMARKS[name](bench)
-                except Exception as exc:  # noqa: BLE001 - reported, and the run exits 1
-                    result = Result(name, "could not run", "", "")
-                    result.error = f"{type(exc).__name__}: {exc}"
-                    traceback.print_exc(file=out)
+                result = run_guarded(name, lambda: BENCHMARKS[name](bench), out)
                 results.append(result)
                 report(result, out)
                 out.flush()

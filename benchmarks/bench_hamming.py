@@ -20,7 +20,6 @@ import gc
 import itertools
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from _common import (
     print_facts,
     report,
     report_stream,
+    run_guarded,
     summary,
 )
 
@@ -139,12 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                        "and list slots (key strings not counted)")),
         ], out)
         for radius in RADII:
-            try:
-                result = bench_radius(index, hashes, queries, radius, args.quick, facts)
-            except Exception as exc:  # noqa: BLE001 - reported, the other radii still run
-                result = Result(f"hamming_search_r{radius}", f"radius {radius}", "", "",
-                                error=f"{type(exc).__name__}: {exc}")
-                traceback.print_exc(file=out)
+            result = run_guarded(
+                f"hamming_search_r{radius}",
+                lambda: bench_radius(index, hashes, queries, radius, args.quick, facts),
+                out, f"radius {radius}")
             results.append(result)
             report(result, out)
         summary(results, out)

@@ -25,7 +25,6 @@ import io
 import itertools
 import random
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,6 +40,7 @@ from _common import (
     print_facts,
     report,
     report_stream,
+    run_guarded,
     summary,
     table,
 )
@@ -354,11 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     with report_stream(args.json) as (out, data):
         print_facts([("eval images", str(EVAL.resolve()) if EVAL.is_dir() else "missing (rendered only)")], out)
         for name, run in runs:
-            try:
-                result = run(out)
-            except Exception as exc:  # noqa: BLE001 - reported as an ERROR result
-                result = Result(name, "failed", "", "", error=f"{type(exc).__name__}: {exc}")
-                traceback.print_exc(file=out)
+            result = run_guarded(name, lambda: run(out), out, "failed")
             results.append(result)
             if result.candidate is not None or result.error is not None:
                 report(result, out)

@@ -60,6 +60,7 @@ from _common import (
     print_facts,
     report,
     report_stream,
+    run_guarded,
     summary,
     table,
 )
@@ -600,12 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             with _bench(args.quick, args.entries, out) as bench:
                 for name in NAMES:
                     gc.collect()
-                    try:
-                        result = BENCHMARKS[name](bench)
-                    except Exception as exc:  # noqa: BLE001 - reported, and the run exits 1
-                        result = Result(name, "could not run", "", "")
-                        result.error = f"{type(exc).__name__}: {exc}"
-                        traceback.print_exc(file=out)
+                    result = run_guarded(name, lambda: BENCHMARKS[name](bench), out)
                     results.append(result)
                     (report_memory if name == "semantic_index_memory" or result.error else report)(result, out)
                     for text in bench.profiles:
