@@ -403,12 +403,9 @@ class Cache:
 
     def recent_semantic_hits(self) -> list[dict[str, Any]]:
         """The latest semantic hits of every process sharing the Redis (or directory)."""
-        for name in ("redis", "disk"):
-            tier = self.store.available(name)
-            if tier is not None:
-                hits = self.store.guarded(tier, read_recent_hits, tier, self.namespace)
-                return hits if isinstance(hits, list) else []
-        return []
+        tier = self.store.shared_store()
+        hits = [] if tier is None else self.store.guarded(tier, read_recent_hits, tier, self.namespace)
+        return hits if isinstance(hits, list) else []
 
     def _try_shared_lock(self, request: Request) -> tuple[Any, Hit | None]:
         """One attempt at the cross-process lock: (lock, None) when taken or when there is no
@@ -524,7 +521,7 @@ class Cache:
             figures = nest(self.stats_counters.snapshot())
         else:
             self.flush_stats()
-            sink = self._counter_store()
+            sink = self.store.shared_store()
             if sink is None:  # nothing shared (S3 alone): this process's figures are all there is
                 shared_figures: Any = self.stats_counters.snapshot()
             else:
@@ -538,15 +535,8 @@ class Cache:
                             for name in self.store.tier_names}
         return figures
 
-    def _counter_store(self) -> Any:
-        for name in ("redis", "disk"):
-            tier = self.store.available(name)
-            if tier is not None:
-                return tier
-        return None
-
     def flush_stats(self) -> None:
-        sink = self._counter_store()
+        sink = self.store.shared_store()
         if sink is not None:
             self.store.guarded(sink, self.stats_counters.flush, self.namespace, sink)
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -137,14 +137,14 @@ class SemanticMatcher:
             "s": scope_id, "k": request.key, "p": request.prompt,
             "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
         }, separators=(",", ":"), ensure_ascii=False).encode()
-        tier = self._feed_tier()
+        tier = self.store.shared_store()
         if tier is not None:
             self.store.guarded(tier, tier.append_records, self.namespace, FEED, [record],
                                self.options.max_entries)
 
     def sync(self, *, force: bool = False) -> int:
         """Read records other processes added since the last sync; returns how many."""
-        tier = self._feed_tier()
+        tier = self.store.shared_store()
         if tier is None:
             return 0
         with self._sync_lock:
@@ -200,17 +200,10 @@ class SemanticMatcher:
             self.store.stats.add({"corrupt": corrupt})
         return added
 
-    def _feed_tier(self) -> Any:
-        for name in ("redis", "disk"):
-            tier = self.store.available(name)
-            if tier is not None:
-                return tier
-        return None
-
     # -- recent hits, for stats and inspect ------------------------------------------------
 
     def record_hit(self, request: Request, proposal: Proposal) -> None:
-        tier = self._feed_tier()
+        tier = self.store.shared_store()
         if tier is None:
             return
         item = {

@@ -145,6 +145,11 @@ class TieredStore:
             breaker.trip(exc)
             return FAILED
 
+    def shared_store(self) -> Any:
+        """Where counters and feeds shared between processes live: Redis if it is up,
+        else the local directory, else None."""
+        return self.available("redis") or self.available("disk")
+
     def available(self, name: str) -> Tier | None:
         """The tier called ``name`` if it is configured and its breaker is closed."""
         for tier in self.tiers:
