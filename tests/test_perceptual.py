@@ -292,3 +292,12 @@ def test_exif_rotated_jpeg_equals_rotated_pixels() -> None:
 def test_large_jpeg_draft_matches_full_decode() -> None:
     img = photo(18, (1200, 1024))
     assert same(encode(img), encode(img, "JPEG", quality=90))
+
+
+def test_fingerprint_bytes_round_trip_and_rejects_garbage() -> None:
+    fp = fingerprint(encode(photo()))
+    assert Fingerprint.from_bytes(fp.to_bytes()) == fp
+    encoded = fp.to_bytes()
+    for bad in (b"", b"{}", encoded[:-1], b"x\n" + fp.thumb, encoded.replace(b'"v":1', b'"v":2')):
+        with pytest.raises(ValueError):
+            Fingerprint.from_bytes(bad)

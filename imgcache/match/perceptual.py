@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,7 @@ DOC_THUMB = 256
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 """Formats :func:`fingerprint` opens (those of them this Pillow build can read)."""
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _BACKGROUND = 255  # transparency is composited on white
 
 # -- verifier limits (chosen from benchmarks/bench_perceptual.py; conservative) ---------------
@@ -93,6 +96,31 @@ class Fingerprint:
     height: int
     thumb: bytes
     """THUMB x THUMB 8-bit grayscale pixels, row by row."""
+
+    def to_bytes(self) -> bytes:
+        """A compact, self-describing encoding (a JSON header line, then the thumbnail), for
+        storing a fingerprint as a content-addressed blob; never pickled."""
+        header = {"v": 1, "sha256": self.sha256, "phash": f"{self.phash:016x}",
+                  "dhash": f"{self.dhash:016x}", "width": self.width, "height": self.height}
+        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + self.thumb
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Fingerprint:
+        """The inverse of :meth:`to_bytes`; ValueError for anything else."""
+        head, sep, thumb = bytes(data).partition(b"\n")
+        if not sep:
+            raise ValueError("not an encoded fingerprint: no header line")
+        try:
+            h = json.loads(head)
+            fp = cls(sha256=h["sha256"], phash=int(h["phash"], 16), dhash=int(h["dhash"], 16),
+                     width=h["width"], height=h["height"], thumb=thumb)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an encoded fingerprint: {exc!r}") from exc
+        if (h.get("v") != 1 or not _SHA256.fullmatch(str(fp.sha256)) or fp.phash >> 64 or fp.dhash >> 64
+                or not all(isinstance(n, int) and n > 0 for n in (fp.width, fp.height))):
+            raise ValueError("not an encoded fingerprint: bad field")
+        _as_array(fp)  # the thumbnail must be one of the known squares
+        return fp
 
 
 # -- decoding ----------------------------------------------------------------------------------
