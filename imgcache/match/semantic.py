@@ -24,13 +24,14 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..request import Request, canonical_json
 from .embed import Embedder, make_embedder
+from .feed import SharedFeed
 from .index import Candidate, SemanticIndex
 from .config import FEED, SemanticOptions, record_recent_hit
 from .verify import Verdict, content_text, verify
@@ -50,13 +51,6 @@ class Proposal:
     verdict: Verdict
 
 
-@dataclass
-class _FeedCursor:
-    tier: str
-    position: str | None = None
-    synced_at: float = field(default=0.0)
-
-
 class SemanticMatcher:
     """The semantic side of one cache object (one namespace)."""
 
@@ -66,8 +60,8 @@ class SemanticMatcher:
         self.options = options
         self.embedder: Embedder = make_embedder(options.embedder)
         self.index = SemanticIndex()
-        self._cursor: _FeedCursor | None = None
-        self._sync_lock = threading.Lock()
+        self.feed = SharedFeed(store, namespace, FEED, max_entries=options.max_entries,
+                               sync_interval=options.sync_interval)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
         self._dim: int | None = None  # the embedder's vector length, once it has embedded
@@ -137,33 +131,11 @@ class SemanticMatcher:
             "s": scope_id, "k": request.key, "p": request.prompt,
             "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
         }, separators=(",", ":"), ensure_ascii=False).encode()
-        tier = self.store.shared_store()
-        if tier is not None:
-            self.store.guarded(tier, tier.append_records, self.namespace, FEED, [record],
-                               self.options.max_entries)
+        self.feed.append([record])
 
     def sync(self, *, force: bool = False) -> int:
-        """Read records other processes added since the last sync; returns how many."""
-        tier = self.store.shared_store()
-        if tier is None:
-            return 0
-        with self._sync_lock:
-            cursor = self._cursor
-            if cursor is None or cursor.tier != tier.name:
-                cursor = self._cursor = _FeedCursor(tier.name)
-            elif not force and time.monotonic() - cursor.synced_at < self.options.sync_interval:
-                return 0
-            added = 0
-            while True:
-                page = self.store.guarded(tier, tier.read_records, self.namespace, FEED, cursor.position)
-                if not isinstance(page, tuple):  # the tier failed: try again on a later lookup
-                    break
-                records, cursor.position = page
-                added += self._index_records(records)
-                if len(records) < 10_000:
-                    break
-            cursor.synced_at = time.monotonic()
-            return added
+        """Index the records other processes added since the last sync; returns how many."""
+        return self.feed.sync(self._index_records, force=force)
 
     def _index_records(self, records: list[bytes]) -> int:
         """Add feed records to the index, scope by scope; malformed ones are skipped and

@@ -1,0 +1,77 @@
+"""A namespace's shared feed of index records, and one process's cursor into it.
+
+Near-duplicate indexes (semantic, perceptual) live in each process's memory; what one process
+adds must reach the others. Records travel through the shared store
+(:meth:`~imgcache.store.tiered.TieredStore.shared_store`): a Redis stream where Redis is
+configured, otherwise an append-only file in the local directory. A record is bytes (JSON by
+convention, never pickled); a reader validates every record it gets.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..store.tiered import TieredStore
+
+PAGE = 10_000
+"""Records read per request while catching up."""
+
+
+@dataclass
+class _Cursor:
+    tier: str
+    position: str | None = None
+    synced_at: float = 0.0
+
+
+class SharedFeed:
+    """Append records to the feed ``name`` of ``namespace``, and read those added since the
+    last read. Tier failures are absorbed (the store's breakers count them): a record that
+    could not be appended is simply not shared, a read that failed is retried later."""
+
+    def __init__(self, store: TieredStore, namespace: str, name: str, *,
+                 max_entries: int, sync_interval: float) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.name = name
+        self.max_entries = max_entries
+        self.sync_interval = sync_interval
+        self._cursor: _Cursor | None = None
+        self._lock = threading.Lock()
+
+    def append(self, records: list[bytes]) -> None:
+        tier = self.store.shared_store()
+        if tier is not None and records:
+            self.store.guarded(tier, tier.append_records, self.namespace, self.name, records,
+                               self.max_entries)
+
+    def sync(self, handle: Callable[[list[bytes]], int], *, force: bool = False) -> int:
+        """Pass the records added since the last sync to ``handle`` (page by page), at most
+        once per ``sync_interval`` unless ``force``; returns what ``handle`` returned, summed.
+        A process reads its own records back too: ``handle`` must be idempotent."""
+        tier = self.store.shared_store()
+        if tier is None:
+            return 0
+        with self._lock:
+            cursor = self._cursor
+            if cursor is None or cursor.tier != tier.name:
+                cursor = self._cursor = _Cursor(tier.name)
+            elif not force and time.monotonic() - cursor.synced_at < self.sync_interval:
+                return 0
+            handled = 0
+            while True:
+                page = self.store.guarded(tier, tier.read_records, self.namespace, self.name,
+                                          cursor.position)
+                if not isinstance(page, tuple):  # the tier failed: try again on a later lookup
+                    break
+                records, cursor.position = page
+                handled += handle(records)
+                if len(records) < PAGE:
+                    break
+            cursor.synced_at = time.monotonic()
+            return handled
