@@ -28,12 +28,13 @@ from ._config import parse_bytes, parse_duration
 from .errors import (
     ConfigError,
     CorruptData,
+    ImageError,
     TierUnavailable,
     UncachedResultWarning,
     UnstorableResult,
 )
 from .flight import Heartbeat, LocalFlight
-from .match.config import SemanticOptions, read_recent_hits
+from .match.config import SemanticOptions, VisionOptions, read_recent_hits
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
 from .store.base import Tier, blob_key, check_namespace, entry_key
@@ -42,10 +43,15 @@ from .store.tiered import FAILED, MANIFEST_VERSION, Hit, TieredStore
 
 if TYPE_CHECKING:
     from .match.semantic import SemanticMatcher
+    from .match.vision import PerceptualMatcher
 
 log = logging.getLogger("imgcache")
 T = TypeVar("T")
+Cost = float | None | Callable[[T], float | None]
+"""What an upstream call costs in USD: known before the call, or computed from its result
+(a response's token usage), or None when unknown."""
 _SEMANTIC_ON: ContextVar[bool] = ContextVar("imgcache_semantic", default=True)
+_PERCEPTUAL_ON: ContextVar[bool] = ContextVar("imgcache_perceptual", default=True)
 MiB = 1 << 20
 TTL_EXTENSION_CAP = 8
 """With a TTL, an entry that keeps being hit lives up to this many TTLs from its creation."""
@@ -86,6 +92,7 @@ class Cache:
         memory_bytes: int = 256 * MiB,
         ttl: float | None = None,
         semantic: bool | SemanticOptions = True,
+        vision: VisionOptions | None = None,
         redis_max_blob_bytes: int | None = None,
         lock_timeout: float = 10.0,
         wait_timeout: float = 600.0,
@@ -102,6 +109,8 @@ class Cache:
         )
         self._semantic: SemanticMatcher | None = None
         self._semantic_lock = threading.Lock()
+        self.vision_options = vision or VisionOptions()
+        self._perceptual: PerceptualMatcher | None = None
         self.lock_timeout = lock_timeout
         self.wait_timeout = wait_timeout
         self.stats_counters = Stats()
@@ -174,15 +183,21 @@ class Cache:
         *,
         to_storable: Callable[[T], Any] = _identity,
         from_storable: Callable[[Any, Hit], T] = _as_stored,
-        cost_usd: float | None = None,
+        cost_usd: Cost[T] = None,
     ) -> T:
         """Answer ``request`` from the cache, or call ``upstream`` once and store its result.
 
         ``to_storable`` turns an upstream result into JSON data with bytes inside (see
         :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
-        caller's type from that data on a hit. Upstream errors propagate unchanged.
+        caller's type from that data on a hit; ``cost_usd`` is a number or a function of the
+        upstream result. Upstream errors propagate unchanged.
         """
-        hit = self.store.get(self.namespace, request.key) or self._semantic_hit(request)
+        try:
+            _check_inputs(request)
+            hit = self.store.get(self.namespace, request.key) or self._near_hit(request)
+        except ImageError as exc:
+            self._unreadable_image(request, exc, passed_through=True)
+            return upstream()
         served = self._serve(request, hit, from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
@@ -207,12 +222,17 @@ class Cache:
         *,
         to_storable: Callable[[T], Any] = _identity,
         from_storable: Callable[[Any, Hit], T] = _as_stored,
-        cost_usd: float | None = None,
+        cost_usd: Cost[T] = None,
     ) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
-        hit = await self._aget(request)
-        if hit is None and self._semantic_wanted(request):
-            hit = await asyncio.to_thread(self._semantic_hit, request)
+        try:
+            _check_inputs(request)
+            hit = await self._aget(request)
+            if hit is None and self._near_match_wanted(request):
+                hit = await asyncio.to_thread(self._near_hit, request)
+        except ImageError as exc:
+            self._unreadable_image(request, exc, passed_through=True)
+            return await upstream()
         served = self._serve(request, hit, from_storable, first=True)
         if served is not _NOT_SERVED:
             return served
@@ -232,7 +252,7 @@ class Cache:
                     raise flight.error
 
     def _lead(self, request: Request, upstream: Callable[[], T], to_storable: Callable[[T], Any],
-              from_storable: Callable[[Any, Hit], T], cost_usd: float | None) -> T:
+              from_storable: Callable[[Any, Hit], T], cost_usd: Cost[T]) -> T:
         lock = None
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.01
@@ -258,7 +278,7 @@ class Cache:
 
     async def _alead(self, request: Request, upstream: Callable[[], Awaitable[T]],
                      to_storable: Callable[[T], Any], from_storable: Callable[[Any, Hit], T],
-                     cost_usd: float | None) -> T:
+                     cost_usd: Cost[T]) -> T:
         lock = None
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.01
@@ -284,8 +304,14 @@ class Cache:
             await asyncio.to_thread(self._release, lock)
 
     def _after_upstream(self, request: Request, result: T, to_storable: Callable[[T], Any],
-                        cost_usd: float | None, elapsed: float) -> T:
+                        cost_usd: Cost[T], elapsed: float) -> T:
         """Count an upstream call and store its result (when it can be stored faithfully)."""
+        if callable(cost_usd):
+            try:
+                cost_usd = cost_usd(result)
+            except Exception as exc:  # a pricing gap costs the figure, never the call
+                log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
+                cost_usd = None
         self.stats_counters.add({"misses": 1, "upstream_calls": 1, "spent_usd": cost_usd or 0.0})
         try:
             storable = to_storable(result)
@@ -294,6 +320,15 @@ class Cache:
             return result
         self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed)
         return result
+
+    def _unreadable_image(self, request: Request, exc: ImageError, *, passed_through: bool) -> None:
+        """An input image that cannot be read is the API's to judge: the call goes upstream
+        as if there were no cache (``passed_through``), and nothing is stored for it."""
+        log.warning("imgcache: %s not cached: %s", request.operation, exc)
+        counts = {"unreadable_images": 1}
+        if passed_through:
+            counts.update({"requests": 1, "misses": 1, "upstream_calls": 1})
+        self.stats_counters.add(counts)
 
     def _uncacheable(self, exc: UnstorableResult) -> None:
         warnings.warn(f"imgcache: result returned uncached: {exc}", UncachedResultWarning, stacklevel=5)
@@ -350,23 +385,83 @@ class Cache:
                 self._semantic = SemanticMatcher(self.namespace, self.store, self.semantic_options)
         return self._semantic
 
+    @property
+    def perceptual(self) -> PerceptualMatcher | None:
+        """The perceptual matcher of vision requests (None with ``VisionOptions(perceptual=False)``)."""
+        if not self.vision_options.perceptual:
+            return None
+        with self._semantic_lock:
+            if self._perceptual is None:
+                from .match.vision import PerceptualMatcher
+
+                self._perceptual = PerceptualMatcher(self.namespace, self.store, self.vision_options)
+        return self._perceptual
+
     @contextmanager
-    def options(self, *, semantic: bool = True) -> Iterator[None]:
+    def options(self, *, semantic: bool = True, perceptual: bool = True) -> Iterator[None]:
         """Per-call switches for the calls made inside the block (this thread or task):
-        ``with cache.options(semantic=False): ...`` matches exactly only."""
-        token = _SEMANTIC_ON.set(semantic)
+        ``with cache.options(semantic=False, perceptual=False): ...`` matches exactly only."""
+        tokens = _SEMANTIC_ON.set(semantic), _PERCEPTUAL_ON.set(perceptual)
         try:
             yield
         finally:
-            _SEMANTIC_ON.reset(token)
+            _SEMANTIC_ON.reset(tokens[0])
+            _PERCEPTUAL_ON.reset(tokens[1])
 
     def _semantic_wanted(self, request: Request) -> bool:
         return self.semantic_options is not None and request.kind == "generation" and _SEMANTIC_ON.get()
 
+    def _perceptual_wanted(self, request: Request) -> bool:
+        """Vision requests whose images are all at hand (not keyed by URL only)."""
+        return (self.vision_options.perceptual and _PERCEPTUAL_ON.get() and bool(request.inputs)
+                and not any(image.keyed_by_url for image in request.inputs))
+
+    def _near_match_wanted(self, request: Request) -> bool:
+        return self._semantic_wanted(request) or self._perceptual_wanted(request)
+
+    def _near_hit(self, request: Request) -> Hit | None:
+        """After an exact miss: an entry made for a request that asks for the same thing in
+        other words (semantic) or about a copy of the same picture (perceptual). It is stored
+        under this request's key too (an alias manifest), so that its repeat is an exact hit.
+        Raises ImageError if an input image of a vision request cannot be read."""
+        if self._perceptual_wanted(request):
+            return self._perceptual_hit(request)
+        if self._semantic_wanted(request):
+            return self._semantic_hit(request)
+        return None
+
+    def _alias(self, request: Request, hit: Hit, match: str, matched: dict[str, Any]) -> Hit | None:
+        """Store ``hit`` under ``request``'s key as a ``match`` hit; None if the stored entry
+        was made for a request of another scope (the indexes never cross scopes; a damaged
+        feed record must not make them)."""
+        stored = hit.manifest.get("request") or {}
+        if (stored.get("kind"), stored.get("op"), stored.get("params")) != (
+                request.kind, request.operation, request.params):
+            log.warning("imgcache: index proposed %s for a request of another scope; ignored",
+                        matched.get("key", "?")[:12])
+            self.stats_counters.add({"corrupt": 1})
+            return None
+        manifest = dict(hit.manifest, key=request.key, request=request.describe(), match=match,
+                        created=time.time(), hits=0, matched=matched)
+        self.store.put(self.namespace, request.key, manifest, hit.blobs, blobs_stored=True)
+        return Hit(manifest, hit.blobs, hit.tier)
+
+    def _perceptual_hit(self, request: Request) -> Hit | None:
+        matcher = self.perceptual
+        if matcher is None:
+            return None
+        found = matcher.find(request)
+        if found is None:
+            return None
+        stored = found.hit.manifest.get("request") or {}
+        if stored.get("prompt") != request.prompt:
+            return None
+        return self._alias(request, found.hit, "perceptual",
+                           {"key": found.key, "images": stored.get("images"),
+                            "distance": found.distance, "verdict": found.reason})
+
     def _semantic_hit(self, request: Request) -> Hit | None:
-        """An entry made for another prompt that asks for the same picture, stored under this
-        request's key too (an alias manifest) so that its next repeat is an exact hit."""
-        matcher = self.semantic if self._semantic_wanted(request) else None
+        matcher = self.semantic
         if matcher is None:
             return None
         proposals = self._semantic_call(matcher.propose, request) or []
@@ -377,16 +472,15 @@ class Cache:
             if hit is None:
                 matcher.forget(request, proposal.candidate.key)
                 continue
-            manifest = dict(
-                hit.manifest, key=request.key, request=request.describe(), match="semantic",
-                created=time.time(), hits=0,
-                matched={"key": proposal.candidate.key, "prompt": proposal.candidate.prompt,
-                         "similarity": round(proposal.candidate.similarity, 4),
-                         "verdict": proposal.verdict.reason},
-            )
-            self.store.put(self.namespace, request.key, manifest, hit.blobs, blobs_stored=True)
-            matcher.record_hit(request, proposal)
-            return Hit(manifest, hit.blobs, hit.tier)
+            if (hit.manifest.get("request") or {}).get("prompt") != proposal.candidate.prompt:
+                continue  # the feed's prompt is not the entry's: the verdict was about another prompt
+            alias = self._alias(request, hit, "semantic", {
+                "key": proposal.candidate.key, "prompt": proposal.candidate.prompt,
+                "similarity": round(proposal.candidate.similarity, 4),
+                "verdict": proposal.verdict.reason})
+            if alias is not None:
+                matcher.record_hit(request, proposal)
+                return alias
         return None
 
     def _semantic_call(self, method: Callable[[Request], T], request: Request) -> T | None:
@@ -457,6 +551,16 @@ class Cache:
         except UnstorableResult as exc:
             self._uncacheable(exc)
             return False
+        perceptual = self.perceptual if self._perceptual_wanted(request) else None
+        images: list[dict[str, Any]] = []
+        try:  # only fails when called directly: fetch has read the images already
+            _check_inputs(request)
+            if perceptual is not None:
+                images, fingerprints = perceptual.stored_form(request)
+                blobs = {**blobs, **fingerprints}
+        except ImageError as exc:
+            self._unreadable_image(request, exc, passed_through=False)
+            return False
         ttl = self.ttl if ttl is None else ttl
         now = time.time()
         manifest = {
@@ -472,11 +576,15 @@ class Cache:
             "elapsed": round(elapsed, 6),
             "hits": 0,
         }
+        if images:
+            manifest["images"] = images
         self.store.put(self.namespace, request.key, manifest, blobs)
         self.stats_counters.add({"stored": 1})
         matcher = self.semantic if self._semantic_wanted(request) else None
         if matcher is not None:
             self._semantic_call(matcher.add, request)
+        if perceptual is not None:
+            perceptual.add(request)
         self._ensure_stats_thread()
         return True
 
@@ -581,6 +689,13 @@ class Cache:
         from .adapters.decorator import cached
 
         return cached(self, kind, **options)
+
+
+def _check_inputs(request: Request) -> None:
+    """Raise the error of the first input image that could not be read."""
+    for image in request.inputs:
+        if image.error is not None:
+            raise image.error
 
 
 class _Sentinel:

@@ -14,10 +14,13 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import InvalidRequest
 from .normalize import normalize_prompt
+
+if TYPE_CHECKING:
+    from .images import ImageInput
 
 KEY_VERSION: Final = 1
 KINDS: Final = ("generation", "vision")
@@ -68,13 +71,19 @@ class Request:
     prompt: str
     """The normalized prompt."""
     params: dict[str, JSONData]
+    images: tuple[str, ...] = ()
+    """The sha256 of each input image, in order (vision requests)."""
     raw_prompt: str = field(default="", compare=False)
     key: str = field(default="", compare=False)
+    inputs: tuple[ImageInput, ...] = field(default=(), compare=False, repr=False)
+    """The images themselves, for perceptual matching on an exact miss."""
 
     @classmethod
     def build(
-        cls, kind: str, operation: str, prompt: Any, params: Mapping[str, Any]
+        cls, kind: str, operation: str, prompt: Any, params: Mapping[str, Any],
+        images: tuple[ImageInput, ...] = (),
     ) -> Request:
+        """``images`` key the request by their digests (in order); a generation has none."""
         if kind not in KINDS:
             raise InvalidRequest(f"kind must be one of {KINDS}, not {kind!r}")
         if not isinstance(prompt, str):
@@ -85,12 +94,16 @@ class Request:
             )
         normalized = normalize_prompt(prompt)
         canonical = canonical_value(dict(params))
-        body = canonical_json(
-            {"v": KEY_VERSION, "kind": kind, "op": operation, "prompt": normalized, "params": canonical}
-        )
-        key = hashlib.sha256(body.encode()).hexdigest()
-        return cls(kind, operation, normalized, canonical, prompt, key)
+        digests = tuple(image.sha256 for image in images)
+        fields = {"v": KEY_VERSION, "kind": kind, "op": operation, "prompt": normalized, "params": canonical}
+        if digests:  # absent, not empty, for generations: their keys stay as they were
+            fields["images"] = list(digests)
+        key = hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+        return cls(kind, operation, normalized, canonical, digests, prompt, key, tuple(images))
 
     def describe(self) -> dict[str, JSONData]:
         """What an entry manifest records about the request that made it."""
-        return {"kind": self.kind, "op": self.operation, "prompt": self.prompt, "params": self.params}
+        described = {"kind": self.kind, "op": self.operation, "prompt": self.prompt, "params": self.params}
+        if self.images:
+            described["images"] = list(self.images)
+        return described

@@ -19,7 +19,7 @@ TIERS = ("memory", "disk", "redis", "s3")
 MATCHES = ("exact", "semantic", "perceptual")
 _TOP = (
     "requests", "hits", "misses", "upstream_calls", "upstream_errors", "coalesced",
-    "stored", "uncacheable", "bypassed", "corrupt", "saved_usd", "spent_usd", "saved_seconds",
+    "stored", "uncacheable", "unreadable_images", "bypassed", "corrupt", "saved_usd", "spent_usd", "saved_seconds",
 )
 DESCRIPTIONS = {
     "requests": "calls that went through the cache",
@@ -30,6 +30,7 @@ DESCRIPTIONS = {
     "coalesced": "identical concurrent calls answered by another caller's upstream call",
     "stored": "results stored",
     "uncacheable": "results returned uncached because they could not be stored faithfully",
+    "unreadable_images": "vision calls passed through uncached: an input image could not be read",
     "bypassed": "calls passed through on request (streaming, cache switched off)",
     "corrupt": "stored entries or blobs that failed their digest or did not parse",
     "saved_usd": "list price of the upstream calls the hits avoided",

@@ -1,8 +1,12 @@
-"""``@cache.cached(kind="generation")``: any function, sync or async.
+"""``@cache.cached(kind="generation")`` and ``@cache.cached(kind="vision")``: any function,
+sync or async.
 
 The function's arguments make up the request: ``prompt`` is the prompt, every other argument
 (after the signature's defaults are applied, so an omitted default equals the explicit one)
-is a parameter, except those named in ``ignore``. Results of type bytes, str or JSON data
+is a parameter, except those named in ``ignore``. For ``kind="vision"`` the arguments
+``image`` and ``images`` hold the input images (bytes, a path, a PIL image, a data or http(s)
+URL, or a list of them: order matters), keyed by content and matched perceptually
+(:mod:`imgcache.match.vision`); ``prompt`` is optional there. Results of type bytes, str or JSON data
 (bytes allowed inside) are stored faithfully; anything else is returned uncached with an
 :class:`~imgcache.errors.UncachedResultWarning`.
 
@@ -18,7 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest
-from ..pricing import generation_cost
+from ..images import ImageInput, image_input
+from ..pricing import generation_cost, vision_cost
 from ..request import KINDS, Request
 
 if TYPE_CHECKING:
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 
 DEFAULT_IGNORE = frozenset({"user", "timeout", "extra_headers", "request_timeout"})
 """Arguments that never change the output: left out of the key unless ``ignore`` says otherwise."""
+IMAGE_ARGUMENTS = ("image", "images")
+"""The arguments of a ``kind="vision"`` function that hold its input images."""
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _MEMO_SIZE = 4096
 
@@ -47,8 +54,6 @@ def cached(
     """
     if kind not in KINDS:
         raise InvalidRequest(f"kind must be one of {KINDS}, not {kind!r}")
-    if kind != "generation":
-        raise InvalidRequest(f"kind={kind!r} is not supported by the decorator yet")
     ignored = frozenset(ignore)
 
     def decorate(fn: Callable[..., Any]) -> Any:
@@ -82,7 +87,8 @@ def cached(
             """The request and its cost; memoized for keyword calls with scalar arguments
             (typed, so that ``n=True`` and ``n=1`` never share a memo slot)."""
             memo_key = None
-            if not args and all(type(v) in _SCALARS for v in kwargs.values()):
+            # Vision requests are never memoized: a path names bytes that may change.
+            if kind == "generation" and not args and all(type(v) in _SCALARS for v in kwargs.values()):
                 memo_key = tuple((k, type(v), v) for k, v in kwargs.items())
                 found = memo.get(memo_key)
                 if found is not None:
@@ -96,16 +102,19 @@ def cached(
 
         def _build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
             params = arguments(args, kwargs)
-            if "prompt" not in params:
+            images = _take_images(params, operation, cache) if kind == "vision" else ()
+            if "prompt" not in params and kind == "generation":
                 raise InvalidRequest(f"{operation}: the keyword argument 'prompt' is required")
-            prompt = params.pop("prompt")
+            prompt = params.pop("prompt", "")
             for key in ignored.intersection(params):
                 del params[key]
-            request = Request.build(kind, operation, prompt, params)
+            request = Request.build(kind, operation, prompt, params, images)
             if callable(cost_usd):
                 cost = cost_usd(request.params)
-            else:
+            elif cost_usd is not None or kind == "generation":
                 cost = cost_usd if cost_usd is not None else generation_cost(request.params)
+            else:
+                cost = lambda result: _vision_cost(request)  # noqa: E731 - sizes known after the lookup
             return request, cost
 
         if inspect.iscoroutinefunction(fn):
@@ -129,3 +138,28 @@ def cached(
         return wrapper
 
     return decorate
+
+
+def _take_images(params: dict[str, Any], operation: str, cache: Cache) -> tuple[ImageInput, ...]:
+    """Pop the image arguments and read them; InvalidRequest when there are none or one is of
+    a type that is not an image input (unreadable ones pass through: see :func:`image_input`)."""
+    values: list[Any] = []
+    for name in IMAGE_ARGUMENTS:
+        value = params.pop(name, None)
+        if value is None:
+            continue
+        values.extend(value if isinstance(value, (list, tuple)) else [value])
+    if not values:
+        raise InvalidRequest(f"{operation}: a vision function takes its images as 'image' or 'images'")
+    return tuple(image_input(value, cache.vision_options) for value in values)
+
+
+def _vision_cost(request: Request) -> float | None:
+    """The input tokens of the images (by the token formula of the model and detail level) and
+    of the prompt, at the model's list price; None when a size or the model is unknown."""
+    sizes = [image.fingerprinted for image in request.inputs]
+    model, detail = request.params.get("model"), request.params.get("detail", "auto")
+    if any(fp is None for fp in sizes) or not isinstance(model, str) or not isinstance(detail, str):
+        return None
+    return vision_cost(model, [(fp.width, fp.height, detail) for fp in sizes if fp is not None],
+                       text=request.prompt)

@@ -1,5 +1,6 @@
-"""Semantic matching's configuration and its shared list of recent hits: light enough to
-import from ``imgcache stats`` and ``Cache()`` (no numpy, no model)."""
+"""Configuration of near-duplicate matching (semantic for prompts, perceptual for images) and
+the shared list of recent semantic hits: light enough to import from ``imgcache stats`` and
+``Cache()`` (no numpy, no model, no Pillow)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 FEED = "semantic"
 """Name of the feed that carries index records."""
 RECENT = "semantic-recent"
+PERCEPTUAL_FEED = "perceptual"
+"""Name of the feed that carries perceptual index records."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,31 @@ class SemanticOptions:
     """How stale a process's view of other processes' entries may be, in seconds."""
     recent: int = 100
     """Semantic hits kept for ``imgcache stats`` and ``imgcache inspect``."""
+
+
+@dataclass(frozen=True)
+class VisionOptions:
+    """How vision requests read their images and match them (``Cache(vision=VisionOptions(...))``)."""
+
+    perceptual: bool = True
+    """Answer a re-encoded, resized or converted copy of a stored image (verified); False:
+    exact bytes only."""
+    radius: int = 10
+    """Hamming radius of the phash search that proposes candidates to the verifier (the
+    verifier's own gate is no wider, so a larger radius only costs time)."""
+    candidates: int = 8
+    """How many of the nearest stored images the verifier looks at."""
+    max_image_bytes: int = 64 << 20
+    """Larger images are not read: the call passes through uncached."""
+    max_pixels: int = 50_000_000
+    """Larger images (by their header) are not decoded: the call passes through uncached."""
+    fetch_remote: bool = True
+    """Fetch remote image URLs to key them by content (and send the fetched bytes upstream);
+    False keys them by URL."""
+    fetch_timeout: float = 10.0
+    max_entries: int = 1_000_000
+    """Records kept in a namespace's shared perceptual feed (older ones are trimmed)."""
+    sync_interval: float = 0.5
 
 
 def record_recent_hit(tier: Any, namespace: str, item: dict[str, Any], keep: int) -> None:

@@ -204,6 +204,15 @@ class TieredStore:
             return Hit(manifest, blobs, self.tiers[max(index, slowest)].name)
         return None
 
+    def get_blobs(self, namespace: str, hit: Hit, digests: list[str]) -> dict[str, bytes] | None:
+        """Blobs of an entry beyond its result's (fingerprints), each checked against its
+        digest: from the hit itself when it holds them, else from the byte tiers."""
+        held = {d: hit.blobs[d] for d in digests if d in hit.blobs}
+        if len(held) == len(set(digests)):
+            return held
+        found = self._fetch_blobs(namespace, [d for d in digests if d not in held], hit.manifest)
+        return None if found is None else {**held, **found[0]}
+
     def _fetch_blobs(
         self, namespace: str, digests: list[str], manifest: dict[str, Any]
     ) -> tuple[dict[str, bytes], int] | None:
@@ -389,10 +398,19 @@ def parse_manifest(raw: bytes, key_hex: str) -> dict[str, Any]:
         and all(_number_or_none(manifest.get(name)) for name in _NUMBER_FIELDS)
         and type(manifest.get("hits", 0)) is int
         and manifest.get("match", "exact") in MATCHES
+        and _images_ok(manifest.get("images", []))
     )
     if not ok:
         raise CorruptData("manifest", f"entry {key_hex[:12]} is not a valid manifest for its key")
     return manifest  # type: ignore[no-any-return]
+
+
+def _images_ok(images: Any) -> bool:
+    """A vision entry's ``images``: per input image its digest and its fingerprint blob's."""
+    return isinstance(images, list) and all(
+        isinstance(image, dict) and all(isinstance(image.get(name), str) and _DIGEST.fullmatch(image[name])
+                                        for name in ("sha256", "fp"))
+        for image in images)
 
 
 def remaining_ttl(manifest: Mapping[str, Any], *, blob: bool = False) -> float | None:
