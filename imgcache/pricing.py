@@ -102,6 +102,7 @@ _PATCH_MULTIPLIER: dict[str, int] = {
 _TILE, _FIT, _SHORT_SIDE = 512, 2048, 768
 _PATCH, _MAX_PATCHES = 32, 1536
 _DETAILS = ("low", "high", "auto")
+_UNPRICED_DETAIL = "original"  # a valid API value (newer models), with no documented formula here
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}")
 _FAMILIES = sorted(TOKEN_PRICES, key=len, reverse=True)  # longest first
 
@@ -125,6 +126,9 @@ def image_tokens(
 ) -> int | None:
     """Input tokens of one ``width`` x ``height`` image, or None for an unknown model.
 
+    ``detail="original"`` (full resolution, newer models) also gives None: the guide's
+    formulas for these models do not cover it.
+
     Tile models: ``low`` is the base cost; ``high`` and ``auto`` (priced as high, the upper
     bound) fit the image in 2048x2048, shrink it until the short side is at most 768, and
     add a per-tile cost for each 512-px tile. Patch models count 32-px patches, capped at
@@ -133,6 +137,8 @@ def image_tokens(
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if detail == _UNPRICED_DETAIL:
+        return None
     if detail not in _DETAILS:
         raise ValueError(f"detail must be one of {', '.join(_DETAILS)}, got {detail!r}")
     family = model_family(model)
@@ -199,6 +205,7 @@ def vision_cost(
     counts = [image_tokens(w, h, detail=detail, model=model) for w, h, detail in images]
     if model_family(model) is None:  # checked after the images, so bad ones still raise
         return None
-    # Every priced family has an image formula, so no count is None here.
-    image_total = sum(count for count in counts if count is not None)
-    return token_cost(model, image_total + -(-len(text) // 4), output_tokens)
+    known = [count for count in counts if count is not None]
+    if len(known) < len(counts):  # an image at a detail with no formula
+        return None
+    return token_cost(model, sum(known) + -(-len(text) // 4), output_tokens)

@@ -120,6 +120,12 @@ def test_snapshots_are_priced_as_their_family() -> None:
     assert image_tokens(1024, 1024, detail="high", model="gpt-4o-mini-2024-07-18") == 25501
 
 
+def test_original_detail_has_no_formula() -> None:
+    assert image_tokens(1024, 1024, detail="original") is None
+    assert image_tokens(1024, 1024, detail="original", model="gpt-4.1-mini") is None
+    assert vision_cost("gpt-4o", [(1024, 1024, "high"), (64, 64, "original")]) is None
+
+
 def test_unknown_models_have_no_price() -> None:
     assert image_tokens(1024, 1024, model="o1-mini") is None
     assert image_tokens(1024, 1024, model=None) is None
