@@ -149,7 +149,7 @@ def inspect(
     from rich.console import Console
     from rich.table import Table
 
-    from .adapters.openai import OPERATION, image_params
+    from .adapters.openai import GENERATE_OPERATION, image_params
     from .cache import Cache
     from .errors import ImgcacheError
     from .match.verify import content_text
@@ -168,7 +168,7 @@ def inspect(
     console = Console()
     try:
         cache = Cache.from_env(**overrides)
-        if operation == OPERATION:
+        if operation == GENERATE_OPERATION:
             params = image_params(params)
         request = Request.build("generation", operation, prompt, params)
         hit = cache.lookup(request)

@@ -121,11 +121,17 @@ def remote_image(url: str, options: VisionOptions) -> ImageInput:
     """A remote image: fetched (see :func:`fetch_image`), or keyed by its URL when
     ``options.fetch_remote`` is off."""
     if not options.fetch_remote:
-        return ImageInput(hashlib.sha256(f"url:{url}".encode()).hexdigest(), None, url)
+        return image_reference(url)
     data = fetch_image(url, max_bytes=options.max_image_bytes, timeout=options.fetch_timeout)
     image = _from_bytes(data, options)
     image.url = url
     return image
+
+
+def image_reference(reference: str) -> ImageInput:
+    """An image known only by a name that the API resolves (a URL not fetched, a file id):
+    keyed by that name, matched exactly only."""
+    return ImageInput(hashlib.sha256(f"url:{reference}".encode()).hexdigest(), None, reference)
 
 
 def fetch_image(url: str, *, max_bytes: int, timeout: float) -> bytes:

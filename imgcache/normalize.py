@@ -41,3 +41,11 @@ def normalize_prompt(prompt: str) -> str:
         text = unicodedata.normalize("NFKC", text)
     text = _SPACE.sub(" ", text).strip()
     return _TRAILING_PUNCT.sub("", text)
+
+
+def normalize_text(text: str) -> str:
+    """The milder normalization of a vision request's text (a chat message, an instruction):
+    NFKC, invisible characters dropped, whitespace collapsed. Case and punctuation are kept:
+    a model's written answer may follow them ("reply in CAPS", "quote it exactly!")."""
+    text = _drop_format_chars(unicodedata.normalize("NFKC", text))
+    return _SPACE.sub(" ", text).strip()

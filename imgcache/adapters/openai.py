@@ -1,7 +1,10 @@
 """``imgcache.wrap(client)``: a drop-in wrapper around ``openai.OpenAI`` / ``AsyncOpenAI``.
 
 The wrapper behaves like the client: every attribute it does not cache passes through to the
-client unchanged. Cached here: ``images.generate`` (streaming calls pass through).
+client unchanged. Cached: ``images.generate``, ``images.edit`` (keyed by its input images'
+content, matched perceptually, plus the prompt), and ``chat.completions.create`` /
+``responses.create`` with image inputs (:mod:`imgcache.adapters.openai_vision`). Streaming
+calls pass through.
 
 Image bytes are what is stored, never upstream URLs (they expire within hours): a ``url``
 response is downloaded once on a miss. A hit is rebuilt as the same response type, with
@@ -11,13 +14,18 @@ request asked for, whatever format the stored call used.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import inspect
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest, UnstorableResult
+from ..images import image_input
 from ..pricing import generation_cost
 from ..request import Request
 
@@ -25,7 +33,8 @@ if TYPE_CHECKING:
     from ..cache import Cache
     from ..store.tiered import Hit
 
-OPERATION = "openai.images.generate"
+GENERATE_OPERATION = "openai.images.generate"
+EDIT_OPERATION = "openai.images.edit"
 MAX_DOWNLOAD_BYTES = 64 << 20
 DOWNLOAD_TIMEOUT = 60.0
 
@@ -110,25 +119,98 @@ def response_to_storable(response: Any) -> dict[str, Any]:
     return body
 
 
-class _ImagesWrapper:
-    """``client.images`` with ``generate`` answered from the cache."""
+@dataclass
+class CachedCall:
+    """What one SDK call becomes: the request, the arguments sent upstream (images fetched
+    for the key are sent as the same bytes), and how its result is stored, rebuilt and priced."""
 
-    def __init__(self, images: Any, cache: Cache) -> None:
-        self._images = images
+    request: Request
+    kwargs: dict[str, Any]
+    to_storable: Callable[[Any], Any]
+    from_storable: Callable[[Any, Hit], Any]
+    cost: Any
+
+
+class CachedResource:
+    """An SDK resource (``client.images``, ``client.chat.completions``, ...) whose methods named
+    in :meth:`_builders` are answered from the cache; everything else passes through."""
+
+    def __init__(self, resource: Any, cache: Cache, options: WrapOptions) -> None:
+        self._resource = resource
         self._cache = cache
-        # The SDK's @required_args wrapper hides the coroutine function from a plain check.
-        self._async = inspect.iscoroutinefunction(inspect.unwrap(images.generate))
+        self._options = options
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._images, name)
+        return getattr(self._resource, name)
 
-    def _request(self, kwargs: Mapping[str, Any]) -> tuple[Request, float | None]:
+    def _run(self, name: str, kwargs: dict[str, Any], build: Callable[[dict[str, Any]], CachedCall | None],
+             *, blocking: bool = True) -> Any:
+        """Call ``resource.<name>(**kwargs)`` through the cache (``build`` None: uncached).
+        ``blocking`` builders (file reads, image fetches) run in a worker thread under asyncio."""
+        method = getattr(self._resource, name)
+        # The SDK's @required_args wrapper hides the coroutine function from a plain check.
+        if inspect.iscoroutinefunction(inspect.unwrap(method)):
+            return self._arun(method, kwargs, build, blocking)
+        call = build(kwargs)
+        if call is None:
+            return method(**kwargs)
+        return self._cache.fetch(call.request, lambda: method(**call.kwargs), to_storable=call.to_storable,
+                                 from_storable=call.from_storable, cost_usd=call.cost)
+
+    async def _arun(self, method: Callable[..., Any], kwargs: dict[str, Any],
+                    build: Callable[[dict[str, Any]], CachedCall | None], blocking: bool) -> Any:
+        call = await asyncio.to_thread(build, kwargs) if blocking else build(kwargs)
+        if call is None:
+            return await method(**kwargs)
+        return await self._cache.afetch(call.request, lambda: method(**call.kwargs), to_storable=call.to_storable,
+                                        from_storable=call.from_storable, cost_usd=call.cost)
+
+    def _bypass(self) -> None:
+        self._cache.stats_counters.add({"bypassed": 1})
+
+
+class _Images(CachedResource):
+    """``client.images`` with ``generate`` and ``edit`` answered from the cache."""
+
+    def generate(self, **kwargs: Any) -> Any:
+        return self._run("generate", kwargs, self._generate_call, blocking=False)
+
+    def edit(self, **kwargs: Any) -> Any:
+        return self._run("edit", kwargs, self._edit_call)
+
+    def _generate_call(self, kwargs: dict[str, Any]) -> CachedCall | None:
+        if kwargs.get("stream") is True:
+            self._bypass()
+            return None
         if "prompt" not in kwargs:
             raise InvalidRequest("images.generate: the keyword argument 'prompt' is required")
         params = image_params(kwargs)
-        return Request.build("generation", OPERATION, kwargs["prompt"], params), generation_cost(params)
+        request = Request.build("generation", GENERATE_OPERATION, kwargs["prompt"], params)
+        return CachedCall(request, kwargs, response_to_storable, self._rebuild(response_format(kwargs)),
+                          generation_cost(params))
 
-    def _rebuild(self, fmt: str) -> Any:
+    def _edit_call(self, kwargs: dict[str, Any]) -> CachedCall | None:
+        """An edit is keyed by its input images (content, perceptually matched, in order), the
+        mask's digest, the prompt and the parameters; priced as a generation of its output."""
+        if kwargs.get("stream") is True:
+            self._bypass()
+            return None
+        if "prompt" not in kwargs or "image" not in kwargs:
+            raise InvalidRequest("images.edit: the keyword arguments 'image' and 'prompt' are required")
+        sent, image = dict(kwargs), kwargs["image"]
+        several = isinstance(image, list) or (isinstance(image, tuple) and not _is_file_tuple(image))
+        read = [read_upload(f) for f in (image if several else [image])]
+        sent["image"] = [upload for _, upload in read] if several else read[0][1]
+        images = tuple(image_input(data, self._cache.vision_options) for data, _ in read)
+        params = image_params({k: v for k, v in kwargs.items() if k not in ("image", "mask")})
+        if _is_given(kwargs.get("mask")):
+            mask, sent["mask"] = read_upload(kwargs["mask"])
+            params["mask"] = mask  # keyed by its digest
+        request = Request.build("vision", EDIT_OPERATION, kwargs["prompt"], params, images)
+        return CachedCall(request, sent, response_to_storable, self._rebuild(response_format(kwargs)),
+                          generation_cost(params))
+
+    def _rebuild(self, fmt: str) -> Callable[[Any, Hit], Any]:
         from openai.types import ImagesResponse
 
         def rebuild(body: dict[str, Any], hit: Hit) -> Any:
@@ -146,26 +228,67 @@ class _ImagesWrapper:
 
         return rebuild
 
-    def generate(self, **kwargs: Any) -> Any:
-        if kwargs.get("stream") is True:
-            self._cache.stats_counters.add({"bypassed": 1})
-            return self._images.generate(**kwargs)
-        request, cost = self._request(kwargs)
-        rebuild = self._rebuild(response_format(kwargs))
-        if self._async:
-            return self._cache.afetch(request, lambda: self._images.generate(**kwargs),
-                                      to_storable=response_to_storable, from_storable=rebuild, cost_usd=cost)
-        return self._cache.fetch(request, lambda: self._images.generate(**kwargs),
-                                 to_storable=response_to_storable, from_storable=rebuild, cost_usd=cost)
+
+def _is_file_tuple(value: Any) -> bool:
+    """The SDK's ``(filename, content[, content_type[, headers]])`` form of one file."""
+    return isinstance(value, tuple) and 2 <= len(value) <= 4 and (value[0] is None or isinstance(value[0], str))
+
+
+def read_upload(upload: Any) -> tuple[bytes, Any]:
+    """The bytes of a file argument the SDK accepts (bytes, a path, a file object, or a
+    ``(filename, content, ...)`` tuple), and what to send upstream instead: a file object
+    once read is sent as ``(filename, bytes)`` so that its name still gives its type."""
+    if isinstance(upload, (bytes, bytearray, memoryview)):
+        return bytes(upload), upload
+    if isinstance(upload, (str, os.PathLike)):
+        path = Path(upload)
+        try:
+            return path.read_bytes(), upload
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read {os.fspath(upload)!r}: {exc}") from exc
+    if _is_file_tuple(upload):
+        data, sent = read_upload(upload[1])
+        return data, (upload[0], data, *upload[2:])
+    if hasattr(upload, "read"):
+        data = upload.read()
+        if not isinstance(data, bytes):
+            raise InvalidRequest("a file argument must be opened in binary mode ('rb')")
+        name = getattr(upload, "name", None)
+        return data, (os.path.basename(name), data) if isinstance(name, str) else data
+    raise InvalidRequest(f"not a file: {type(upload).__name__} (bytes, a path, a binary file object"
+                         " or a (filename, content) tuple)")
+
+
+@dataclass(frozen=True)
+class WrapOptions:
+    cache_text_only: bool = False
+    """Also cache chat completions and responses without images (exact match only)."""
+
+
+class _Chat:
+    def __init__(self, chat: Any, cache: Cache, options: WrapOptions) -> None:
+        from .openai_vision import ChatCompletions
+
+        self._chat = chat
+        self.completions = ChatCompletions(chat.completions, cache, options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
 
 
 class CachedClient:
-    """A client wrapper: ``images.generate`` cached, everything else passed through."""
+    """A client wrapper: ``images.generate``, ``images.edit``, and ``chat.completions.create``
+    and ``responses.create`` with image inputs are cached; everything else passes through."""
 
-    def __init__(self, client: Any, cache: Cache) -> None:
+    def __init__(self, client: Any, cache: Cache, options: WrapOptions | None = None) -> None:
+        from .openai_vision import Responses
+
         self._client = client
         self.cache = cache
-        self.images = _ImagesWrapper(client.images, cache)
+        self.options = options or WrapOptions()
+        self.images = _Images(client.images, cache, self.options)
+        self.chat = _Chat(client.chat, cache, self.options)
+        self.responses = Responses(client.responses, cache, self.options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -175,7 +298,7 @@ class CachedClient:
 
     def with_options(self, **options: Any) -> CachedClient:
         """The client's ``with_options`` (alias ``copy``), still cached."""
-        return CachedClient(self._client.with_options(**options), self.cache)
+        return CachedClient(self._client.with_options(**options), self.cache, self.options)
 
     copy = with_options
 
@@ -194,13 +317,14 @@ class CachedClient:
         await self._client.__aexit__(*exc)
 
 
-def wrap(client: Any, cache: Cache | None = None) -> CachedClient:
+def wrap(client: Any, cache: Cache | None = None, *, cache_text_only: bool = False) -> CachedClient:
     """Wrap an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` client; ``cache=None`` means
-    :meth:`Cache.from_env`."""
+    :meth:`Cache.from_env`. Chat completions and responses without image inputs pass through
+    uncached unless ``cache_text_only``."""
     if cache is None:
         from ..cache import Cache
 
         cache = Cache.from_env()
     if not hasattr(client, "images"):
         raise InvalidRequest(f"wrap() expects an OpenAI client, not {type(client).__name__}")
-    return CachedClient(client, cache)
+    return CachedClient(client, cache, WrapOptions(cache_text_only=cache_text_only))
