@@ -261,6 +261,7 @@ def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> Non
     table.add_section()
     table.add_row("stored", f"{figures['stored']:,}", "")
     table.add_row("uncacheable", f"{figures['uncacheable']:,}", "returned but not stored")
+    table.add_row("unreadable images", f"{figures['unreadable_images']:,}", "vision calls passed through")
     table.add_row("bypassed", f"{figures['bypassed']:,}", "streaming or switched off")
     table.add_row("corrupt", f"{figures['corrupt']:,}", "entries that failed their digest")
     for tier in figures["tiers"]:
