@@ -280,16 +280,6 @@ def test_responses_hit_for_the_same_picture(client: Any, cache: Cache, fake_open
     assert cache.stats()["by_match"]["perceptual"] == 1
 
 
-def test_responses_file_ids_are_keyed_exactly(client: Any, fake_openai: FakeOpenAI) -> None:
-    try:
-        respond(client, {"file_id": "file-abc"})
-    except openai.APIStatusError:
-        pytest.skip("the fake server does not resolve file ids")
-    respond(client, {"file_id": "file-abc"})
-    respond(client, {"file_id": "file-xyz"})
-    assert fake_openai.calls(RESPONSES) == 2
-
-
 def test_responses_on_a_server_side_conversation_pass_through(
         client: Any, cache: Cache, fake_openai: FakeOpenAI, cat: Image.Image) -> None:
     for _ in range(2):
