@@ -422,7 +422,8 @@ class Cache:
     def _near_hit(self, request: Request) -> Hit | None:
         """After an exact miss: an entry made for a request that asks for the same thing in
         other words (semantic) or about a copy of the same picture (perceptual). It is stored
-        under this request's key too (an alias manifest), so that its repeat is an exact hit.
+        under this request's key too (an alias manifest), so that its repeat is found by key
+        without matching again (and still counted as the match that made the alias).
         Raises ImageError if an input image of a vision request cannot be read."""
         if self._perceptual_wanted(request):
             return self._perceptual_hit(request)

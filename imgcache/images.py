@@ -107,12 +107,13 @@ def _read(value: Any, options: VisionOptions) -> ImageInput:
             raise ImageError(f"cannot read image file {os.fspath(value)!r}: {exc}") from exc
         return _from_bytes(data, options)
     if _is_pil_image(value):
-        digest = hashlib.sha256(f"{value.mode}:{value.size}:".encode())
+        image = _canonical_pil(value)
+        digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
         try:
-            digest.update(value.tobytes())
+            digest.update(image.tobytes())
         except Exception as exc:
             raise ImageError(f"cannot read PIL image: {exc}") from exc
-        return ImageInput(digest.hexdigest(), value)
+        return ImageInput(digest.hexdigest(), image)
     raise InvalidRequest(f"not an image input: {type(value).__name__} (bytes, a path, a PIL image"
                          " or a data/http(s) URL)")
 
@@ -199,6 +200,21 @@ def _from_bytes(data: bytes, options: VisionOptions) -> ImageInput:
     if not data:
         raise ImageError("empty image input")
     return ImageInput(hashlib.sha256(data).hexdigest(), data)
+
+
+def _canonical_pil(image: Any) -> Any:
+    """A PIL image whose mode, size and pixels say everything it shows, so that they can key
+    it: EXIF orientation applied, palette and transparency resolved into RGBA pixels."""
+    from PIL import ImageOps
+
+    try:
+        if image.getexif().get(0x0112, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        if image.mode in ("P", "PA") or "transparency" in image.info:
+            image = image.convert("RGBA")
+    except Exception as exc:
+        raise ImageError(f"cannot read PIL image: {exc}") from exc
+    return image
 
 
 def _is_pil_image(value: Any) -> bool:

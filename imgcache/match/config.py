@@ -51,7 +51,9 @@ class VisionOptions:
     max_image_bytes: int = 64 << 20
     """Larger images are not read: the call passes through uncached."""
     max_pixels: int = 50_000_000
-    """Larger images (by their header) are not decoded: the call passes through uncached."""
+    """Larger images (by their header) are not decoded: the call passes through uncached.
+    With ``perceptual=False`` images are never decoded, only digested: the answer to bytes
+    that are not an image is then cached like any other (the API's own error never is)."""
     fetch_remote: bool = True
     """Fetch remote image URLs to key them by content (and send the fetched bytes upstream);
     False keys them by URL."""
