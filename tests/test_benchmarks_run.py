@@ -82,10 +82,10 @@ def _semantic_prerequisites() -> None:
         pytest.importorskip(module)
 
 
-def _run_quick_json(script: str) -> tuple[list[dict[str, object]], str]:
+def _run_quick_json(script: str, *options: str) -> tuple[list[dict[str, object]], str]:
     try:
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json"],
+            [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json", *options],
             check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
         )
     except subprocess.TimeoutExpired as exc:
@@ -187,3 +187,13 @@ def test_bench_perceptual_quick_json() -> None:
         for side in ("candidate", "baseline"):
             for key in FIGURES:
                 assert _number(by_name[name][side][key]) and by_name[name][side][key] > 0
+
+
+def test_bench_vision_quick_json() -> None:
+    results, _ = _run_quick_json("bench_vision.py", "--entries", "2000")
+    assert {r["name"] for r in results} == {"vision_exact_hit", "vision_perceptual_hit"}
+    for result in results:
+        assert result["verdict"] == "no target", result  # FAIL would mean a call went upstream
+        for side in ("candidate", "baseline"):
+            for key in FIGURES:
+                assert _number(result[side][key]) and result[side][key] > 0, f"{result['name']} {side} {key}"
