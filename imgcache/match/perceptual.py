@@ -56,8 +56,8 @@ __all__ = ["DOC_THUMB", "FORMATS", "THUMB", "Fingerprint", "fingerprint", "same_
 
 THUMB = 128
 """Side of the grayscale thumbnail of a photo (THUMB * THUMB = 16 KiB); the hashes come from it."""
-DOC_THUMB = 256
-"""Side of the finer thumbnail kept for documents and screenshots (64 KiB)."""
+DOC_THUMB = 320
+"""Side of the finer thumbnail kept for documents and screenshots (100 KiB)."""
 
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 """Formats :func:`fingerprint` opens (those of them this Pillow build can read)."""
@@ -71,9 +71,22 @@ _PHASH_MAX = 10              # Hamming distance gates, of 64 bits
 _DHASH_MAX = 12
 # photos, at half resolution (64x64, blurred): see thumb_evidence
 _PHOTO_LIMITS = {"mad": 2.5, "p1": 8.0, "p2": 7.0, "p4": 4.5}
-# documents and screenshots: mean, single pixels and 2x2 windows at DOC_THUMB (256x256);
-# JPEG q75 and above, WebP and lossless conversions pass, heavier re-encodings are misses
-_TEXT_LIMITS = {"dmad": 1.5, "d1": 12.0, "d2": 8.0}
+# documents and screenshots: both thumbnails are resampled to a common grid, at most _DOC_GRID
+# (DOC_THUMB oversampled 1.25x, so that the resampling filters of two copies agree on every
+# frequency the grid keeps) and at most 0.8 of the smaller copy's pixels, so that the finer
+# copy is compared with what the smaller one can still show. Where that grid keeps less than
+# _MIN_GRID_SHARE of the one the larger copy alone would give (the benchmark's 25% copies of a
+# page), the smaller copy cannot show a glyph-sized change: a miss, by design.
+_DOC_GRID = 256
+_MIN_GRID_SHARE = 0.75
+# Text whose glyphs span at least _GLYPH_MIN grid pixels both ways (see _glyph_size) shows a
+# changed digit above what JPEG q50 or a 75% copy leaves: the normal limits. Finer text
+# (an 8 px font on a 600 px page, a 1920 px screenshot) shows a changed digit as little more
+# than q50 noise: only near-lossless copies (PNG, WebP, JPEG q90+) pass the strict limits.
+_GLYPH_MIN = 3.0
+_TEXT_LIMITS = {"dmad": 1.5, "d1": 18.0, "d2": 10.0}
+_FINE_TEXT_LIMITS = {"dmad": 1.0, "d1": 6.0, "d2": 3.0}
+_STROKE_LEVEL = 24  # a horizontal step of this many gray levels is a glyph's stroke
 # document-like (see _document_like): shares of the 128x128 thumbnail
 _DOC_CLEAN_SHARE = 0.5
 _DOC_FLAT_SHARE = 0.6
@@ -231,6 +244,17 @@ def _decode_thumb(img: PILImage.Image, side: int, *, draft: bool) -> PILImage.Im
     return _to_gray(img.resize((side, side), Image.Resampling.BILINEAR))
 
 
+def _decode_detail(img: PILImage.Image) -> PILImage.Image:
+    """The first frame, decoded in full, as a DOC_THUMB square: grayscale first, then Lanczos
+    (a windowed sinc over 3 source pixels per output pixel): unlike the bilinear triangle it
+    leaves little above the thumbnail's Nyquist frequency to alias, so copies of different
+    sizes land on nearly the same pixels, and it keeps strokes sharp."""
+    from PIL import Image
+
+    img.load()
+    return _to_gray(img).resize((DOC_THUMB, DOC_THUMB), Image.Resampling.LANCZOS)
+
+
 def fingerprint(
     data: bytes | str | os.PathLike[str] | PILImage.Image,
     *,
@@ -274,7 +298,7 @@ def fingerprint(
             if doc:  # documents keep a finer thumbnail, decoded in full
                 if raw is not None and img.size != (width, height):
                     img = _open(raw)
-                detail = _decode_thumb(img, DOC_THUMB, draft=False)
+                detail = _decode_detail(img)
             if orientation != 1:
                 method = getattr(Image.Transpose, _ORIENT[orientation])
                 thumb = thumb.transpose(method)
@@ -338,23 +362,75 @@ def _blur(t: np.ndarray) -> np.ndarray:
     return (t[:, :-2] + 2 * t[:, 1:-1] + t[:, 2:]) / 4
 
 
+def _grid(a: Fingerprint, b: Fingerprint, side: int) -> tuple[tuple[int, int], float]:
+    """The (columns, rows) grid two thumbnails are compared on: at most ``side``, and at most 0.8
+    of the smaller copy's pixels (a 50% copy of a 600 x 800 page: 240 x 256 for documents), and
+    the share of the larger copy's own grid it keeps (1.0 when neither copy is small)."""
+    def grid(width: int, height: int) -> tuple[int, int]:
+        return min(side, max(1, int(width * 0.8))), min(side, max(1, int(height * 0.8)))
+
+    size = grid(min(a.width, b.width), min(a.height, b.height))
+    finer = grid(max(a.width, b.width), max(a.height, b.height))
+    return size, min(size[0] / finer[0], size[1] / finer[1])
+
+
+def _glyph_size(t: np.ndarray, width: int, height: int) -> float:
+    """How many pixels of ``t`` (a grid of a ``width`` x ``height`` image) the document's smaller
+    text spans: the height of its lines in rows, or that height in columns where the grid
+    squeezes columns more (a 1920 x 1080 screenshot on a square grid). A line's height is a run
+    of rows holding a stroke (a horizontal step of _STROKE_LEVEL, which horizontal rules do
+    not make) within a 16-pixel wide strip; the lower quartile of all runs is taken, so specks
+    and thin text only lower it: the error is towards "too fine", a miss."""
+    strokes = np.abs(np.diff(t, axis=1)) > _STROKE_LEVEL
+    runs: list[np.ndarray] = []
+    for x0 in range(0, strokes.shape[1] - 15, 16):
+        rows = strokes[:, x0:x0 + 16].any(axis=1).astype(np.int8)
+        edges = np.diff(np.concatenate(([0], rows, [0])))
+        runs.append(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
+    found = np.concatenate(runs) if runs else np.zeros(0)
+    if not found.size:
+        return math.inf  # no strokes at all: no text finer than the grid
+    rows_high = float(np.percentile(found, 25))
+    squeeze = (t.shape[1] / width) / (t.shape[0] / height)  # grid columns per row, relative
+    return rows_high * min(1.0, squeeze)
+
+
+def _resample(t: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.fromarray(t.astype(np.float32), "F")
+    return np.asarray(im.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+
+
 def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     """The thumbnail comparison's figures, in gray levels (for the verdict, tuning and reasons).
 
     Photos are compared at half the thumbnail's resolution, slightly blurred (resampling
     filters differ at edges): ``mad`` the mean absolute difference, ``p1`` the largest one,
     ``p2`` and ``p4`` the largest |mean| of the signed difference over 2x2 and 4x4 windows.
-    Documents (a DOC_THUMB thumbnail) at full resolution: ``dmad``, ``d1`` (a pixel), ``d2``
-    (a 2x2 window). ``doc`` is 1.0 for documents.
+    Documents (a DOC_THUMB thumbnail) on the grid of :func:`_grid` (``grid``, its shorter
+    side): ``dmad``, ``d1`` (a pixel), ``d2`` (the signed mean over 2x2 windows, about a glyph's
+    stroke). ``doc`` is 1.0 for documents.
     """
     ta, tb = _as_array(a), _as_array(b)
     if ta.shape != tb.shape:
         raise ValueError("thumbnails of different sizes (a document and a photo)")
     if ta.shape[0] == DOC_THUMB:
-        full = ta - tb
+        size, share = _grid(a, b, _DOC_GRID)
+        if share < _MIN_GRID_SHARE:
+            return {"dmad": math.inf, "d1": math.inf, "d2": math.inf, "grid": float(min(size)),
+                    "share": share, "glyph": 0.0, "doc": 1.0}
+        ra, rb = _resample(ta, size), _resample(tb, size)
+        glyph = min(_glyph_size(ra, a.width, a.height), _glyph_size(rb, b.width, b.height))
+        full = ra - rb
         return {"dmad": float(np.abs(full).mean()), "d1": float(np.abs(full).max()),
-                "d2": _window_max(full, 2), "doc": 1.0}
-    half = _blur(_half(ta)) - _blur(_half(tb))
+                "d2": _window_max(full, 2), "grid": float(min(size)), "share": share, "glyph": glyph,
+                "doc": 1.0}
+    size, share = _grid(a, b, THUMB // 2)
+    if size == (THUMB // 2, THUMB // 2):
+        half = _blur(_half(ta)) - _blur(_half(tb))
+    else:  # a copy with fewer than 80 pixels a side: both at what it can still show
+        half = _blur(_resample(ta, size)) - _blur(_resample(tb, size))
     return {"mad": float(np.abs(half).mean()), "p1": float(np.abs(half).max()),
             "p2": _window_max(half, 2), "p4": _window_max(half, 4), "doc": 0.0}
 
@@ -380,9 +456,14 @@ def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
         return False, "one is document-like (flat background), the other is not"
     ev = thumb_evidence(a, b)
     text = ev["doc"] == 1.0
-    limits = _TEXT_LIMITS if text else _PHOTO_LIMITS
+    if text and ev["share"] < _MIN_GRID_SHARE:
+        return False, (f"document-like, too small to verify: the smaller copy keeps {ev['share']:.0%} of the "
+                       f"larger one's grid (< {_MIN_GRID_SHARE:.0%}), where a changed glyph would not show")
+    fine = text and ev["glyph"] < _GLYPH_MIN
+    limits = (_FINE_TEXT_LIMITS if fine else _TEXT_LIMITS) if text else _PHOTO_LIMITS
     over = [f"{k} {ev[k]:.1f} > {v:g}" for k, v in limits.items() if ev[k] > v]
-    kind = "document-like" if text else "photo"
+    kind = (f"document-like, {'fine' if fine else 'legible'} text ({ev['glyph']:.1f} px)" if text
+            else "photo")
     if over:
         return False, f"thumbnails differ ({kind}): {', '.join(over)}; phash {dp}, dhash {dd}"
     figures = ", ".join(f"{k} {ev[k]:.1f}" for k in limits)
