@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from imgcache.errors import ImageError
-from imgcache.match.perceptual import Fingerprint, fingerprint, same_picture
+from imgcache.match.perceptual import DOC_THUMB, Fingerprint, fingerprint, same_picture, thumb_evidence
 
 EVAL = Path(__file__).parents[1] / ".." / "shared" / "eval" / "images"
 
@@ -36,17 +36,37 @@ def photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> Image.Image:
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
 
 
-def invoice(total: str) -> Image.Image:
-    img = Image.new("RGB", (600, 800), "white")
+def invoice(total: str, font_size: int | None = None, size: tuple[int, int] = (600, 800)) -> Image.Image:
+    img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default() if font_size is None else ImageFont.load_default(size=font_size)
     d.text((40, 30), "INVOICE #1042", fill="black", font=font)
+    step = max(22, int((font_size or 10) * 2.2))
     for row in range(12):
-        d.text((40, 100 + 22 * row), f"Item {row + 1}: widgets", fill="black", font=font)
-        d.text((480, 100 + 22 * row), f"{(row + 1) * 13.25:8.2f}", fill="black", font=font)
-    d.text((380, 400), "TOTAL", fill="black", font=font)
-    d.text((480, 400), total, fill="black", font=font)
+        d.text((40, 100 + step * row), f"Item {row + 1}: widgets", fill="black", font=font)
+        d.text((size[0] - 120 - 6 * step, 100 + step * row), f"{(row + 1) * 13.25:8.2f}", fill="black", font=font)
+    d.text((size[0] - 220 - 6 * step, 100 + 13 * step), "TOTAL", fill="black", font=font)
+    d.text((size[0] - 120 - 6 * step, 100 + 13 * step), total, fill="black", font=font)
     return img
+
+
+def screen(word: str, size: tuple[int, int] = (800, 500), font_size: int = 14) -> Image.Image:
+    img = Image.new("RGB", size, (245, 245, 250))
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    d.rectangle((0, 0, size[0], 40), fill=(40, 90, 160))
+    lines = ["Hi, I ordered the blue jacket last week.", "The tracking number says it shipped",
+             f"to {word} instead of my address.", "Can you please check the order 48213?"]
+    for i, line in enumerate(lines):
+        y = 70 + int(font_size * 4) * i
+        d.rounded_rectangle((20, y - 6, 20 + font_size * 33, y + int(font_size * 1.7)), 8, fill="white",
+                            outline=(200, 200, 210))
+        d.text((30, y), line, fill=(20, 20, 20), font=font)
+    return img
+
+
+def scaled(img: Image.Image, scale: float) -> Image.Image:
+    return img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
 
 
 def same(a: bytes | Image.Image, b: bytes | Image.Image) -> bool:
@@ -112,6 +132,36 @@ def test_document_reencoded_hits() -> None:
     assert same(encode(doc), encode(doc, "JPEG", quality=90))
 
 
+@pytest.mark.parametrize("quality", [50, 75])
+def test_document_with_legible_text_hits_when_reencoded(quality: int) -> None:
+    doc = screen("Portland")
+    assert same(encode(doc), encode(doc, "JPEG", quality=quality))
+
+
+def test_resized_document_with_large_text_hits() -> None:
+    doc = invoice("1,234.50", font_size=24, size=(1240, 1754))  # an A4 page at 150 dpi, 12 pt
+    assert same(encode(doc), encode(scaled(doc, 0.75)))
+    assert not same(encode(doc), encode(scaled(invoice("1,234.60", font_size=24, size=(1240, 1754)), 0.75)))
+    fp = fingerprint(encode(doc))
+    assert len(fp.thumb) == DOC_THUMB * DOC_THUMB
+
+
+@pytest.mark.parametrize("make", [lambda: invoice("1,234.50"), lambda: screen("Portland")])
+def test_quarter_size_document_is_a_miss_by_design(make) -> None:
+    doc = make()
+    decision, reason = same_picture(fingerprint(encode(doc)), fingerprint(encode(scaled(doc, 0.25))))
+    assert not decision and "too small to verify" in reason
+
+
+def test_fine_text_is_held_to_near_lossless_copies() -> None:
+    doc = invoice("1,234.50", font_size=8)  # 8 px text on a 600 x 800 page: 2 rows of the grid
+    stored = fingerprint(encode(doc))
+    decision, reason = same_picture(stored, fingerprint(encode(doc, "WEBP", quality=80)))
+    assert decision and "fine text" in reason
+    decision, reason = same_picture(stored, fingerprint(encode(doc, "JPEG", quality=50)))
+    assert not decision and "fine text" in reason
+
+
 # -- rejected: other pictures -----------------------------------------------------------------
 
 
@@ -154,6 +204,35 @@ def test_invoices_differing_in_total_rejected(other: str) -> None:
     assert not same_picture(fa, fingerprint(encode(b, "JPEG", quality=85)))[0]
 
 
+@pytest.mark.parametrize("font_size", [None, 8, 12, 16])
+@pytest.mark.parametrize("other", ["1,234.60", "1,284.50", "1,234.5O"])
+def test_invoice_with_one_character_changed_rejected_at_every_scale(font_size: int | None, other: str) -> None:
+    stored = fingerprint(encode(invoice("1,234.50", font_size)))
+    changed = invoice(other, font_size)
+    for scale in (1.0, 0.75, 0.5, 0.25):
+        copy = changed if scale == 1.0 else scaled(changed, scale)
+        for data in (encode(copy), encode(copy, "JPEG", quality=75)):
+            decision, reason = same_picture(stored, fingerprint(data))
+            assert not decision, f"{other} at {scale:.0%} accepted: {reason}"
+
+
+@pytest.mark.parametrize(("size", "font_size"), [((800, 500), 14), ((1280, 800), 12), ((1920, 1080), 16)])
+def test_screenshot_with_one_word_changed_rejected(size: tuple[int, int], font_size: int) -> None:
+    stored = fingerprint(encode(screen("Portland", size, font_size)))
+    changed = screen("Portlend", size, font_size)
+    for copy in (changed, scaled(changed, 0.5)):
+        for data in (encode(copy), encode(copy, "JPEG", quality=50)):
+            assert not same_picture(stored, fingerprint(data))[0]
+
+
+def test_document_evidence_reports_grid_and_text_size() -> None:
+    a, b = fingerprint(encode(screen("Portland"))), fingerprint(encode(screen("Portlend")))
+    ev = thumb_evidence(a, b)
+    assert ev["doc"] == 1.0 and ev["grid"] == 256 and ev["glyph"] >= 3
+    assert ev["d2"] > 10  # the changed word, well above what JPEG q50 leaves (about 10)
+    assert thumb_evidence(a, a)["d1"] == 0.0
+
+
 def test_potato_burst_neighbours_rejected() -> None:
     frames = sorted((EVAL / "potatoes").glob("*.png"))
     if len(frames) < 3:
@@ -161,9 +240,14 @@ def test_potato_burst_neighbours_rejected() -> None:
     prints = [fingerprint(p) for p in frames[:3]]
     assert not same_picture(prints[0], prints[1])[0]
     assert not same_picture(prints[1], prints[2])[0]
-    # while a re-encoded frame still hits
+    # nor a small copy of a neighbour, compared at what the small copy can show
+    small = Image.open(frames[1]).convert("RGB").resize((75, 75), Image.Resampling.LANCZOS)
+    assert not same_picture(prints[0], fingerprint(encode(small)))[0]
+    # while a re-encoded frame still hits, and so does a quarter-size copy
     jpeg = encode(Image.open(frames[0]).convert("RGB"), "JPEG", quality=85)
     assert same_picture(prints[0], fingerprint(jpeg))[0]
+    own_small = Image.open(frames[0]).convert("RGB").resize((75, 75), Image.Resampling.LANCZOS)
+    assert same_picture(prints[0], fingerprint(encode(own_small)))[0]
 
 
 def test_stereo_pair_rejected() -> None:
