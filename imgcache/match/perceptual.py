@@ -18,19 +18,41 @@
    converted; then an ITU-R 601 grayscale square of :data:`THUMB` x :data:`THUMB`;
 5. ``phash`` and ``dhash`` (imagehash, 64 bits each) are computed from that thumbnail. It is
    kept as ``thumb`` for the verifier; for a document-like image (a clean or flat background:
-   documents, screenshots, diagrams) a finer :data:`DOC_THUMB` square is kept instead.
+   documents, screenshots, diagrams) a finer :data:`DOC_THUMB` square is kept instead, made
+   from a full decode with Lanczos (little left above its Nyquist frequency to alias).
 
 :func:`same_picture` is the verifier: equal digests are the same picture; otherwise the aspect
 ratio must agree, both hashes must fall within a small Hamming radius (a gate, nothing more:
 two invoices that differ only in their total have nearly equal hashes), and the thumbnails
-must agree pixel by pixel. Photos: at half the thumbnail's resolution, slightly blurred (the
-resampling filters of two copies differ at edges), the mean absolute difference, the largest
-one, and the largest |mean| of the signed difference over 2x2 and 4x4 windows (where an added
-object, a shifted burst frame or a rotation shows while re-encoding noise averages out).
-Documents: at DOC_THUMB resolution, the largest single-pixel and 2x2 differences, where one
-changed digit shows; a resized or heavily compressed document is a miss, by design. A photo
-never matches a document. A wrong "same" is worse than a miss, so
-every limit is set conservatively from ``benchmarks/bench_perceptual.py``.
+must agree. Photos: at 64 x 64 (fewer where a copy is under 80 pixels a side), slightly
+blurred, the mean absolute difference, the largest one, and the largest |mean| of the signed
+difference over 2x2 and 4x4 windows (an added object, a burst frame or a rotation shows there,
+re-encoding noise averages out). A photo never matches a document.
+
+Documents are compared on a grid tied to the smaller copy: 256 pixels a side (the 320 px
+thumbnail oversampled, so the resampling filters of two copies agree on what the grid keeps),
+or 0.8 of the smaller copy's pixels where that is less; the finer thumbnail is brought down to
+what the smaller copy can still show. Measures: the largest pixel difference (``d1``) and the
+largest |mean| of the signed difference over 2x2 windows, about a glyph's stroke (``d2``).
+What a changed digit shows depends on how many grid pixels a glyph spans, estimated from the
+height of the text lines (:func:`_glyph_size`), so the limits come in two sets, from
+``benchmarks/bench_perceptual.py --show-errors`` (its hard documents: fonts of 8-24 px, pages
+of 600 x 800 to 1920 x 1080, totals a digit apart, "Portland"/"Portlend"):
+
+* legible text (glyphs of 3+ grid pixels): d1 <= 18, d2 <= 10; the closest different
+  document had d1 25, d2 13.3 (about 1.4x room); JPEG q50+ and WebP hit;
+* fine text (an 8 px font on a 600 px page, a 1920 px screenshot): a changed digit shows as
+  d1 10, d2 4.3, no more than JPEG q50 noise, so only near-lossless copies (PNG, WebP, JPEG
+  q90+: d1 <= 6, d2 <= 3) hit.
+
+Limits, by design or of a thumbnail of at most 100 KiB: a copy keeping less than 75% of the
+grid the larger one gives (a 25% copy of a page) is a miss, as it cannot show which digit is
+there; a 50% copy mostly misses too, since its own resampling differs from the thumbnail's at
+sharp strokes by d1 20-33, d2 11-19, as much as a changed digit; a finer, compressed
+representation of documents would be needed to verify those. The thumbnails are grayscale: a
+colour change of equal luminance does not show. A document photographed on a textured
+background (a receipt on a table) is classed as a photo, whose check cannot see a changed
+digit: the benchmark counts those false accepts. A wrong "same" is worse than a miss.
 """
 
 from __future__ import annotations
