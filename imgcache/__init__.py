@@ -34,6 +34,7 @@ __all__ = [
     "TierUnavailable",
     "UncachedResultWarning",
     "UnstorableResult",
+    "VisionOptions",
     "__version__",
     "normalize_prompt",
     "wrap",
@@ -43,6 +44,7 @@ _LAZY = {
     "Cache": "imgcache.cache",
     "Request": "imgcache.request",
     "SemanticOptions": "imgcache.match.config",
+    "VisionOptions": "imgcache.match.config",
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
         UncachedResultWarning,
         UnstorableResult,
     )
-    from .match.config import SemanticOptions
+    from .match.config import SemanticOptions, VisionOptions
     from .normalize import normalize_prompt
     from .request import Request
 
