@@ -10,6 +10,12 @@ Image bytes are what is stored, never upstream URLs (they expire within hours): 
 response is downloaded once on a miss. A hit is rebuilt as the same response type, with
 ``b64_json`` or with a URL that serves the cached bytes (:meth:`Cache.url_for`), whichever the
 request asked for, whatever format the stored call used.
+
+The request building and the stored form are pure functions of a call's arguments, shared
+with the HTTP proxy (:mod:`imgcache.proxy`), so that a call made through either is a hit for
+the other: :func:`generate_request` and :func:`edit_request` (keyword arguments or a JSON
+body / form fields -> :class:`Request`), :func:`body_to_storable` and :func:`storable_to_body`
+(an ``ImagesResponse`` body <-> what is stored).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import base64
 import binascii
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,7 @@ from ..request import Request
 
 if TYPE_CHECKING:
     from ..cache import Cache
+    from ..match.config import VisionOptions
     from ..store.tiered import Hit
 
 GENERATE_OPERATION = "openai.images.generate"
@@ -95,13 +102,45 @@ def _download(url: str) -> bytes:
     return b"".join(chunks)
 
 
+def generate_request(body: Mapping[str, Any]) -> Request:
+    """The request of an ``images.generate`` call, from its keyword arguments (the SDK's) or
+    its JSON body (the proxy's): the prompt and the output-changing parameters."""
+    if "prompt" not in body:
+        raise InvalidRequest("images.generate: the keyword argument 'prompt' is required")
+    return Request.build("generation", GENERATE_OPERATION, body["prompt"], image_params(body))
+
+
+def edit_request(fields: Mapping[str, Any], images: Sequence[bytes], mask: bytes | None,
+                 options: VisionOptions) -> Request:
+    """The request of an ``images.edit`` call: its input images (by content, in order), the
+    mask (by digest), the prompt and the other parameters (``fields``: keyword arguments or
+    the form's fields, typed; ``image`` and ``mask`` in them are ignored)."""
+    if "prompt" not in fields:
+        raise InvalidRequest("images.edit: the keyword arguments 'image' and 'prompt' are required")
+    inputs = tuple(image_input(data, options) for data in images)
+    params = image_params({k: v for k, v in fields.items() if k not in ("image", "mask")})
+    if mask is not None:
+        params["mask"] = mask  # keyed by its digest
+    return Request.build("vision", EDIT_OPERATION, fields["prompt"], params, inputs)
+
+
 def response_to_storable(response: Any) -> dict[str, Any]:
     """An ImagesResponse as JSON data with each image's bytes under ``image``."""
     try:
         body = response.model_dump(mode="json", exclude_unset=True)
     except AttributeError as exc:
         raise UnstorableResult(f"not an OpenAI response: {type(response).__name__}") from exc
+    return body_to_storable(body)
+
+
+def body_to_storable(body: dict[str, Any]) -> dict[str, Any]:
+    """An ImagesResponse's JSON body as JSON data with each image's bytes under ``image``
+    (``b64_json`` decoded, a ``url`` downloaded once); ``body`` is changed in place."""
+    if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
+        raise UnstorableResult("not an images response body")
     for item in body.get("data") or []:
+        if not isinstance(item, dict):
+            raise UnstorableResult("an image in the response is not an object")
         b64, url = item.pop("b64_json", None), item.pop("url", None)
         try:
             if b64:
@@ -117,6 +156,22 @@ def response_to_storable(response: Any) -> dict[str, Any]:
                 raise
             raise UnstorableResult(f"could not download an image of the response: {exc!r}") from exc
     return body
+
+
+def storable_to_body(stored: Mapping[str, Any], fmt: str, url_for: Callable[[bytes], str]) -> dict[str, Any]:
+    """The JSON body of an ImagesResponse from its stored form, each image given as ``fmt``
+    asks: ``b64_json``, or (``url``) the URL that ``url_for(image_bytes)`` gives."""
+    out = dict(stored)
+    out["data"] = []
+    for item in stored.get("data") or []:
+        item = dict(item)
+        image = item.pop("image")
+        if fmt == "url":
+            item["url"] = url_for(image)
+        else:
+            item["b64_json"] = base64.b64encode(image).decode()
+        out["data"].append(item)
+    return out
 
 
 @dataclass
@@ -182,12 +237,9 @@ class _Images(CachedResource):
         if kwargs.get("stream") is True:
             self._bypass()
             return None
-        if "prompt" not in kwargs:
-            raise InvalidRequest("images.generate: the keyword argument 'prompt' is required")
-        params = image_params(kwargs)
-        request = Request.build("generation", GENERATE_OPERATION, kwargs["prompt"], params)
+        request = generate_request(kwargs)
         return CachedCall(request, kwargs, response_to_storable, self._rebuild(response_format(kwargs)),
-                          generation_cost(params))
+                          generation_cost(request.params))
 
     def _edit_call(self, kwargs: dict[str, Any]) -> CachedCall | None:
         """An edit is keyed by its input images (content, perceptually matched, in order), the
@@ -201,30 +253,19 @@ class _Images(CachedResource):
         several = isinstance(image, list) or (isinstance(image, tuple) and not _is_file_tuple(image))
         read = [read_upload(f) for f in (image if several else [image])]
         sent["image"] = [upload for _, upload in read] if several else read[0][1]
-        images = tuple(image_input(data, self._cache.vision_options) for data, _ in read)
-        params = image_params({k: v for k, v in kwargs.items() if k not in ("image", "mask")})
+        mask = None
         if _is_given(kwargs.get("mask")):
             mask, sent["mask"] = read_upload(kwargs["mask"])
-            params["mask"] = mask  # keyed by its digest
-        request = Request.build("vision", EDIT_OPERATION, kwargs["prompt"], params, images)
+        request = edit_request(kwargs, [data for data, _ in read], mask, self._cache.vision_options)
         return CachedCall(request, sent, response_to_storable, self._rebuild(response_format(kwargs)),
-                          generation_cost(params))
+                          generation_cost(request.params))
 
     def _rebuild(self, fmt: str) -> Callable[[Any, Hit], Any]:
         from openai.types import ImagesResponse
 
         def rebuild(body: dict[str, Any], hit: Hit) -> Any:
-            out = dict(body)
-            out["data"] = []
-            for item in body.get("data") or []:
-                item = dict(item)
-                image = item.pop("image")
-                if fmt == "url":
-                    item["url"] = self._cache.url_for(image, hit.manifest)
-                else:
-                    item["b64_json"] = base64.b64encode(image).decode()
-                out["data"].append(item)
-            return ImagesResponse.model_validate(out)
+            body = storable_to_body(body, fmt, lambda image: self._cache.url_for(image, hit.manifest))
+            return ImagesResponse.model_validate(body)
 
         return rebuild
 
