@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import copy
 import logging
 import os
 import threading
@@ -143,6 +144,7 @@ class Cache:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self.stats_interval = stats_interval
+        self._owns_store = True
         _live_caches.add(self)
 
     @classmethod
@@ -169,6 +171,25 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"<Cache {self.namespace!r} tiers={self.store.tier_names}>"
+
+    def for_namespace(self, namespace: str) -> Cache:
+        """A cache of another namespace over this one's tiers: the same connections, memory
+        budget and configuration; its own entries, matchers, flights and counters (tier
+        faults are counted in this cache's). Closing it leaves the tiers open: they close
+        with this cache, which must outlive it."""
+        view = copy.copy(self)
+        view.namespace = check_namespace(namespace)
+        view.stats_counters = Stats()
+        view._semantic = view._perceptual = None
+        view._semantic_lock = threading.Lock()
+        view._flight = LocalFlight()
+        view._async_flight = LocalFlight(asyncio.Event, per_loop=True)
+        view._closed = False
+        view._stats_stop = threading.Event()
+        view._stats_thread = None
+        view._owns_store = False
+        _live_caches.add(view)
+        return view
 
     # -- the path of one call -------------------------------------------------------------
 
@@ -675,7 +696,8 @@ class Cache:
             self._stats_thread.join(timeout=5)
         self.store.flush(timeout=30)
         self.flush_stats()
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
         _live_caches.discard(self)
 
     def __enter__(self) -> Cache:
