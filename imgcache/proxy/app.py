@@ -1,0 +1,591 @@
+"""The proxy's HTTP application: a Starlette app (run by uvicorn, see :mod:`imgcache.proxy.server`).
+
+Routes:
+
+* ``POST /v1/images/generations``, ``/v1/images/edits``, ``/v1/chat/completions``,
+  ``/v1/responses``: cached (:mod:`imgcache.proxy.calls` makes the body a request; the
+  namespace's cache answers it with :meth:`Cache.afetch`: one upstream call for identical
+  requests in flight, the upstream's bytes and status relayed unchanged on a miss, the stored
+  JSON on a hit). Streaming calls, and bodies the cache cannot key, are forwarded uncached.
+* every other ``/v1/...`` path, any method: forwarded unchanged, both ways streamed.
+* ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /imgcache/files/<ns>/<key>/<i>.<ext>``
+  (the cached image bytes behind a hit's ``url``, for the entry's lifetime).
+
+Every answer carries ``x-imgcache``: ``hit; tier=<tier>; match=<match>``, ``miss``,
+``bypass; reason=<why>`` (forwarded uncached) or ``error; reason=<why>``. Callers steer single
+requests with ``x-imgcache-control: no-cache`` (skip the lookup, store the answer) and/or
+``no-store`` (look up by exact key, store nothing: no entry, no alias, no TTL renewal).
+
+Errors: an upstream error answer is relayed with its status and body, never stored; an
+upstream that cannot be reached is a 502 (504 if it does not answer in time), a body over
+the limit a 413, malformed JSON on a cached endpoint the API's 400, all in the API's error
+shape. The ``Authorization`` header goes upstream and nowhere else: not into keys, entries or
+logs (the access log has method, path without query, status, outcome, namespace, sizes and
+times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware import Middleware
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import codec
+from ..errors import ConfigError, CorruptData, UnstorableResult
+from ..images import sniff_type
+from ..store.base import check_namespace
+from .calls import (
+    CHAT,
+    EDITS,
+    GENERATIONS,
+    RESPONSES,
+    CachedRequest,
+    ImageUrl,
+    Passed,
+    dumps,
+    edit,
+    form_fields,
+    generation,
+    vision,
+)
+from .config import CONTROL_HEADER, ProxyConfig
+from .metrics import Metrics
+from .tenants import NamespaceRefused, Tenants
+from .upstream import BodyTooLarge, Reply, Upstream, UpstreamError, UpstreamFailure, relayed_headers
+
+if TYPE_CHECKING:
+    from ..cache import Cache
+    from ..store.tiered import Hit
+
+log = logging.getLogger("imgcache.proxy")
+access_log = logging.getLogger("imgcache.proxy.access")
+
+MALFORMED_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. "
+    "If you have trouble figuring out how to fix this, please contact us through our help center at "
+    "help.openai.com.)"
+)
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+_FILE_NAME = re.compile(r"(\d{1,3})\.[a-z]{2,4}")
+_KEY = re.compile(r"[0-9a-f]{64}")
+_MAX_FORM_FILES = 64
+_MAX_FORM_FIELDS = 256
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def error_response(status: int, message: str, *, code: str | None, reason: str,
+                   type: str = "invalid_request_error", param: str | None = None) -> Response:
+    """An answer in the API's error shape, made by the proxy."""
+    body = dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+    return Response(body, status_code=status, media_type="application/json",
+                    headers={"x-imgcache": f"error; reason={reason}", "date": formatdate(usegmt=True)})
+
+
+def _failure(exc: UpstreamFailure) -> Response:
+    return error_response(exc.status, str(exc), code=exc.code, type="upstream_error",
+                          reason=exc.code.replace("_", "-"))
+
+
+def _too_large(exc: BodyTooLarge) -> Response:
+    return error_response(413, f"imgcache proxy: {exc}", code="request_too_large", reason="too-large")
+
+
+def _relay(reply: Reply, outcome: str) -> Response:
+    """The upstream's buffered answer as it came: status, headers, raw bytes."""
+    response = Response(status_code=reply.status)
+    response.body = reply.raw
+    headers = list(reply.headers)
+    if not any(name.lower() == b"content-length" for name, _ in headers):
+        headers.append((b"content-length", str(len(reply.raw)).encode()))
+    headers.append((b"x-imgcache", outcome.encode()))
+    response.raw_headers = headers
+    return response
+
+
+def _streamed(upstream: httpx.Response, outcome: str) -> StreamingResponse:
+    """The upstream's answer relayed as it comes (its raw bytes, its headers)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    response = StreamingResponse(body(), status_code=upstream.status_code)
+    response.raw_headers = [*relayed_headers(upstream.headers.raw), (b"x-imgcache", outcome.encode())]
+    return response
+
+
+def _hit_response(body: bytes, hit: Hit, note: str = "") -> Response:
+    match = hit.manifest.get("match", "exact")
+    return Response(body, media_type="application/json",
+                    headers={"x-imgcache": f"hit; tier={hit.tier}; match={match}{note}",
+                             "date": formatdate(usegmt=True)})
+
+
+def _hit_counts(hit: Hit) -> dict[str, float]:
+    """What the cache counts for a hit it serves (for the no-store lookups made here)."""
+    manifest = hit.manifest
+    return {"requests": 1, "hits": 1, "saved_usd": manifest.get("cost_usd") or 0.0,
+            "saved_seconds": manifest.get("elapsed") or 0.0, f"by_tier.{hit.tier}": 1,
+            f"by_match.{manifest.get('match', 'exact')}": 1}
+
+
+def _control(headers: Headers) -> frozenset[str]:
+    value = headers.get(CONTROL_HEADER)
+    return frozenset(token.strip().lower() for token in value.split(",")) if value else frozenset()
+
+
+class Proxy:
+    """The state of one app: configuration, tenants, upstream client, metrics; and the
+    request handlers."""
+
+    def __init__(self, config: ProxyConfig, cache: Cache, *, owns_cache: bool,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.cache = cache
+        self.tenants = Tenants(cache, config)
+        self.metrics = Metrics(lambda: self.tenants.open_count)
+        self._owns_cache = owns_cache
+        self._transport = transport
+        self._own_headers = frozenset({CONTROL_HEADER, config.namespace_header})
+        self._upstream: Upstream | None = None
+
+    @property
+    def upstream(self) -> Upstream:
+        if self._upstream is None:
+            raise RuntimeError("the proxy app has not started (its lifespan runs the upstream client)")
+        return self._upstream
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self.config.threads, thread_name_prefix="imgcache-proxy"))
+        self._upstream = Upstream(self.config, self.metrics.observe_upstream, self._transport)
+        log.info("imgcache proxy: forwarding to %s, namespaces %s, tiers %s", self.config.upstream,
+                 self.config.namespace_mode, "+".join(self.cache.store.tier_names))
+        try:
+            yield
+        finally:
+            await self._upstream.aclose()
+            await asyncio.to_thread(self.tenants.close)
+            if self._owns_cache:
+                await asyncio.to_thread(self.cache.close)
+            else:
+                await asyncio.to_thread(self.cache.flush)
+
+    # -- cached endpoints ---------------------------------------------------------------------
+
+    async def generations(self, request: HttpRequest) -> Response:
+        return await self._cached(request, GENERATIONS)
+
+    async def edits(self, request: HttpRequest) -> Response:
+        return await self._cached(request, EDITS)
+
+    async def chat(self, request: HttpRequest) -> Response:
+        return await self._cached(request, CHAT)
+
+    async def responses(self, request: HttpRequest) -> Response:
+        return await self._cached(request, RESPONSES)
+
+    async def _cached(self, request: HttpRequest, endpoint: str) -> Response:
+        request.state.endpoint = endpoint
+        try:
+            raw = await self._read(request)
+            namespace = self.tenants.namespace(request.headers)
+        except BodyTooLarge as exc:
+            return _too_large(exc)
+        except NamespaceRefused as exc:
+            return error_response(exc.status, f"imgcache proxy: {exc}", code=exc.code, reason="namespace")
+        request.state.namespace = namespace
+        headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
+        url = self.upstream.url(_upstream_path(request), request.scope.get("query_string", b""))
+        if namespace is None:
+            return await self._pass(endpoint, url, headers, raw, "no-namespace")
+        if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+            return await self._pass(endpoint, url, headers, raw, "encoded-body")
+        with self.tenants.lease(namespace) as cache:
+            built = await self._build(endpoint, request, raw, cache)
+            if isinstance(built, Response):
+                return built
+            if isinstance(built, Passed):
+                if built.bypassed:
+                    cache.stats_counters.add({"bypassed": 1})
+                return await self._pass(endpoint, url, headers, raw, built.reason)
+            control = _control(request.headers)
+            image_url = self._image_url(request, namespace)
+            if "no-cache" in control:
+                return await self._refresh(cache, built, url, headers, store="no-store" not in control)
+            if "no-store" in control:
+                return await self._peek(cache, built, url, headers, image_url)
+            return await self._fetch(cache, built, url, headers, image_url)
+
+    async def _read(self, request: HttpRequest) -> bytes:
+        """The whole body; BodyTooLarge past the limit (refused before reading when declared)."""
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(limit)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _build(self, endpoint: str, request: HttpRequest, raw: bytes, cache: Cache
+                     ) -> CachedRequest | Passed | Response:
+        if endpoint == EDITS:
+            form = await self._form(request.headers, raw)
+            if form is None:
+                return Passed("invalid")
+            fields, images, mask = form
+            return await asyncio.to_thread(edit, fields, images, mask, raw, cache.vision_options)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
+        if endpoint == GENERATIONS:
+            return generation(body, raw)
+        return await asyncio.to_thread(vision, endpoint, body, raw, cache.vision_options,
+                                       self.config.cache_text_only)
+
+    @staticmethod
+    async def _form(headers: Headers, raw: bytes) -> tuple[dict[str, Any], list[bytes], bytes | None] | None:
+        """An edit's multipart form: (typed fields, input images in order, mask); None if the
+        body is not a form the proxy can read (the API answers it)."""
+        if not headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield raw
+
+        parser = MultiPartParser(headers, chunks(), max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS)
+        try:
+            form = await parser.parse()
+        except (MultiPartException, ValueError):
+            return None
+        try:
+            items: list[tuple[str, str | bytes]] = []
+            images: list[bytes] = []
+            mask = None
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    if name in ("image", "image[]"):
+                        images.append(data)
+                    elif name == "mask":
+                        mask = data
+                    else:
+                        items.append((name, data))
+                else:
+                    items.append((name, value))
+            return form_fields(items), images, mask
+        finally:
+            await form.close()
+
+    def _image_url(self, request: HttpRequest, namespace: str) -> ImageUrl:
+        base = self.config.public_url or str(request.base_url).rstrip("/")
+
+        def image_url(hit: Hit, index: int, image: bytes) -> str:
+            extension = _EXTENSIONS.get(sniff_type(image), "bin")
+            return f"{base}/imgcache/files/{namespace}/{hit.manifest['key']}/{index}.{extension}"
+
+        return image_url
+
+    async def _fetch(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
+                     image_url: ImageUrl) -> Response:
+        """Through the cache: a hit, or one upstream call for every identical request in flight."""
+
+        async def upstream() -> Reply:
+            reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
+            if not reply.ok:
+                raise UpstreamError(reply)  # counted, never stored
+            return reply
+
+        def rebuild(stored: Any, hit: Hit) -> Response:
+            return _hit_response(call.render(stored, hit, image_url), hit)
+
+        try:
+            result = await cache.afetch(call.request, upstream, to_storable=call.to_storable,
+                                        from_storable=rebuild, cost_usd=call.cost)
+        except UpstreamError as exc:
+            return _relay(exc.reply, "error; reason=upstream")
+        except UpstreamFailure as exc:
+            return _failure(exc)
+        if isinstance(result, Reply):
+            return _relay(result, "bypass; reason=unreadable-image" if call.unreadable else "miss")
+        return result
+
+    async def _refresh(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
+                       *, store: bool) -> Response:
+        """``no-cache``: no lookup; the answer is stored (unless ``no-store`` too)."""
+        counts: dict[str, float] = {"requests": 1, "bypassed": 1, "upstream_calls": 1}
+        try:
+            reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
+        except UpstreamFailure as exc:
+            cache.stats_counters.add({**counts, "upstream_errors": 1})
+            return _failure(exc)
+        if not reply.ok:
+            cache.stats_counters.add({**counts, "upstream_errors": 1})
+            return _relay(reply, "error; reason=upstream")
+        cost = _price(call, reply)
+        cache.stats_counters.add({**counts, "spent_usd": cost or 0.0})
+        if store:
+            await asyncio.to_thread(_store, cache, call, reply, cost)
+        return _relay(reply, "bypass; reason=no-cache" + ("" if store else ", no-store"))
+
+    async def _peek(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
+                    image_url: ImageUrl) -> Response:
+        """``no-store``: an exact lookup, and on a miss the upstream; nothing is written."""
+        hit = await asyncio.to_thread(cache.lookup, call.request)
+        if hit is not None:
+            try:
+                body = call.render(codec.decode(hit.manifest["result"], hit.blobs), hit, image_url)
+            except (CorruptData, UnstorableResult, KeyError, TypeError, ValueError):
+                body = None
+            if body is not None:
+                cache.stats_counters.add(_hit_counts(hit))
+                return _hit_response(body, hit, "; no-store")
+        counts: dict[str, float] = {"requests": 1, "misses": 1, "upstream_calls": 1}
+        try:
+            reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
+        except UpstreamFailure as exc:
+            cache.stats_counters.add({**counts, "upstream_errors": 1})
+            return _failure(exc)
+        if not reply.ok:
+            cache.stats_counters.add({**counts, "upstream_errors": 1})
+            return _relay(reply, "error; reason=upstream")
+        cache.stats_counters.add({**counts, "spent_usd": _price(call, reply) or 0.0})
+        return _relay(reply, "miss; no-store")
+
+    async def _pass(self, endpoint: str, url: str, headers: list[tuple[bytes, bytes]],
+                    content: bytes | AsyncIterator[bytes], reason: str, method: str = "POST") -> Response:
+        """Forward uncached; the answer is relayed as it comes."""
+        try:
+            upstream = await self.upstream.open(endpoint, method, url, headers, content)
+        except UpstreamFailure as exc:
+            return _failure(exc)
+        except BodyTooLarge as exc:
+            return _too_large(exc)
+        return _streamed(upstream, f"bypass; reason={reason}")
+
+    # -- everything else -------------------------------------------------------------------------
+
+    async def forward(self, request: HttpRequest) -> Response:
+        """Any other ``/v1`` path, any method: forwarded unchanged, both ways streamed."""
+        request.state.endpoint = "forward"
+        limit = self.config.max_body_bytes
+        headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
+        declared = request.headers.get("content-length")
+        content: bytes | AsyncIterator[bytes] = b""
+        if declared is not None:
+            if declared.isdigit() and int(declared) > limit:
+                return _too_large(BodyTooLarge(limit))
+            headers.append((b"content-length", declared.encode("latin-1")))
+            content = self._limited(request)
+        elif "chunked" in request.headers.get("transfer-encoding", "").lower():
+            content = self._limited(request)
+        url = self.upstream.url(_upstream_path(request), request.scope.get("query_string", b""))
+        return await self._pass("forward", url, headers, content, "endpoint", request.method)
+
+    async def _limited(self, request: HttpRequest) -> AsyncIterator[bytes]:
+        limit, size = self.config.max_body_bytes, 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(limit)
+            if chunk:
+                yield chunk
+
+    async def not_found(self, request: HttpRequest) -> Response:
+        return error_response(404, f"Invalid URL ({request.method} {request.url.path}): this imgcache proxy "
+                                    "serves the API under /v1", code=None, reason="not-found")
+
+    async def healthz(self, request: HttpRequest) -> Response:
+        figures = self.cache.stats()
+        body = {"status": "ok", "upstream": self.config.upstream, "tiers": figures["tiers"],
+                "namespace_mode": self.config.namespace_mode, "namespaces_open": self.tenants.open_count}
+        return Response(dumps(body), media_type="application/json")
+
+    async def metrics_endpoint(self, request: HttpRequest) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, headers={"content-type": content_type})
+
+    async def file(self, request: HttpRequest) -> Response:
+        """The bytes of image ``i`` of the entry ``key`` in ``ns``, while the entry lives."""
+        namespace, key, name = (request.path_params[k] for k in ("namespace", "key", "name"))
+        found = _FILE_NAME.fullmatch(name)
+        gone = error_response(404, "The requested file does not exist or its URL has expired.",
+                              code=None, reason="not-found")
+        try:
+            check_namespace(namespace)
+        except ConfigError:
+            return gone
+        if found is None or not _KEY.fullmatch(key):
+            return gone
+        hit = await asyncio.to_thread(self.cache.store.get, namespace, key)
+        if hit is None:
+            return gone
+        try:
+            image = codec.decode(hit.manifest["result"], hit.blobs)["data"][int(found[1])]["image"]
+        except (CorruptData, KeyError, IndexError, TypeError, ValueError):
+            return gone
+        if not isinstance(image, bytes):
+            return gone
+        expires = hit.manifest.get("expires")
+        max_age = 86400 if expires is None else max(0, int(expires - time.time()))
+        return Response(image, media_type=sniff_type(image),
+                        headers={"cache-control": f"private, max-age={max_age}"})
+
+
+async def _internal_error(request: HttpRequest, exc: Exception) -> Response:
+    log.error("imgcache proxy: %s %s failed: %r", request.method, request.url.path, exc)
+    return error_response(500, "imgcache proxy: internal error", code=None, type="server_error",
+                          reason="internal")
+
+
+def _upstream_path(request: HttpRequest) -> str:
+    """The request's path after ``/v1``, as the caller sent it (percent-encoding kept)."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else request.url.path
+    return path[len("/v1"):] if path.startswith("/v1") else path
+
+
+def _price(call: CachedRequest, reply: Reply) -> float | None:
+    if not callable(call.cost):
+        return call.cost
+    try:
+        return call.cost(reply)
+    except Exception as exc:  # a pricing gap costs the figure, never the call
+        log.warning("imgcache proxy: pricing %s failed: %r", call.endpoint, exc)
+        return None
+
+
+def _store(cache: Cache, call: CachedRequest, reply: Reply, cost: float | None) -> None:
+    try:
+        storable = call.to_storable(reply)
+    except UnstorableResult as exc:
+        log.warning("imgcache proxy: %s answer not stored: %s", call.endpoint, exc)
+        cache.stats_counters.add({"uncacheable": 1})
+        return
+    cache.store_result(call.request, storable, cost_usd=cost, elapsed=reply.elapsed)
+
+
+class Observe:
+    """ASGI middleware: in-flight gauge, request metrics by endpoint and outcome (read from
+    the answer's ``x-imgcache``), and one structured access-log line per request."""
+
+    def __init__(self, app: ASGIApp, proxy: Proxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        metrics = self.proxy.metrics
+        state = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status, sent, outcome, request_id = 0, 0, "", ""
+
+        async def observed(message: Message) -> None:
+            nonlocal status, sent, outcome, request_id
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"x-imgcache":
+                        outcome = value.decode("latin-1")
+                    elif name == b"x-request-id":
+                        request_id = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, observed)
+        except BaseException:
+            status = status or 500
+            outcome = outcome or "error; reason=internal"
+            raise
+        finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            endpoint = state.get("endpoint", "proxy")
+            kind, details = _outcome(outcome, status)
+            if endpoint != "proxy":
+                metrics.answered(endpoint, kind, elapsed, details.get("tier"), details.get("match"))
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(json.dumps({
+                    "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "method": scope.get("method"), "path": scope.get("path"), "status": status,
+                    "outcome": kind, **details, "endpoint": endpoint, "namespace": state.get("namespace"),
+                    "ms": round(elapsed * 1000, 3), "bytes_out": sent,
+                    "client": (scope.get("client") or ("", 0))[0],
+                    **({"upstream_request_id": request_id} if request_id else {}),
+                }, separators=(",", ":")))
+
+
+def _outcome(header: str, status: int) -> tuple[str, dict[str, str]]:
+    """``"hit; tier=disk; match=exact"`` -> ``("hit", {"tier": "disk", "match": "exact"})``."""
+    if not header:
+        return ("error" if status >= 500 else "bypass"), {}
+    kind, *params = (part.strip() for part in header.split(";"))
+    details = {}
+    for param in params:
+        name, sep, value = param.partition("=")
+        if sep:
+            details[name] = value
+    return kind, details
+
+
+def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """The proxy as an ASGI app. ``cache``: the cache whose tiers every namespace uses (its
+    namespace is the default one); None: :meth:`Cache.from_env`, closed with the app.
+    ``transport``: an httpx transport for the upstream (tests)."""
+    from ..cache import Cache
+
+    config = config or ProxyConfig()
+    owns = cache is None
+    if cache is None:
+        cache = Cache.from_env()
+    proxy = Proxy(config, cache, owns_cache=owns, transport=transport)
+    routes = [
+        Route("/healthz", proxy.healthz, methods=["GET", "HEAD"]),
+        Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
+        Route("/imgcache/files/{namespace}/{key}/{name}", proxy.file, methods=["GET", "HEAD"]),
+        Route("/v1/images/generations", proxy.generations, methods=["POST"]),
+        Route("/v1/images/edits", proxy.edits, methods=["POST"]),
+        Route("/v1/chat/completions", proxy.chat, methods=["POST"]),
+        Route("/v1/responses", proxy.responses, methods=["POST"]),
+        Route("/v1/{path:path}", proxy.forward, methods=_ALL_METHODS),
+        Route("/{path:path}", proxy.not_found, methods=_ALL_METHODS),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(Observe, proxy=proxy)], lifespan=proxy.lifespan,
+                    exception_handlers={Exception: _internal_error})
+    app.state.proxy = proxy
+    return app

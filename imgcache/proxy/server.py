@@ -1,0 +1,161 @@
+"""Running the proxy: ``imgcache serve`` (:func:`serve`), and :class:`ProxyServer` for tests
+and benchmarks (the app on a free loopback port in a background thread).
+
+uvicorn serves the app (httptools and uvloop where installed). On SIGTERM or Ctrl-C it stops
+accepting connections, lets the requests in flight finish (up to ``graceful_timeout``), then
+the app's lifespan closes the upstream client and flushes every namespace's cache (pending
+writes, stats). With ``workers > 1`` uvicorn runs that many processes on one socket; each has
+its own memory tier and in-process single-flight, and they share the other tiers (and, with
+Redis, single-flight through its lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .config import ProxyConfig
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ..cache import Cache
+
+CONFIG_ENV = "IMGCACHE_PROXY_CONFIG"
+"""How ``serve(workers=N)`` hands the configuration to its worker processes (JSON)."""
+
+
+def app_from_env() -> Any:
+    """The app of a worker process: configuration from :data:`CONFIG_ENV`, cache from the
+    ``IMGCACHE_*`` variables (uvicorn's ``factory``)."""
+    from .app import create_app
+
+    return create_app(ProxyConfig.from_json(os.environ[CONFIG_ENV]))
+
+
+def _uvicorn_options(log_level: str, graceful_timeout: float) -> dict[str, Any]:
+    return {
+        "log_level": log_level,
+        "access_log": False,  # the app writes its own, without query strings or headers
+        "server_header": False,  # relayed answers keep the upstream's own headers
+        "date_header": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": max(1, round(graceful_timeout)),
+        "timeout_keep_alive": 30,
+    }
+
+
+def configure_logging(level: str = "info") -> None:
+    """imgcache's log lines on stderr; the access log as one JSON object a line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger("imgcache.proxy.access")
+    access.handlers[:] = [handler]
+    access.propagate = False
+    access.setLevel(logging.INFO)
+    general = logging.StreamHandler(sys.stderr)
+    general.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("imgcache")
+    root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [general]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)
+
+
+def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8787, workers: int = 1,
+          log_level: str = "info", graceful_timeout: float = 30.0) -> None:
+    """Run the proxy until SIGTERM / Ctrl-C (blocking)."""
+    import uvicorn
+
+    configure_logging(log_level)
+    options = _uvicorn_options(log_level, graceful_timeout)
+    if workers > 1:
+        os.environ[CONFIG_ENV] = config.to_json()
+        uvicorn.run("imgcache.proxy.server:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, **options)
+        return
+    from .app import create_app
+
+    uvicorn.run(create_app(config), host=host, port=port, **options)
+
+
+class ProxyServer:
+    """The proxy on a loopback port in a background thread::
+
+        with ProxyServer(ProxyConfig(upstream=fake.base_url), cache) as proxy:
+            client = openai.OpenAI(base_url=proxy.base_url, api_key="sk-...")
+    """
+
+    def __init__(self, config: ProxyConfig, cache: Cache | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, log_level: str = "warning", **uvicorn_options: Any) -> None:
+        self.config = config
+        self.cache = cache
+        self.host = host
+        self._port = port
+        self._options = {**_uvicorn_options(log_level, 5.0), **uvicorn_options}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self.app: Any = None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        import uvicorn
+
+        from .app import create_app
+
+        self.app = create_app(self.config, self.cache)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._port))
+        self._socket = sock
+        self._server = uvicorn.Server(uvicorn.Config(self.app, **self._options))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name=f"imgcache-proxy:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the proxy did not start (see the log above)")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._socket is None:
+            raise RuntimeError("the proxy is not running")
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What ``openai.OpenAI(base_url=...)`` takes."""
+        return self.url + "/v1"
+
+    @property
+    def proxy(self) -> Any:
+        """The app's :class:`~imgcache.proxy.app.Proxy` (tenants, metrics, upstream)."""
+        return self.app.state.proxy
