@@ -324,6 +324,67 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8787,
+    upstream: Annotated[str, typer.Option("--upstream", help="The API to forward to: <proxy>/v1/X goes to "
+                                          "<upstream>/X.")] = "https://api.openai.com/v1",
+    namespace_mode: Annotated[str, typer.Option(
+        "--namespace-mode", help="Who shares cached entries: per-key (one namespace per API key, named by a "
+                                 "hash of it), shared (every caller), header (the --namespace-header value, "
+                                 "set by a gateway you trust).")] = "per-key",
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", help="The shared namespace, the prefix of per-key ones, or (header mode) the namespace "
+                            "of requests without the header (default: IMGCACHE_NAMESPACE or 'default'; in "
+                            "header mode, none: they pass through uncached).", show_default=False)] = None,
+    namespace_header: Annotated[str, typer.Option("--namespace-header")] = "x-imgcache-namespace",
+    allow_namespace_header: Annotated[list[str] | None, typer.Option(
+        "--allow-namespace-header", help="A namespace (glob, '*' for any) a caller may pick with the namespace "
+                                         "header; repeatable. Without it the header is refused (403).")] = None,
+    max_body: Annotated[str, typer.Option("--max-body", help="Largest request body (413 beyond).")] = "64MiB",
+    upstream_timeout: Annotated[float, typer.Option("--upstream-timeout", min=0.1,
+                                                    help="Seconds to wait for the upstream's answer.")] = 600.0,
+    cache_text_only: Annotated[bool, typer.Option("--cache-text-only", help="Also cache chat completions and "
+                                                  "responses without images (exact match).")] = False,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="The proxy's URL as callers reach it, "
+                                                   "for cached images' url (default: each request's Host).",
+                                                   show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes sharing the port.")] = 1,
+    graceful_timeout: Annotated[float, typer.Option("--graceful-timeout", min=1.0, help="Seconds requests in "
+                                                    "flight get to finish on SIGTERM.")] = 30.0,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run an OpenAI-compatible caching proxy: point any client's base URL at it.
+
+    Example: OPENAI_BASE_URL=http://localhost:8787/v1 node app.js
+
+    Image generations and edits, and chat completions and responses with images, are cached.
+
+    Everything else is forwarded unchanged. Cache configuration: the IMGCACHE_* variables.
+
+    Needs the proxy extra: pip install "imgcache\\[proxy]".
+    """
+    from ._config import parse_bytes
+    from .errors import ConfigError
+
+    try:
+        from .proxy.config import ProxyConfig
+        from .proxy.server import serve as run_proxy
+
+        config = ProxyConfig(
+            upstream=upstream, namespace_mode=namespace_mode, namespace=namespace,
+            namespace_header=namespace_header, allow_namespace_header=tuple(allow_namespace_header or ()),
+            max_body_bytes=parse_bytes(max_body, "--max-body"), upstream_timeout=upstream_timeout,
+            cache_text_only=cache_text_only, public_url=public_url)
+        run_proxy(config, host=host, port=port, workers=workers, log_level=log_level,
+                  graceful_timeout=graceful_timeout)
+    except ImportError as exc:
+        _fail(f"imgcache serve needs pip install 'imgcache[proxy]' ({exc})", CONFIG_ERROR)
+    except ConfigError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+
+
 def main() -> None:
     """Entry point of the ``imgcache`` console script."""
     app()
