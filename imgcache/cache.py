@@ -36,6 +36,7 @@ from .errors import (
 )
 from .flight import Heartbeat, LocalFlight
 from .match.config import SemanticOptions, VisionOptions, read_recent_hits
+from .prewarm.history import record_miss
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
 from .store.base import Tier, blob_key, check_namespace, entry_key
@@ -334,6 +335,7 @@ class Cache:
                 log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
                 cost_usd = None
         self.stats_counters.add({"misses": 1, "upstream_calls": 1, "spent_usd": cost_usd or 0.0})
+        record_miss(self, request)  # the request log behind `imgcache prewarm --from-history`
         try:
             storable = to_storable(result)
         except UnstorableResult as exc:

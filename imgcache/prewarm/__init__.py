@@ -1,0 +1,64 @@
+"""Prewarm: fill the cache ahead of demand, within rate limits and a budget.
+
+    from imgcache.prewarm import prewarm, from_history
+
+    report = prewarm("prompts.txt", cache=cache, params={"model": "dall-e-3"}, rpm=5, max_usd=20)
+    report = prewarm(from_history(cache, 500), cache=cache, rpm=5)
+
+The same job runs from the command line as ``imgcache prewarm``. Modules: ``inputs`` (text,
+JSONL, CSV, with line numbers), ``upstream`` (keyed and stored like a live ``wrap()`` call),
+``limiter`` (token buckets per model, shared in Redis), ``retry`` (429, 5xx, refusals),
+``budget``, ``claims`` (cooperation between workers), ``history`` (the request log of
+misses), ``job`` (the runner), ``progress`` (the CLI's bar and log lines).
+
+Names are imported on first use: :mod:`imgcache.cache` imports ``history`` for its hook, and
+must not pay for the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Failure",
+    "InputProblem",
+    "PrewarmItem",
+    "PrewarmJob",
+    "PrewarmReport",
+    "from_history",
+    "prewarm",
+    "read_items",
+    "recent_runs",
+]
+
+_LAZY = {
+    "Failure": "imgcache.prewarm.job",
+    "InputProblem": "imgcache.prewarm.inputs",
+    "PrewarmItem": "imgcache.prewarm.inputs",
+    "PrewarmJob": "imgcache.prewarm.job",
+    "PrewarmReport": "imgcache.prewarm.job",
+    "from_history": "imgcache.prewarm.history",
+    "prewarm": "imgcache.prewarm.run",
+    "read_items": "imgcache.prewarm.inputs",
+    "recent_runs": "imgcache.prewarm.job",
+}
+
+if TYPE_CHECKING:
+    from .history import from_history
+    from .inputs import InputProblem, PrewarmItem, read_items
+    from .job import Failure, PrewarmJob, PrewarmReport, recent_runs
+    from .run import prewarm
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'imgcache.prewarm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
