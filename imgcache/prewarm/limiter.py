@@ -1,0 +1,237 @@
+"""Token buckets for requests and images per minute, per model.
+
+OpenAI's image rate limits are per model (requests and images per minute), and they belong
+to the account, not to a process. So a :class:`RateLimiter` keeps one pair of buckets per
+model, shared by every thread of a worker (:class:`LocalBuckets`) or, with Redis, by every
+worker of the namespace (:class:`RedisBuckets`: the same arithmetic in a Lua script on the
+server's clock).
+
+A call *reserves* its tokens before it waits (a bucket may go negative: the debt is the
+queue) and then sleeps for the reservation's wait: concurrent callers are lined up at exactly
+the configured rate, without polling. A 429 *pauses* the model's buckets: nothing is granted
+before the pause ends, then one call goes at its end and the rest follow at the steady rate,
+not in a burst. A pause starts a new *epoch*: callers that reserved before it wake up, see
+the epoch changed, and queue again behind the pause (their old reservations are forgotten).
+
+The arithmetic is pure functions, :func:`reserve` and :func:`pause`, over a small state
+``(request tokens, image tokens, at, epoch)``: tokens accrue from ``at`` (which a pause moves
+into the future) at ``rate`` per second up to ``capacity``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+
+State = tuple[float, float, float, int]
+"""(request tokens, image tokens, at, epoch): tokens accrue from ``at`` on."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-second rates and capacities of the two buckets (rate 0: unlimited)."""
+
+    requests: float = 0.0
+    images: float = 0.0
+    request_capacity: float = 1.0
+    image_capacity: float = 1.0
+
+    @classmethod
+    def per_minute(cls, rpm: float | None, ipm: float | None, *, burst: float = 1.0,
+                   images_per_request: int = 1) -> Rates:
+        """``rpm`` requests and ``ipm`` images per minute; ``burst`` requests may go at once
+        (the image bucket holds at least one request's images, or no call could ever pass)."""
+        for name, value in (("rpm", rpm), ("ipm", ipm)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive number of calls per minute, not {value!r}")
+        if not burst >= 1:
+            raise ConfigError(f"burst must be at least 1, not {burst!r}")
+        return cls((rpm or 0.0) / 60, (ipm or 0.0) / 60, float(burst),
+                   max(float(burst), float(images_per_request)))
+
+    @property
+    def unlimited(self) -> bool:
+        return self.requests == 0 and self.images == 0
+
+
+def _fresh(rates: Rates, now: float) -> State:
+    return rates.request_capacity, rates.image_capacity, now, 0
+
+
+def reserve(state: State | None, now: float, rates: Rates, requests: float, images: float
+            ) -> tuple[State, float]:
+    """Take ``requests`` and ``images`` tokens; the new state and the seconds to wait before
+    the call may go (0: at once)."""
+    tokens_r, tokens_i, at, epoch = state if state is not None else _fresh(rates, now)
+    if now > at:
+        tokens_r = min(rates.request_capacity, tokens_r + (now - at) * rates.requests)
+        tokens_i = min(rates.image_capacity, tokens_i + (now - at) * rates.images)
+        at = now
+    debt = 0.0
+    if rates.requests > 0:
+        tokens_r -= requests
+        debt = max(debt, -tokens_r / rates.requests)
+    if rates.images > 0:
+        tokens_i -= images
+        debt = max(debt, -tokens_i / rates.images)
+    return (tokens_r, tokens_i, at, epoch), (at - now) + debt
+
+
+def pause(state: State | None, now: float, rates: Rates, seconds: float) -> State:
+    """Grant nothing for ``seconds`` from ``now``; then one call, then the steady rate. The
+    queue's debt is forgotten: its callers queue again (a new epoch)."""
+    _, _, at, epoch = state if state is not None else _fresh(rates, now)
+    return 1.0, rates.image_capacity, max(at, now + seconds), epoch + 1
+
+
+class BucketStore(Protocol):
+    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
+        """Seconds to wait, and the epoch the reservation belongs to."""
+
+    def pause(self, scope: str, rates: Rates, seconds: float) -> None: ...
+
+    def epoch(self, scope: str) -> int:
+        """The current epoch of ``scope`` (it changes with every pause)."""
+
+
+class LocalBuckets:
+    """Buckets in this process, on an injectable clock (tests use a fake one)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._states: dict[str, State] = {}
+        self._lock = threading.Lock()
+
+    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
+        with self._lock:
+            state, wait = reserve(self._states.get(scope), self.clock(), rates, requests, images)
+            self._states[scope] = state
+        return wait, state[3]
+
+    def pause(self, scope: str, rates: Rates, seconds: float) -> None:
+        with self._lock:
+            self._states[scope] = pause(self._states.get(scope), self.clock(), rates, seconds)
+
+    def epoch(self, scope: str) -> int:
+        with self._lock:
+            state = self._states.get(scope)
+        return 0 if state is None else state[3]
+
+
+# The same arithmetic as reserve() / pause() above, on the server's clock, atomically.
+_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local mode = ARGV[1]
+local rr, ri, cr, ci = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local s = redis.call('HMGET', KEYS[1], 'r', 'i', 'at', 'e')
+local tr, ti, at, e = tonumber(s[1]) or cr, tonumber(s[2]) or ci, tonumber(s[3]) or now, tonumber(s[4]) or 0
+if mode == 'epoch' then
+  return {'0', tostring(e)}
+end
+local wait = 0
+if mode == 'pause' then
+  tr, ti, at, e = 1, ci, math.max(at, now + tonumber(ARGV[6])), e + 1
+else
+  if now > at then
+    tr = math.min(cr, tr + (now - at) * rr)
+    ti = math.min(ci, ti + (now - at) * ri)
+    at = now
+  end
+  local debt = 0
+  if rr > 0 then
+    tr = tr - tonumber(ARGV[6])
+    debt = math.max(debt, -tr / rr)
+  end
+  if ri > 0 then
+    ti = ti - tonumber(ARGV[7])
+    debt = math.max(debt, -ti / ri)
+  end
+  wait = (at - now) + debt
+end
+redis.call('HSET', KEYS[1], 'r', string.format('%.17g', tr), 'i', string.format('%.17g', ti),
+           'at', string.format('%.17g', at), 'e', tostring(e))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]))
+return {string.format('%.17g', wait), tostring(e)}
+"""
+_IDLE_MS = 3_600_000  # a bucket nobody used for an hour is forgotten (it would be full again)
+
+
+class RedisBuckets:
+    """Buckets in Redis, shared by every worker of a namespace: ``<prefix><ns>:prewarm:rate:<scope>``."""
+
+    def __init__(self, tier: Any, namespace: str) -> None:
+        self.tier = tier
+        self.namespace = namespace
+        self._script: Any = None
+
+    def _key(self, scope: str) -> str:
+        return f"{self.tier.prefix}{self.namespace}:prewarm:rate:{re.sub(r'[^A-Za-z0-9._-]', '_', scope)}"
+
+    def _run(self, scope: str, mode: str, rates: Rates, *extra: float) -> tuple[float, int]:
+        with self.tier.translate_errors():
+            if self._script is None:
+                self._script = self.tier.client.register_script(_SCRIPT)
+            args = [mode, rates.requests, rates.images, rates.request_capacity, rates.image_capacity,
+                    *extra, *([0] * (2 - len(extra))), _IDLE_MS]
+            wait, epoch = self._script(keys=[self._key(scope)], args=args)
+        return float(wait), int(epoch)
+
+    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
+        return self._run(scope, "reserve", rates, requests, images)
+
+    def pause(self, scope: str, rates: Rates, seconds: float) -> None:
+        self._run(scope, "pause", rates, seconds)
+
+    def epoch(self, scope: str) -> int:
+        return self._run(scope, "epoch", Rates())[1]
+
+
+class RateLimiter:
+    """Requests and images per minute, per model, over a :class:`BucketStore`.
+
+    ``acquire`` blocks until a call may go (or ``stop`` is set); ``pause`` holds every
+    caller of a model back (a 429). ``sleep(seconds, stop)`` is injectable for tests; it
+    must return early when ``stop`` is set.
+    """
+
+    def __init__(self, rates: Rates, store: BucketStore | None = None,
+                 sleep: Callable[[float, threading.Event], None] | None = None,
+                 fallback: BucketStore | None = None) -> None:
+        self.rates = rates
+        self.store = store or LocalBuckets()
+        self.fallback = fallback or LocalBuckets()
+        self._sleep = sleep or (lambda seconds, stop: stop.wait(seconds))
+
+    def _call(self, op: str, *args: Any) -> Any:
+        """The shared store, or this process's buckets while it fails (a Redis outage must
+        not stop the run; the rate then holds per worker)."""
+        try:
+            return getattr(self.store, op)(*args)
+        except Exception:
+            if self.store is self.fallback:
+                raise
+            return getattr(self.fallback, op)(*args)
+
+    def acquire(self, scope: str, images: int, stop: threading.Event) -> bool:
+        """Wait until one request for ``images`` images may go; False if stopped first."""
+        while True:
+            wait, epoch = self._call("reserve", scope, self.rates, 1, images)
+            if wait > 0:
+                self._sleep(wait, stop)
+            if stop.is_set():
+                return False
+            if wait <= 0 or self._call("epoch", scope) == epoch:
+                return True
+            # A 429 paused the model while we slept: queue again behind the pause.
+
+    def pause(self, scope: str, seconds: float) -> None:
+        if seconds > 0:
+            self._call("pause", scope, self.rates, seconds)
