@@ -3,6 +3,7 @@
     imgcache stats [--json] [--namespace NS]   figures of every process sharing the cache
     imgcache demo [--requests N] [--latency S]  replay a request stream against a local stand-in
     imgcache inspect PROMPT [-p NAME=VALUE]     why a prompt would (not) match: key, entry, candidates
+    imgcache prewarm PROMPTS --model M [...]    generate ahead of demand, within rate limits and a budget
 
 This module imports only typer at load time: the cache, rich's renderables, openai and the
 storage drivers are imported inside the commands that use them, so ``imgcache --help`` and
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 CONFIG_ERROR = 2
 """Exit code for a configuration value the cache cannot use (like a usage error)."""
 FAILURE = 1
+PARTIAL = 3
+"""Exit code of a prewarm run that finished with prompts left uncached (see its summary)."""
+INTERRUPTED = 130
 
 app = typer.Typer(
     name="imgcache",
@@ -69,6 +73,9 @@ def stats(
         cache = Cache.from_env(**overrides)
         try:
             figures = cache.stats(shared=True)
+            from .prewarm.job import recent_runs
+
+            figures["recent_prewarm_runs"] = recent_runs(cache)
         finally:
             cache.close()
     # ConfigError is a ValueError; so is what a driver raises for a value it refuses on
@@ -203,6 +210,146 @@ def inspect(
     console.print(table if candidates else "semantic candidates: none above the similarity floor")
 
 
+def _params(items: list[str] | None) -> dict[str, Any]:
+    """``NAME=VALUE`` options; a VALUE that parses as JSON is taken as JSON (``n=2``)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _fail(f"--param {item!r} is not NAME=VALUE", CONFIG_ERROR)
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
+
+
+@app.command()
+def prewarm(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="Prompts: a text file (one a line), .jsonl (one object a line, with "
+                            "its own parameters), .csv (a 'prompt' column), or - for standard input.",
+                       show_default=False),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model of prompts that do not name "
+                                              "one: dall-e-2, dall-e-3, gpt-image-1, gpt-image-1-mini.")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="e.g. 1024x1024.")] = None,
+    quality: Annotated[str | None, typer.Option("--quality", help="e.g. standard, hd, low, high.")] = None,
+    style: Annotated[str | None, typer.Option("--style", help="dall-e-3: vivid or natural.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Another images.generate parameter, NAME=VALUE (repeatable)."),
+    ] = None,
+    input_format: Annotated[str, typer.Option("--format", help="auto (by suffix), text, jsonl or csv.")] = "auto",
+    from_history: Annotated[
+        int | None,
+        typer.Option("--from-history", min=1, help="Warm the N prompts that missed most often and are "
+                                                   "not cached now, from the cache's request log."),
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="With --from-history: how far back (12h, 7d).")] = "7d",
+    rpm: Annotated[float | None, typer.Option("--rpm", min=0.001, help="Requests per minute per model, "
+                                              "shared by every worker on the same Redis.")] = None,
+    ipm: Annotated[float | None, typer.Option("--ipm", min=0.001, help="Images per minute per model.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256,
+                                             help="Calls in flight at once (this worker).")] = 4,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", min=0.0, help="Never spend more than this "
+                                                  "(this worker), at list price.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Look everything up, call nothing: print how "
+                                          "many calls and dollars the run would take.")] = False,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a 5xx or timed-out call.")] = 3,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds one call may take.")] = 300.0,
+    lease: Annotated[float, typer.Option("--lease", min=0.1, help="Seconds before a dead worker's "
+                                         "prompts go to the others (with Redis).")] = 30.0,
+    retry_refused: Annotated[bool, typer.Option("--retry-refused", help="Ask again for prompts the API "
+                                                "refused in the last day.")] = False,
+    semantic: Annotated[bool, typer.Option("--semantic/--no-semantic", help="Also skip prompts a verified "
+                                           "semantic match answers (loads the embedding model).")] = True,
+    namespace: Annotated[str | None, typer.Option("--namespace")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Generate images ahead of demand, within rate limits and a budget.
+
+    Every prompt not cached yet is generated once. Workers sharing a Redis (or a directory)
+    split the prompts between them; running again after an interruption skips what is done.
+
+    Cache configuration comes from the IMGCACHE_* variables; the OpenAI client from
+    OPENAI_API_KEY and OPENAI_BASE_URL. Exit status: 0 every prompt is cached, 3 some are not
+    (refused, failed, over budget, bad lines), 1 the API stopped the run (key, quota),
+    2 bad options, 130 interrupted.
+    """
+    import signal
+    import sys
+
+    from rich.console import Console
+
+    from ._config import parse_duration
+    from .cache import Cache
+    from .errors import ImgcacheError
+    from .prewarm.history import from_history as history_items
+    from .prewarm.progress import PlainProgress, RichProgress, print_summary
+    from .prewarm.run import prewarm as run_prewarm
+
+    if source is not None and from_history is not None:
+        _fail("give a prompts file or --from-history, not both", CONFIG_ERROR)
+    if source is None and from_history is None:
+        if sys.stdin.isatty():
+            _fail("give a prompts file (- for standard input) or --from-history N", CONFIG_ERROR)
+        source = "-"
+    params = {k: v for k, v in (("model", model), ("size", size), ("quality", quality), ("style", style))
+              if v is not None}
+    params.update(_params(param))
+    # The cache's flight lock of a call in flight dies with its worker too: no later than the lease.
+    overrides: dict[str, Any] = {"lock_timeout": min(lease, 10.0)}
+    if namespace:
+        overrides["namespace"] = namespace
+    if not semantic:
+        overrides["semantic"] = False
+    err = Console(stderr=True)
+    progress = RichProgress(err) if err.is_terminal and not err.is_dumb_terminal else PlainProgress(sys.stderr)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C does
+    try:
+        cache = Cache.from_env(**overrides)
+        try:
+            if from_history is not None:
+                window = parse_duration(since, "--since")
+                items: Any = history_items(cache, from_history, since=window, matching=params)
+                if not items:
+                    err.print("prewarm: the request log has no uncached prompts to warm"
+                              + (f" in the last {since}" if window else ""))
+            else:
+                items = source
+            report = run_prewarm(items, cache=cache, format=input_format, params=None if from_history else params,
+                                 rpm=rpm, ipm=ipm, concurrency=concurrency,
+                                 max_usd=max_usd, dry_run=dry_run, retries=retries, timeout=timeout,
+                                 lease=lease, retry_refused=retry_refused, semantic=semantic,
+                                 progress=progress)
+        except BaseException:
+            cache.close()
+            raise
+    except KeyboardInterrupt:
+        typer.echo("imgcache: prewarm: interrupted", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+    except ImgcacheError as exc:
+        _fail(str(exc), CONFIG_ERROR if isinstance(exc, ValueError) else FAILURE)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_summary(Console(), report)
+    if report.abandoned:  # calls still in flight in worker threads: do not wait for them
+        cache.flush_stats()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+    cache.close()
+    if report.fatal:
+        raise typer.Exit(FAILURE)
+    if report.interrupted:
+        raise typer.Exit(INTERRUPTED)
+    if not report.complete:
+        raise typer.Exit(PARTIAL)
+
+
 # -- the stats table ---------------------------------------------------------------------
 
 
@@ -217,6 +364,28 @@ def _print_recent_semantic_hits(console: Console, hits: list[dict[str, Any]], li
     for hit in hits[:limit]:
         table.add_row(f"{hit.get('similarity', 0):.3f}", str(hit.get("query", ""))[:60],
                       str(hit.get("matched", ""))[:60], str(hit.get("verdict", ""))[:60])
+    console.print(table)
+
+
+def _print_recent_prewarm_runs(console: Console, runs: list[dict[str, Any]], limit: int = 5) -> None:
+    if not runs:
+        return
+    import time
+
+    from rich.table import Table
+
+    table = Table(title="recent prewarm runs (newest first)", title_justify="left")
+    for column in ("finished", "prompts", "generated", "cached", "failed", "spent", "images/min", "note"):
+        table.add_column(column, justify="left" if column in ("finished", "note") else "right")
+    for run in runs[:limit]:
+        failed = sum(int(run.get(k, 0) or 0) for k in ("refused", "refused_before", "failed"))
+        note = "stopped: " + str(run["fatal"])[:40] if run.get("fatal") else (
+            "interrupted" if run.get("interrupted") else "")
+        at = run.get("at")
+        table.add_row(time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if isinstance(at, (int, float)) else "?",
+                      f"{run.get('unique', 0):,}", f"{run.get('generated', 0):,}", f"{run.get('skipped', 0):,}",
+                      f"{failed:,}", f"${float(run.get('spent_usd', 0) or 0):,.2f}",
+                      f"{float(run.get('images_per_minute', 0) or 0):,.1f}", note)
     console.print(table)
 
 
@@ -266,8 +435,18 @@ def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> Non
     table.add_row("corrupt", f"{figures['corrupt']:,}", "entries that failed their digest")
     for tier in figures["tiers"]:
         table.add_row(f"{tier} errors", f"{tier_errors.get(tier, 0):,}", "")
+    prewarm = figures.get("prewarm")
+    if prewarm:
+        table.add_section()
+        table.add_row("prewarm runs", f"{prewarm.get('runs', 0):,}", "imgcache prewarm, every worker")
+        table.add_row("prewarmed", f"{prewarm.get('generated', 0):,}", "prompts generated ahead of demand")
+        table.add_row("prewarm skipped", f"{prewarm.get('skipped', 0):,}", "cached already, or duplicates")
+        table.add_row("prewarm failed", f"{prewarm.get('failed', 0):,}",
+                      f"refused or out of retries; {prewarm.get('rate_limited', 0):,} 429s")
+        table.add_row("prewarm spent", f"${prewarm.get('spent_usd', 0):,.2f}", "included in dollars spent")
     console.print(table)
     _print_recent_semantic_hits(console, figures.get("recent_semantic_hits") or [])
+    _print_recent_prewarm_runs(console, figures.get("recent_prewarm_runs") or [])
 
     config = Table(
         title="configuration (from IMGCACHE_* variables)", show_header=False, title_justify="left"
