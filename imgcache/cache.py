@@ -335,13 +335,15 @@ class Cache:
                 log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
                 cost_usd = None
         self.stats_counters.add({"misses": 1, "upstream_calls": 1, "spent_usd": cost_usd or 0.0})
-        record_miss(self, request)  # the request log behind `imgcache prewarm --from-history`
         try:
             storable = to_storable(result)
         except UnstorableResult as exc:
             self._uncacheable(exc)
             return result
-        self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed)
+        if self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed):
+            # The request log behind `imgcache prewarm --from-history`: only what a prewarm
+            # could store, so an unstorable result leaves nothing behind.
+            record_miss(self, request)
         return result
 
     def _unreadable_image(self, request: Request, exc: ImageError, *, passed_through: bool) -> None:
