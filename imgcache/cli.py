@@ -529,6 +529,8 @@ def serve(
     public_url: Annotated[str | None, typer.Option("--public-url", help="The proxy's URL as callers reach it, "
                                                    "for cached images' url (default: each request's Host).",
                                                    show_default=False)] = None,
+    semantic: Annotated[bool, typer.Option("--semantic/--no-semantic", help="Match generation prompts "
+                                           "semantically on an exact miss (an embedding per miss).")] = True,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes sharing the port.")] = 1,
     graceful_timeout: Annotated[float, typer.Option("--graceful-timeout", min=1.0, help="Seconds requests in "
                                                     "flight get to finish on SIGTERM.")] = 30.0,
@@ -557,7 +559,7 @@ def serve(
             max_body_bytes=parse_bytes(max_body, "--max-body"), upstream_timeout=upstream_timeout,
             cache_text_only=cache_text_only, public_url=public_url)
         run_proxy(config, host=host, port=port, workers=workers, log_level=log_level,
-                  graceful_timeout=graceful_timeout)
+                  graceful_timeout=graceful_timeout, cache_options={} if semantic else {"semantic": False})
     except ImportError as exc:
         _fail(f"imgcache serve needs pip install 'imgcache[proxy]' ({exc})", CONFIG_ERROR)
     except ConfigError as exc:

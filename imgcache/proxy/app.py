@@ -62,13 +62,14 @@ from .calls import (
     dumps,
     edit,
     form_fields,
-    generation,
+    generation_of,
     vision,
 )
 from .config import CONTROL_HEADER, ProxyConfig
 from .metrics import Metrics
 from .tenants import NamespaceRefused, Tenants
 from .upstream import BodyTooLarge, Reply, Upstream, UpstreamError, UpstreamFailure, relayed_headers
+from .upstream import failure as _upstream_failure
 
 if TYPE_CHECKING:
     from ..cache import Cache
@@ -89,6 +90,8 @@ _KEY = re.compile(r"[0-9a-f]{64}")
 _MAX_FORM_FILES = 64
 _MAX_FORM_FIELDS = 256
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_BUFFERED_RELAY = 256 * 1024
+"""Answers of declared length up to this are relayed in one piece; others (and streams) as they come."""
 
 
 def error_response(status: int, message: str, *, code: str | None, reason: str,
@@ -118,6 +121,19 @@ def _relay(reply: Reply, outcome: str) -> Response:
     headers.append((b"x-imgcache", outcome.encode()))
     response.raw_headers = headers
     return response
+
+
+async def _relayed(upstream: httpx.Response, outcome: str) -> Response:
+    """The upstream's answer relayed: one small answer of declared length in one piece (a
+    streamed relay costs more than it saves there), anything else as it comes."""
+    length = upstream.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) <= _BUFFERED_RELAY:
+        try:
+            raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
+        finally:
+            await upstream.aclose()
+        return _relay(Reply(upstream.status_code, relayed_headers(upstream.headers.raw), raw, 0.0), outcome)
+    return _streamed(upstream, outcome)
 
 
 def _streamed(upstream: httpx.Response, outcome: str) -> StreamingResponse:
@@ -263,12 +279,13 @@ class Proxy:
                 return Passed("invalid")
             fields, images, mask = form
             return await asyncio.to_thread(edit, fields, images, mask, raw, cache.vision_options)
+        if endpoint == GENERATIONS:
+            built = generation_of(raw)
+            return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json") if built is None else built
         try:
             body = json.loads(raw)
         except ValueError:
             return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
-        if endpoint == GENERATIONS:
-            return generation(body, raw)
         return await asyncio.to_thread(vision, endpoint, body, raw, cache.vision_options,
                                        self.config.cache_text_only)
 
@@ -307,9 +324,8 @@ class Proxy:
             await form.close()
 
     def _image_url(self, request: HttpRequest, namespace: str) -> ImageUrl:
-        base = self.config.public_url or str(request.base_url).rstrip("/")
-
         def image_url(hit: Hit, index: int, image: bytes) -> str:
+            base = self.config.public_url or str(request.base_url).rstrip("/")
             extension = _EXTENSIONS.get(sniff_type(image), "bin")
             return f"{base}/imgcache/files/{namespace}/{hit.manifest['key']}/{index}.{extension}"
 
@@ -390,24 +406,31 @@ class Proxy:
             return _failure(exc)
         except BodyTooLarge as exc:
             return _too_large(exc)
-        return _streamed(upstream, f"bypass; reason={reason}")
+        try:
+            return await _relayed(upstream, f"bypass; reason={reason}")
+        except httpx.TransportError as exc:
+            return _failure(_upstream_failure(exc, self.config.upstream))
 
     # -- everything else -------------------------------------------------------------------------
 
     async def forward(self, request: HttpRequest) -> Response:
-        """Any other ``/v1`` path, any method: forwarded unchanged, both ways streamed."""
+        """Any other ``/v1`` path, any method: forwarded unchanged, both ways streamed (a
+        request body without a declared length is read first, up to the limit)."""
         request.state.endpoint = "forward"
         limit = self.config.max_body_bytes
         headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
         declared = request.headers.get("content-length")
         content: bytes | AsyncIterator[bytes] = b""
-        if declared is not None:
+        if declared is not None:  # checked now, then streamed through
             if declared.isdigit() and int(declared) > limit:
                 return _too_large(BodyTooLarge(limit))
             headers.append((b"content-length", declared.encode("latin-1")))
             content = self._limited(request)
         elif "chunked" in request.headers.get("transfer-encoding", "").lower():
-            content = self._limited(request)
+            try:  # no length to check first: read up to the limit, so an oversized body never leaves
+                content = await self._read(request)
+            except BodyTooLarge as exc:
+                return _too_large(exc)
         url = self.upstream.url(_upstream_path(request), request.scope.get("query_string", b""))
         return await self._pass("forward", url, headers, content, "endpoint", request.method)
 
@@ -562,15 +585,16 @@ def _outcome(header: str, status: int) -> tuple[str, dict[str, str]]:
     return kind, details
 
 
-def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *,
+def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *, owns_cache: bool = False,
                transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     """The proxy as an ASGI app. ``cache``: the cache whose tiers every namespace uses (its
-    namespace is the default one); None: :meth:`Cache.from_env`, closed with the app.
-    ``transport``: an httpx transport for the upstream (tests)."""
+    namespace is the default one), closed with the app if ``owns_cache`` (else flushed);
+    None: :meth:`Cache.from_env`, closed with the app. ``transport``: an httpx transport for
+    the upstream (tests)."""
     from ..cache import Cache
 
     config = config or ProxyConfig()
-    owns = cache is None
+    owns = owns_cache or cache is None
     if cache is None:
         cache = Cache.from_env()
     proxy = Proxy(config, cache, owns_cache=owns, transport=transport)

@@ -19,6 +19,7 @@ API answers it as it would without the proxy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -54,6 +55,9 @@ ENDPOINTS = {"/v1/images/generations": GENERATIONS, "/v1/images/edits": EDITS,
 
 _SDK_OPTIONS = frozenset({"extra_body", "extra_headers", "extra_query", "timeout"})
 """SDK arguments that are not API fields: a body naming one is not keyed."""
+
+_REMEMBERED_BODY = 8192
+"""Generation bodies up to this size are remembered by their bytes (:func:`generation_of`)."""
 
 ImageUrl = Callable[["Hit", int, bytes], str]
 """``(hit, index, image bytes) -> URL`` for an image of a hit asked for as ``url``."""
@@ -109,6 +113,26 @@ def _images_render(fmt: str) -> Callable[[Any, Hit, ImageUrl], bytes]:
         return dumps(storable_to_body(stored, fmt, lambda image: image_url(hit, next(index), image)))
 
     return render
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered_generation(raw: bytes) -> CachedRequest | Passed | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return generation(body, raw)
+
+
+def generation_of(raw: bytes) -> CachedRequest | Passed | None:
+    """:func:`generation` of a body given as bytes; None if it is not JSON. A repeat of the
+    same bytes (what a hit usually is) is remembered: no parsing, normalizing or hashing."""
+    if len(raw) > _REMEMBERED_BODY:
+        try:
+            return generation(json.loads(raw), raw)
+        except ValueError:
+            return None
+    return _remembered_generation(raw)
 
 
 def generation(body: Any, raw: bytes) -> CachedRequest | Passed:

@@ -11,6 +11,7 @@ Redis, single-flight through its lock).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -28,14 +29,19 @@ if TYPE_CHECKING:
 
 CONFIG_ENV = "IMGCACHE_PROXY_CONFIG"
 """How ``serve(workers=N)`` hands the configuration to its worker processes (JSON)."""
+CACHE_ENV = "IMGCACHE_PROXY_CACHE"
+"""... and the cache's keyword arguments beyond the ``IMGCACHE_*`` variables (JSON)."""
 
 
 def app_from_env() -> Any:
     """The app of a worker process: configuration from :data:`CONFIG_ENV`, cache from the
-    ``IMGCACHE_*`` variables (uvicorn's ``factory``)."""
+    ``IMGCACHE_*`` variables and :data:`CACHE_ENV` (uvicorn's ``factory``)."""
+    from ..cache import Cache
     from .app import create_app
 
-    return create_app(ProxyConfig.from_json(os.environ[CONFIG_ENV]))
+    overrides = json.loads(os.environ.get(CACHE_ENV) or "{}")
+    return create_app(ProxyConfig.from_json(os.environ[CONFIG_ENV]), Cache.from_env(**overrides),
+                      owns_cache=True)
 
 
 def _uvicorn_options(log_level: str, graceful_timeout: float) -> dict[str, Any]:
@@ -67,20 +73,28 @@ def configure_logging(level: str = "info") -> None:
 
 
 def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8787, workers: int = 1,
-          log_level: str = "info", graceful_timeout: float = 30.0) -> None:
-    """Run the proxy until SIGTERM / Ctrl-C (blocking)."""
+          log_level: str = "info", graceful_timeout: float = 30.0,
+          cache_options: dict[str, Any] | None = None) -> None:
+    """Run the proxy until SIGTERM / Ctrl-C (blocking). The cache comes from
+    :meth:`Cache.from_env` with ``cache_options`` (JSON values) over the ``IMGCACHE_*`` variables."""
     import uvicorn
+
+    from ..cache import Cache
 
     configure_logging(log_level)
     options = _uvicorn_options(log_level, graceful_timeout)
+    cache_options = dict(cache_options or {})
+    Cache.from_env(**cache_options).close()  # a bad IMGCACHE_* value fails here, not in a worker
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
+        os.environ[CACHE_ENV] = json.dumps(cache_options)
         uvicorn.run("imgcache.proxy.server:app_from_env", factory=True, host=host, port=port,
                     workers=workers, **options)
         return
     from .app import create_app
 
-    uvicorn.run(create_app(config), host=host, port=port, **options)
+    uvicorn.run(create_app(config, Cache.from_env(**cache_options), owns_cache=True), host=host, port=port,
+                **options)
 
 
 class ProxyServer:

@@ -147,7 +147,7 @@ class Upstream:
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
-            raise _failure(exc, self.base) from None
+            raise failure(exc, self.base) from None
         elapsed = time.perf_counter() - started
         self._observe(endpoint, elapsed)
         return Reply(response.status_code, relayed_headers(response.headers.raw), raw, elapsed)
@@ -166,7 +166,7 @@ class Upstream:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, BodyTooLarge):
                 raise cause from None
-            raise _failure(exc, self.base) from None
+            raise failure(exc, self.base) from None
         self._observe(endpoint, time.perf_counter() - started)
         return response
 
@@ -174,7 +174,8 @@ class Upstream:
         await self.client.aclose()
 
 
-def _failure(exc: httpx.TransportError, base: str) -> UpstreamFailure:
+def failure(exc: httpx.TransportError, base: str) -> UpstreamFailure:
+    """The UpstreamFailure (502 or 504) of a transport error."""
     if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
         return UpstreamFailure(504, f"imgcache proxy: the upstream {base} did not answer in time "
                                     f"({type(exc).__name__})", "upstream_timeout")
