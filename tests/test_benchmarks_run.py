@@ -197,3 +197,23 @@ def test_bench_vision_quick_json() -> None:
         for side in ("candidate", "baseline"):
             for key in FIGURES:
                 assert _number(result[side][key]) and result[side][key] > 0, f"{result['name']} {side} {key}"
+
+
+@pytest.mark.timeout(330)
+def test_bench_proxy_quick_json() -> None:
+    for module in ("starlette", "uvicorn", "prometheus_client", "openai"):
+        pytest.importorskip(module)
+    results, stderr = _run_quick_json("bench_proxy.py", "--seconds", "1")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"proxy_hit", "proxy_forward", "proxy_miss", "proxy_hits_per_second"}
+    for name, result in by_name.items():
+        assert "error" not in result, f"{name}: {result.get('error')}"
+        for side in ("candidate", "baseline"):
+            for key in FIGURES:
+                assert _number(result[side][key]) and result[side][key] > 0, f"{name} {side} {key}"
+        assert name in stderr
+    for name in ("proxy_hit", "proxy_forward", "proxy_miss"):
+        assert _number(by_name[name]["added_ms_p50"])
+    load = by_name["proxy_hits_per_second"]
+    assert _number(load["hits_per_second"]) and load["hits_per_second"] > 0
+    assert load["upstream_calls"] == 0
