@@ -413,6 +413,10 @@ def test_miss_is_the_upstream_bytes_and_a_hit_the_same_json(start: Callable[...,
         assert response.headers["content-encoding"] == "gzip"
         assert b"".join(response.iter_raw()) == compressed  # relayed as sent, still compressed
     assert scripted.requests[-1][1]["accept-encoding"] == "gzip"
+    request["prompt"] = "a stoat"  # offered only what the proxy can decode, so that it can store it
+    httpx.post(proxy.base_url + "/images/generations", json=request,
+               headers={**headers, "accept-encoding": "zstd-unknown, gzip;q=0.8"})
+    assert scripted.requests[-1][1]["accept-encoding"] == "gzip;q=0.8"
     hit = httpx.post(proxy.base_url + "/images/generations", json=request, headers=headers)
     assert hit.headers["x-imgcache"].startswith("hit") and hit.json() == answer  # stored decoded
 

@@ -249,6 +249,7 @@ class Proxy:
                 if built.bypassed:
                     cache.stats_counters.add({"bypassed": 1})
                 return await self._pass(endpoint, url, headers, raw, built.reason)
+            headers = self.upstream.decodable(headers)  # an answer the proxy cannot decode it cannot store
             control = _control(request.headers)
             image_url = self._image_url(request, namespace)
             if "no-cache" in control:
@@ -558,7 +559,7 @@ class Observe:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             endpoint = state.get("endpoint", "proxy")
-            kind, details = _outcome(outcome, status)
+            kind, details = _outcome(outcome, status) if outcome or endpoint != "proxy" else ("local", {})
             if endpoint != "proxy":
                 metrics.answered(endpoint, kind, elapsed, details.get("tier"), details.get("match"))
             if access_log.isEnabledFor(logging.INFO):

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from .config import ProxyConfig
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ CONFIG_ENV = "IMGCACHE_PROXY_CONFIG"
 """How ``serve(workers=N)`` hands the configuration to its worker processes (JSON)."""
 CACHE_ENV = "IMGCACHE_PROXY_CACHE"
 """... and the cache's keyword arguments beyond the ``IMGCACHE_*`` variables (JSON)."""
+LOG_LEVEL_ENV = "IMGCACHE_PROXY_LOG_LEVEL"
 
 
 def app_from_env() -> Any:
@@ -39,6 +41,7 @@ def app_from_env() -> Any:
     from ..cache import Cache
     from .app import create_app
 
+    configure_logging(os.environ.get(LOG_LEVEL_ENV) or "info")  # a worker is a new process
     overrides = json.loads(os.environ.get(CACHE_ENV) or "{}")
     return create_app(ProxyConfig.from_json(os.environ[CONFIG_ENV]), Cache.from_env(**overrides),
                       owns_cache=True)
@@ -56,8 +59,15 @@ def _uvicorn_options(log_level: str, graceful_timeout: float) -> dict[str, Any]:
     }
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 def configure_logging(level: str = "info") -> None:
-    """imgcache's log lines on stderr; the access log as one JSON object a line."""
+    """imgcache's log lines on stderr at ``level``; the access log (one JSON object a line,
+    at INFO) on stderr whatever the level."""
+    if level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    numeric = logging.DEBUG if level.lower() == "trace" else logging.getLevelName(level.upper())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access = logging.getLogger("imgcache.proxy.access")
@@ -68,7 +78,7 @@ def configure_logging(level: str = "info") -> None:
     general.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("imgcache")
     root.handlers[:] = [h for h in root.handlers if isinstance(h, logging.NullHandler)] + [general]
-    root.setLevel(level.upper())
+    root.setLevel(numeric)
     logging.captureWarnings(True)
 
 
@@ -88,6 +98,7 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8787, wor
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
         os.environ[CACHE_ENV] = json.dumps(cache_options)
+        os.environ[LOG_LEVEL_ENV] = log_level
         uvicorn.run("imgcache.proxy.server:app_from_env", factory=True, host=host, port=port,
                     workers=workers, **options)
         return

@@ -13,6 +13,8 @@ reached, or does not answer in time, is an :class:`UpstreamFailure` (502, 504).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -135,6 +137,23 @@ class Upstream:
         skip = _NOT_FORWARDED | drop | named
         return [(k, v) for k, v in raw if k.lower().decode("latin-1") not in skip]
 
+    @staticmethod
+    def decodable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """``headers`` with ``Accept-Encoding`` narrowed to the encodings the proxy can decode
+        (to store the answer): gzip, deflate, and br or zstd where their packages are
+        installed. What comes back is still relayed byte for byte, in an encoding the caller
+        asked for."""
+        out = []
+        for name, value in headers:
+            if name.lower() == b"accept-encoding":
+                offered = [token for token in value.decode("latin-1").split(",")
+                           if token.split(";")[0].strip().lower() in _decoders()]
+                if not offered:
+                    continue
+                value = ",".join(offered).strip().encode("latin-1")
+            out.append((name, value))
+        return out
+
     async def call(self, endpoint: str, method: str, url: str, headers: list[tuple[bytes, bytes]],
                    content: bytes) -> Reply:
         """Send a request and read the whole answer (raw bytes)."""
@@ -172,6 +191,16 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+@functools.lru_cache(maxsize=1)
+def _decoders() -> frozenset[str]:
+    found = {"gzip", "deflate", "identity"}
+    if importlib.util.find_spec("brotli") or importlib.util.find_spec("brotlicffi"):
+        found.add("br")
+    if importlib.util.find_spec("zstandard"):
+        found.add("zstd")
+    return frozenset(found)
 
 
 def failure(exc: httpx.TransportError, base: str) -> UpstreamFailure:
