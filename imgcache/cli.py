@@ -4,6 +4,7 @@
     imgcache demo [--requests N] [--latency S]  replay a request stream against a local stand-in
     imgcache inspect PROMPT [-p NAME=VALUE]     why a prompt would (not) match: key, entry, candidates
     imgcache prewarm PROMPTS --model M [...]    generate ahead of demand, within rate limits and a budget
+    imgcache serve [--port N] [--upstream URL]  an OpenAI-compatible caching proxy for any client
 
 This module imports only typer at load time: the cache, rich's renderables, openai and the
 storage drivers are imported inside the commands that use them, so ``imgcache --help`` and
