@@ -336,19 +336,17 @@ class PrewarmJob:
             self._finished.set()
         for thread in threads:
             thread.start()
-        interrupts = 0
-        while True:
+        interrupts = 0  # Ctrl-C: the first stops, the second abandons (handled in the try, so
+        while True:      # that one arriving while the first is being handled is caught too)
             try:
-                while not self._finished.wait(0.2):
-                    if self._abandon.is_set():
-                        break
-                break
-            except KeyboardInterrupt:
-                interrupts += 1
                 if interrupts > 1:
                     self.abandon()
+                elif interrupts:
+                    self.stop()
+                if self._abandon.is_set() or self._finished.wait(0.2):
                     break
-                self.stop()
+            except KeyboardInterrupt:
+                interrupts += 1
         if self._abandon.is_set():
             report.abandoned = True
         claims.close()
