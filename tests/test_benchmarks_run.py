@@ -200,6 +200,23 @@ def test_bench_vision_quick_json() -> None:
 
 
 @pytest.mark.timeout(330)
+def test_bench_prewarm_quick_json() -> None:
+    pytest.importorskip("openai")
+    results, stderr = _run_quick_json("bench_prewarm.py")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"prewarm_rate_limit", "prewarm_calls_saved"}
+    for name, result in by_name.items():
+        assert "error" not in result, f"{name}: {result.get('error')}"
+        assert result["pass"] in (True, False) and name in stderr
+    rate = by_name["prewarm_rate_limit"]
+    assert _number(rate["ratio"]) and rate["ratio"] > 0 and _number(rate["baseline"]["ratio"])
+    assert isinstance(rate["injected_429"], int) and rate["injected_429"] >= 1
+    saved = by_name["prewarm_calls_saved"]
+    assert _number(saved["saved_share"]) and 0 <= saved["saved_share"] <= 1
+    assert saved["calls"] == saved["ideal"] == saved["dry_run_would_generate"]
+
+
+@pytest.mark.timeout(330)
 def test_bench_proxy_quick_json() -> None:
     for module in ("starlette", "uvicorn", "prometheus_client", "openai"):
         pytest.importorskip(module)
