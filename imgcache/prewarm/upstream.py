@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,12 +96,18 @@ class OpenAIUpstream:
         self._client = client
         self._call = call
         self._accepted: frozenset[str] | None = None
+        self._lock = threading.Lock()
 
     # -- the client ---------------------------------------------------------------------------
 
     def _generate(self) -> Callable[..., Any]:
-        if self._call is not None:
-            return self._call
+        if self._call is None:
+            with self._lock:  # worker threads make their first calls together
+                if self._call is None:
+                    self._call = self._make_call()
+        return self._call
+
+    def _make_call(self) -> Callable[..., Any]:
         if self._client is None:
             try:
                 import openai
@@ -114,8 +121,7 @@ class OpenAIUpstream:
         if self.timeout is not None:
             options["timeout"] = self.timeout
         self._client = self._client.with_options(**options)
-        self._call = self._client.images.generate
-        return self._call
+        return self._client.images.generate  # type: ignore[no-any-return]
 
     def accepted(self) -> frozenset[str] | None:
         """The keyword arguments the client's ``images.generate`` takes (None: any)."""
