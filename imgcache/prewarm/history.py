@@ -1,8 +1,8 @@
 """The request log: a bounded, shared record of generation requests that missed the cache,
 for ``imgcache prewarm --from-history N``.
 
-:func:`record_miss` is called by the cache front after each upstream call made for a miss
-(one line in :meth:`Cache._after_upstream`). It records the operation, the prompt as the
+:func:`record_miss` is called by the cache front once the result of an upstream call made
+for a miss is stored (one line in :meth:`Cache._after_upstream`). It records the operation, the prompt as the
 caller sent it, the canonical parameters and the time; never API keys or headers (they are
 not part of a request), never vision requests, never prompts longer than
 :data:`MAX_PROMPT_CHARS`, and never the calls the prewarm job itself makes.
