@@ -102,6 +102,10 @@ def error_response(status: int, message: str, *, code: str | None, reason: str,
                     headers={"x-imgcache": f"error; reason={reason}", "date": formatdate(usegmt=True)})
 
 
+def _malformed() -> Response:
+    return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
+
+
 def _failure(exc: UpstreamFailure) -> Response:
     return error_response(exc.status, str(exc), code=exc.code, type="upstream_error",
                           reason=exc.code.replace("_", "-"))
@@ -282,11 +286,11 @@ class Proxy:
             return await asyncio.to_thread(edit, fields, images, mask, raw, cache.vision_options)
         if endpoint == GENERATIONS:
             built = generation_of(raw)
-            return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json") if built is None else built
+            return _malformed() if built is None else built
         try:
             body = json.loads(raw)
         except ValueError:
-            return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
+            return _malformed()
         return await asyncio.to_thread(vision, endpoint, body, raw, cache.vision_options,
                                        self.config.cache_text_only)
 
