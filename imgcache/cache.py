@@ -194,9 +194,15 @@ class Cache:
 
     # -- the path of one call -------------------------------------------------------------
 
-    def lookup(self, request: Request) -> Hit | None:
-        """The stored entry for a request, or None; no stats, no upstream call."""
-        return self.store.get(self.namespace, request.key)
+    def lookup(self, request: Request, *, near: bool = False) -> Hit | None:
+        """The stored entry for a request, or None; no stats, no upstream call. With ``near``
+        also a verified semantic or perceptual match, stored under the request's key as a
+        live lookup would (ImageError if an input image cannot be read)."""
+        return self.store.get(self.namespace, request.key) or (self._near_hit(request) if near else None)
+
+    def contains(self, request: Request) -> bool:
+        """Whether the request's entry is stored (manifests only: no blob is read)."""
+        return self.store.has_entry(self.namespace, request.key)
 
     def fetch(
         self,

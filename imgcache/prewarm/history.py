@@ -189,7 +189,6 @@ def from_history(cache: Cache, count: int, *, since: float | None = 7 * 86400.0,
     with these parameters (``{"model": "dall-e-3"}``)."""
     from ..adapters.openai import GENERATE_OPERATION
     from .inputs import PrewarmItem
-    from .lookup import entry_exists
 
     operation = operation or GENERATE_OPERATION
     items: list[PrewarmItem] = []
@@ -198,7 +197,7 @@ def from_history(cache: Cache, count: int, *, since: float | None = 7 * 86400.0,
             break
         if matching and any(demand.params.get(k) != v for k, v in matching.items()):
             continue
-        if _replayable(demand.params) and not entry_exists(cache, demand.key):
+        if _replayable(demand.params) and not cache.store.has_entry(cache.namespace, demand.key):
             items.append(PrewarmItem(demand.prompt, demand.params, rank, "history"))
     return items
 

@@ -41,7 +41,6 @@ from .budget import Budget, Reservation
 from .claims import Claims, claims_for
 from .inputs import InputProblem, PrewarmItem
 from .limiter import LocalBuckets, RateLimiter, Rates, RedisBuckets
-from .lookup import entry_exists, semantic_hit
 from .retry import MAX_WAIT, Backoff, Outcome, classify
 
 if TYPE_CHECKING:
@@ -428,12 +427,14 @@ class PrewarmJob:
         key = work.key
         if self._stop.is_set():
             return None
-        if entry_exists(cache, key):
+        if cache.store.has_entry(cache.namespace, key):
             self._settle(work, "by_others" if work.held_elsewhere else "cached")
             return None
         if self.semantic and not work.semantic_checked:
             work.semantic_checked = True
-            if semantic_hit(cache, work.call.request):
+            # The cache's own near-match step, without stats (a prewarm lookup is not a
+            # caller's request); a match is stored as an alias, as a live lookup would.
+            if cache.semantic_options is not None and cache.lookup(work.call.request, near=True):
                 self._settle(work, "semantic")
                 return None
         if not self.retry_refused:
@@ -453,7 +454,7 @@ class PrewarmJob:
             work.held_elsewhere = True
             return min(1.0, self.lease / 4)
         try:
-            if entry_exists(cache, key):  # stored by another worker before we claimed it
+            if cache.store.has_entry(cache.namespace, key):  # stored by another worker before we claimed it
                 self._settle(work, "by_others")
                 return None
             reservation = self.budget.reserve(work.price)
@@ -518,7 +519,7 @@ class PrewarmJob:
             if not called:  # the cache answered: a live caller or another process stored it
                 self.budget.settle(reservation, "released")
                 self._settle(work, "by_others")
-            elif entry_exists(self.cache, work.key):
+            elif self.cache.store.has_entry(self.cache.namespace, work.key):
                 self.budget.settle(reservation, "spent")
                 self._settle(work, "generated")
             else:

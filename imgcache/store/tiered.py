@@ -173,6 +173,25 @@ class TieredStore:
             return None
         return hit  # type: ignore[no-any-return]
 
+    def has_entry(self, namespace: str, key_hex: str) -> bool:
+        """Whether a valid, unexpired manifest for the key is in any tier; no blob is read (a
+        resumed prewarm over thousands of finished prompts downloads no image)."""
+        if self.get_memory(namespace, key_hex) is not None:
+            return True
+        ekey = entry_key(namespace, key_hex)
+        now = time.time()
+        for tier in self.tiers:
+            raw = self.guarded(tier, tier.get, ekey)
+            if raw is FAILED or raw is MISSING:
+                continue
+            try:
+                manifest = parse_manifest(raw, key_hex)
+            except CorruptData:
+                continue
+            if manifest["expires"] is None or manifest["expires"] > now:
+                return True
+        return False
+
     def get(self, namespace: str, key_hex: str) -> Hit | None:
         """Find a valid entry in the fastest tier that holds one, promoting it upwards."""
         hit = self.get_memory(namespace, key_hex)
