@@ -202,14 +202,16 @@ def test_invalidate_and_cache_key(cache: Cache) -> None:
 
 def test_ttl_expires_entries_and_hits_extend_them(tmp_path: Path) -> None:
     upstream = Upstream()
-    with Cache("ttl", directory=tmp_path, ttl=0.6) as cache:
+    # A TTL long against scheduling stalls on a loaded machine: "kept" is lost only if the
+    # loop below stalls for over a second between two hits.
+    with Cache("ttl", directory=tmp_path, ttl=2.0) as cache:
         generate = cache.cached()(lambda *, prompt: upstream(prompt))
         generate(prompt="kept")
         generate(prompt="dropped")
         # Hit "kept" in the second half of each lifetime: it outlives its first TTL.
-        deadline = time.time() + 1.5
+        deadline = time.time() + 4.5
         while time.time() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.2)
             generate(prompt="kept")
         calls = upstream.calls
         generate(prompt="kept")
