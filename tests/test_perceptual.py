@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from imgcache.errors import ImageError
-from imgcache.match.perceptual import DOC_THUMB, Fingerprint, fingerprint, same_picture, thumb_evidence
+from imgcache.match.perceptual import THUMB, Fingerprint, fingerprint, same_picture, thumb_evidence
 
 EVAL = Path(__file__).parents[1] / ".." / "shared" / "eval" / "images"
 
@@ -62,6 +63,93 @@ def screen(word: str, size: tuple[int, int] = (800, 500), font_size: int = 14) -
         d.rounded_rectangle((20, y - 6, 20 + font_size * 33, y + int(font_size * 1.7)), 8, fill="white",
                             outline=(200, 200, 210))
         d.text((30, y), line, fill=(20, 20, 20), font=font)
+    return img
+
+
+def receipt_photo(total: str, items: int = 3, size: tuple[int, int] = (900, 1200)) -> Image.Image:
+    """A till receipt on a wooden table, slightly turned and unevenly lit, as photographed."""
+    rnd = np.random.default_rng(7)  # the table and the light: the same in every photo
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    grain = np.asarray(Image.fromarray((rnd.random((h // 4, w // 4)) * 255).astype(np.uint8))
+                       .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    wave = 20 * np.sin(x / 7 + 3 * np.sin(y / 40))
+    table = np.stack([110 + 0.35 * grain + wave, 70 + 0.25 * grain + 0.7 * wave, 40 + 0.15 * grain + 0.4 * wave], -1)
+    photo_ = Image.fromarray(table.clip(0, 255).astype(np.uint8), "RGB")
+    lines = np.random.default_rng(items)  # what was bought
+    paper = Image.new("RGB", (int(w * 0.42), int(h * 0.8)), (238, 234, 225))
+    d = ImageDraw.Draw(paper)
+    font = ImageFont.load_default(size=14)
+    d.text((20, 20), "CORNER GROCERY", fill=(30, 30, 30), font=ImageFont.load_default(size=20))
+    row = 70
+    while row < paper.height - 120:
+        d.text((20, row), f"ITEM {lines.integers(100, 999)}", fill=(40, 40, 40), font=font)
+        d.text((paper.width - 90, row), f"{lines.integers(100, 2000) / 100:6.2f}", fill=(40, 40, 40), font=font)
+        row += 24
+    d.text((20, row + 14), "TOTAL", fill=(20, 20, 20), font=font)
+    d.text((paper.width - 90, row + 14), total, fill=(20, 20, 20), font=font)
+    mask = Image.new("L", paper.size, 255).rotate(2, resample=Image.Resampling.BICUBIC, expand=True)
+    paper = paper.rotate(2, resample=Image.Resampling.BICUBIC, expand=True)
+    photo_.paste(paper, ((w - paper.width) // 2, (h - paper.height) // 2), mask)
+    light = (0.8 + 0.25 * x / w - 0.1 * y / h)[..., None]
+    arr = np.asarray(photo_, dtype=np.float64) * light + rnd.normal(0, 3, (h, w, 3))
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def captioned(caption: str, *, band: bool = True) -> Image.Image:
+    """A photo with a caption on a white band below it, or as a white, outlined watermark."""
+    base = photo(20, (480, 320))
+    font = ImageFont.load_default(size=14)
+    if band:
+        out = Image.new("RGB", (480, 350), "white")
+        out.paste(base, (0, 0))
+        ImageDraw.Draw(out).text((10, 328), caption, fill=(30, 30, 30), font=font)
+        return out
+    arr = np.asarray(base).astype(np.float64)  # a textured surface under the watermark
+    arr += np.random.default_rng(21).normal(0, 25, arr.shape[:2])[..., None]
+    out = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+    ImageDraw.Draw(out).text((300, 290), caption, fill="white", font=font, stroke_width=1, stroke_fill=(20, 20, 20))
+    return out
+
+
+def price_tagged(price: str) -> Image.Image:
+    """A product photo with a paper price tag on it."""
+    out = photo(22, (600, 400))
+    tag = Image.new("RGB", (130, 64), (250, 248, 240))
+    d = ImageDraw.Draw(tag)
+    d.text((10, 6), "Latte 12 oz", fill=(60, 60, 60), font=ImageFont.load_default(size=12))
+    d.text((10, 24), price, fill=(10, 10, 10), font=ImageFont.load_default(size=26))
+    out.paste(tag, (440, 306))
+    return out
+
+
+def bar_chart(values: list[int]) -> Image.Image:
+    img = Image.new("RGB", (800, 500), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=13)
+    d.text((60, 14), "Monthly orders, 2024", fill=(20, 20, 20), font=ImageFont.load_default(size=18))
+    d.line((70, 450, 770, 450), fill=(40, 40, 40))
+    for v in range(0, 101, 20):
+        d.text((36, 442 - v * 3.8), f"{v:3d}", fill=(40, 40, 40), font=font)
+    for i, (month, v) in enumerate(zip(["Jan", "Feb", "Mar", "Apr", "May", "Jun"], values)):
+        x = 100 + i * 112
+        d.rectangle((x, 450 - v * 3.8, x + 60, 449), fill=(60, 110, 190))
+        d.text((x + 18, 458), month, fill=(40, 40, 40), font=font)
+    return img
+
+
+def form(ticked: tuple[bool, ...]) -> Image.Image:
+    img = Image.new("RGB", (700, 460), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=13)
+    d.text((40, 30), "Patient consent form", fill="black", font=ImageFont.load_default(size=20))
+    for i, tick in enumerate(ticked):
+        y = 100 + i * 60
+        d.rectangle((40, y, 54, y + 14), outline="black")
+        if tick:
+            d.line((43, y + 7, 47, y + 11), fill="black", width=2)
+            d.line((47, y + 11, 52, y + 3), fill="black", width=2)
+        d.text((66, y), f"I agree to clause {i + 1} of the terms described above.", fill="black", font=font)
     return img
 
 
@@ -143,7 +231,8 @@ def test_resized_document_with_large_text_hits() -> None:
     assert same(encode(doc), encode(scaled(doc, 0.75)))
     assert not same(encode(doc), encode(scaled(invoice("1,234.60", font_size=24, size=(1240, 1754)), 0.75)))
     fp = fingerprint(encode(doc))
-    assert len(fp.thumb) == DOC_THUMB * DOC_THUMB
+    assert len(fp.thumb) == THUMB * THUMB and fp.detail  # and the detail image of a document
+    assert len(fp.to_bytes()) < 150 * 1024
 
 
 @pytest.mark.parametrize("make", [lambda: invoice("1,234.50"), lambda: screen("Portland")])
@@ -228,9 +317,12 @@ def test_screenshot_with_one_word_changed_rejected(size: tuple[int, int], font_s
 def test_document_evidence_reports_grid_and_text_size() -> None:
     a, b = fingerprint(encode(screen("Portland"))), fingerprint(encode(screen("Portlend")))
     ev = thumb_evidence(a, b)
-    assert ev["doc"] == 1.0 and ev["grid"] == 256 and ev["glyph"] >= 3
-    assert ev["d2"] > 10  # the changed word, well above what JPEG q50 leaves (about 10)
+    # 800 x 500, lines of about 8.5 pixels: compared on a grid where they span 7
+    assert ev["doc"] == 1.0 and ev["same"] == 1.0 and 7 <= ev["glyph"] <= 11 and 300 <= ev["grid"] <= 500
+    assert ev["d2"] > 40  # the changed word, well above what JPEG q50 leaves (about 20)
     assert thumb_evidence(a, a)["d1"] == 0.0
+    photo_ev = thumb_evidence(fingerprint(encode(photo(4))), fingerprint(encode(photo(4), "JPEG", quality=80)))
+    assert photo_ev["doc"] == 0.0 and "d2" not in photo_ev
 
 
 def test_potato_burst_neighbours_rejected() -> None:
@@ -255,6 +347,99 @@ def test_stereo_pair_rejected() -> None:
     if not (left.exists() and right.exists()):
         pytest.skip("eval images missing")
     assert not same_picture(fingerprint(left), fingerprint(right))[0]
+
+
+# -- fine detail wherever it is -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receipt() -> Fingerprint:
+    return fingerprint(encode(receipt_photo("12.50")))
+
+
+@pytest.mark.parametrize("other", ["12.80", "12.60", "72.50"])
+def test_photographed_receipt_with_another_total_rejected_at_every_scale(receipt: Fingerprint, other: str) -> None:
+    """A receipt on a wooden table is not a document (a textured background), yet its text is
+    verified: at full size, re-encoded, and at 75%, 50% and 25% (too small to verify there)."""
+    changed = receipt_photo(other)
+    for scale in (1.0, 0.75, 0.5, 0.25):
+        copy = changed if scale == 1.0 else scaled(changed, scale)
+        for data in (encode(copy), encode(copy, "JPEG", quality=50), encode(copy, "JPEG", quality=75)):
+            decision, reason = same_picture(receipt, fingerprint(data))
+            assert not decision, f"total {other} at {scale:.0%} accepted: {reason}"
+
+
+def test_photographed_receipt_copies(receipt: Fingerprint) -> None:
+    image = receipt_photo("12.50")
+    for data in (encode(image, "JPEG", quality=75), encode(image, "WEBP", quality=80)):
+        decision, reason = same_picture(receipt, fingerprint(data))
+        assert decision and "text-like detail" in reason, reason
+    decision, reason = same_picture(receipt, fingerprint(encode(scaled(image, 0.25))))
+    assert not decision and "too small to verify" in reason
+    assert len(receipt.to_bytes()) < 150 * 1024
+
+
+def test_another_receipt_on_the_same_table_rejected(receipt: Fingerprint) -> None:
+    other = receipt_photo("12.50", items=4)
+    for data in (encode(other), encode(other, "JPEG", quality=75)):
+        assert not same_picture(receipt, fingerprint(data))[0]
+
+
+@pytest.mark.parametrize("band", [True, False])
+def test_changed_caption_rejected(band: bool) -> None:
+    caption = "Porch, Portland, May 2019 - photo A. Smith" if band else "(c) 2019 A. Smith"
+    stored = fingerprint(encode(captioned(caption, band=band)))
+    assert stored.detail, "the caption is text-like detail"
+    changed = captioned(caption.replace("2019", "2018"), band=band)
+    for data in (encode(changed), encode(changed, "JPEG", quality=75), encode(scaled(changed, 0.5))):
+        decision, reason = same_picture(stored, fingerprint(data))
+        assert not decision, reason
+    assert same_picture(stored, fingerprint(encode(captioned(caption, band=band), "JPEG", quality=90)))[0]
+
+
+def test_changed_price_tag_rejected() -> None:
+    stored = fingerprint(encode(price_tagged("$4.99")))
+    for price in ("$4.49", "$4.90"):
+        changed = price_tagged(price)
+        for data in (encode(changed), encode(changed, "JPEG", quality=75)):
+            assert not same_picture(stored, fingerprint(data))[0], price
+    assert same_picture(stored, fingerprint(encode(price_tagged("$4.99"), "JPEG", quality=90)))[0]
+
+
+def test_chart_with_one_bar_changed_rejected() -> None:
+    stored = fingerprint(encode(bar_chart([42, 55, 61, 48, 70, 66])))
+    changed = bar_chart([42, 55, 65, 48, 70, 66])
+    for data in (encode(changed), encode(changed, "JPEG", quality=75), encode(scaled(changed, 0.5))):
+        assert not same_picture(stored, fingerprint(data))[0]
+    assert same_picture(stored, fingerprint(encode(bar_chart([42, 55, 61, 48, 70, 66]), "JPEG", quality=75)))[0]
+
+
+def test_form_with_another_box_ticked_rejected() -> None:
+    stored = fingerprint(encode(form((True, False, True, False))))
+    changed = form((True, True, True, False))
+    for data in (encode(changed), encode(changed, "JPEG", quality=75)):
+        decision, reason = same_picture(stored, fingerprint(data))
+        assert not decision, reason
+
+
+def test_half_size_copy_of_a_document_is_too_small_to_verify() -> None:
+    """A 50% copy of a page in 10-14 px type keeps lines of 4-5 pixels: a changed digit there
+    is no larger than what another resampling filter leaves, so it is a miss, not a guess."""
+    for make in (lambda: invoice("1,234.50"), lambda: screen("Portland")):
+        doc = make()
+        for flt in (Image.Resampling.LANCZOS, Image.Resampling.BILINEAR):
+            half = doc.resize((doc.width // 2, doc.height // 2), flt)
+            decision, reason = same_picture(fingerprint(encode(doc)), fingerprint(encode(half)))
+            assert not decision and "too small to verify" in reason
+
+
+def test_photo_without_text_keeps_the_photo_path() -> None:
+    img = photo(23, (800, 600))
+    fp = fingerprint(encode(img))
+    assert not fp.detail and len(fp.to_bytes()) < 17 * 1024
+    for data in (encode(scaled(img, 0.25), "JPEG", quality=80), encode(img, "JPEG", quality=50)):
+        decision, reason = same_picture(fp, fingerprint(data))
+        assert decision and "(photo)" in reason, reason
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -380,8 +565,25 @@ def test_large_jpeg_draft_matches_full_decode() -> None:
 
 def test_fingerprint_bytes_round_trip_and_rejects_garbage() -> None:
     fp = fingerprint(encode(photo()))
+    assert not fp.detail and len(fp.to_bytes()) < 17 * 1024  # a photo: the thumbnail alone
     assert Fingerprint.from_bytes(fp.to_bytes()) == fp
     encoded = fp.to_bytes()
-    for bad in (b"", b"{}", encoded[:-1], b"x\n" + fp.thumb, encoded.replace(b'"v":1', b'"v":2')):
+    flipped = bytearray(encoded)
+    flipped[-100] ^= 0xFF
+    for bad in (b"", b"{}", encoded[:-1], b"x\n" + fp.thumb, encoded.replace(b'"v":2', b'"v":1'), bytes(flipped)):
         with pytest.raises(ValueError):
             Fingerprint.from_bytes(bad)
+
+
+def test_document_fingerprint_round_trip_and_damaged_detail() -> None:
+    fp = fingerprint(encode(invoice("1,234.50")))
+    assert fp.detail and len(fp.to_bytes()) < 150 * 1024
+    again = Fingerprint.from_bytes(fp.to_bytes())
+    assert again == fp and same_picture(again, fingerprint(encode(invoice("1,234.50"), "JPEG", quality=90)))[0]
+    header, _, body = fp.to_bytes().partition(b"\n")
+    # a detail blob that does not parse is refused even with a matching checksum
+    broken = body[:len(fp.thumb)] + fp.detail[:40] + b"\0" * (len(fp.detail) - 40)
+    head = json.loads(header)
+    head["crc32"] = zlib.crc32(broken)
+    with pytest.raises(ValueError):
+        Fingerprint.from_bytes(json.dumps(head).encode() + b"\n" + broken)

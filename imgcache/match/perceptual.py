@@ -7,56 +7,84 @@
 2. the header's size is checked against ``max_pixels`` *before* any pixel is decoded, so a
    40,000 x 40,000 PNG fails at once (:class:`~imgcache.errors.ImageError`), without
    allocating; anything Pillow raises (not an image, truncated, corrupt) becomes an ImageError;
-3. JPEGs at least 8 x THUMB on their short side are decoded at 1/8 scale (``draft``: only each
-   block's DC coefficient, an exact 8x8 box average, so it matches a full decode); others are
-   decoded in full, then resized with Pillow's bilinear filter (a triangle that widens with the
-   scale, so 25%, 50% and 100% copies land on nearly the same thumbnail);
-4. the image is brought to a canonical form: the first frame of an animation (an animated GIF
-   or WebP is keyed by its first frame only), EXIF orientation applied (the table of
-   :func:`PIL.ImageOps.exif_transpose`, applied to the thumbnail), transparency composited on
-   a fixed white background, 16-bit samples scaled to 8 bits, CMYK / palette / bilevel
-   converted; then an ITU-R 601 grayscale square of :data:`THUMB` x :data:`THUMB`;
-5. ``phash`` and ``dhash`` (imagehash, 64 bits each) are computed from that thumbnail. It is
-   kept as ``thumb`` for the verifier; for a document-like image (a clean or flat background:
-   documents, screenshots, diagrams) a finer :data:`DOC_THUMB` square is kept instead, made
-   from a full decode with Lanczos (little left above its Nyquist frequency to alias).
+3. the first frame (an animated GIF or WebP is keyed by its first frame only) is brought to
+   ITU-R 601 grayscale (transparency composited on white, 16-bit samples scaled to 8 bits,
+   CMYK / palette / bilevel converted) and EXIF orientation applied. A JPEG is decoded at the
+   smallest 1/2, 1/4 or 1/8 scale (``draft``, luma only) that keeps DOC_THUMB / 2 pixels on its
+   long side, and again at full detail size only if it turns out to hold text;
+4. every image keeps a :data:`THUMB` x :data:`THUMB` thumbnail (Pillow's bilinear filter, which
+   widens with the scale, so 25%, 50% and 100% copies land on nearly the same pixels), and
+   ``phash`` / ``dhash`` (imagehash, 64 bits each) of it;
+5. an image holding text-like detail (see below) also keeps a *detail image*: grayscale, at
+   most :data:`DOC_THUMB` pixels on its long side (Lanczos), in tiles of 16 x 16: the tiles
+   around text are kept (quantized to every 4th level, PNG), flat tiles near them as their mean,
+   the rest only as their mean. Sizes (``benchmarks/bench_perceptual.py``): a photo without text
+   16 KiB (the thumbnail), with a few text-like tiles about 25 KiB; an invoice 27-47 KiB; an A4
+   page 36 KiB; a 1920 x 1080 screenshot 22 KiB; a receipt photographed on a wooden table 85 KiB.
+
+Text-like detail (:func:`_analyse`), per tile: a calm background (most pixels within 16 levels)
+with ink standing 40 levels off it, or, over texture (a watermark), ink 100 levels off the
+tile's median; ink covering 3-60% of the tile, nearly all on one side (dark on light or light
+on dark), crossing the background 2.5+ times per inked row (strokes, not an outline), rows
+without ink (between lines: not a railing), and a tile beside it whose inked rows are mostly
+its own (a line of text). The image is scanned at its detail size and at half of it (large
+type). Its text's line height is the lower quartile of whole runs of inked rows (a clear row
+above and below) in its text tiles: specks and lower-case letters only lower it, towards a
+miss. An image *holds readable text* when three text tiles stand side by side (or twelve in
+all) and its lines are 4+ pixels high in the image itself. This fires on documents, screenshots,
+charts, forms, captions, price tags, a receipt photographed on a table, outlined watermarks;
+not on the eval photos (a pagoda's railings, a launch tower's lattice, a field of stars read as
+a few text tiles, not as lines of readable text).
 
 :func:`same_picture` is the verifier: equal digests are the same picture; otherwise the aspect
 ratio must agree, both hashes must fall within a small Hamming radius (a gate, nothing more:
 two invoices that differ only in their total have nearly equal hashes), and the thumbnails
-must agree. Photos: at 64 x 64 (fewer where a copy is under 80 pixels a side), slightly
-blurred, the mean absolute difference, the largest one, and the largest |mean| of the signed
-difference over 2x2 and 4x4 windows (an added object, a burst frame or a rotation shows there,
-re-encoding noise averages out). A photo never matches a document.
+must agree, at 64 x 64 (fewer where a copy is under 80 pixels a side), slightly blurred: the
+mean absolute difference, the largest one, and the largest |mean| of the signed difference
+over 2x2 and 4x4 windows (an added object, a burst frame or a rotation shows there, re-encoding
+noise averages out). That is all for a pair where neither copy holds readable text: the photo
+path, as before.
 
-Documents are compared on a grid tied to the smaller copy: 256 pixels a side (the 320 px
-thumbnail oversampled, so the resampling filters of two copies agree on what the grid keeps),
-or 0.8 of the smaller copy's pixels where that is less; the finer thumbnail is brought down to
-what the smaller copy can still show. Measures: the largest pixel difference (``d1``) and the
-largest |mean| of the signed difference over 2x2 windows, about a glyph's stroke (``d2``).
-What a changed digit shows depends on how many grid pixels a glyph spans, estimated from the
-height of the text lines (:func:`_glyph_size`), so the limits come in two sets, from
-``benchmarks/bench_perceptual.py --show-errors`` (its hard documents: fonts of 8-24 px, pages
-of 600 x 800 to 1920 x 1080, totals a digit apart, "Portland"/"Portlend"):
+Where either copy holds readable text, its detail is verified at glyph scale:
 
-* legible text (glyphs of 3+ grid pixels): d1 <= 18, d2 <= 10; the closest different
-  document had d1 25, d2 13.3 (about 1.4x room); JPEG q50+ and WebP hit;
-* fine text (an 8 px font on a 600 px page, a 1920 px screenshot): a changed digit shows as
-  d1 10, d2 4.3, no more than JPEG q50 noise, so only near-lossless copies (PNG, WebP, JPEG
-  q90+: d1 <= 6, d2 <= 3) hit.
+* both detail images are resampled (Lanczos) to a grid where the text's lines span
+  ``_GLYPH_GRID`` = 7 pixels (the line height of the larger copy, or the smaller of both when
+  they are of one size), and at most 0.75 of the smaller copy's detail when the sizes differ
+  (what its own resampling still leaves alone). A resized copy whose lines span fewer than
+  7 / 0.75 = 9.3 pixels cannot show which digit is there: "too small to verify", a miss. So
+  is a copy that holds no detail image while the other holds readable text;
+* compared are the text tiles of either copy and one tile around them, where both hold
+  pixels; more than three text tiles of one copy where the other holds nothing (texture) is
+  text in one copy only, a miss;
+* measures, after a light blur (sigma 0.3 grid pixels): ``d1``, the largest pixel difference,
+  and ``d2``, the largest |mean| of the signed difference over 2x2 windows (a stroke). Legible
+  text (lines of 7+ grid pixels): d2 <= 34, d1 <= 96. Text whose lines span fewer than 7
+  pixels even at full size (an 8 px font on a 600 px page) shows a changed digit as little
+  more than JPEG q50 noise: only near-lossless copies pass (d2 <= 12, d1 <= 40).
 
-Limits, by design or of a thumbnail of at most 100 KiB: a copy keeping less than 75% of the
-grid the larger one gives (a 25% copy of a page) is a miss, as it cannot show which digit is
-there; a 50% copy mostly misses too, since its own resampling differs from the thumbnail's at
-sharp strokes by d1 20-33, d2 11-19, as much as a changed digit; a finer, compressed
-representation of documents would be needed to verify those. The thumbnails are grayscale: a
-colour change of equal luminance does not show. A document photographed on a textured
-background (a receipt on a table) is classed as a photo, whose check cannot see a changed
-digit: the benchmark counts those false accepts. A wrong "same" is worse than a miss.
+Figures from ``benchmarks/bench_perceptual.py --show-errors`` (hard families: invoices in fonts
+of 8-16 px up to A4, screenshots up to 1920 px, a colour stamp, receipts photographed on a
+table, a caption, a watermark, a price tag, a chart, a form's check box, a slide): no false
+accept among 1,794 different pairs, photographed receipts at every size and quality included.
+Legible text: the hardest accepted copy reached 0.82 of its limits (a caption band at JPEG
+q50), the closest different picture 1.37 times them (one letter of a 1280 px screenshot),
+room 1.67; fine text: 0.91 and 3.45; the thumbnails: 0.81 and 1.87. Photos hit 99.4%.
+
+Limits, by design: a 50% copy of a page in 8-16 px type keeps lines of 4-6 pixels, where
+another resampling filter (bilinear, box) changes strokes as much as a changed digit does, so
+it is a miss ("too small to verify"), and so is every 25% copy of text; only type large enough
+to keep 9+ pixel lines in the smaller copy verifies across sizes. Fine text re-encoded below
+JPEG q90 misses. The detail is grayscale: a colour change of equal luminance does not show.
+Text the scan does not read as text (light-gray type under 40 levels of contrast, text over
+texture without a halo, lines under 4 pixels, a lone word or number far from other text) is
+left to the thumbnails. A photo whose detail reads as text (a few borderline tiles) loses its
+small copies to "too small to verify": misses, not wrong hits. A wrong "same" is worse than a
+miss.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -64,6 +92,7 @@ import math
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,16 +103,20 @@ from ..errors import ImageError
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["DOC_THUMB", "FORMATS", "THUMB", "Fingerprint", "fingerprint", "same_picture"]
+__all__ = ["DOC_THUMB", "FORMATS", "THUMB", "Fingerprint", "fingerprint", "same_picture", "thumb_evidence"]
 
 THUMB = 128
-"""Side of the grayscale thumbnail of a photo (THUMB * THUMB = 16 KiB); the hashes come from it."""
-DOC_THUMB = 320
-"""Side of the finer thumbnail kept for documents and screenshots (100 KiB)."""
+"""Side of the grayscale thumbnail every fingerprint keeps (THUMB * THUMB = 16 KiB); the hashes
+and the photo comparison come from it."""
+DOC_THUMB = 1024
+"""Longest side of the detail image kept for an image holding text-like detail (documents,
+screenshots, a photographed receipt, a caption): grayscale, the tiles around text kept,
+PNG-compressed (about 10-70 KiB)."""
 
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
 """Formats :func:`fingerprint` opens (those of them this Pillow build can read)."""
 
+_VERSION = 2
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BACKGROUND = 255  # transparency is composited on white
 
@@ -93,32 +126,42 @@ _PHASH_MAX = 10              # Hamming distance gates, of 64 bits
 _DHASH_MAX = 12
 # photos, at half resolution (64x64, blurred): see thumb_evidence
 _PHOTO_LIMITS = {"mad": 2.5, "p1": 8.0, "p2": 7.0, "p4": 4.5}
-# documents and screenshots: both thumbnails are resampled to a common grid, at most _DOC_GRID
-# (DOC_THUMB oversampled 1.25x, so that the resampling filters of two copies agree on every
-# frequency the grid keeps) and at most 0.8 of the smaller copy's pixels, so that the finer
-# copy is compared with what the smaller one can still show. Where that grid keeps less than
-# _MIN_GRID_SHARE of the one the larger copy alone would give (the benchmark's 25% copies of a
-# page), the smaller copy cannot show a glyph-sized change: a miss, by design.
-_DOC_GRID = 256
-_MIN_GRID_SHARE = 0.75
-# Text whose glyphs span at least _GLYPH_MIN grid pixels both ways (see _glyph_size) shows a
-# changed digit above what JPEG q50 or a 75% copy leaves: the normal limits. Finer text
-# (an 8 px font on a 600 px page, a 1920 px screenshot) shows a changed digit as little more
-# than q50 noise: only near-lossless copies (PNG, WebP, JPEG q90+) pass the strict limits.
-_GLYPH_MIN = 3.0
-_TEXT_LIMITS = {"dmad": 1.5, "d1": 18.0, "d2": 10.0}
-_FINE_TEXT_LIMITS = {"dmad": 1.0, "d1": 6.0, "d2": 3.0}
-_STROKE_LEVEL = 24  # a horizontal step of this many gray levels is a glyph's stroke
-# document-like (see _document_like): shares of the 128x128 thumbnail
-_DOC_CLEAN_SHARE = 0.5
-_DOC_FLAT_SHARE = 0.6
-_DOC_MARK_SHARE = 0.03
-_MARK_LEVEL = 24
+
+# -- text-like detail (see _analyse) ----------------------------------------------------------
+_TILE = 16            # detail pixels per tile side
+_CALM_WINDOW = 16     # a tile's background: the 16-level window holding most of its pixels
+_INK_LEVEL = 40       # a pixel this far from its tile's background is ink
+_TEXT_CALM = 0.4      # share of a text tile's pixels on its background
+_TEXT_INK = (0.03, 0.6)   # share of ink in a text tile
+_TEXT_CROSSINGS = 2.5     # ink/background crossings per inked row of a text tile (strokes)
+_HALO_LEVEL = 100     # ... and, over texture, this far from its median (see _scan)
+_TEXT_POLARITY = 0.9  # share of a text tile's ink on one side of its background (dark or light)
+_TEXT_GAP_ROWS = 2    # rows without ink in a text tile (between its lines)
+_TEXT_ALIGNED = 0.6   # share of inked rows a text tile has in common with one beside it
+_LINE_TILES = 3       # text tiles side by side from which an image holds text to verify (or
+_TEXT_STRONG = 12     # text tiles in all, at one scale) ...
+_READABLE = 4.0       # ... if its lines are this many pixels high in the image itself
+_LARGE_TEXT = 10      # the half-size scan counts text whose lines are this high (the other is
+                      # found by the full-size one)
+_GLYPH_RUNS = 4       # line heights needed for a line height
+_KEEP_AROUND = 2      # tiles kept around text tiles (near them, flat ones as their mean)
+_COMPARE_AROUND = 1   # tiles compared around text tiles
+_MISSING_TILES = 3    # text tiles of one copy the other may hold no pixels for (read as texture)
+_FLAT_RANGE = 24      # a flat tile: all its pixels within this many levels
+_QUANT = 4            # the stored detail keeps every _QUANT-th gray level
+
+# -- the detail comparison (see _detail_evidence) ---------------------------------------------
+_GLYPH_GRID = 7.0     # text is compared on a grid where its lines are this many pixels high
+_RESIZED_GRID = 0.75  # ... at most this share of the smaller copy's detail when sizes differ
+_DETAIL_BLUR = 0.3    # sigma (grid pixels) of the blur both sides get before comparing
+_TEXT_LIMITS = {"d1": 96.0, "d2": 34.0}
+_FINE_TEXT_LIMITS = {"d1": 40.0, "d2": 12.0}
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What :func:`same_picture` needs to know of an image (about 4 KiB)."""
+    """What :func:`same_picture` needs to know of an image: 16 KiB for a photo, some 20-90 KiB
+    with the detail image of a document or a photo holding text."""
 
     sha256: str
     """Hex digest of the input bytes (of mode, size and pixels for a PIL image)."""
@@ -131,30 +174,47 @@ class Fingerprint:
     height: int
     thumb: bytes
     """THUMB x THUMB 8-bit grayscale pixels, row by row."""
+    detail: bytes = b""
+    """For an image holding text-like detail, its detail image (at most DOC_THUMB a side,
+    grayscale, the tiles around text PNG-compressed) with its tile flags and line height, in a
+    checked binary layout (see :func:`_pack_detail`); empty for other images."""
 
     def to_bytes(self) -> bytes:
-        """A compact, self-describing encoding (a JSON header line, then the thumbnail), for
-        storing a fingerprint as a content-addressed blob; never pickled."""
-        header = {"v": 1, "sha256": self.sha256, "phash": f"{self.phash:016x}",
-                  "dhash": f"{self.dhash:016x}", "width": self.width, "height": self.height}
-        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + self.thumb
+        """A compact, self-describing encoding (a JSON header line, then the thumbnail and the
+        detail), for storing a fingerprint as a content-addressed blob; never pickled."""
+        body = self.thumb + self.detail
+        header = {"v": _VERSION, "sha256": self.sha256, "phash": f"{self.phash:016x}",
+                  "dhash": f"{self.dhash:016x}", "width": self.width, "height": self.height,
+                  "thumb": len(self.thumb), "detail": len(self.detail), "crc32": zlib.crc32(body)}
+        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Fingerprint:
-        """The inverse of :meth:`to_bytes`; ValueError for anything else."""
-        head, sep, thumb = bytes(data).partition(b"\n")
+        """The inverse of :meth:`to_bytes`; ValueError for anything else (another version, a
+        damaged body, a thumbnail or detail image of the wrong shape)."""
+        head, sep, body = bytes(data).partition(b"\n")
         if not sep:
             raise ValueError("not an encoded fingerprint: no header line")
         try:
             h = json.loads(head)
+            if not isinstance(h, dict) or h.get("v") != _VERSION:
+                raise ValueError(f"version {h.get('v') if isinstance(h, dict) else None!r} is not {_VERSION}")
+            n_thumb, n_detail, crc = h["thumb"], h["detail"], h["crc32"]
+            if not all(isinstance(n, int) and n >= 0 for n in (n_thumb, n_detail, crc)):
+                raise ValueError("bad lengths")
+            if n_thumb + n_detail != len(body) or zlib.crc32(body) != crc:
+                raise ValueError("body does not match its header (truncated or damaged)")
             fp = cls(sha256=h["sha256"], phash=int(h["phash"], 16), dhash=int(h["dhash"], 16),
-                     width=h["width"], height=h["height"], thumb=thumb)
+                     width=h["width"], height=h["height"], thumb=body[:n_thumb], detail=body[n_thumb:])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an encoded fingerprint: {exc!r}") from exc
-        if (h.get("v") != 1 or not _SHA256.fullmatch(str(fp.sha256)) or fp.phash >> 64 or fp.dhash >> 64
-                or not all(isinstance(n, int) and n > 0 for n in (fp.width, fp.height))):
+        if (not _SHA256.fullmatch(str(fp.sha256)) or fp.phash >> 64 or fp.dhash >> 64 or fp.phash < 0
+                or fp.dhash < 0 or not all(isinstance(n, int) and n > 0 for n in (fp.width, fp.height))):
             raise ValueError("not an encoded fingerprint: bad field")
-        _as_array(fp)  # the thumbnail must be one of the known squares
+        if len(fp.thumb) != THUMB * THUMB:
+            raise ValueError(f"not an encoded fingerprint: a thumbnail of {len(fp.thumb)} bytes")
+        if fp.detail:
+            _unpack_detail(fp.detail)  # ValueError unless a well-formed detail image
         return fp
 
 
@@ -244,37 +304,303 @@ def _to_gray(img: PILImage.Image) -> PILImage.Image:
     return img.convert("L")
 
 
-def _decode_thumb(img: PILImage.Image, side: int, *, draft: bool) -> PILImage.Image:
-    """The first frame as a ``side`` x ``side`` grayscale thumbnail (large JPEGs at 1/8 scale)."""
+def _load_gray(img: PILImage.Image, draft_side: int | None) -> PILImage.Image:
+    """The first frame in mode L. A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale
+    (``draft``) whose longest side still reaches ``draft_side``, and only its luma."""
+    if draft_side and img.format in ("JPEG", "MPO"):
+        width, height = img.size
+        scale = 1
+        while scale < 8 and max(width, height) // (2 * scale) >= draft_side:
+            scale *= 2
+        if scale > 1 or img.mode in ("RGB", "YCbCr"):
+            img.draft("L" if img.mode in ("L", "RGB", "YCbCr") else None,
+                      (-(-width // scale), -(-height // scale)))
+    img.load()
+    return _to_gray(img)
+
+
+def _fit(gray: PILImage.Image, side: int) -> PILImage.Image:
+    """``gray`` brought within ``side`` pixels a side (Lanczos: a windowed sinc over 3 source
+    pixels per output pixel, which leaves little to alias and keeps strokes sharp)."""
     from PIL import Image
 
-    width, height = img.size
-    if draft and img.format in ("JPEG", "MPO") and min(width, height) >= 8 * side:
-        # At 1/8 the decoder keeps only each block's DC coefficient: an exact 8x8 box average,
-        # so the thumbnail matches the one of a full decode (1/2 and 1/4 use scaled IDCTs,
-        # whose ringing would differ from a full decode's at the edges of text).
-        img.draft("L" if img.mode in ("L", "RGB", "YCbCr") else None,
-                  (-(-width // 8), -(-height // 8)))
-    img.load()
-    if img.mode in ("P", "PA"):  # resampling would average palette indices
-        img = img.convert("RGBA")
-    elif img.mode.startswith("I") or img.mode in ("F", "1"):
-        img = _to_gray(img)
-    # Pillow's bilinear filter widens with the scale factor (a triangle of 2 source pixels per
-    # output pixel): unlike BOX, its response hardly depends on the ratio, so the same picture
-    # at 25%, 50% or 100% lands on nearly the same thumbnail. RGBA is averaged premultiplied.
-    return _to_gray(img.resize((side, side), Image.Resampling.BILINEAR))
+    width, height = gray.size
+    if max(width, height) <= side:
+        return gray
+    scale = side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return gray.resize(size, Image.Resampling.LANCZOS)
 
 
-def _decode_detail(img: PILImage.Image) -> PILImage.Image:
-    """The first frame, decoded in full, as a DOC_THUMB square: grayscale first, then Lanczos
-    (a windowed sinc over 3 source pixels per output pixel): unlike the bilinear triangle it
-    leaves little above the thumbnail's Nyquist frequency to alias, so copies of different
-    sizes land on nearly the same pixels, and it keeps strokes sharp."""
+# -- text-like detail ----------------------------------------------------------------------------
+
+_KEEP, _FLAT, _TEXT = 1, 2, 4  # tile flags
+_DETAIL_MAGIC = b"IMGD\x02"
+
+
+@dataclass(frozen=True)
+class _Detail:
+    """A detail image and what :func:`_analyse` found in it."""
+
+    pixels: np.ndarray  # (h, w) uint8; tiles not kept hold their mean
+    flags: np.ndarray   # (ceil(h / _TILE), ceil(w / _TILE)) uint8: _KEEP | _FLAT | _TEXT
+    glyph: float        # height of the text's lines, in pixels of ``pixels``; 0 if unknown
+    text: int           # text tiles
+    scale: float        # pixels of the image per pixel of ``pixels`` (1 or more)
+    strong: bool        # holds readable text, which must be verified at glyph scale (see _analyse)
+
+    def data(self) -> np.ndarray:
+        """Tiles whose pixels are stored (kept, or flat and stored as their mean)."""
+        return (self.flags & (_KEEP | _FLAT)) > 0
+
+
+def _tiles(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as (rows of tiles, _TILE, columns of tiles, _TILE), edges repeated to fill."""
+    h, w = arr.shape
+    ty, tx = -(-h // _TILE), -(-w // _TILE)
+    if (ty * _TILE, tx * _TILE) != (h, w):
+        arr = np.pad(arr, ((0, ty * _TILE - h), (0, tx * _TILE - w)), mode="edge")
+    return arr.reshape(ty, _TILE, tx, _TILE)
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` grown by ``steps`` tiles (a square neighbourhood)."""
+    for _ in range(steps):
+        p = np.pad(mask, 1, constant_values=False)
+        rows = p[:-2] | p[1:-1] | p[2:]
+        mask = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
+    return mask
+
+
+def _scan(arr: np.ndarray, halos: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The text tiles of ``arr``, its tiles with strokes, and the heights of its text's lines
+    (see :func:`_analyse`; ``halos``: also text set off from texture by a halo)."""
+    b = _tiles(arr)
+    ty, _, tx, _ = b.shape
+    n = ty * tx
+    half = _CALM_WINDOW // 2
+    bins = 256 // half
+    sample = (b[:, ::2, :, ::2] // half).astype(np.int32)  # (ty, 8, tx, 8): every other pixel
+    samples = sample.shape[1] * sample.shape[3]
+    sample += (np.arange(n, dtype=np.int32) * bins).reshape(ty, 1, tx, 1)
+    counts = np.bincount(sample.ravel(), minlength=n * bins).reshape(n, bins)
+    cum = np.zeros((n, bins + 1), np.int32)
+    np.cumsum(counts, axis=1, out=cum[:, 1:])
+    pairs = cum[:, 2:] - cum[:, :-2]  # pixels in bins (i, i + 1)
+    best = pairs.argmax(axis=1)
+    rows_n = np.arange(n)
+    calm = (pairs[rows_n, best] / samples).reshape(ty, tx)
+    level = np.minimum(best * half + half, 255)
+    median = np.argmax(cum[:, 1:] * 2 >= samples, axis=1) * half + half // 2
+
+    def beyond(centre: np.ndarray, step: int) -> np.ndarray:
+        """Sampled pixels in bins wholly more than ``step`` levels off ``centre``."""
+        low = np.clip((centre - step) // half, 0, bins)  # bins below index ``low`` lie below
+        high = np.clip((centre + step) // half + 1, 0, bins)  # and from ``high`` on, above
+        return cum[rows_n, low] + samples - cum[rows_n, high]
+
+    calm_ink = (calm >= _TEXT_CALM) & (beyond(level, _INK_LEVEL) > 0).reshape(ty, tx)
+    # text over texture (a watermark, a caption on a photo) is set off by a halo or an outline:
+    # there, ink is what lies _HALO_LEVEL off the tile's median, on the side that has more of it
+    halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0).reshape(ty, tx) & halos
+    either = calm_ink | halo
+    beside = np.zeros_like(either)  # a line of text needs a tile of the kind beside it
+    beside[:, 1:] |= either[:, :-1]
+    beside[:, :-1] |= either[:, 1:]
+    cand = np.argwhere(either & beside)
+    text = np.zeros((ty, tx), bool)
+    if not len(cand):
+        return text, text.copy(), np.zeros(0, np.intp)
+    tiles = b[cand[:, 0], :, cand[:, 1], :]  # (k, _TILE, _TILE) uint8
+    haloed = halo[cand[:, 0], cand[:, 1]]
+    k_idx = cand[:, 0] * tx + cand[:, 1]
+    centre = np.where(haloed, median[k_idx], level[k_idx])
+    step = np.where(haloed, _HALO_LEVEL, _INK_LEVEL)
+    low = np.clip(centre - step, 0, 255).astype(np.uint8)[:, None, None]
+    high = np.clip(centre + step, 0, 256)
+    high_u8 = np.minimum(high, 255).astype(np.uint8)[:, None, None]
+    dark = tiles < low
+    light = (tiles > high_u8) & (high < 256)[:, None, None]
+    n_dark, n_light = dark.sum(axis=(1, 2)), light.sum(axis=(1, 2))
+    one_sided = haloed | (np.maximum(n_dark, n_light) >= _TEXT_POLARITY * (n_dark + n_light))
+    # haloed tiles: the side with more ink is the glyphs (the other, their outline)
+    ink = dark | light
+    side = np.flatnonzero(haloed)
+    if side.size:
+        ink[side] = np.where((n_light[side] >= n_dark[side])[:, None, None], light[side], dark[side])
+    share = ink.mean(axis=(1, 2))
+    rows = ink.any(axis=2)  # (k, _TILE): the tile's inked rows
+    inked = rows.sum(axis=1)
+    crossings = (ink[:, :, 1:] != ink[:, :, :-1]).sum(axis=(1, 2)) / np.maximum(inked, 1)
+    strokes = ((share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
+               & (inked <= _TILE - _TEXT_GAP_ROWS))
+    text[cand[strokes, 0], cand[strokes, 1]] = True
+    marks = np.zeros((ty, tx), bool)  # any strokes at all: kept, should the other copy see text there
+    marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS)
+    marks[cand[marked, 0], cand[marked, 1]] = True
+    # a line of text: a tile's inked rows are mostly those of a text tile beside it
+    profile = np.zeros((ty, tx, _TILE), bool)
+    profile[cand[:, 0], cand[:, 1]] = rows
+    both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
+    either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
+    aligned = text[:, 1:] & text[:, :-1] & (both >= _TEXT_ALIGNED * np.maximum(either, 1))
+    text[:] = False
+    text[:, 1:] |= aligned
+    text[:, :-1] |= aligned
+    # line heights: in each text tile and half a tile above and below it, runs of rows holding
+    # its ink with a row clear of it on either side (a whole line, not one cut by the window)
+    k_text = np.flatnonzero(text[cand[:, 0], cand[:, 1]])
+    if not k_text.size:
+        return text, marks, np.zeros(0, np.intp)
+    pad = _TILE // 2
+    padded = np.pad(arr, ((pad, pad + ty * _TILE - arr.shape[0]), (0, tx * _TILE - arr.shape[1])), mode="edge")
+    ys = (cand[k_text, 0] * _TILE)[:, None] + np.arange(2 * _TILE)
+    xs = (cand[k_text, 1] * _TILE)[:, None] + np.arange(_TILE)
+    strips = padded[ys[:, :, None], xs[:, None, :]]  # (k, 2 _TILE, _TILE)
+    dark_s, light_s = strips < low[k_text], strips > high_u8[k_text]
+    light_s &= (high < 256)[k_text][:, None, None]
+    lighter = n_light[k_text] >= n_dark[k_text]
+    glyph_ink = np.where(haloed[k_text][:, None, None], np.where(lighter[:, None, None], light_s, dark_s),
+                         dark_s | light_s)
+    r = np.pad(glyph_ink.any(axis=2).astype(np.int8), ((0, 0), (1, 1)))
+    edges = np.diff(r, axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)[1]
+    runs = ends - starts[1]
+    whole = (starts[1] > 0) & (ends < 2 * _TILE) & (starts[1] < pad + _TILE) & (ends > pad)
+    return text, marks, runs[(runs >= 2) & whole]
+
+
+def _lines(text: np.ndarray) -> bool:
+    """Whether ``text`` holds a line of text: _LINE_TILES text tiles side by side, or
+    _TEXT_STRONG text tiles in all."""
+    run = text[:, : text.shape[1] - _LINE_TILES + 1].copy()
+    for k in range(1, _LINE_TILES):
+        run &= text[:, k: text.shape[1] - _LINE_TILES + 1 + k]
+    return bool(run.any()) or int(text.sum()) >= _TEXT_STRONG
+
+
+def _analyse(arr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Text tiles, tiles with strokes, the height of the text's lines, and whether the image
+    holds readable text, of a detail image showing the image at 1 / ``scale``.
+
+    Per tile of _TILE x _TILE pixels: its background is the _CALM_WINDOW-level window holding
+    most of its pixels (sampled every other pixel); ink is what lies _INK_LEVEL or more off it.
+    A tile with strokes has a calm background (_TEXT_CALM of its pixels), ink covering
+    _TEXT_INK of it, nearly all on one side of the background (dark on light or light on dark:
+    _TEXT_POLARITY), and many crossings between ink and background along its inked rows (not
+    an object's outline). A text tile also has rows without ink (between lines: not a railing
+    or a lattice), and a tile of the kind beside it whose inked rows are mostly its own (a line
+    of text, not the odd patch of a photo). The image is scanned at its size and at half of it
+    (text too large for a tile). The lines' height is the lower quartile of the runs of inked
+    rows (2+ pixels) in the text tiles of each column of tiles: dots and lower-case letters
+    only lower it, towards a miss. The image holds readable text if either scan finds a line of
+    text (see :func:`_lines`) whose lines are _READABLE pixels high in the image itself (and,
+    for the half-size scan, _LARGE_TEXT pixels of the detail image)."""
     from PIL import Image
 
-    img.load()
-    return _to_gray(img).resize((DOC_THUMB, DOC_THUMB), Image.Resampling.LANCZOS)
+    text, marks, runs = _scan(arr)
+    found = [(_lines(text), runs, 1)]
+    h, w = arr.shape
+    if min(h, w) >= 4 * _TILE:
+        half = np.asarray(Image.fromarray(arr).reduce(2))  # 2 x 2 means
+        text2, marks2, runs2 = _scan(half, halos=False)
+        for fine, coarse in ((text, text2), (marks, marks2)):
+            up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:fine.shape[0], :fine.shape[1]]
+            fine[:up.shape[0], :up.shape[1]] |= up
+        found.append((_lines(text2), runs2, 2))
+    glyph, strong = 0.0, False
+    for count, lines, factor in found:
+        height = factor * float(np.percentile(lines, 25)) if lines.size >= _GLYPH_RUNS else 0.0
+        if count and height * scale >= _READABLE and height >= (factor - 1) * _LARGE_TEXT:
+            return text, marks, height, True
+        glyph = glyph or height
+    return text, marks, glyph, strong
+
+
+def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: float, scale: float,
+                 strong: bool) -> bytes:
+    """The detail blob: _DETAIL_MAGIC, a 2-byte length and a JSON header (size, tile, line
+    height, text tiles, scale, readable text), a 4-byte length and the tile flags and the
+    tiles' mean levels (a byte each per tile, row by row; zlib), then a PNG of the kept tiles,
+    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text, and the
+    tiles with strokes near them (should the other copy read text there); around those, the
+    flat tiles (all pixels within _FLAT_RANGE levels) are recorded as their mean (paper, a
+    screen's background). Other tiles only have their mean, which compares with nothing."""
+    from PIL import Image
+
+    h, w = arr.shape
+    b = _tiles(arr)
+    means = np.asarray(Image.fromarray(arr).reduce(_TILE))
+    near = _dilate(text, _KEEP_AROUND)
+    keep = near | _dilate(marks, 1) & _dilate(near, _KEEP_AROUND)
+    flat = np.zeros_like(keep)
+    around = np.argwhere(_dilate(keep, 1) & ~keep)
+    if len(around):
+        tiles = b[around[:, 0], :, around[:, 1], :]
+        spread = tiles.max(axis=(1, 2)).astype(np.int16) - tiles.min(axis=(1, 2))
+        flat[around[spread <= _FLAT_RANGE, 0], around[spread <= _FLAT_RANGE, 1]] = True
+    kept = np.argwhere(keep)
+    cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1
+    rows = max(1, -(-len(kept) // cols))
+    mosaic = np.zeros((rows * cols, _TILE, _TILE), np.uint8)
+    mosaic[:len(kept)] = (b[kept[:, 0], :, kept[:, 1], :].astype(np.uint16) + _QUANT // 2) // _QUANT
+    mosaic = mosaic.reshape(rows, cols, _TILE, _TILE).transpose(0, 2, 1, 3).reshape(rows * _TILE, cols * _TILE)
+    buf = io.BytesIO()
+    Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=6)
+    flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)).astype(np.uint8)
+    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(glyph, 2), "text": int(text.sum()),
+                         "scale": round(scale, 4), "strong": strong}, sort_keys=True, separators=(",", ":")).encode()
+    table = zlib.compress(flags.tobytes() + means.tobytes(), 6)
+    return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
+            + buf.getvalue())
+
+
+@functools.lru_cache(maxsize=16)
+def _unpack_detail(blob: bytes) -> _Detail:
+    """The inverse of :func:`_pack_detail` (the last few are kept); ValueError for anything else."""
+    from PIL import Image
+
+    try:
+        if not blob.startswith(_DETAIL_MAGIC):
+            raise ValueError("no detail header")
+        start = len(_DETAIL_MAGIC) + 2
+        end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
+        head = json.loads(blob[start:end])
+        w, h, tile, text = head["w"], head["h"], head["tile"], head["text"]
+        glyph, scale, strong = float(head["glyph"]), float(head["scale"]), head["strong"]
+        if (not all(isinstance(v, int) for v in (w, h, tile, text)) or tile != _TILE or text < 0
+                or not isinstance(strong, bool) or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
+                or not 0 <= glyph <= DOC_THUMB or not 1 <= scale < 1e4):
+            raise ValueError("bad detail header")
+        ty, tx = -(-h // _TILE), -(-w // _TILE)
+        start, end = end + 4, end + 4 + int.from_bytes(blob[end:end + 4], "big")
+        table = zlib.decompressobj().decompress(blob[start:end], 2 * ty * tx + 1)
+        flags = np.frombuffer(table[:ty * tx], np.uint8)
+        means = np.frombuffer(table[ty * tx:], np.uint8)
+        if flags.size != ty * tx or means.size != ty * tx or flags.max(initial=0) > (_KEEP | _FLAT | _TEXT):
+            raise ValueError("bad tile flags")
+        flags = flags.reshape(ty, tx)
+        kept = np.argwhere(flags & _KEEP)
+        cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1
+        rows = max(1, -(-len(kept) // cols))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(blob[end:]), formats=["PNG"])
+            im.load()
+        if im.mode != "L" or im.size != (cols * _TILE, rows * _TILE):
+            raise ValueError(f"a {im.mode} {im.size} mosaic, not L {(cols * _TILE, rows * _TILE)}")
+        levels = np.asarray(im)
+        if levels.max(initial=0) > 255 // _QUANT + 1:
+            raise ValueError("detail levels out of range")
+        tiles = levels.reshape(rows, _TILE, cols, _TILE).transpose(0, 2, 1, 3).reshape(-1, _TILE, _TILE)[:len(kept)]
+        full = np.repeat(np.repeat(means.reshape(ty, 1, tx, 1), _TILE, axis=1), _TILE, axis=3)
+        full[kept[:, 0], :, kept[:, 1], :] = np.minimum(tiles.astype(np.uint16) * _QUANT, 255)
+        pixels = np.ascontiguousarray(full.reshape(ty * _TILE, tx * _TILE)[:h, :w])
+        return _Detail(pixels, flags, glyph, text, scale, strong)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json, PIL and struct errors alike
+        raise ValueError(f"not a detail image: {exc!r}") from exc
 
 
 def fingerprint(
@@ -315,19 +641,25 @@ def fingerprint(
                 img.seek(0)
             orientation = _orientation(img)
             width, height = img.size
-            thumb = _decode_thumb(img, THUMB, draft=raw is not None)
-            doc = _document_like(np.asarray(thumb))
-            if doc:  # documents keep a finer thumbnail, decoded in full
-                if raw is not None and img.size != (width, height):
-                    img = _open(raw)
-                detail = _decode_detail(img)
-            if orientation != 1:
-                method = getattr(Image.Transpose, _ORIENT[orientation])
-                thumb = thumb.transpose(method)
-                if doc:
-                    detail = detail.transpose(method)
-                if orientation >= 5:
-                    width, height = height, width
+            method = getattr(Image.Transpose, _ORIENT[orientation]) if orientation != 1 else None
+            # A JPEG is first decoded at about half the detail size (draft: fast); one that
+            # turns out to hold text is decoded again, at the full detail size.
+            gray = _load_gray(img, DOC_THUMB // 2 if raw is not None else None)
+            thumb = gray.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            detail = _fit(gray, DOC_THUMB)
+            if method is not None:
+                thumb, detail = thumb.transpose(method), detail.transpose(method)
+            arr = np.asarray(detail)
+            text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
+            if strong and raw is not None and max(gray.size) < min(DOC_THUMB, max(width, height)):
+                gray = _load_gray(_open(raw), DOC_THUMB)
+                detail = _fit(gray, DOC_THUMB)
+                arr = np.asarray(detail.transpose(method) if method is not None else detail)
+                text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
+            scale = max(1.0, max(width, height) / max(arr.shape))
+            packed = _pack_detail(arr, text, marks, glyph, scale, strong) if text.any() else b""
+            if orientation >= 5:
+                width, height = height, width
             phash = imagehash.phash(thumb)
             dhash = imagehash.dhash(thumb)
     except ImageError:
@@ -335,7 +667,7 @@ def fingerprint(
     except Exception as exc:  # truncated data, broken chunks, unsupported modes, ...
         raise ImageError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     return Fingerprint(sha256=sha, phash=_hash_int(phash), dhash=_hash_int(dhash),
-                       width=width, height=height, thumb=(detail if doc else thumb).tobytes())
+                       width=width, height=height, thumb=thumb.tobytes(), detail=packed)
 
 
 def _hash_int(h: Any) -> int:
@@ -347,29 +679,17 @@ def _hash_int(h: Any) -> int:
 
 def _window_max(diff: np.ndarray, k: int) -> float:
     """Largest |mean| of the signed difference over k x k windows (all positions)."""
+    if k == 1:
+        return float(np.abs(diff).max(initial=0.0))
     c = np.pad(diff, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     sums = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return float(np.abs(sums).max()) / (k * k)
-
-
-def _document_like(t: np.ndarray) -> bool:
-    """Documents, screenshots, diagrams: a clean background (most pixels within 2 levels of the
-    commonest level), or a flat one (within 8 levels) with marks standing off it (text, lines).
-    Errs towards "document": the stricter comparison only costs misses."""
-    counts = np.bincount(t.astype(np.uint8).ravel(), minlength=256)
-    clean = np.convolve(counts, np.ones(5), mode="same").max() / t.size
-    window = np.convolve(counts, np.ones(17), mode="same")
-    level = int(window.argmax())
-    flat = float(window[level]) / t.size
-    marks = float((np.abs(t.astype(np.int16) - level) > _MARK_LEVEL).mean())
-    return clean >= _DOC_CLEAN_SHARE or (flat >= _DOC_FLAT_SHARE and marks >= _DOC_MARK_SHARE)
+    return float(np.abs(sums).max(initial=0.0)) / (k * k)
 
 
 def _as_array(fp: Fingerprint) -> np.ndarray:
-    side = math.isqrt(len(fp.thumb))
-    if side * side != len(fp.thumb) or side not in (THUMB, DOC_THUMB):
-        raise ImageError(f"fingerprint thumbnail of {len(fp.thumb)} bytes is not square")
-    return np.frombuffer(fp.thumb, np.uint8).reshape(side, side).astype(np.float64)
+    if len(fp.thumb) != THUMB * THUMB:
+        raise ImageError(f"fingerprint thumbnail of {len(fp.thumb)} bytes is not {THUMB} x {THUMB}")
+    return np.frombuffer(fp.thumb, np.uint8).reshape(THUMB, THUMB).astype(np.float64)
 
 
 def _half(t: np.ndarray) -> np.ndarray:
@@ -384,84 +704,143 @@ def _blur(t: np.ndarray) -> np.ndarray:
     return (t[:, :-2] + 2 * t[:, 1:-1] + t[:, 2:]) / 4
 
 
-def _grid(a: Fingerprint, b: Fingerprint, side: int) -> tuple[tuple[int, int], float]:
-    """The (columns, rows) grid two thumbnails are compared on: at most ``side``, and at most 0.8
-    of the smaller copy's pixels (a 50% copy of a 600 x 800 page: 240 x 256 for documents), and
-    the share of the larger copy's own grid it keeps (1.0 when neither copy is small)."""
-    def grid(width: int, height: int) -> tuple[int, int]:
-        return min(side, max(1, int(width * 0.8))), min(side, max(1, int(height * 0.8)))
-
-    size = grid(min(a.width, b.width), min(a.height, b.height))
-    finer = grid(max(a.width, b.width), max(a.height, b.height))
-    return size, min(size[0] / finer[0], size[1] / finer[1])
-
-
-def _glyph_size(t: np.ndarray, width: int, height: int) -> float:
-    """How many pixels of ``t`` (a grid of a ``width`` x ``height`` image) the document's smaller
-    text spans: the height of its lines in rows, or that height in columns where the grid
-    squeezes columns more (a 1920 x 1080 screenshot on a square grid). A line's height is a run
-    of rows holding a stroke (a horizontal step of _STROKE_LEVEL, which horizontal rules do
-    not make) within a 16-pixel wide strip; the lower quartile of all runs is taken, so specks
-    and thin text only lower it: the error is towards "too fine", a miss."""
-    strokes = np.abs(np.diff(t, axis=1)) > _STROKE_LEVEL
-    runs: list[np.ndarray] = []
-    for x0 in range(0, strokes.shape[1] - 15, 16):
-        rows = strokes[:, x0:x0 + 16].any(axis=1).astype(np.int8)
-        edges = np.diff(np.concatenate(([0], rows, [0])))
-        runs.append(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1))
-    found = np.concatenate(runs) if runs else np.zeros(0)
-    if not found.size:
-        return math.inf  # no strokes at all: no text finer than the grid
-    rows_high = float(np.percentile(found, 25))
-    squeeze = (t.shape[1] / width) / (t.shape[0] / height)  # grid columns per row, relative
-    return rows_high * min(1.0, squeeze)
+def _gauss3(t: np.ndarray, sigma: float) -> np.ndarray:
+    """A 3-tap Gaussian blur of ``sigma`` pixels in both directions (edges repeated)."""
+    if sigma <= 0:
+        return t
+    e = math.exp(-1 / (2 * sigma * sigma))
+    side, centre = e / (1 + 2 * e), 1 / (1 + 2 * e)
+    p = np.pad(t, 1, mode="edge")
+    t = centre * p[1:-1] + side * (p[:-2] + p[2:])
+    return centre * t[:, 1:-1] + side * (t[:, :-2] + t[:, 2:])
 
 
-def _resample(t: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _small_grid(a: Fingerprint, b: Fingerprint, side: int) -> tuple[int, int]:
+    """The (columns, rows) grid two photo thumbnails are compared on: ``side``, or 0.8 of the
+    smaller copy's pixels where that is less (what a small copy can still show)."""
+    return (min(side, max(1, int(min(a.width, b.width) * 0.8))),
+            min(side, max(1, int(min(a.height, b.height) * 0.8))))
+
+
+def _resample(t: np.ndarray, size: tuple[int, int], crop: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``t`` resampled to ``size`` (Lanczos), or the ``crop`` (x0, y0, x1, y1) of that."""
     from PIL import Image
 
+    x0, y0, x1, y1 = crop or (0, 0, *size)
+    if (t.shape[1], t.shape[0]) == tuple(size):
+        return t[y0:y1, x0:x1].astype(np.float32)
+    sx, sy = t.shape[1] / size[0], t.shape[0] / size[1]
     im = Image.fromarray(t.astype(np.float32), "F")
-    return np.asarray(im.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    out = im.resize((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    return np.asarray(out, dtype=np.float32)
 
 
-def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
-    """The thumbnail comparison's figures, in gray levels (for the verdict, tuning and reasons).
-
-    Photos are compared at half the thumbnail's resolution, slightly blurred (resampling
-    filters differ at edges): ``mad`` the mean absolute difference, ``p1`` the largest one,
-    ``p2`` and ``p4`` the largest |mean| of the signed difference over 2x2 and 4x4 windows.
-    Documents (a DOC_THUMB thumbnail) on the grid of :func:`_grid` (``grid``, its shorter
-    side): ``dmad``, ``d1`` (a pixel), ``d2`` (the signed mean over 2x2 windows, about a glyph's
-    stroke). ``doc`` is 1.0 for documents.
-    """
+def _photo_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     ta, tb = _as_array(a), _as_array(b)
-    if ta.shape != tb.shape:
-        raise ValueError("thumbnails of different sizes (a document and a photo)")
-    if ta.shape[0] == DOC_THUMB:
-        size, share = _grid(a, b, _DOC_GRID)
-        if share < _MIN_GRID_SHARE:
-            return {"dmad": math.inf, "d1": math.inf, "d2": math.inf, "grid": float(min(size)),
-                    "share": share, "glyph": 0.0, "doc": 1.0}
-        ra, rb = _resample(ta, size), _resample(tb, size)
-        glyph = min(_glyph_size(ra, a.width, a.height), _glyph_size(rb, b.width, b.height))
-        full = ra - rb
-        return {"dmad": float(np.abs(full).mean()), "d1": float(np.abs(full).max()),
-                "d2": _window_max(full, 2), "grid": float(min(size)), "share": share, "glyph": glyph,
-                "doc": 1.0}
-    size, share = _grid(a, b, THUMB // 2)
+    size = _small_grid(a, b, THUMB // 2)
     if size == (THUMB // 2, THUMB // 2):
         half = _blur(_half(ta)) - _blur(_half(tb))
     else:  # a copy with fewer than 80 pixels a side: both at what it can still show
-        half = _blur(_resample(ta, size)) - _blur(_resample(tb, size))
+        half = _blur(_resample(ta, size).astype(np.float64)) - _blur(_resample(tb, size).astype(np.float64))
     return {"mad": float(np.abs(half).mean()), "p1": float(np.abs(half).max()),
-            "p2": _window_max(half, 2), "p4": _window_max(half, 4), "doc": 0.0}
+            "p2": _window_max(half, 2), "p4": _window_max(half, 4)}
+
+
+def _at_grid(flags: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Tile flags of a detail image of ``shape`` (rows, columns), per pixel of a ``size`` grid."""
+    (h, w), (gw, gh) = shape, size
+    ry = np.minimum(((np.arange(gh) + 0.5) * (h / gh) // _TILE).astype(np.intp), flags.shape[0] - 1)
+    rx = np.minimum(((np.arange(gw) + 0.5) * (w / gw) // _TILE).astype(np.intp), flags.shape[1] - 1)
+    return flags[ry][:, rx]
+
+
+_NO_DETAIL = {"d1": math.inf, "d2": math.inf}
+
+
+def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
+    """The detail comparison's figures (see :func:`thumb_evidence`)."""
+    da = _unpack_detail(a.detail) if a.detail else None
+    db = _unpack_detail(b.detail) if b.detail else None
+    ev: dict[str, float] = {"doc": float(bool(da is not None and da.strong or db is not None and db.strong))}
+    if not ev["doc"]:
+        return ev
+    if da is None or db is None:  # one copy shows no text-like detail at all
+        (have, fp), other = ((da, a), b) if da is not None else ((db, b), a)
+        glyph = have.glyph * have.scale * min(other.width / fp.width, other.height / fp.height)
+        ev.update(glyph=glyph, missing=float(have.text))
+        if glyph * _RESIZED_GRID < _GLYPH_GRID and other.width * other.height < fp.width * fp.height:
+            ev["small"] = 1.0
+        return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES or ev.get("small") else ev
+    small, big = (da, db) if da.pixels.size <= db.pixels.size else (db, da)
+    (sh, sw), (bh, bw) = small.pixels.shape, big.pixels.shape
+    same = abs(sh - bh) <= 1 and abs(sw - bw) <= 1
+    # the text's line height in pixels of the smaller detail image: that of the larger copy if it
+    # holds readable text (more pixels to measure), the smaller of both when they are of one size
+    if same:
+        glyph = min(d.glyph for d in (da, db) if d.strong)
+    else:
+        glyph = big.glyph * sh / bh if big.strong else small.glyph
+    ev.update(glyph=glyph, same=float(same), missing=0.0)
+    if glyph <= 0 or (not same and glyph * _RESIZED_GRID < _GLYPH_GRID):
+        return {**ev, "small": 1.0, **_NO_DETAIL}
+    scale = min(1.0, _GLYPH_GRID / glyph)
+    size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
+    ev.update(small=0.0, grid=float(min(size)), fine=float(glyph < _GLYPH_GRID))
+    # compared: the tiles around text in either copy, where both hold pixels. Text tiles of one
+    # copy where the other holds none (texture, shading) are counted; a few are let go (a tile
+    # one copy reads as text and the other not), more are text in one copy only: a miss.
+    around_small = _COMPARE_AROUND if same else max(1, round(_COMPARE_AROUND * sw / bw))
+    text = _at_grid((big.flags & _TEXT) > 0, big.pixels.shape, size) | _at_grid(
+        (small.flags & _TEXT) > 0, small.pixels.shape, size)
+    region = (_at_grid(_dilate((big.flags & _TEXT) > 0, _COMPARE_AROUND), big.pixels.shape, size)
+              | _at_grid(_dilate((small.flags & _TEXT) > 0, around_small), small.pixels.shape, size))
+    held = _at_grid(da.data(), da.pixels.shape, size) & _at_grid(db.data(), db.pixels.shape, size)
+    tile = _TILE * size[0] / bw  # a tile of the larger copy, in grid pixels
+    ev["missing"] = float((text & ~held).sum()) / (tile * tile)
+    if ev["missing"] > _MISSING_TILES:
+        return {**ev, **_NO_DETAIL}
+    region &= held
+    ev["region"] = float(region.mean())
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if not rows.size:
+        return {**ev, "d1": 0.0, "d2": 0.0}
+    # only the box around the compared pixels is resampled (and a pixel more for the blur)
+    y0, y1 = max(0, rows[0] - 1), min(size[1], rows[-1] + 2)
+    x0, x1 = max(0, cols[0] - 1), min(size[0], cols[-1] + 2)
+    ra = _gauss3(_resample(da.pixels, size, (x0, y0, x1, y1)), _DETAIL_BLUR)
+    rb = _gauss3(_resample(db.pixels, size, (x0, y0, x1, y1)), _DETAIL_BLUR)
+    diff = np.where(region[y0:y1, x0:x1], ra - rb, np.float32(0))
+    quads = diff[:-1, :-1] + diff[1:, :-1] + diff[:-1, 1:] + diff[1:, 1:]
+    ev.update(d1=float(np.abs(diff).max(initial=0.0)), d2=float(np.abs(quads).max(initial=0.0)) / 4)
+    return ev
+
+
+def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
+    """The comparison's figures, in gray levels (for the verdict, tuning and reasons).
+
+    Every pair: the thumbnails at half resolution, slightly blurred (resampling filters differ
+    at edges): ``mad`` the mean absolute difference, ``p1`` the largest one, ``p2`` and ``p4``
+    the largest |mean| of the signed difference over 2x2 and 4x4 windows.
+
+    ``doc`` is 1.0 when either copy holds text-like detail; then also: ``glyph``, the height
+    of its text lines in pixels of the smaller copy's detail image (0 if unknown); ``missing``
+    (1.0 if a copy has no detail image, or the share of the grid where one copy has text and
+    the other nothing to compare); ``small`` (1.0 when the smaller copy's text is too small to
+    verify); ``same`` (1.0 when both detail images are of one size); and, when compared,
+    ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the text spans fewer than
+    _GLYPH_GRID pixels even there), ``region`` (the share of the grid compared), and ``d1``,
+    ``d2``, ``d3``: the largest |mean| of the signed difference over 1x1, 2x2 and 3x3 windows
+    (a glyph's stroke and its parts) in the tiles that are not texture in both copies.
+    """
+    return {**_photo_evidence(a, b), **_detail_evidence(a, b)}
 
 
 def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
     """Whether ``a`` and ``b`` are one picture (re-encoded, resized, converted): (decision, reason).
 
     Conservative: different photos of one scene, mirrored, rotated or cropped images, an
-    object added or removed, and documents whose text differs are answered False.
+    object added or removed, and documents whose text differs are answered False, and so is
+    a copy too small to show the text the other one holds.
     """
     if a.sha256 == b.sha256:
         return True, "identical bytes (sha256)"
@@ -474,19 +853,30 @@ def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
     dd = (a.dhash ^ b.dhash).bit_count()
     if dd > _DHASH_MAX:
         return False, f"dhash distance {dd} > {_DHASH_MAX}"
-    if len(a.thumb) != len(b.thumb):
-        return False, "one is document-like (flat background), the other is not"
-    ev = thumb_evidence(a, b)
-    text = ev["doc"] == 1.0
-    if text and ev["share"] < _MIN_GRID_SHARE:
-        return False, (f"document-like, too small to verify: the smaller copy keeps {ev['share']:.0%} of the "
-                       f"larger one's grid (< {_MIN_GRID_SHARE:.0%}), where a changed glyph would not show")
-    fine = text and ev["glyph"] < _GLYPH_MIN
-    limits = (_FINE_TEXT_LIMITS if fine else _TEXT_LIMITS) if text else _PHOTO_LIMITS
-    over = [f"{k} {ev[k]:.1f} > {v:g}" for k, v in limits.items() if ev[k] > v]
-    kind = (f"document-like, {'fine' if fine else 'legible'} text ({ev['glyph']:.1f} px)" if text
-            else "photo")
+    ev = _photo_evidence(a, b)
+    over = [f"{k} {ev[k]:.1f} > {v:g}" for k, v in _PHOTO_LIMITS.items() if ev[k] > v]
     if over:
-        return False, f"thumbnails differ ({kind}): {', '.join(over)}; phash {dp}, dhash {dd}"
-    figures = ", ".join(f"{k} {ev[k]:.1f}" for k in limits)
-    return True, f"same picture ({kind}): {figures}; phash {dp}, dhash {dd}"
+        return False, f"thumbnails differ: {', '.join(over)}; phash {dp}, dhash {dd}"
+    photo = ", ".join(f"{k} {ev[k]:.1f}" for k in _PHOTO_LIMITS)
+    dev = _detail_evidence(a, b)
+    if not dev["doc"]:
+        return True, f"same picture (photo): {photo}; phash {dp}, dhash {dd}"
+    if dev.get("small"):
+        return False, (f"text-like detail, too small to verify: its lines span {dev['glyph']:.1f} pixels of the "
+                       f"smaller copy, fewer than {_GLYPH_GRID / _RESIZED_GRID:.0f}, where a changed glyph would "
+                       "not show")
+    if dev["missing"] > _MISSING_TILES:
+        return False, (f"text-like detail in one copy only: {dev['missing']:.0f} tiles of text where the other "
+                       "copy shows texture or nothing")
+    if "d2" not in dev:
+        return True, (f"same picture (photo; {dev['missing']:.0f} tiles of text-like detail in one copy only): "
+                      f"{photo}; phash {dp}, dhash {dd}")
+    fine = bool(dev["fine"])
+    limits = _FINE_TEXT_LIMITS if fine else _TEXT_LIMITS
+    kind = (f"text-like detail, {'fine' if fine else 'legible'} text ({dev['glyph']:.1f} px lines, "
+            f"grid {dev['grid']:.0f})")
+    over = [f"{k} {dev[k]:.1f} > {v:g}" for k, v in limits.items() if dev[k] > v]
+    if over:
+        return False, f"detail differs ({kind}): {', '.join(over)}; {photo}; phash {dp}, dhash {dd}"
+    figures = ", ".join(f"{k} {dev[k]:.1f}" for k in limits)
+    return True, f"same picture ({kind}): {figures}; {photo}; phash {dp}, dhash {dd}"
