@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgcache")
 _KEY = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"[0-9a-f]{16}")
-MATCHER_VERSION = 1
+MATCHER_VERSION = 2
 """Part of every scope id: bump it when fingerprints change, so old records stop matching."""
 
 
