@@ -379,6 +379,17 @@ def test_photographed_receipt_copies(receipt: Fingerprint) -> None:
     assert len(receipt.to_bytes()) < 150 * 1024
 
 
+def test_close_up_receipt_with_another_total_rejected() -> None:
+    """Close up, each price is a lone number in a tile of its own, far from the items' names:
+    compared all the same (a tile with strokes near readable text)."""
+    stored = fingerprint(encode(receipt_photo("12.50", size=(1500, 2000))))
+    changed = receipt_photo("12.80", size=(1500, 2000))
+    for data in (encode(changed), encode(changed, "JPEG", quality=50), encode(scaled(changed, 0.75))):
+        decision, reason = same_picture(stored, fingerprint(data))
+        assert not decision, reason
+    assert same_picture(stored, fingerprint(encode(receipt_photo("12.50", size=(1500, 2000)), "JPEG", quality=75)))[0]
+
+
 def test_another_receipt_on_the_same_table_rejected(receipt: Fingerprint) -> None:
     other = receipt_photo("12.50", items=4)
     for data in (encode(other), encode(other, "JPEG", quality=75)):

@@ -334,7 +334,8 @@ def _fit(gray: PILImage.Image, side: int) -> PILImage.Image:
 
 # -- text-like detail ----------------------------------------------------------------------------
 
-_KEEP, _FLAT, _TEXT = 1, 2, 4  # tile flags
+_KEEP, _FLAT, _TEXT, _MARK = 1, 2, 4, 8  # tile flags
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int32)
 _DETAIL_MAGIC = b"IMGD\x02"
 
 
@@ -343,7 +344,7 @@ class _Detail:
     """A detail image and what :func:`_analyse` found in it."""
 
     pixels: np.ndarray  # (h, w) uint8; tiles not kept hold their mean
-    flags: np.ndarray   # (ceil(h / _TILE), ceil(w / _TILE)) uint8: _KEEP | _FLAT | _TEXT
+    flags: np.ndarray   # (ceil(h / _TILE), ceil(w / _TILE)) uint8: _KEEP | _FLAT | _TEXT | _MARK
     glyph: float        # height of the text's lines, in pixels of ``pixels``; 0 if unknown
     text: int           # text tiles
     scale: float        # pixels of the image per pixel of ``pixels`` (1 or more)
@@ -403,11 +404,10 @@ def _scan(arr: np.ndarray, halos: bool = True) -> tuple[np.ndarray, np.ndarray, 
     # text over texture (a watermark, a caption on a photo) is set off by a halo or an outline:
     # there, ink is what lies _HALO_LEVEL off the tile's median, on the side that has more of it
     halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0).reshape(ty, tx) & halos
-    either = calm_ink | halo
-    beside = np.zeros_like(either)  # a line of text needs a tile of the kind beside it
-    beside[:, 1:] |= either[:, :-1]
-    beside[:, :-1] |= either[:, 1:]
-    cand = np.argwhere(either & beside)
+    beside = np.zeros_like(halo)  # text over texture only counts in lines: a tile of it beside
+    beside[:, 1:] |= halo[:, :-1]
+    beside[:, :-1] |= halo[:, 1:]
+    cand = np.argwhere(calm_ink | halo & beside)
     text = np.zeros((ty, tx), bool)
     if not len(cand):
         return text, text.copy(), np.zeros(0, np.intp)
@@ -428,16 +428,19 @@ def _scan(arr: np.ndarray, halos: bool = True) -> tuple[np.ndarray, np.ndarray, 
     side = np.flatnonzero(haloed)
     if side.size:
         ink[side] = np.where((n_light[side] >= n_dark[side])[:, None, None], light[side], dark[side])
-    share = ink.mean(axis=(1, 2))
-    rows = ink.any(axis=2)  # (k, _TILE): the tile's inked rows
+    bits = np.packbits(ink, axis=2).astype(np.uint16)  # each row of a tile as 16 bits
+    bits = (bits[:, :, 0] << 8) | bits[:, :, 1]
+    share = (_POPCOUNT[bits & 0xFF] + _POPCOUNT[bits >> 8]).sum(axis=1) / (_TILE * _TILE)
+    rows = bits != 0  # (k, _TILE): the tile's inked rows
     inked = rows.sum(axis=1)
-    crossings = (ink[:, :, 1:] != ink[:, :, :-1]).sum(axis=(1, 2)) / np.maximum(inked, 1)
+    flips = (bits ^ (bits >> 1)) & 0x7FFF  # neighbouring pixels that differ
+    crossings = (_POPCOUNT[flips & 0xFF] + _POPCOUNT[flips >> 8]).sum(axis=1) / np.maximum(inked, 1)
     strokes = ((share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
                & (inked <= _TILE - _TEXT_GAP_ROWS))
     text[cand[strokes, 0], cand[strokes, 1]] = True
-    marks = np.zeros((ty, tx), bool)  # any strokes at all: kept, should the other copy see text there
-    marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS)
-    marks[cand[marked, 0], cand[marked, 1]] = True
+    marks = np.zeros((ty, tx), bool)  # strokes on a calm background, in a line or not (a lone number)
+    marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
+    marks[cand[marked & ~haloed, 0], cand[marked & ~haloed, 1]] = True
     # a line of text: a tile's inked rows are mostly those of a text tile beside it
     profile = np.zeros((ty, tx, _TILE), bool)
     profile[cand[:, 0], cand[:, 1]] = rows
@@ -532,7 +535,8 @@ def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: fl
     b = _tiles(arr)
     means = np.asarray(Image.fromarray(arr).reduce(_TILE))
     near = _dilate(text, _KEEP_AROUND)
-    keep = near | _dilate(marks, 1) & _dilate(near, _KEEP_AROUND)
+    marks = marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
+    keep = near | _dilate(marks, 1)
     flat = np.zeros_like(keep)
     around = np.argwhere(_dilate(keep, 1) & ~keep)
     if len(around):
@@ -547,7 +551,8 @@ def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: fl
     mosaic = mosaic.reshape(rows, cols, _TILE, _TILE).transpose(0, 2, 1, 3).reshape(rows * _TILE, cols * _TILE)
     buf = io.BytesIO()
     Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=6)
-    flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)).astype(np.uint8)
+    flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)
+             | np.where(marks, _MARK, 0)).astype(np.uint8)
     header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(glyph, 2), "text": int(text.sum()),
                          "scale": round(scale, 4), "strong": strong}, sort_keys=True, separators=(",", ":")).encode()
     table = zlib.compress(flags.tobytes() + means.tobytes(), 6)
@@ -577,7 +582,7 @@ def _unpack_detail(blob: bytes) -> _Detail:
         table = zlib.decompressobj().decompress(blob[start:end], 2 * ty * tx + 1)
         flags = np.frombuffer(table[:ty * tx], np.uint8)
         means = np.frombuffer(table[ty * tx:], np.uint8)
-        if flags.size != ty * tx or means.size != ty * tx or flags.max(initial=0) > (_KEEP | _FLAT | _TEXT):
+        if flags.size != ty * tx or means.size != ty * tx or flags.max(initial=0) > (_KEEP | _FLAT | _TEXT | _MARK):
             raise ValueError("bad tile flags")
         flags = flags.reshape(ty, tx)
         kept = np.argwhere(flags & _KEEP)
@@ -786,14 +791,17 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     scale = min(1.0, _GLYPH_GRID / glyph)
     size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
     ev.update(small=0.0, grid=float(min(size)), fine=float(glyph < _GLYPH_GRID))
-    # compared: the tiles around text in either copy, where both hold pixels. Text tiles of one
-    # copy where the other holds none (texture, shading) are counted; a few are let go (a tile
-    # one copy reads as text and the other not), more are text in one copy only: a miss.
+    # compared: the tiles around text in either copy, and its other tiles with strokes (a lone
+    # number), where both hold pixels. Text tiles of one copy where the other holds none
+    # (texture, shading) are counted; a few are let go (a tile one copy reads as text and the
+    # other not), more are text in one copy only: a miss.
     around_small = _COMPARE_AROUND if same else max(1, round(_COMPARE_AROUND * sw / bw))
     text = _at_grid((big.flags & _TEXT) > 0, big.pixels.shape, size) | _at_grid(
         (small.flags & _TEXT) > 0, small.pixels.shape, size)
-    region = (_at_grid(_dilate((big.flags & _TEXT) > 0, _COMPARE_AROUND), big.pixels.shape, size)
-              | _at_grid(_dilate((small.flags & _TEXT) > 0, around_small), small.pixels.shape, size))
+    region = (_at_grid(_dilate((big.flags & _TEXT) > 0, _COMPARE_AROUND) | ((big.flags & _MARK) > 0),
+                       big.pixels.shape, size)
+              | _at_grid(_dilate((small.flags & _TEXT) > 0, around_small) | ((small.flags & _MARK) > 0),
+                         small.pixels.shape, size))
     held = _at_grid(da.data(), da.pixels.shape, size) & _at_grid(db.data(), db.pixels.shape, size)
     tile = _TILE * size[0] / bw  # a tile of the larger copy, in grid pixels
     ev["missing"] = float((text & ~held).sum()) / (tile * tile)
