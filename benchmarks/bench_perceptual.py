@@ -298,8 +298,9 @@ def render_slide(figure: str) -> Image.Image:
 def detail_families() -> dict[str, list[Image.Image]]:
     """Pictures whose fine detail differs, beyond the hard documents, the first one the
     reference: a caption under a photo and a watermark over one, a year or a name apart; a
-    price tag on a product photo; two receipts photographed on the same table, and a receipt
-    with a smaller font in a wider shot; a bar chart whose one bar differs; a form whose one
+    price tag on a product photo; two receipts photographed on the same table, a receipt with a
+    smaller font in a wider shot, and one close up (its prices a column of lone numbers, far
+    from the items' names); a bar chart whose one bar differs; a form whose one
     check box differs; a slide in large type whose one figure differs."""
     caption = "Chelsea on the porch, Portland, May 2019 - photo A. Smith"
     return {
@@ -310,6 +311,7 @@ def detail_families() -> dict[str, list[Image.Image]]:
         "price_tag": [render_price_tag(p) for p in ("$4.99", "$4.49", "$5.99", "$4.90")],
         "receipts_table": [render_receipt("12.50", items=i) for i in (3, 4, 5)],
         "receipt_wide": [render_receipt(t, size=(1600, 1200), font_size=12) for t in ("12.50", "12.80", "72.50")],
+        "receipt_close": [render_receipt(t, size=(1500, 2000)) for t in ("12.50", "12.80", "12.60")],
         "chart": [render_chart(v) for v in ([42, 55, 61, 48, 70, 66], [42, 55, 65, 48, 70, 66],
                                             [42, 55, 61, 48, 64, 66])],
         "slide": [render_slide(f) for f in ("12%", "17%", "12.5%", "13%")],
