@@ -373,24 +373,39 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return mask
 
 
-def _scan(arr: np.ndarray, halos: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The text tiles of ``arr``, its tiles with strokes, and the heights of its text's lines
-    (see :func:`_analyse`; ``halos``: also text set off from texture by a halo)."""
-    b = _tiles(arr)
-    ty, _, tx, _ = b.shape
-    n = ty * tx
+def _row_bits(mask: np.ndarray) -> np.ndarray:
+    """(k, _TILE, _TILE) booleans as (k, _TILE) 16-bit rows."""
+    packed = np.packbits(mask, axis=2).astype(np.uint16)
+    return (packed[:, :, 0] << 8) | packed[:, :, 1]
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    return _POPCOUNT[bits & 0xFF] + _POPCOUNT[bits >> 8]
+
+
+def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per (array, halos) of ``images``: its text tiles, its tiles with strokes, and the heights
+    of its text's lines (see :func:`_analyse`; ``halos``: also text set off from texture by a
+    halo). The arrays' tiles are measured together (one pass of each step for all of them)."""
     half = _CALM_WINDOW // 2
     bins = 256 // half
-    sample = (b[:, ::2, :, ::2] // half).astype(np.int32)  # (ty, 8, tx, 8): every other pixel
-    samples = sample.shape[1] * sample.shape[3]
-    sample += (np.arange(n, dtype=np.int32) * bins).reshape(ty, 1, tx, 1)
-    counts = np.bincount(sample.ravel(), minlength=n * bins).reshape(n, bins)
+    grids = [_tiles(arr) for arr, _ in images]
+    shapes = [(g.shape[0], g.shape[2]) for g in grids]
+    sizes = [ty * tx for ty, tx in shapes]
+    first = np.cumsum([0, *sizes])  # the first tile of each image in the joint numbering
+    n = int(first[-1])
+    samples = (_TILE // 2) ** 2
+    joint = np.concatenate([
+        ((g[:, ::2, :, ::2] // half).astype(np.int32)
+         + (start + np.arange(size, dtype=np.int32) * bins).reshape(g.shape[0], 1, g.shape[2], 1)).ravel()
+        for g, start, size in zip(grids, first[:-1] * bins, sizes)])
+    counts = np.bincount(joint, minlength=n * bins).reshape(n, bins)
     cum = np.zeros((n, bins + 1), np.int32)
     np.cumsum(counts, axis=1, out=cum[:, 1:])
     pairs = cum[:, 2:] - cum[:, :-2]  # pixels in bins (i, i + 1)
     best = pairs.argmax(axis=1)
     rows_n = np.arange(n)
-    calm = (pairs[rows_n, best] / samples).reshape(ty, tx)
+    calm = pairs[rows_n, best] / samples
     level = np.minimum(best * half + half, 255)
     median = np.argmax(cum[:, 1:] * 2 >= samples, axis=1) * half + half // 2
 
@@ -400,77 +415,92 @@ def _scan(arr: np.ndarray, halos: bool = True) -> tuple[np.ndarray, np.ndarray, 
         high = np.clip((centre + step) // half + 1, 0, bins)  # and from ``high`` on, above
         return cum[rows_n, low] + samples - cum[rows_n, high]
 
-    calm_ink = (calm >= _TEXT_CALM) & (beyond(level, _INK_LEVEL) > 0).reshape(ty, tx)
+    calm_ink = (calm >= _TEXT_CALM) & (beyond(level, _INK_LEVEL) > 0)
     # text over texture (a watermark, a caption on a photo) is set off by a halo or an outline:
     # there, ink is what lies _HALO_LEVEL off the tile's median, on the side that has more of it
-    halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0).reshape(ty, tx) & halos
-    beside = np.zeros_like(halo)  # text over texture only counts in lines: a tile of it beside
-    beside[:, 1:] |= halo[:, :-1]
-    beside[:, :-1] |= halo[:, 1:]
-    cand = np.argwhere(calm_ink | halo & beside)
-    text = np.zeros((ty, tx), bool)
-    if not len(cand):
-        return text, text.copy(), np.zeros(0, np.intp)
-    tiles = b[cand[:, 0], :, cand[:, 1], :]  # (k, _TILE, _TILE) uint8
-    haloed = halo[cand[:, 0], cand[:, 1]]
-    k_idx = cand[:, 0] * tx + cand[:, 1]
-    centre = np.where(haloed, median[k_idx], level[k_idx])
+    halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0)
+    for (ty, tx), start, size, (_, halos) in zip(shapes, first, sizes, images):
+        grid = halo[start:start + size].reshape(ty, tx)
+        beside = np.zeros_like(grid)  # text over texture only counts in lines: a tile of it beside
+        beside[:, 1:] |= grid[:, :-1]
+        beside[:, :-1] |= grid[:, 1:]
+        grid &= beside & halos
+    cand = np.flatnonzero(calm_ink | halo)
+    image = np.searchsorted(first, cand, side="right") - 1  # which image each candidate is of
+    local = cand - first[image]
+    tiles = np.empty((len(cand), _TILE, _TILE), np.uint8)
+    for i, g in enumerate(grids):
+        mine = image == i
+        tiles[mine] = g[local[mine] // shapes[i][1], :, local[mine] % shapes[i][1], :]
+    haloed = halo[cand]
+    centre = np.where(haloed, median[cand], level[cand])
     step = np.where(haloed, _HALO_LEVEL, _INK_LEVEL)
     low = np.clip(centre - step, 0, 255).astype(np.uint8)[:, None, None]
     high = np.clip(centre + step, 0, 256)
     high_u8 = np.minimum(high, 255).astype(np.uint8)[:, None, None]
-    dark = tiles < low
-    light = (tiles > high_u8) & (high < 256)[:, None, None]
-    n_dark, n_light = dark.sum(axis=(1, 2)), light.sum(axis=(1, 2))
+    dark, light = _row_bits(tiles < low), _row_bits((tiles > high_u8) & (high < 256)[:, None, None])
+    n_dark, n_light = _popcount(dark).sum(axis=1), _popcount(light).sum(axis=1)
     one_sided = haloed | (np.maximum(n_dark, n_light) >= _TEXT_POLARITY * (n_dark + n_light))
     # haloed tiles: the side with more ink is the glyphs (the other, their outline)
-    ink = dark | light
-    side = np.flatnonzero(haloed)
-    if side.size:
-        ink[side] = np.where((n_light[side] >= n_dark[side])[:, None, None], light[side], dark[side])
-    bits = np.packbits(ink, axis=2).astype(np.uint16)  # each row of a tile as 16 bits
-    bits = (bits[:, :, 0] << 8) | bits[:, :, 1]
-    share = (_POPCOUNT[bits & 0xFF] + _POPCOUNT[bits >> 8]).sum(axis=1) / (_TILE * _TILE)
+    bits = np.where(~haloed[:, None], dark | light, np.where((n_light >= n_dark)[:, None], light, dark))
+    share = np.where(~haloed, n_dark + n_light, np.where(n_light >= n_dark, n_light, n_dark)) / (_TILE * _TILE)
     rows = bits != 0  # (k, _TILE): the tile's inked rows
     inked = rows.sum(axis=1)
-    flips = (bits ^ (bits >> 1)) & 0x7FFF  # neighbouring pixels that differ
-    crossings = (_POPCOUNT[flips & 0xFF] + _POPCOUNT[flips >> 8]).sum(axis=1) / np.maximum(inked, 1)
-    strokes = ((share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
-               & (inked <= _TILE - _TEXT_GAP_ROWS))
-    text[cand[strokes, 0], cand[strokes, 1]] = True
-    marks = np.zeros((ty, tx), bool)  # strokes on a calm background, in a line or not (a lone number)
+    crossings = _popcount((bits ^ (bits >> 1)) & 0x7FFF).sum(axis=1) / np.maximum(inked, 1)  # ink to paper
     marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
-    marks[cand[marked & ~haloed, 0], cand[marked & ~haloed, 1]] = True
-    # a line of text: a tile's inked rows are mostly those of a text tile beside it
-    profile = np.zeros((ty, tx, _TILE), bool)
-    profile[cand[:, 0], cand[:, 1]] = rows
-    both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
-    either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
-    aligned = text[:, 1:] & text[:, :-1] & (both >= _TEXT_ALIGNED * np.maximum(either, 1))
-    text[:] = False
-    text[:, 1:] |= aligned
-    text[:, :-1] |= aligned
-    # line heights: in each text tile and half a tile above and below it, runs of rows holding
-    # its ink with a row clear of it on either side (a whole line, not one cut by the window)
-    k_text = np.flatnonzero(text[cand[:, 0], cand[:, 1]])
-    if not k_text.size:
-        return text, marks, np.zeros(0, np.intp)
+    strokes = marked & (inked <= _TILE - _TEXT_GAP_ROWS)
+    found = []
+    for i, ((ty, tx), (arr, _)) in enumerate(zip(shapes, images)):
+        mine = np.flatnonzero(image == i)
+        at = local[mine]
+        text = np.zeros(ty * tx, bool)
+        text[at[strokes[mine]]] = True
+        text = text.reshape(ty, tx)
+        marks = np.zeros(ty * tx, bool)  # strokes on a calm background, in a line or not (a lone number)
+        marks[at[marked[mine] & ~haloed[mine]]] = True
+        marks = marks.reshape(ty, tx)
+        if not text.any():
+            found.append((text, marks, np.zeros(0, np.intp)))
+            continue
+        # a line of text: a tile's inked rows are mostly those of a text tile beside it
+        profile = np.zeros((ty * tx, _TILE), bool)
+        profile[at] = rows[mine]
+        profile = profile.reshape(ty, tx, _TILE)
+        both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
+        either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
+        aligned = text[:, 1:] & text[:, :-1] & (both >= _TEXT_ALIGNED * np.maximum(either, 1))
+        text[:] = False
+        text[:, 1:] |= aligned
+        text[:, :-1] |= aligned
+        found.append((text, marks, _line_heights(arr, text, at, mine, haloed, low, high, n_dark, n_light, tx)))
+    return found
+
+
+def _line_heights(arr: np.ndarray, text: np.ndarray, at: np.ndarray, mine: np.ndarray, haloed: np.ndarray,
+                  low: np.ndarray, high: np.ndarray, n_dark: np.ndarray, n_light: np.ndarray, tx: int) -> np.ndarray:
+    """In each text tile and half a tile above and below it, the runs of rows holding its ink
+    with a row clear of it on either side (a whole line, not one cut by the window)."""
+    keep = text.ravel()[at]
+    k = mine[keep]
+    if not k.size:
+        return np.zeros(0, np.intp)
+    ty = text.shape[0]
+    ty_k, tx_k = at[keep] // tx, at[keep] % tx
     pad = _TILE // 2
     padded = np.pad(arr, ((pad, pad + ty * _TILE - arr.shape[0]), (0, tx * _TILE - arr.shape[1])), mode="edge")
-    ys = (cand[k_text, 0] * _TILE)[:, None] + np.arange(2 * _TILE)
-    xs = (cand[k_text, 1] * _TILE)[:, None] + np.arange(_TILE)
+    ys = (ty_k * _TILE)[:, None] + np.arange(2 * _TILE)
+    xs = (tx_k * _TILE)[:, None] + np.arange(_TILE)
     strips = padded[ys[:, :, None], xs[:, None, :]]  # (k, 2 _TILE, _TILE)
-    dark_s, light_s = strips < low[k_text], strips > high_u8[k_text]
-    light_s &= (high < 256)[k_text][:, None, None]
-    lighter = n_light[k_text] >= n_dark[k_text]
-    glyph_ink = np.where(haloed[k_text][:, None, None], np.where(lighter[:, None, None], light_s, dark_s),
-                         dark_s | light_s)
-    r = np.pad(glyph_ink.any(axis=2).astype(np.int8), ((0, 0), (1, 1)))
+    dark = strips < low[k]
+    light = (strips > np.minimum(high[k], 255).astype(np.uint8)[:, None, None]) & (high[k] < 256)[:, None, None]
+    lighter = (n_light[k] >= n_dark[k])[:, None, None]
+    ink = np.where(haloed[k][:, None, None], np.where(lighter, light, dark), dark | light)
+    r = np.pad(ink.any(axis=2).astype(np.int8), ((0, 0), (1, 1)))
     edges = np.diff(r, axis=1)
-    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)[1]
-    runs = ends - starts[1]
-    whole = (starts[1] > 0) & (ends < 2 * _TILE) & (starts[1] < pad + _TILE) & (ends > pad)
-    return text, marks, runs[(runs >= 2) & whole]
+    starts, ends = np.nonzero(edges == 1)[1], np.nonzero(edges == -1)[1]
+    runs = ends - starts
+    whole = (starts > 0) & (ends < 2 * _TILE) & (starts < pad + _TILE) & (ends > pad)
+    return runs[(runs >= 2) & whole]
 
 
 def _lines(text: np.ndarray) -> bool:
@@ -501,16 +531,17 @@ def _analyse(arr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, flo
     for the half-size scan, _LARGE_TEXT pixels of the detail image)."""
     from PIL import Image
 
-    text, marks, runs = _scan(arr)
-    found = [(_lines(text), runs, 1)]
     h, w = arr.shape
     if min(h, w) >= 4 * _TILE:
         half = np.asarray(Image.fromarray(arr).reduce(2))  # 2 x 2 means
-        text2, marks2, runs2 = _scan(half, halos=False)
+        (text, marks, runs), (text2, marks2, runs2) = _scan((arr, True), (half, False))
+        found = [(_lines(text), runs, 1), (_lines(text2), runs2, 2)]
         for fine, coarse in ((text, text2), (marks, marks2)):
             up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:fine.shape[0], :fine.shape[1]]
             fine[:up.shape[0], :up.shape[1]] |= up
-        found.append((_lines(text2), runs2, 2))
+    else:
+        [(text, marks, runs)] = _scan((arr, True))
+        found = [(_lines(text), runs, 1)]
     glyph, strong = 0.0, False
     for count, lines, factor in found:
         height = factor * float(np.percentile(lines, 25)) if lines.size >= _GLYPH_RUNS else 0.0
