@@ -863,15 +863,15 @@ def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     at edges): ``mad`` the mean absolute difference, ``p1`` the largest one, ``p2`` and ``p4``
     the largest |mean| of the signed difference over 2x2 and 4x4 windows.
 
-    ``doc`` is 1.0 when either copy holds text-like detail; then also: ``glyph``, the height
-    of its text lines in pixels of the smaller copy's detail image (0 if unknown); ``missing``
-    (1.0 if a copy has no detail image, or the share of the grid where one copy has text and
-    the other nothing to compare); ``small`` (1.0 when the smaller copy's text is too small to
-    verify); ``same`` (1.0 when both detail images are of one size); and, when compared,
-    ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the text spans fewer than
-    _GLYPH_GRID pixels even there), ``region`` (the share of the grid compared), and ``d1``,
-    ``d2``, ``d3``: the largest |mean| of the signed difference over 1x1, 2x2 and 3x3 windows
-    (a glyph's stroke and its parts) in the tiles that are not texture in both copies.
+    ``doc`` is 1.0 when either copy holds readable text (see :func:`_analyse`); then also:
+    ``glyph``, the height of its lines in pixels of the smaller copy's detail image (0 if
+    unknown); ``missing``, the text tiles of one copy the other holds no pixels for (all of
+    them when a copy has no detail image); ``small`` (1.0 when the smaller copy's lines are too
+    small to verify); ``same`` (1.0 when both detail images are of one size); and, when
+    compared, ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the lines span
+    fewer than _GLYPH_GRID pixels even there), ``region`` (the share of the grid compared), and
+    ``d1`` and ``d2``, the largest |mean| of the signed difference over 1x1 and 2x2 windows (a
+    stroke), in gray levels, around the text; infinite when not compared.
     """
     return {**_photo_evidence(a, b), **_detail_evidence(a, b)}
 
