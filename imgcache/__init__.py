@@ -11,9 +11,10 @@ Names are imported on first use, so ``import imgcache`` stays fast.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 # A library logs; the application decides where it goes (tier failures are WARNINGs).
 logging.getLogger("imgcache").addHandler(logging.NullHandler())
@@ -74,14 +75,4 @@ if TYPE_CHECKING:
     from .request import Request
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'imgcache' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -30,8 +30,9 @@ and ``imgcache --help`` never load Starlette or uvicorn.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 __all__ = ["ProxyConfig", "ProxyServer", "create_app", "serve"]
 
@@ -48,14 +49,4 @@ if TYPE_CHECKING:
     from .server import ProxyServer, serve
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'imgcache.proxy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
