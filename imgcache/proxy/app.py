@@ -363,17 +363,12 @@ class Proxy:
     async def _refresh(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
                        *, store: bool) -> Response:
         """``no-cache``: no lookup; the answer is stored (unless ``no-store`` too)."""
-        counts: dict[str, float] = {"requests": 1, "bypassed": 1, "upstream_calls": 1}
-        try:
-            reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
-        except UpstreamFailure as exc:
-            cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return _failure(exc)
-        if not reply.ok:
-            cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return _relay(reply, "error; reason=upstream")
+        reply = await self._forward_counted(cache, call, url, headers,
+                                            {"requests": 1, "bypassed": 1, "upstream_calls": 1})
+        if isinstance(reply, Response):
+            return reply
         cost = _price(call, reply)
-        cache.stats_counters.add({**counts, "spent_usd": cost or 0.0})
+        cache.stats_counters.add({"spent_usd": cost or 0.0})
         if store:
             await asyncio.to_thread(_store, cache, call, reply, cost)
         return _relay(reply, "bypass; reason=no-cache" + ("" if store else ", no-store"))
@@ -390,7 +385,17 @@ class Proxy:
             if body is not None:
                 cache.stats_counters.add(_hit_counts(hit))
                 return _hit_response(body, hit, "; no-store")
-        counts: dict[str, float] = {"requests": 1, "misses": 1, "upstream_calls": 1}
+        reply = await self._forward_counted(cache, call, url, headers,
+                                            {"requests": 1, "misses": 1, "upstream_calls": 1})
+        if isinstance(reply, Response):
+            return reply
+        cache.stats_counters.add({"spent_usd": _price(call, reply) or 0.0})
+        return _relay(reply, "miss; no-store")
+
+    async def _forward_counted(self, cache: Cache, call: CachedRequest, url: str,
+                               headers: list[tuple[bytes, bytes]], counts: dict[str, float]) -> Reply | Response:
+        """Send a cached endpoint's call upstream outside ``Cache.afetch`` (the control headers'
+        paths) and count it: the upstream's reply when it succeeded, else the answer to give."""
         try:
             reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
         except UpstreamFailure as exc:
@@ -399,8 +404,8 @@ class Proxy:
         if not reply.ok:
             cache.stats_counters.add({**counts, "upstream_errors": 1})
             return _relay(reply, "error; reason=upstream")
-        cache.stats_counters.add({**counts, "spent_usd": _price(call, reply) or 0.0})
-        return _relay(reply, "miss; no-store")
+        cache.stats_counters.add(counts)
+        return reply
 
     async def _pass(self, endpoint: str, url: str, headers: list[tuple[bytes, bytes]],
                     content: bytes | AsyncIterator[bytes], reason: str, method: str = "POST") -> Response:
