@@ -19,9 +19,9 @@
    most :data:`DOC_THUMB` pixels on its long side (Lanczos), in tiles of 16 x 16: the tiles
    around text are kept (quantized to every 4th level, PNG), flat tiles near them as their mean,
    the rest only as their mean. Sizes (``benchmarks/bench_perceptual.py``): a photo without text
-   16 KiB (the thumbnail), with a few text-like tiles about 25 KiB; an invoice 27-47 KiB; an A4
-   page 36-38 KiB; a 1920 x 1080 screenshot 22 KiB; a receipt photographed on a wooden table
-   60-87 KiB.
+   16 KiB (the thumbnail), with a few text-like tiles about 26 KiB; an invoice 29-51 KiB; an A4
+   page 38-40 KiB; a 1920 x 1080 screenshot 23 KiB; a receipt photographed on a wooden table
+   66-96 KiB.
 
 Text-like detail (:func:`_analyse`), per tile: a calm background (most pixels within 16 levels)
 with ink standing 40 levels off it, or, over texture (a watermark), ink 100 levels off the
