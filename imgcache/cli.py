@@ -1,6 +1,7 @@
 """The ``imgcache`` console script.
 
     imgcache stats [--json] [--namespace NS]   figures of every process sharing the cache
+    imgcache prune [--max-size SIZE] [--dry-run] remove expired and least recently used files
     imgcache demo [--requests N] [--latency S]  replay a request stream against a local stand-in
     imgcache inspect PROMPT [-p NAME=VALUE]     why a prompt would (not) match: key, entry, candidates
     imgcache prewarm PROMPTS --model M [...]    generate ahead of demand, within rate limits and a budget
@@ -91,6 +92,64 @@ def stats(
     from rich.console import Console
 
     _print_stats(Console(), cache, figures)
+
+
+@app.command()
+def prune(
+    max_size: Annotated[
+        str | None,
+        typer.Option("--max-size", help="Then evict the least recently used entries until entries and "
+                     "blobs fit in this size (5GB, 500MiB)."),
+    ] = None,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Keep blobs and half-written files younger than this (1h, 90s).")
+    ] = "1h",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; remove nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Remove what the local cache directory no longer needs: expired or damaged entries, blobs
+    no entry uses, and with --max-size the least recently used entries (every namespace).
+
+    The directory is IMGCACHE_DIR, or the user's cache directory when neither Redis nor S3 is
+    configured. Safe while other processes use the cache: what they miss they refetch.
+    """
+    from ._config import parse_bytes, parse_duration
+    from .cache import Cache
+    from .errors import TierError
+    from .store.disk import DiskTier
+
+    try:
+        limit = parse_bytes(max_size, "--max-size") if max_size is not None else None
+        keep_for = parse_duration(grace, "--grace") or 0.0
+        cache = Cache.from_env()
+        cache.close()
+    except ValueError as exc:
+        _fail(str(exc), CONFIG_ERROR)
+    if cache.directory is None:
+        _fail("no local cache directory: set IMGCACHE_DIR (Redis and S3 expire entries themselves)",
+              CONFIG_ERROR)
+    try:
+        report = DiskTier(cache.directory).prune(max_bytes=limit, grace=keep_for, dry_run=dry_run)
+    except TierError as exc:
+        _fail(str(exc), FAILURE)
+    if as_json:
+        typer.echo(json.dumps({"directory": str(cache.directory), "dry_run": dry_run, **report.as_dict()},
+                              indent=2, sort_keys=True))
+        return
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{cache.directory}: {verb} {report.expired} expired, {report.invalid} damaged and "
+               f"{report.evicted} evicted entries, {report.orphans} unused blobs, {report.temporaries} "
+               f"half-written files ({_size(report.freed_bytes)}); kept {report.entries} entries and "
+               f"{report.blobs} blobs ({_size(report.kept_bytes)})")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{n:,} B" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{value:,.1f} GiB"
 
 
 @app.command()

@@ -224,3 +224,33 @@ def test_semantic_hits_show_in_stats_and_inspect_explains_a_prompt(tmp_path: Pat
     out = explained.stdout
     assert "exact entry none" in out
     assert "a photo of a red fox in snow" in out and "different" in out and "blue" in out
+
+
+def test_prune_reports_evicts_and_keeps_counters(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    assert python("-c", WORKER, "p0", "p1", "p2", "p3", env=env).returncode == 0
+    entries = lambda: sorted(tmp_path.glob("*/e/*/*"))  # noqa: E731
+
+    dry = run("prune", "--max-size", "1", "--grace", "0", "--dry-run", "--json", env=env)
+    assert dry.returncode == 0, dry.stderr
+    figures = json.loads(dry.stdout)
+    assert (figures["dry_run"], figures["evicted"], figures["orphans"]) == (True, 4, 4)
+    assert figures["directory"] == str(tmp_path) and len(entries()) == 4
+
+    done = run("prune", "--max-size", "1", "--grace", "0", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "removed 0 expired, 0 damaged and 4 evicted entries, 4 unused blobs" in done.stdout
+    assert entries() == [] and stats_json(env)["requests"] == 4  # the counters stay
+
+
+@pytest.mark.parametrize("args", [["--max-size", "lots"], ["--grace", "soon"]])
+def test_prune_with_a_bad_value_exits_2_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    result = run("prune", *args, env=env_for(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "imgcache: error:" in result.stderr
+
+
+def test_prune_without_a_local_directory_says_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in env_for(tmp_path).items() if k != "IMGCACHE_DIR"}
+    result = run("prune", env={**env, "IMGCACHE_REDIS_URL": "redis://127.0.0.1:1"})
+    assert result.returncode == 2 and "IMGCACHE_DIR" in result.stderr

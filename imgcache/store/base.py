@@ -34,7 +34,8 @@ MISSING: Final = _Missing()
 ENTRY: Final = "e"
 BLOB: Final = "b"
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_ID = re.compile(r"[0-9a-f]{64}")
+HEX_ID = re.compile(r"[0-9a-f]{64}")
+"""What the ``<id>`` of a logical key is: a sha256, in hex."""
 
 
 def check_namespace(namespace: str) -> str:
@@ -58,7 +59,7 @@ def blob_key(namespace: str, digest: str) -> str:
 def split_key(key: str) -> tuple[str, str, str]:
     """``"ns/e/<hex>"`` -> ``("ns", "e", "<hex>")``, refusing anything that is not a logical key."""
     namespace, kind, ident = key.split("/", 2)
-    if kind not in (ENTRY, BLOB) or not _ID.fullmatch(ident):
+    if kind not in (ENTRY, BLOB) or not HEX_ID.fullmatch(ident):
         raise ValueError(f"not a logical cache key: {key!r}")
     return namespace, kind, ident
 
