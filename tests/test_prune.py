@@ -15,7 +15,8 @@ from imgcache.store.disk import DiskTier
 PAYLOAD = 50_000  # bytes per result: large next to a manifest, so sizes are easy to reason about
 
 
-def results_of(directory: Path, namespace: str = "p", ttl: float | None = None) -> tuple[Cache, Callable[[str], bytes], list[str]]:
+def results_of(directory: Path, namespace: str = "p", ttl: float | None = None
+               ) -> tuple[Cache, Callable[[str], bytes], list[str]]:
     """A cache on ``directory`` with a decorated stand-in generator; the list records upstream calls."""
     cache = Cache(namespace, directory=directory, ttl=ttl, semantic=False)
     calls: list[str] = []
