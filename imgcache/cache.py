@@ -35,6 +35,7 @@ from .errors import (
     UnstorableResult,
 )
 from .flight import Heartbeat, LocalFlight
+from .invalidation import Invalidations, made_for
 from .match.config import SemanticOptions, VisionOptions, read_recent_hits
 from .prewarm.history import record_miss
 from .request import Request
@@ -145,6 +146,7 @@ class Cache:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self.stats_interval = stats_interval
+        self.invalidations = Invalidations(self.store, self.namespace, sync_interval=stats_interval)
         self._owns_store = True
         _live_caches.add(self)
 
@@ -188,6 +190,7 @@ class Cache:
         view._closed = False
         view._stats_stop = threading.Event()
         view._stats_thread = None
+        view.invalidations = Invalidations(view.store, view.namespace, sync_interval=view.stats_interval)
         view._owns_store = False
         _live_caches.add(view)
         return view
@@ -198,11 +201,35 @@ class Cache:
         """The stored entry for a request, or None; no stats, no upstream call. With ``near``
         also a verified semantic or perceptual match, stored under the request's key as a
         live lookup would (ImageError if an input image cannot be read)."""
-        return self.store.get(self.namespace, request.key) or (self._near_hit(request) if near else None)
+        return self._get(request.key) or (self._near_hit(request) if near else None)
 
     def contains(self, request: Request) -> bool:
-        """Whether the request's entry is stored (manifests only: no blob is read)."""
-        return self.store.has_entry(self.namespace, request.key)
+        """Whether the request's entry is stored (manifests only: no blob is read, unless an
+        invalidation makes the entry worth a closer look)."""
+        if not self.store.has_entry(self.namespace, request.key):
+            return False
+        return not self.invalidations.active() or self._get(request.key) is not None
+
+    def _get(self, key: str) -> Hit | None:
+        """The entry stored under ``key``, unless its result was invalidated (see
+        :mod:`imgcache.invalidation`) after it was made."""
+        hit = self.store.get(self.namespace, key)
+        if hit is not None and self._refused(key, hit):
+            # a copy in this process's memory: the shared tiers may hold a newer entry
+            hit = self.store.get(self.namespace, key) if hit.tier == "memory" else None
+            if hit is not None and self._refused(key, hit):
+                hit = None
+        return hit
+
+    def _refused(self, key: str, hit: Hit) -> bool:
+        """Whether ``hit``, found under ``key``, holds a result invalidated since it was made.
+        Such a copy is dropped: from this process's memory if it was read there (another
+        tier may hold a newer entry), else from every tier."""
+        if not self.invalidations.stale(hit.manifest):
+            return False
+        log.debug("imgcache: entry %s holds an invalidated result; dropped", key[:12])
+        self.store.delete(self.namespace, key, memory_only=hit.tier == "memory")
+        return True
 
     def fetch(
         self,
@@ -222,7 +249,7 @@ class Cache:
         """
         try:
             _check_inputs(request)
-            hit = self.store.get(self.namespace, request.key) or self._near_hit(request)
+            hit = self._get(request.key) or self._near_hit(request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
             return upstream()
@@ -235,7 +262,7 @@ class Cache:
                 if flight is None:
                     return self._lead(request, upstream, to_storable, from_storable, cost_usd)
                 flight.done.wait(self.wait_timeout)
-                hit = self.store.get(self.namespace, request.key)
+                hit = self._get(request.key)
                 served = self._serve(request, hit, from_storable, coalesced=True)
                 if served is not _NOT_SERVED:
                     return served
@@ -369,8 +396,10 @@ class Cache:
 
     async def _aget(self, request: Request) -> Hit | None:
         hit = self.store.get_memory(self.namespace, request.key)
+        if hit is not None and self._refused(request.key, hit):
+            hit = None
         if hit is None and self.store.tiers:
-            hit = await asyncio.to_thread(self.store.get, self.namespace, request.key)
+            hit = await asyncio.to_thread(self._get, request.key)
         return hit
 
     def _serve(self, request: Request, hit: Hit | None, from_storable: Callable[[Any, Hit], T],
@@ -473,6 +502,9 @@ class Cache:
                         matched.get("key", "?")[:12])
             self.stats_counters.add({"corrupt": 1})
             return None
+        if self._refused(matched["key"], hit):  # the perceptual matcher reads its candidates itself
+            return None
+        matched = dict(matched, created=made_for(hit.manifest)[1])  # when its result was made
         manifest = dict(hit.manifest, key=request.key, request=request.describe(), match=match,
                         created=time.time(), hits=0, matched=matched)
         self.store.put(self.namespace, request.key, manifest, hit.blobs, blobs_stored=True)
@@ -500,7 +532,7 @@ class Cache:
         for proposal in proposals:
             if not proposal.verdict.same:
                 continue
-            hit = self.store.get(self.namespace, proposal.candidate.key)
+            hit = self._get(proposal.candidate.key)
             if hit is None:
                 matcher.forget(request, proposal.candidate.key)
                 continue
@@ -545,8 +577,8 @@ class Cache:
         if lock is not None:
             self._heartbeat.hold(lock)
             # Double-check: another process may have stored it just before we took the lock.
-            return lock, self.store.get(self.namespace, request.key)
-        return _WAIT, self.store.get(self.namespace, request.key)
+            return lock, self._get(request.key)
+        return _WAIT, self._get(request.key)
 
     def _acquire(self, redis: Any, ekey: str) -> Any:
         """The flight lock for ``ekey`` if it is free, else None; Redis errors as TierError."""
@@ -621,8 +653,12 @@ class Cache:
         return True
 
     def delete(self, request: Request) -> None:
-        """Remove a request's entry from every tier (its blobs stay: others may share them)."""
+        """Invalidate a request's result: its entry goes from every tier (its blobs stay:
+        others may share them), and every process stops serving copies of it, the aliases
+        semantic and perceptual matches made of it included (see :mod:`imgcache.invalidation`).
+        The request asked again is answered anew."""
         self.store.delete(self.namespace, request.key)
+        self.invalidations.record(request.key)
 
     # -- URLs for cached bytes ------------------------------------------------------------
 

@@ -277,6 +277,20 @@ def test_a_semantic_match_never_crosses_namespaces(tmp_path: Path) -> None:
     assert upstream.prompts == [FOX, FOX_AGAIN]
 
 
+def test_invalidate_reaches_the_semantic_aliases_of_a_result(tmp_path: Path) -> None:
+    upstream = Upstream()
+    with Cache("inv", directory=tmp_path, semantic=bow_options()) as cache:
+        generate = generator(cache, upstream)
+        original = generate(prompt=FOX)
+        assert generate(prompt=FOX_AGAIN) == original  # stored under FOX_AGAIN's key: an alias
+        generate.invalidate(prompt=FOX)
+        fresh = generate(prompt=FOX_AGAIN)  # the alias is refused: asked anew
+        assert fresh == expected(FOX_AGAIN)
+        assert generate(prompt=FOX) == fresh  # its own entry is gone: matched to the new result
+        assert generate(prompt=FOX_ONCE_MORE) == fresh
+    assert upstream.prompts == [FOX, FOX_AGAIN]
+
+
 @pytest.mark.parametrize("changed", [{"size": "512x512"}, {"model": "m2"}, {"quality": "hd"}])
 def test_a_semantic_match_never_crosses_output_changing_parameters(
     tmp_path: Path, changed: dict[str, str]

@@ -1015,3 +1015,82 @@ def test_with_fetching_off_a_remote_image_is_keyed_by_its_url(tmp_path: Path, im
         assert image_server.requests == []
         stats = counts(cache)
         assert stats["unreadable_images"] == 0 and stats["by_match"]["perceptual"] == 0
+
+
+# --- invalidation -----------------------------------------------------------------------------
+
+
+def test_invalidate_reaches_the_perceptual_aliases_of_a_result(cache: Cache) -> None:
+    upstream = Upstream()
+    describe = describer(cache, upstream)
+    stored = describe(image=original("chelsea.png"))
+    assert describe(image=jpeg85("chelsea.png")) == stored  # a perceptual alias of it
+    assert describe(image=half_size("chelsea.png")) == stored
+    assert upstream.count == 1
+
+    describe.invalidate(image=original("chelsea.png"))
+
+    # Every copy of the invalidated result is refused: the entry and both aliases. The first
+    # call goes upstream; the others are matched anew to what it made.
+    fresh = describe(image=jpeg85("chelsea.png"))
+    assert fresh == upstream_answer(2, PROMPT)
+    assert describe(image=half_size("chelsea.png")) == fresh
+    assert describe(image=original("chelsea.png")) == fresh
+    assert describe(image=webp_lossless("chelsea.png")) == fresh
+    assert upstream.count == 2
+    assert cache.contains(request_for(cache, original("chelsea.png")))
+    stats = counts(cache)
+    assert stats["hits"] == stats["by_match"]["perceptual"] == 5
+
+
+def invalidation_across_processes(a: Cache, b: Cache) -> None:
+    """``a`` stores a picture and an alias; ``b`` reads both into its memory; ``a`` invalidates
+    the picture; ``b`` stops serving both within its sync interval, and serves what ``a``
+    made after the invalidation."""
+    upstream = Upstream()
+    describe_a, describe_b = describer(a, upstream), describer(b, upstream)
+    stored = describe_a(image=original("coffee.png"))
+    assert describe_a(image=jpeg85("coffee.png")) == stored
+    assert describe_b(image=original("coffee.png")) == stored
+    assert describe_b(image=jpeg85("coffee.png")) == stored
+    assert b.stats()["by_tier"]["memory"] == 0 and upstream.count == 1
+
+    describe_a.invalidate(image=original("coffee.png"))
+    fresh = describe_a(image=original("coffee.png"))
+    assert fresh == upstream_answer(2, PROMPT)
+    time.sleep(0.2)  # b's sync interval: 0.1 s
+
+    assert describe_b(image=original("coffee.png")) == fresh  # its memory copy refused, a's new one read
+    assert describe_b(image=jpeg85("coffee.png")) == fresh  # the old alias refused, matched anew
+    assert upstream.count == 2
+
+
+def test_invalidate_reaches_another_process_sharing_the_directory(tmp_path: Path) -> None:
+    with Cache("vision", directory=tmp_path, stats_interval=0.1) as a, \
+            Cache("vision", directory=tmp_path, stats_interval=0.1) as b:
+        invalidation_across_processes(a, b)
+
+
+def test_invalidate_reaches_another_process_sharing_redis(redis_url: str) -> None:
+    with Cache("vision", redis_url=redis_url, stats_interval=0.1) as a, \
+            Cache("vision", redis_url=redis_url, stats_interval=0.1) as b:
+        invalidation_across_processes(a, b)
+
+
+def test_malformed_invalidation_records_are_skipped(tmp_path: Path) -> None:
+    upstream = Upstream()
+    with Cache("vision", directory=tmp_path, stats_interval=0.0) as cache:
+        describe = describer(cache, upstream)
+        stored = describe(image=original("chelsea.png"))
+        key = describe.cache_key(image=original("chelsea.png"))
+        feed = tmp_path / "vision" / "invalidated.log"
+        feed.write_bytes(b"not json\n[1, 2]\n" + json.dumps({"k": key, "t": "soon"}).encode() + b"\n"
+                         + json.dumps({"k": "../" + key[3:], "t": time.time() + 60}).encode() + b"\n"
+                         + json.dumps({"k": key, "t": float("nan")}).encode().replace(b"NaN", b"1e999") + b"\n")
+        assert describe(image=original("chelsea.png")) == stored
+        assert describe(image=jpeg85("chelsea.png")) == stored
+        assert upstream.count == 1
+        # a well-formed record from another process takes effect
+        with feed.open("ab") as log:
+            log.write(json.dumps({"k": key, "t": time.time()}).encode() + b"\n")
+        assert describe(image=original("chelsea.png")) == upstream_answer(2, PROMPT)

@@ -330,10 +330,11 @@ class TieredStore:
         for tier in self.tiers:
             self._write(tier, ekey, raw, ttl, background=True)
 
-    def delete(self, namespace: str, key_hex: str) -> None:
+    def delete(self, namespace: str, key_hex: str, *, memory_only: bool = False) -> None:
+        """Remove an entry's manifest from every tier (or only from this process's memory)."""
         if self.memory is not None:
             self.memory.delete(entry_key(namespace, key_hex))
-        for tier in self.tiers:
+        for tier in () if memory_only else self.tiers:
             self.guarded(tier, tier.delete, entry_key(namespace, key_hex))
 
     def _write(self, tier: Tier, key: str, value: bytes, ttl: float | None, *, background: bool) -> None:
