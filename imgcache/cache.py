@@ -208,11 +208,13 @@ class Cache:
         invalidation makes the entry worth a closer look)."""
         if not self.store.has_entry(self.namespace, request.key):
             return False
+        self.invalidations.catch_up()
         return not self.invalidations.active() or self._get(request.key) is not None
 
     def _get(self, key: str) -> Hit | None:
         """The entry stored under ``key``, unless its result was invalidated (see
         :mod:`imgcache.invalidation`) after it was made."""
+        self.invalidations.catch_up()
         hit = self.store.get(self.namespace, key)
         if hit is not None and self._refused(key, hit):
             # a copy in this process's memory: the shared tiers may hold a newer entry
@@ -427,6 +429,7 @@ class Cache:
             _MATCH_COUNTER[manifest.get("match", "exact")]: 1,
         }
         self.stats_counters.add(counts)
+        self._ensure_stats_thread()
         if manifest.get("ttl") is not None:
             self._extend_lifetime(request, manifest)
         return result
@@ -722,8 +725,11 @@ class Cache:
             self._stats_thread.start()
 
     def _stats_loop(self) -> None:
+        """Publish this cache's figures, and learn the other processes' invalidations (which
+        a process serving from memory would not read otherwise)."""
         while not self._stats_stop.wait(self.stats_interval):
             self.flush_stats()
+            self.invalidations.catch_up()
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ other requests' keys (copies of its manifest, so that their repeats are exact hi
 :meth:`~imgcache.Cache.delete` (``invalidate`` on a decorated function) therefore removes the
 entry from every tier and records ``{"k": key, "t": time}`` on the namespace's shared
 ``invalidated`` feed (:class:`~imgcache.match.feed.SharedFeed`: a Redis stream, or a file in
-the local directory). Each process reads the feed at most once per ``sync_interval``, on a hit,
-and refuses a hit whose result was made for an invalidated request before its invalidation:
+the local directory). Each process reads the feed before it reads a shared tier (at most once
+per ``sync_interval``) and in the background, and refuses a hit whose result was made for an
+invalidated request before its invalidation:
 the entry itself from a memory tier that still holds it, and any alias of it. A result made
 after the invalidation (the request asked again) is served, and so are its new aliases.
 """
@@ -62,25 +63,26 @@ class Invalidations:
         self._note(key, at)
         self._feed.append([json.dumps({"k": key, "t": at}, separators=(",", ":")).encode()])
 
-    def active(self) -> bool:
-        """Whether any invalidation is known here (when none is, nothing is stale)."""
-        self._sync()
-        return bool(self._at)
-
-    def stale(self, manifest: Mapping[str, Any]) -> bool:
-        """Whether ``manifest`` holds a result made for a request invalidated since."""
-        if not self.active():
-            return False
-        key, made = made_for(manifest)
-        at = self._at.get(key)
-        return at is not None and made <= at
-
-    def _sync(self) -> None:
-        """Read the feed's new records, at most once per sync interval."""
+    def catch_up(self) -> None:
+        """Read the invalidations other processes recorded since the last read, at most once
+        per sync interval (I/O: never on an event loop)."""
         now = time.monotonic()
         if now - self._synced >= self._sync_interval:
             self._synced = now
             self._feed.sync(self._read, force=True)
+
+    def active(self) -> bool:
+        """Whether any invalidation is known here (when none is, nothing is stale)."""
+        return bool(self._at)
+
+    def stale(self, manifest: Mapping[str, Any]) -> bool:
+        """Whether ``manifest`` holds a result made for a request invalidated since (as far
+        as this process has caught up; no I/O)."""
+        if not self._at:
+            return False
+        key, made = made_for(manifest)
+        at = self._at.get(key)
+        return at is not None and made <= at
 
     def _read(self, records: list[bytes]) -> int:
         """Take in records read from the feed; anything malformed is skipped."""

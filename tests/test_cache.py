@@ -358,3 +358,29 @@ def test_argument_types_are_never_conflated(cache: Cache) -> None:
     assert generate(prompt="p", flag=True) == "True"
     assert generate(prompt="p", flag=1.0) == "1"  # 1.0 and 1 are one canonical value
     assert generate(prompt="p", flag="1") == "'1'"
+
+
+def test_invalidation_reaches_another_cache_serving_from_memory_on_an_event_loop(tmp_path: Path) -> None:
+    """``b`` answers from its memory tier on the event loop, where it does no I/O: it learns
+    ``a``'s invalidation from its background thread, within its stats interval."""
+    upstream = Upstream()
+    with Cache("inv", directory=tmp_path, semantic=False, stats_interval=0.05) as a, \
+            Cache("inv", directory=tmp_path, semantic=False, stats_interval=0.05) as b:
+
+        @a.cached(name="gen")
+        def generate(*, prompt: str) -> bytes:
+            return upstream(prompt)
+
+        @b.cached(name="gen")
+        async def agenerate(*, prompt: str) -> bytes:
+            return upstream(prompt)
+
+        first = generate(prompt="a red fox")
+        assert asyncio.run(agenerate(prompt="a red fox")) == first  # read into b's memory
+        assert asyncio.run(agenerate(prompt="a red fox")) == first
+        assert b.stats()["by_tier"]["memory"] == 1
+        generate.invalidate(prompt="a red fox")
+        time.sleep(0.3)
+        again = asyncio.run(agenerate(prompt="a red fox"))
+        assert again != first and upstream.calls == 2
+        assert generate(prompt="a red fox") == again
