@@ -6,11 +6,11 @@ other requests' keys (copies of its manifest, so that their repeats are exact hi
 :meth:`~imgcache.Cache.delete` (``invalidate`` on a decorated function) therefore removes the
 entry from every tier and records ``{"k": key, "t": time}`` on the namespace's shared
 ``invalidated`` feed (:class:`~imgcache.match.feed.SharedFeed`: a Redis stream, or a file in
-the local directory). Each process reads the feed before it reads a shared tier (at most once
-per ``sync_interval``) and in the background, and refuses a hit whose result was made for an
-invalidated request before its invalidation:
-the entry itself from a memory tier that still holds it, and any alias of it. A result made
-after the invalidation (the request asked again) is served, and so are its new aliases.
+the local directory). Each process reads the feed before it reads a shared tier and in the
+background (at most once per ``sync_interval``), and refuses a hit whose result was made for an
+invalidated request before its invalidation: the entry itself from a memory tier that still
+holds it, and any alias of it. A result made after the invalidation (the request asked again)
+is served, and so are its new aliases.
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ class Invalidations:
 
     def __init__(self, store: TieredStore, namespace: str, *, sync_interval: float) -> None:
         self._feed = SharedFeed(store, namespace, FEED, max_entries=MAX_RECORDS, sync_interval=sync_interval)
-        self._sync_interval = sync_interval
-        self._synced = -math.inf
         self._at: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -66,10 +64,7 @@ class Invalidations:
     def catch_up(self) -> None:
         """Read the invalidations other processes recorded since the last read, at most once
         per sync interval (I/O: never on an event loop)."""
-        now = time.monotonic()
-        if now - self._synced >= self._sync_interval:
-            self._synced = now
-            self._feed.sync(self._read, force=True)
+        self._feed.sync(self._read)
 
     def active(self) -> bool:
         """Whether any invalidation is known here (when none is, nothing is stale)."""
