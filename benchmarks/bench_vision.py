@@ -14,6 +14,10 @@ would):
   fingerprint, and stored as an alias. Baseline: :func:`fingerprint` of the same bytes alone,
   so the ratio is what matching and storing add to the unavoidable decode.
 
+* ``vision_cold_start``: a new process's first vision lookup reads the scope's whole feed
+  into its index: a fresh cache on the same directory, synced. Baseline: reading the feed file
+  and ``json.loads`` of every record, what any reader of it pays.
+
 No targets in issue 4 for these (its targets are in ``bench_perceptual.py`` and
 ``bench_hamming.py``); reported for the README.
 """
@@ -47,6 +51,7 @@ from PIL import Image
 
 from imgcache import Cache
 from imgcache.images import image_input
+from imgcache.match.config import PERCEPTUAL_FEED
 from imgcache.match.perceptual import fingerprint
 from imgcache.request import Request
 
@@ -129,7 +134,24 @@ def run(entries: int, quick: bool) -> list[Result]:
         near.passed = None if stats["upstream_calls"] == 1 else False
         if stats["upstream_calls"] != 1:
             near.target = "every call a perceptual hit"
-    return [exact, near]
+
+        feed = Path(tmp) / "bench-vision" / f"{PERCEPTUAL_FEED}.log"
+        indexed: list[int] = []
+
+        def cold_start() -> None:
+            with Cache("bench-vision", directory=tmp, semantic=False) as fresh:
+                matcher = fresh.perceptual
+                assert matcher is not None
+                indexed.append(matcher.sync(force=True))
+
+        def parse_feed() -> int:
+            return sum(1 for line in feed.read_bytes().splitlines() if json.loads(line))
+
+        cold = Result("vision_cold_start", f"a new process indexes the feed: {entries + 1:,} records",
+                      "Cache(...).perceptual.sync()", "json.loads of every feed record")
+        cold.candidate, cold.baseline = compare(cold_start, parse_feed, rounds=3, per_round=1, warmup=1)
+        cold.notes.append(f"{indexed[-1]:,} records indexed, {cold.candidate.p50 / max(indexed[-1], 1):.2f} µs each")
+    return [exact, near, cold]
 
 
 def main(argv: list[str] | None = None) -> int:

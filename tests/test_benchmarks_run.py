@@ -191,7 +191,7 @@ def test_bench_perceptual_quick_json() -> None:
 
 def test_bench_vision_quick_json() -> None:
     results, _ = _run_quick_json("bench_vision.py", "--entries", "2000")
-    assert {r["name"] for r in results} == {"vision_exact_hit", "vision_perceptual_hit"}
+    assert {r["name"] for r in results} == {"vision_exact_hit", "vision_perceptual_hit", "vision_cold_start"}
     for result in results:
         assert result["verdict"] == "no target", result  # FAIL would mean a call went upstream
         for side in ("candidate", "baseline"):
