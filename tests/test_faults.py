@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from imgcache import Cache, InvalidRequest, UncachedResultWarning
-from imgcache.testing import RedisServer, S3Server, free_port
+from imgcache.testing import RedisServer, S3Server, free_port, wait_until
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -57,15 +57,6 @@ def generator(cache: Cache, upstream: Upstream) -> Callable[..., bytes]:
         return upstream(prompt)
 
     return generate
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 40.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def tier_state(cache: Cache, name: str) -> str:

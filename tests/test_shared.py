@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from imgcache import Cache
+from imgcache.testing import wait_until
 
 WORKER = r'''
 import json, os, sys, threading, time
@@ -118,15 +119,6 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, f"worker failed ({process.returncode}):\n{err}"
     return json.loads(out.strip().splitlines()[-1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture
@@ -289,7 +281,7 @@ def test_single_flight_across_two_processes_of_eight_threads(
             prompt="a crowded prompt", threads=8, sleep=0.3,
             ready=str(tmp_path / f"ready-{i}"), go=str(go),
         ))
-    assert wait_until(lambda: all((tmp_path / f"ready-{i}").exists() for i in range(2)))
+    assert wait_until(lambda: all((tmp_path / f"ready-{i}").exists() for i in range(2)), timeout=30.0)
     go.write_text("go")
     outputs = [finish(p) for p in processes]
     results = [r for out in outputs for r in out["results"]]
@@ -307,7 +299,7 @@ def test_a_lock_holder_that_dies_blocks_others_only_until_the_lock_times_out(
                    log=str(log), prompts=["a doomed prompt"], sleep=120, lock_timeout=1.0,
                    started=str(started))
     processes.append(holder)
-    assert wait_until(started.exists), "the holder never reached its upstream call"
+    assert wait_until(started.exists, timeout=30.0), "the holder never reached its upstream call"
 
     upstream = Upstream()
     with Cache("dying", redis_url=redis_url, lock_timeout=1.0) as cache:

@@ -42,7 +42,7 @@ from imgcache.match.config import VisionOptions
 from imgcache.match.perceptual import Fingerprint, fingerprint
 from imgcache.store.base import blob_key, entry_key
 from imgcache.store.tiered import parse_manifest
-from imgcache.testing import RedisServer, free_port
+from imgcache.testing import RedisServer, free_port, wait_until
 
 EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "eval" / "images"
 NAME = "describe"
@@ -186,15 +186,6 @@ def disk_manifest(cache: Cache, key: str) -> dict[str, Any]:
     assert disk is not None
     raw = disk.get(entry_key(cache.namespace, key))
     return parse_manifest(raw, key)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 40.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

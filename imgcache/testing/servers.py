@@ -42,6 +42,16 @@ _running: set[_Launcher] = set()
 _running_lock = threading.Lock()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 40.0) -> bool:
+    """Poll ``condition`` every 20 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
