@@ -25,11 +25,13 @@ __all__ = [
     "Cache",
     "ConfigError",
     "CorruptData",
+    "FetchPolicy",
     "ImageError",
     "ImgcacheError",
     "InvalidRequest",
     "Request",
     "SemanticOptions",
+    "SourceRefused",
     "TierError",
     "TierTimeout",
     "TierUnavailable",
@@ -43,14 +45,15 @@ __all__ = [
 
 _LAZY = {
     "Cache": "imgcache.cache",
+    "FetchPolicy": "imgcache.fetch",
     "Request": "imgcache.request",
     "SemanticOptions": "imgcache.match.config",
     "VisionOptions": "imgcache.match.config",
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
-        ["ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "TierError",
-         "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
+        ["ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "SourceRefused",
+         "TierError", "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
         "imgcache.errors",
     ),
 }
@@ -58,12 +61,14 @@ _LAZY = {
 if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
+    from .fetch import FetchPolicy
     from .errors import (
         ConfigError,
         CorruptData,
         ImageError,
         ImgcacheError,
         InvalidRequest,
+        SourceRefused,
         TierError,
         TierTimeout,
         TierUnavailable,

@@ -3,7 +3,10 @@
     ImgcacheError
     ├── ConfigError            bad configuration (namespace, URLs, environment values)
     ├── InvalidRequest         a request the cache cannot key: missing or non-string prompt,
-    │                          parameters that are not JSON data (also a TypeError)
+    │   │                      parameters that are not JSON data (also a TypeError)
+    │   └── SourceRefused      an image input names what may not be read for this caller: a
+    │                          path or file: URL sent to the proxy, an address the fetch policy
+    │                          refuses (the proxy answers 400)
     ├── UnstorableResult       a result the cache cannot store faithfully (also a TypeError);
     │                          adapters catch it, warn, and return the result uncached
     ├── ImageError             an image the cache cannot read: not an image, truncated, too large
@@ -32,6 +35,10 @@ class ConfigError(ImgcacheError, ValueError):
 
 class InvalidRequest(ImgcacheError, TypeError):
     """The call cannot be turned into a cache key."""
+
+
+class SourceRefused(InvalidRequest):
+    """An image input names a source this process may not read for its caller."""
 
 
 class UnstorableResult(ImgcacheError, TypeError):

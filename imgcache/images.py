@@ -5,8 +5,8 @@ match). Its perceptual :class:`~imgcache.match.perceptual.Fingerprint` is made o
 needed, on an exact miss: a repeat of the same bytes never decodes the image.
 
 Inputs come as bytes, a path, a PIL image, a ``data:`` URL, or a remote ``http(s)`` URL. A
-remote URL is fetched once, with a size limit and a timeout (:func:`fetch_image`), so that the
-cache keys the bytes the answer is made from; the adapters then send those same bytes upstream
+remote URL is fetched once, with a size limit, one deadline and the address policy of
+:mod:`imgcache.fetch`, so that the cache keys the bytes the answer is made from; the adapters then send those same bytes upstream
 (as a data URL), so the API never sees a different image than the one that was keyed. With
 fetching turned off a remote image is keyed by its URL: exact matches only, and the answer is
 trusted to stay right for as long as the URL serves the same image.
@@ -19,10 +19,11 @@ import binascii
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ImageError, InvalidRequest
+from .errors import ImageError, InvalidRequest, SourceRefused
 
 if TYPE_CHECKING:
     from .match.config import VisionOptions
@@ -65,7 +66,8 @@ class ImageInput:
             from .match.perceptual import fingerprint
 
             self._fingerprint = fingerprint(self.data, max_pixels=options.max_pixels,
-                                            max_bytes=options.max_image_bytes)
+                                            max_bytes=options.max_image_bytes,
+                                            max_decode_bytes=options.max_decode_bytes)
         return self._fingerprint
 
     @property
@@ -81,10 +83,11 @@ class ImageInput:
 def image_input(value: Any, options: VisionOptions) -> ImageInput:
     """An :class:`ImageInput` from bytes, a path, a PIL image, or a data / http(s) URL string.
 
-    A ``str`` is a URL if it starts with ``data:``, ``http://`` or ``https://``, else a path.
-    Nothing is decoded here. An input that cannot be read (a file that is not there, a
-    malformed data URL, a failed fetch, over ``options.max_image_bytes``) comes back
-    :meth:`ImageInput.unreadable`; a value of another type raises InvalidRequest.
+    A ``str`` is a URL if it starts with ``data:``, ``http://`` or ``https://``, else a path
+    (read only with ``options.read_paths``). Nothing is decoded here. An input that cannot be
+    read (a file that is not there, a malformed data URL, a failed fetch, over
+    ``options.max_image_bytes``) comes back :meth:`ImageInput.unreadable`; a value of another
+    type raises InvalidRequest, a source the options refuse SourceRefused.
     """
     try:
         return _read(value, options)
@@ -95,17 +98,16 @@ def image_input(value: Any, options: VisionOptions) -> ImageInput:
 def _read(value: Any, options: VisionOptions) -> ImageInput:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _from_bytes(bytes(value), options)
-    if isinstance(value, str) and value.startswith("data:"):
+    scheme = value[:8].lower() if isinstance(value, str) else ""
+    if scheme.startswith("data:"):
         return _from_bytes(decode_data_url(value, options.max_image_bytes), options)
-    if isinstance(value, str) and value.startswith(("http://", "https://")):
+    if scheme.startswith(("http://", "https://")):
         return remote_image(value, options)
     if isinstance(value, (str, os.PathLike)):
-        try:
-            with open(value, "rb") as fh:
-                data = fh.read(options.max_image_bytes + 1)
-        except OSError as exc:
-            raise ImageError(f"cannot read image file {os.fspath(value)!r}: {exc}") from exc
-        return _from_bytes(data, options)
+        if not options.read_paths:
+            raise SourceRefused("an image URL must be a data: URL or an http(s) URL; this server "
+                                "reads no path or file: URL for its callers")
+        return _from_bytes(read_file(value, options.max_image_bytes), options)
     if _is_pil_image(value):
         image = _canonical_pil(value)
         digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
@@ -118,12 +120,32 @@ def _read(value: Any, options: VisionOptions) -> ImageInput:
                          " or a data/http(s) URL)")
 
 
+def read_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes`` + 1 of them; ImageError otherwise.
+    Opened without blocking, so a FIFO or a device (``/dev/zero``, a pipe nobody writes to)
+    is refused instead of hanging the caller or filling its memory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"image file {os.fspath(path)!r} is not a regular file")
+        try:
+            return fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
+
+
 def remote_image(url: str, options: VisionOptions) -> ImageInput:
-    """A remote image: fetched (see :func:`fetch_image`), or keyed by its URL when
-    ``options.fetch_remote`` is off."""
+    """A remote image: fetched (see :func:`imgcache.fetch.fetch_image`), or keyed by its URL
+    when ``options.fetch_remote`` is off."""
     if not options.fetch_remote:
         return image_reference(url)
-    data = fetch_image(url, max_bytes=options.max_image_bytes, timeout=options.fetch_timeout)
+    from .fetch import fetch_image
+
+    data = fetch_image(url, policy=options.fetch_policy, max_bytes=options.max_image_bytes,
+                       timeout=options.fetch_timeout)
     image = _from_bytes(data, options)
     image.url = url
     return image
@@ -133,33 +155,6 @@ def image_reference(reference: str) -> ImageInput:
     """An image known only by a name that the API resolves (a URL not fetched, a file id):
     keyed by that name, matched exactly only."""
     return ImageInput(hashlib.sha256(f"url:{reference}".encode()).hexdigest(), None, reference)
-
-
-def fetch_image(url: str, *, max_bytes: int, timeout: float) -> bytes:
-    """GET ``url``, reading at most ``max_bytes`` (streamed: a huge body is cut off, not
-    buffered) within ``timeout`` seconds in all; ImageError on any failure."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            response.raise_for_status()
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageError(f"image at {url[:80]} is {int(declared):,} bytes, over {max_bytes:,}")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ImageError(f"image at {url[:80]} is over {max_bytes:,} bytes")
-                if time.monotonic() > deadline:
-                    raise ImageError(f"fetching the image at {url[:80]} took over {timeout:g} s")
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise ImageError(f"cannot fetch the image at {url[:80]}: {exc!r}") from exc
-    return b"".join(chunks)
 
 
 def decode_data_url(url: str, max_bytes: int) -> bytes:

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..fetch import TRUSTED, FetchPolicy
+
 FEED = "semantic"
 """Name of the feed that carries index records."""
 RECENT = "semantic-recent"
@@ -54,10 +56,21 @@ class VisionOptions:
     """Larger images (by their header) are not decoded: the call passes through uncached.
     With ``perceptual=False`` images are never decoded, only digested: the answer to bytes
     that are not an image is then cached like any other (the API's own error never is)."""
+    max_decode_bytes: int = 256 << 20
+    """Larger images by what decoding them takes (pixels times bytes a pixel, read from the
+    header) are not decoded: the call passes through uncached. Decodes in a process also share
+    one budget (``IMGCACHE_DECODE_BUDGET``, 512 MiB; see :mod:`imgcache.match.decoding`)."""
     fetch_remote: bool = True
     """Fetch remote image URLs to key them by content (and send the fetched bytes upstream);
     False keys them by URL."""
     fetch_timeout: float = 10.0
+    """Seconds a fetch may take in all: connection, redirects, headers and body."""
+    fetch_policy: FetchPolicy = TRUSTED
+    """Which addresses a fetch may reach (default: any, the caller chose the URL; the proxy
+    reaches public addresses only, see :class:`~imgcache.fetch.FetchPolicy`)."""
+    read_paths: bool = True
+    """Read a string that is not a URL as a local file's path (the library's caller is trusted);
+    False refuses it with :class:`~imgcache.errors.SourceRefused` (the proxy's callers are not)."""
     max_entries: int = 1_000_000
     """Records kept in a namespace's shared perceptual feed (older ones are trimmed)."""
     sync_interval: float = 0.5

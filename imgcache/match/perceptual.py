@@ -95,12 +95,16 @@ import os
 import re
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ImageError
+from ..images import read_file
+from .decoding import decoding
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -227,11 +231,7 @@ def _read_input(data: Any, max_bytes: int) -> bytes:
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
     elif isinstance(data, (str, os.PathLike)):
-        try:
-            with open(data, "rb") as fh:
-                raw = fh.read(max_bytes + 1)
-        except OSError as exc:
-            raise ImageError(f"cannot read image file {os.fspath(data)!r}: {exc}") from exc
+        raw = read_file(data, max_bytes)
     else:
         raise ImageError(f"not an image input: {type(data).__name__} (bytes, path or PIL image)")
     if len(raw) > max_bytes:
@@ -294,31 +294,43 @@ def _to_gray(img: PILImage.Image) -> PILImage.Image:
             scale = 255.0 if mode == "F" and arr.size and arr.max() <= 1.0 else 1.0
             arr8 = np.clip(arr * scale, 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, "L")
-    if mode == "P" or mode == "PA":
-        img = img.convert("RGBA")
+    if mode in ("P", "PA") or ("transparency" in img.info and mode not in ("LA", "La", "RGBA", "RGBa")):
+        img = img.convert("RGBA")  # the palette's or the colour key's alpha, resolved
         mode = "RGBA"
-    if mode in ("LA", "La", "RGBA", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (_BACKGROUND,) * 3 + (255,))
-        return Image.alpha_composite(base, rgba).convert("L")
+    if mode in ("La", "RGBa"):  # premultiplied alpha
+        img = img.convert("LA" if mode == "La" else "RGBA")
+        mode = img.mode
+    if mode in ("LA", "RGBA"):
+        # Composited in gray, which is linear in RGB: what compositing in RGB then converting
+        # gives (within rounding), at 3 bytes a pixel of working memory instead of 12.
+        gray, alpha = img.convert("L"), img.getchannel("A")
+        return Image.composite(gray, Image.new("L", img.size, _BACKGROUND), alpha)
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGB")
     return img.convert("L")
 
 
-def _load_gray(img: PILImage.Image, draft_side: int | None) -> PILImage.Image:
-    """The first frame in mode L. A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale
-    (``draft``) whose longest side still reaches ``draft_side``, and only its luma."""
-    if draft_side and img.format in ("JPEG", "MPO"):
+def _draft(img: PILImage.Image, side: int | None) -> None:
+    """Have a JPEG decode at the smallest 1/2, 1/4 or 1/8 scale whose longest side still
+    reaches ``side``, and only its luma (``draft``; other formats decode whole)."""
+    if side and img.format in ("JPEG", "MPO"):
         width, height = img.size
         scale = 1
-        while scale < 8 and max(width, height) // (2 * scale) >= draft_side:
+        while scale < 8 and max(width, height) // (2 * scale) >= side:
             scale *= 2
         if scale > 1 or img.mode in ("RGB", "YCbCr"):
             img.draft("L" if img.mode in ("L", "RGB", "YCbCr") else None,
                       (-(-width // scale), -(-height // scale)))
-    img.load()
-    return _to_gray(img)
+
+
+@contextmanager
+def _gray(img: PILImage.Image, draft_side: int | None, max_decode_bytes: int) -> Iterator[PILImage.Image]:
+    """The first frame in mode L (see :func:`_draft`), decoded within the decode budget, which
+    it holds until the block ends (the full-size gray image lives that long)."""
+    _draft(img, draft_side)
+    with decoding(img, max_decode_bytes):
+        img.load()
+        yield _to_gray(img)
 
 
 def _fit(gray: PILImage.Image, side: int) -> PILImage.Image:
@@ -654,12 +666,14 @@ def fingerprint(
     *,
     max_pixels: int = 50_000_000,
     max_bytes: int = 64 << 20,
+    max_decode_bytes: int = 256 << 20,
 ) -> Fingerprint:
     """The :class:`Fingerprint` of an image (bytes, a path, or a PIL image).
 
     Raises :class:`~imgcache.errors.ImageError` for bytes that are not an image of
     :data:`FORMATS`, truncated or corrupt files, inputs over ``max_bytes``, and images over
-    ``max_pixels`` (checked from the header, before decoding). An animated image is
+    ``max_pixels`` or whose decoding would take over ``max_decode_bytes`` (both checked from
+    the header, before decoding; see :mod:`~imgcache.match.decoding`). An animated image is
     fingerprinted by its first frame. A PIL image is read, never modified.
     """
     import imagehash
@@ -685,21 +699,22 @@ def fingerprint(
             warnings.simplefilter("ignore")
             if getattr(img, "is_animated", False):
                 img.seek(0)
-            orientation = _orientation(img)
             width, height = img.size
-            method = getattr(Image.Transpose, _ORIENT[orientation]) if orientation != 1 else None
             # A JPEG is first decoded at about half the detail size (draft: fast); one that
             # turns out to hold text is decoded again, at the full detail size.
-            gray = _load_gray(img, DOC_THUMB // 2 if raw is not None else None)
-            thumb = gray.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            detail = _fit(gray, DOC_THUMB)
+            with _gray(img, DOC_THUMB // 2 if raw is not None else None, max_decode_bytes) as gray:
+                orientation = _orientation(img)  # after decoding: a PNG's EXIF may follow its pixels
+                thumb = gray.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
+                detail = _fit(gray, DOC_THUMB)
+                decoded_side = max(gray.size)
+            method = getattr(Image.Transpose, _ORIENT[orientation]) if orientation != 1 else None
             if method is not None:
                 thumb, detail = thumb.transpose(method), detail.transpose(method)
             arr = np.asarray(detail)
             text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
-            if strong and raw is not None and max(gray.size) < min(DOC_THUMB, max(width, height)):
-                gray = _load_gray(_open(raw), DOC_THUMB)
-                detail = _fit(gray, DOC_THUMB)
+            if strong and raw is not None and decoded_side < min(DOC_THUMB, max(width, height)):
+                with _gray(_open(raw), DOC_THUMB, max_decode_bytes) as gray:
+                    detail = _fit(gray, DOC_THUMB)
                 arr = np.asarray(detail.transpose(method) if method is not None else detail)
                 text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
             scale = max(1.0, max(width, height) / max(arr.shape))
