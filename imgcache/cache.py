@@ -203,6 +203,11 @@ class Cache:
         live lookup would (ImageError if an input image cannot be read)."""
         return self._get(request.key) or (self._near_hit(request) if near else None)
 
+    def entry(self, key: str) -> Hit | None:
+        """The entry stored under a request key, unless its result was invalidated; no stats
+        (what the proxy's file URLs serve)."""
+        return self._get(key)
+
     def contains(self, request: Request) -> bool:
         """Whether the request's entry is stored (manifests only: no blob is read, unless an
         invalidation makes the entry worth a closer look)."""

@@ -154,7 +154,9 @@ def test_url_hits_are_served_by_the_proxy_for_the_entry_lifetime(proxy: ProxySer
     assert served.content == original
     as_b64, _ = generate(client, "a lighthouse")  # the same entry in the other format
     assert image_of(as_b64) == original
-    missing = httpx.get(url.replace("/0.png", "/3.png"))
+    token = url.rsplit("/", 1)[1].split(".")[0]
+    altered = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    missing = httpx.get(url.replace(token, altered))
     assert missing.status_code == 404 and error_shape(missing.json())
     assert httpx.get(proxy.url + "/imgcache/files/proxy/" + "0" * 64 + "/0.png").status_code == 404
     assert fake_openai.calls(IMAGES) == 1
@@ -250,7 +252,21 @@ def test_chat_and_responses_with_images_hit(proxy: ProxyServer, fake_openai: Fak
     assert fake_openai.calls(RESPONSES) == 1
 
 
-def test_remote_image_is_fetched_once_and_sent_as_the_keyed_bytes(proxy: ProxyServer, fake_openai: FakeOpenAI) -> None:
+def test_remote_image_url_is_keyed_by_url_and_forwarded_unchanged_by_default(
+        proxy: ProxyServer, fake_openai: FakeOpenAI) -> None:
+    picture = png(4)
+    url = fake_openai.host_file(picture)
+    client = sdk(proxy)
+    first = client.chat.completions.create(model="gpt-4o", messages=vision_messages(url))
+    chat = [r for r in fake_openai.requests if r.path == CHAT][-1]
+    assert chat.body["messages"][0]["content"][1]["image_url"]["url"] == url  # the upstream fetched it
+    assert client.chat.completions.create(model="gpt-4o", messages=vision_messages(url)) == first
+    assert fake_openai.calls(CHAT) == 1 and fake_openai.calls(url) == 1  # only the upstream's fetch
+
+
+def test_remote_image_is_fetched_once_and_sent_as_the_keyed_bytes_when_allowed(
+        start: Callable[..., ProxyServer], fake_openai: FakeOpenAI) -> None:
+    proxy = start(fetch_remote=True, fetch_allow=("127.0.0.0/8",))
     picture = png(4)
     url = fake_openai.host_file(picture)
     client = sdk(proxy)

@@ -27,6 +27,7 @@ times).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -36,6 +37,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import httpx
 from starlette.applications import Starlette
@@ -48,9 +50,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import codec
-from ..errors import ConfigError, CorruptData, UnstorableResult
+from ..errors import CorruptData, UnstorableResult
+from ..fetch import FetchPolicy
 from ..images import sniff_type
-from ..store.base import check_namespace
 from .calls import (
     CHAT,
     EDITS,
@@ -59,6 +61,7 @@ from .calls import (
     CachedRequest,
     ImageUrl,
     Passed,
+    Refused,
     dumps,
     edit,
     form_fields,
@@ -66,9 +69,18 @@ from .calls import (
     vision,
 )
 from .config import CONTROL_HEADER, ProxyConfig
+from .files import FileRef, FileUrls, file_urls
 from .metrics import Metrics
 from .tenants import NamespaceRefused, Tenants
-from .upstream import BodyTooLarge, Reply, Upstream, UpstreamError, UpstreamFailure, relayed_headers
+from .upstream import (
+    BodyTooLarge,
+    BodyTooSlow,
+    Reply,
+    Upstream,
+    UpstreamError,
+    UpstreamFailure,
+    relayed_headers,
+)
 from .upstream import failure as _upstream_failure
 
 if TYPE_CHECKING:
@@ -85,8 +97,8 @@ MALFORMED_JSON = (
     "help.openai.com.)"
 )
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
-_FILE_NAME = re.compile(r"(\d{1,3})\.[a-z]{2,4}")
-_KEY = re.compile(r"[0-9a-f]{64}")
+_ESCAPING = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
+"""Encoded slashes and backslashes: an upstream may read them as separators."""
 _MAX_FORM_FILES = 64
 _MAX_FORM_FIELDS = 256
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -104,6 +116,20 @@ def error_response(status: int, message: str, *, code: str | None, reason: str,
 
 def _malformed() -> Response:
     return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
+
+
+def _refused_image(refused: Refused) -> Response:
+    return error_response(400, f"Invalid image URL: {refused.message}", code="invalid_image_url",
+                          reason="image-source")
+
+
+def _too_slow(exc: BodyTooSlow) -> Response:
+    return error_response(408, f"imgcache proxy: {exc}", code="request_timeout", reason="too-slow")
+
+
+def _bad_path() -> Response:
+    return error_response(400, "imgcache proxy: the path has a dot segment, an encoded slash or a "
+                               "backslash; not forwarded", code="invalid_path", reason="bad-path")
 
 
 def _failure(exc: UpstreamFailure) -> Response:
@@ -189,6 +215,19 @@ class Proxy:
         self._transport = transport
         self._own_headers = frozenset({CONTROL_HEADER, config.namespace_header})
         self._upstream: Upstream | None = None
+        # Callers are strangers: their images are data: URLs, or http(s) URLs fetched only
+        # when the operator allows it, and only from public addresses (or the allow-list).
+        self.image_options = dataclasses.replace(
+            cache.vision_options, read_paths=False, fetch_remote=config.fetch_remote,
+            fetch_timeout=config.fetch_timeout,
+            fetch_policy=FetchPolicy(private=False, allow=config.fetch_allow, queue=False))
+        self._file_urls: FileUrls | None = None
+
+    @property
+    def file_urls(self) -> FileUrls:
+        if self._file_urls is None:  # made on first use: the secret may live in Redis
+            self._file_urls = file_urls(self.cache.store, self.config.file_secret)
+        return self._file_urls
 
     @property
     def upstream(self) -> Upstream:
@@ -231,24 +270,30 @@ class Proxy:
 
     async def _cached(self, request: HttpRequest, endpoint: str) -> Response:
         request.state.endpoint = endpoint
+        url = self._upstream_url(request)
+        if url is None:
+            return _bad_path()
         try:
             raw = await self._read(request)
             namespace = self.tenants.namespace(request.headers)
         except BodyTooLarge as exc:
             return _too_large(exc)
+        except BodyTooSlow as exc:
+            return _too_slow(exc)
         except NamespaceRefused as exc:
             return error_response(exc.status, f"imgcache proxy: {exc}", code=exc.code, reason="namespace")
         request.state.namespace = namespace
         headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
-        url = self.upstream.url(_upstream_path(request), request.scope.get("query_string", b""))
         if namespace is None:
             return await self._pass(endpoint, url, headers, raw, "no-namespace")
         if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
             return await self._pass(endpoint, url, headers, raw, "encoded-body")
         with self.tenants.lease(namespace) as cache:
-            built = await self._build(endpoint, request, raw, cache)
+            built = await self._build(endpoint, request, raw)
             if isinstance(built, Response):
                 return built
+            if isinstance(built, Refused):
+                return _refused_image(built)
             if isinstance(built, Passed):
                 if built.bypassed:
                     cache.stats_counters.add({"bypassed": 1})
@@ -263,35 +308,31 @@ class Proxy:
             return await self._fetch(cache, built, url, headers, image_url)
 
     async def _read(self, request: HttpRequest) -> bytes:
-        """The whole body; BodyTooLarge past the limit (refused before reading when declared)."""
+        """The whole body; BodyTooLarge past the limit (refused before reading when declared),
+        BodyTooSlow if it takes longer than the body timeout."""
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(limit)
-            chunks.append(chunk)
+        chunks = [chunk async for chunk in self._limited(request)]
         return b"".join(chunks)
 
-    async def _build(self, endpoint: str, request: HttpRequest, raw: bytes, cache: Cache
-                     ) -> CachedRequest | Passed | Response:
+    async def _build(self, endpoint: str, request: HttpRequest, raw: bytes
+                     ) -> CachedRequest | Passed | Refused | Response:
         if endpoint == EDITS:
             form = await self._form(request.headers, raw)
             if form is None:
                 return Passed("invalid")
             fields, images, mask = form
-            return await asyncio.to_thread(edit, fields, images, mask, raw, cache.vision_options)
+            return await asyncio.to_thread(edit, fields, images, mask, raw, self.image_options)
         if endpoint == GENERATIONS:
             built = generation_of(raw)
             return _malformed() if built is None else built
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body nested thousands deep
             return _malformed()
-        return await asyncio.to_thread(vision, endpoint, body, raw, cache.vision_options,
+        return await asyncio.to_thread(vision, endpoint, body, raw, self.image_options,
                                        self.config.cache_text_only)
 
     @staticmethod
@@ -329,10 +370,14 @@ class Proxy:
             await form.close()
 
     def _image_url(self, request: HttpRequest, namespace: str) -> ImageUrl:
+        """URLs for a hit's images (see :mod:`~imgcache.proxy.files`)."""
         def image_url(hit: Hit, index: int, image: bytes) -> str:
             base = self.config.public_url or str(request.base_url).rstrip("/")
-            extension = _EXTENSIONS.get(sniff_type(image), "bin")
-            return f"{base}/imgcache/files/{namespace}/{hit.manifest['key']}/{index}.{extension}"
+            expires = time.time() + self.config.file_url_ttl
+            if hit.manifest.get("expires") is not None:
+                expires = min(expires, hit.manifest["expires"])
+            ref = FileRef(namespace, hit.manifest["key"], index, int(expires))
+            return f"{base}/imgcache/files/{self.file_urls.name(ref, _EXTENSIONS.get(sniff_type(image), 'bin'))}"
 
         return image_url
 
@@ -416,6 +461,8 @@ class Proxy:
             return _failure(exc)
         except BodyTooLarge as exc:
             return _too_large(exc)
+        except BodyTooSlow as exc:
+            return _too_slow(exc)
         try:
             return await _relayed(upstream, f"bypass; reason={reason}")
         except httpx.TransportError as exc:
@@ -427,6 +474,9 @@ class Proxy:
         """Any other ``/v1`` path, any method: forwarded unchanged, both ways streamed (a
         request body without a declared length is read first, up to the limit)."""
         request.state.endpoint = "forward"
+        url = self._upstream_url(request)
+        if url is None:
+            return _bad_path()
         limit = self.config.max_body_bytes
         headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
         declared = request.headers.get("content-length")
@@ -441,12 +491,27 @@ class Proxy:
                 content = await self._read(request)
             except BodyTooLarge as exc:
                 return _too_large(exc)
-        url = self.upstream.url(_upstream_path(request), request.scope.get("query_string", b""))
+            except BodyTooSlow as exc:
+                return _too_slow(exc)
         return await self._pass("forward", url, headers, content, "endpoint", request.method)
 
+    def _upstream_url(self, request: HttpRequest) -> str | None:
+        path = _upstream_path(request)
+        return None if path is None else self.upstream.url(path, request.scope.get("query_string", b""))
+
     async def _limited(self, request: HttpRequest) -> AsyncIterator[bytes]:
+        """The body's chunks, up to the size limit (BodyTooLarge beyond) and within the body
+        timeout (BodyTooSlow beyond: a slow sender holds nothing longer)."""
         limit, size = self.config.max_body_bytes, 0
-        async for chunk in request.stream():
+        deadline = time.monotonic() + self.config.body_timeout
+        stream = request.stream()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise BodyTooSlow(self.config.body_timeout) from None
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(limit)
@@ -468,28 +533,24 @@ class Proxy:
         return Response(body, headers={"content-type": content_type})
 
     async def file(self, request: HttpRequest) -> Response:
-        """The bytes of image ``i`` of the entry ``key`` in ``ns``, while the entry lives."""
-        namespace, key, name = (request.path_params[k] for k in ("namespace", "key", "name"))
-        found = _FILE_NAME.fullmatch(name)
+        """A cached image behind a hit's URL (see :mod:`~imgcache.proxy.files`), while both the
+        URL and the entry live and the entry's result is not invalidated."""
         gone = error_response(404, "The requested file does not exist or its URL has expired.",
                               code=None, reason="not-found")
-        try:
-            check_namespace(namespace)
-        except ConfigError:
+        ref = self.file_urls.open(request.path_params["name"])
+        if ref is None:
             return gone
-        if found is None or not _KEY.fullmatch(key):
-            return gone
-        hit = await asyncio.to_thread(self.cache.store.get, namespace, key)
+        with self.tenants.lease(ref.namespace) as cache:
+            hit = await asyncio.to_thread(cache.entry, ref.key)
         if hit is None:
             return gone
         try:
-            image = codec.decode(hit.manifest["result"], hit.blobs)["data"][int(found[1])]["image"]
+            image = codec.decode(hit.manifest["result"], hit.blobs)["data"][ref.index]["image"]
         except (CorruptData, KeyError, IndexError, TypeError, ValueError):
             return gone
         if not isinstance(image, bytes):
             return gone
-        expires = hit.manifest.get("expires")
-        max_age = 86400 if expires is None else max(0, int(expires - time.time()))
+        max_age = max(0, int(ref.expires - time.time()))
         return Response(image, media_type=sniff_type(image),
                         headers={"cache-control": f"private, max-age={max_age}"})
 
@@ -500,10 +561,14 @@ async def _internal_error(request: HttpRequest, exc: Exception) -> Response:
                           reason="internal")
 
 
-def _upstream_path(request: HttpRequest) -> str:
-    """The request's path after ``/v1``, as the caller sent it (percent-encoding kept)."""
+def _upstream_path(request: HttpRequest) -> str | None:
+    """The request's path after ``/v1``, as the caller sent it (percent-encoding kept); None
+    if it could leave the upstream's base path: a ``.`` or ``..`` segment (plain or
+    percent-encoded), an encoded slash or a backslash."""
     raw = request.scope.get("raw_path")
     path = raw.decode("latin-1") if raw else request.url.path
+    if _ESCAPING.search(path) or any(unquote(segment) in (".", "..") for segment in path.split("/")):
+        return None
     return path[len("/v1"):] if path.startswith("/v1") else path
 
 
@@ -611,7 +676,7 @@ def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *,
     routes = [
         Route("/healthz", proxy.healthz, methods=["GET", "HEAD"]),
         Route("/metrics", proxy.metrics_endpoint, methods=["GET"]),
-        Route("/imgcache/files/{namespace}/{key}/{name}", proxy.file, methods=["GET", "HEAD"]),
+        Route("/imgcache/files/{name}", proxy.file, methods=["GET", "HEAD"]),
         Route("/v1/images/generations", proxy.generations, methods=["POST"]),
         Route("/v1/images/edits", proxy.edits, methods=["POST"]),
         Route("/v1/chat/completions", proxy.chat, methods=["POST"]),

@@ -36,7 +36,7 @@ from ..adapters.openai import (
     storable_to_body,
 )
 from ..adapters.openai_vision import chat_request, passes_through, responses_request
-from ..errors import InvalidRequest, UnstorableResult
+from ..errors import InvalidRequest, SourceRefused, UnstorableResult
 from ..pricing import generation_cost
 from ..request import Request
 
@@ -73,6 +73,14 @@ class Passed:
     """Relay the answer as it comes (a streamed answer)."""
     bypassed: bool = False
     """Counted as ``bypassed`` in the cache's stats (as the SDK wrapper counts it)."""
+
+
+@dataclass
+class Refused:
+    """A request the proxy answers 400 itself: an image input names a source it may not read
+    for a caller (a path, a ``file:`` URL, an address the fetch policy refuses)."""
+
+    message: str
 
 
 @dataclass
@@ -119,7 +127,7 @@ def _images_render(fmt: str) -> Callable[[Any, Hit, ImageUrl], bytes]:
 def _remembered_generation(raw: bytes) -> CachedRequest | Passed | None:
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return generation(body, raw)
 
@@ -129,9 +137,10 @@ def generation_of(raw: bytes) -> CachedRequest | Passed | None:
     same bytes (what a hit usually is) is remembered: no parsing, normalizing or hashing."""
     if len(raw) > _REMEMBERED_BODY:
         try:
-            return generation(json.loads(raw), raw)
-        except ValueError:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # a body nested thousands deep
             return None
+        return generation(body, raw)
     return _remembered_generation(raw)
 
 
@@ -180,9 +189,9 @@ def _json_render(stored: Any, hit: Hit, image_url: ImageUrl) -> bytes:
 
 
 def vision(endpoint: str, body: Any, raw: bytes, options: VisionOptions, cache_text_only: bool
-           ) -> CachedRequest | Passed:
+           ) -> CachedRequest | Passed | Refused:
     """``POST /v1/chat/completions`` or ``/v1/responses``. Blocking: remote images are
-    fetched here (run it in a worker thread)."""
+    fetched here when ``options`` say so (run it in a worker thread)."""
     if not _keyable(body):
         return Passed("invalid")
     reason = passes_through(body)
@@ -191,6 +200,8 @@ def vision(endpoint: str, body: Any, raw: bytes, options: VisionOptions, cache_t
     build = chat_request if endpoint == CHAT else responses_request
     try:
         call = build(body, options, cache_text_only)
+    except SourceRefused as exc:
+        return Refused(str(exc))
     except InvalidRequest:
         return Passed("invalid")
     if call is None:

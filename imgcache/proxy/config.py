@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..fetch import FetchPolicy
 from ..store.base import check_namespace
 
 MiB = 1 << 20
@@ -61,6 +63,27 @@ class ProxyConfig:
     the Host of each request)."""
     threads: int = 64
     """Worker threads for tier I/O, image reading and storing."""
+    fetch_remote: bool = False
+    """Fetch the ``http(s)`` image URLs of chat and responses calls, to key them by content (and
+    send the fetched bytes upstream), within :attr:`fetch_timeout`, from public addresses only
+    plus :attr:`fetch_allow`. False (default): such an image is keyed by its URL and forwarded
+    as it came (the upstream fetches it); this server connects to no address a caller names."""
+    fetch_allow: tuple[str, ...] = ()
+    """Internal networks (``10.0.0.0/8``) and hosts (``images.corp``, ``*.corp``) that fetches
+    may reach too (:class:`~imgcache.fetch.FetchPolicy`)."""
+    fetch_timeout: float = 10.0
+    """Seconds a fetch may take in all: connection, redirects, headers and body."""
+    max_header_bytes: int = 64 * 1024
+    """A request's line and headers together; larger heads are answered 431."""
+    max_clients: int = 1024
+    """Connections and requests in progress at once; beyond, new ones are answered 503."""
+    body_timeout: float = 120.0
+    """Seconds a request body may take to arrive (a slow sender is answered 408)."""
+    file_url_ttl: float = 3600.0
+    """Seconds a cached image's URL is served (at most its entry's lifetime)."""
+    file_secret: str | None = None
+    """The secret that seals cached images' URLs (default: ``IMGCACHE_PROXY_SECRET``, else one
+    kept in the shared store; see :mod:`~imgcache.proxy.files`)."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
@@ -78,14 +101,20 @@ class ProxyConfig:
             raise ConfigError(f"not a header name: {self.namespace_header!r}")
         object.__setattr__(self, "namespace_header", self.namespace_header.lower())
         object.__setattr__(self, "allow_namespace_header", tuple(self.allow_namespace_header))
+        object.__setattr__(self, "fetch_allow", tuple(self.fetch_allow))
+        FetchPolicy(private=False, allow=self.fetch_allow)  # ConfigError for an entry it cannot read
         for name, value in (("max_body_bytes", self.max_body_bytes), ("max_connections", self.max_connections),
-                            ("max_namespaces", self.max_namespaces), ("threads", self.threads)):
+                            ("max_namespaces", self.max_namespaces), ("threads", self.threads),
+                            ("max_header_bytes", self.max_header_bytes), ("max_clients", self.max_clients)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
         for name, seconds in (("upstream_timeout", self.upstream_timeout),
-                              ("connect_timeout", self.connect_timeout)):
-            if not isinstance(seconds, (int, float)) or seconds <= 0:
+                              ("connect_timeout", self.connect_timeout), ("fetch_timeout", self.fetch_timeout),
+                              ("body_timeout", self.body_timeout), ("file_url_ttl", self.file_url_ttl)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
                 raise ConfigError(f"{name} must be positive seconds, not {seconds!r}")
+        if self.file_secret is not None and len(self.file_secret) < 16:
+            raise ConfigError("file_secret must be at least 16 characters (e.g. 32 random bytes in hex)")
         if self.public_url is not None:
             public = urlsplit(self.public_url)
             if public.scheme not in ("http", "https") or not public.netloc:
@@ -98,7 +127,8 @@ class ProxyConfig:
     @classmethod
     def from_json(cls, text: str) -> ProxyConfig:
         fields = json.loads(text)
-        fields["allow_namespace_header"] = tuple(fields.get("allow_namespace_header") or ())
+        for name in ("allow_namespace_header", "fetch_allow"):
+            fields[name] = tuple(fields.get(name) or ())
         return cls(**fields)
 
 

@@ -47,8 +47,11 @@ def app_from_env() -> Any:
                       owns_cache=True)
 
 
-def _uvicorn_options(log_level: str, graceful_timeout: float) -> dict[str, Any]:
+def _uvicorn_options(config: ProxyConfig, log_level: str, graceful_timeout: float) -> dict[str, Any]:
     return {
+        "http": _http_protocol(),
+        "h11_max_incomplete_event_size": config.max_header_bytes,  # the head limit, for both
+        "limit_concurrency": config.max_clients,
         "log_level": log_level,
         "access_log": False,  # the app writes its own, without query strings or headers
         "server_header": False,  # relayed answers keep the upstream's own headers
@@ -57,6 +60,16 @@ def _uvicorn_options(log_level: str, graceful_timeout: float) -> dict[str, Any]:
         "timeout_graceful_shutdown": max(1, round(graceful_timeout)),
         "timeout_keep_alive": 30,
     }
+
+
+def _http_protocol() -> Any:
+    """httptools with the head bounded (:mod:`~imgcache.proxy.protocol`); h11, which bounds
+    it itself, where httptools is not installed."""
+    try:
+        from .protocol import BoundedHttpToolsProtocol
+    except ImportError:
+        return "h11"
+    return BoundedHttpToolsProtocol
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -92,7 +105,7 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8787, wor
     from ..cache import Cache
 
     configure_logging(log_level)
-    options = _uvicorn_options(log_level, graceful_timeout)
+    options = _uvicorn_options(config, log_level, graceful_timeout)
     cache_options = dict(cache_options or {})
     Cache.from_env(**cache_options).close()  # a bad IMGCACHE_* value fails here, not in a worker
     if workers > 1:
@@ -121,7 +134,7 @@ class ProxyServer:
         self.cache = cache
         self.host = host
         self._port = port
-        self._options = {**_uvicorn_options(log_level, 5.0), **uvicorn_options}
+        self._options = {**_uvicorn_options(config, log_level, 5.0), **uvicorn_options}
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None

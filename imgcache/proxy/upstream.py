@@ -51,6 +51,14 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class BodyTooSlow(Exception):
+    """A request body that did not arrive within the body timeout (408)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout:g} s")
+        self.timeout = timeout
+
+
 @dataclass
 class Reply:
     """A buffered upstream answer, exactly as it came (hop-by-hop headers removed)."""
@@ -179,11 +187,11 @@ class Upstream:
         request = self.client.build_request(method, url, headers=headers, content=content)
         try:
             response = await self.client.send(request, stream=True)
-        except BodyTooLarge:
+        except (BodyTooLarge, BodyTooSlow):
             raise
         except httpx.TransportError as exc:
             cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, BodyTooLarge):
+            if isinstance(cause, (BodyTooLarge, BodyTooSlow)):
                 raise cause from None
             raise failure(exc, self.base) from None
         self._observe(endpoint, time.perf_counter() - started)

@@ -1,0 +1,159 @@
+"""The URLs of cached images: unguessable, expiring, and saying nothing about the request.
+
+A hit asked for as ``response_format="url"`` gets ``<proxy>/imgcache/files/<token>.<ext>``
+for each image (upstream URLs expire within the hour, so the proxy serves the stored bytes).
+The token is the namespace, the entry's key, the image's index and an expiry, encrypted and
+authenticated with AES-GCM (``cryptography``) under the proxy's secret:
+
+* it cannot be made without the secret: knowing a prompt and its parameters (hence the entry
+  key) gives no URL, and one leaked URL shows neither the namespace nor the key, so it cannot
+  be edited into another entry's;
+* it expires: at the entry's expiry, and at most :attr:`ProxyConfig.file_url_ttl` after it
+  was handed out (an hour by default, as the API's own URLs);
+* serving it reads the entry through the namespace's cache, so an invalidated result (or an
+  alias of one) is not served even through a URL handed out before.
+
+The secret is the operator's (``IMGCACHE_PROXY_SECRET``, or :attr:`ProxyConfig.file_secret`),
+else one the proxy generates and keeps where every worker sharing the cache finds it: in Redis,
+else in the local directory (a file readable by its user only). With neither (S3 alone) each
+process makes its own, and a URL is served only by the process that made it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import re
+import secrets
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..store.tiered import TieredStore
+
+log = logging.getLogger("imgcache.proxy")
+
+SECRET_ENV = "IMGCACHE_PROXY_SECRET"
+_VERSION = b"\x01"
+_NONCE = 12
+_HEAD = struct.Struct(">QB")  # expiry (unix seconds), image index
+_NAME = re.compile(r"([A-Za-z0-9_-]{60,400})\.[a-z]{2,4}")
+_REDIS_KEY = "proxy:file-url-secret"
+_FILE = ".proxy-file-url-secret"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """What a file URL points at."""
+
+    namespace: str
+    key: str
+    index: int
+    expires: int
+
+
+class FileUrls:
+    """Seals and opens file URL tokens with one secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        # One key for this purpose only, whatever else the operator's secret is used for.
+        self._aead = AESGCM(hashlib.sha256(b"imgcache file urls v1\0" + secret).digest())
+
+    def name(self, ref: FileRef, extension: str) -> str:
+        """The last path segment of the URL of ``ref``: ``<token>.<extension>``."""
+        plain = _HEAD.pack(ref.expires, ref.index) + bytes.fromhex(ref.key) + ref.namespace.encode()
+        nonce = os.urandom(_NONCE)
+        sealed = _VERSION + nonce + self._aead.encrypt(nonce, plain, _VERSION)
+        return f"{base64.urlsafe_b64encode(sealed).rstrip(b'=').decode()}.{extension}"
+
+    def open(self, name: str, now: float | None = None) -> FileRef | None:
+        """The reference behind a URL's last segment; None if it is not one of this secret's,
+        was altered, or has expired."""
+        from cryptography.exceptions import InvalidTag
+
+        found = _NAME.fullmatch(name)
+        if found is None:
+            return None
+        token = found[1]
+        try:
+            sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if sealed[:1] != _VERSION or len(sealed) < 1 + _NONCE + 16:
+            return None
+        try:
+            plain = self._aead.decrypt(sealed[1:1 + _NONCE], sealed[1 + _NONCE:], _VERSION)
+        except InvalidTag:
+            return None
+        expires, index = _HEAD.unpack_from(plain)
+        key, namespace = plain[_HEAD.size:_HEAD.size + 32].hex(), plain[_HEAD.size + 32:].decode()
+        if expires <= (time.time() if now is None else now):
+            return None
+        return FileRef(namespace, key, index, expires)
+
+
+def file_urls(store: TieredStore, configured: str | None) -> FileUrls:
+    """The proxy's :class:`FileUrls`, with the secret found as the module doc says."""
+    secret = configured or os.environ.get(SECRET_ENV)
+    if secret:
+        return FileUrls(secret.encode())
+    return FileUrls(_stored_secret(store))
+
+
+def _stored_secret(store: TieredStore) -> bytes:
+    fresh = secrets.token_bytes(32)
+    redis = store.available("redis")
+    if redis is not None:
+        try:
+            return _redis_secret(redis, fresh)
+        except Exception as exc:  # noqa: BLE001 - the directory or a process secret will do
+            log.warning("imgcache proxy: cannot keep the file URL secret in Redis (%r)", exc)
+    disk = store.available("disk")
+    if disk is not None:
+        try:
+            return _file_secret(Path(disk.root) / _FILE, fresh)  # type: ignore[attr-defined]
+        except OSError as exc:
+            log.warning("imgcache proxy: cannot keep the file URL secret in %s (%r)", disk, exc)
+    log.warning("imgcache proxy: no shared place for the file URL secret: image URLs are served "
+                "only by the process that made them; set %s to share one", SECRET_ENV)
+    return fresh
+
+
+def _redis_secret(redis: Any, fresh: bytes) -> bytes:
+    name = f"{redis.prefix}{_REDIS_KEY}"
+    with redis.translate_errors():
+        client = redis.client
+        client.set(name, fresh, nx=True)  # the first process's secret is everyone's
+        stored = client.get(name)
+    if not isinstance(stored, bytes) or len(stored) < 16:
+        raise ValueError("the stored secret is not a secret")
+    return stored
+
+
+def _file_secret(path: Path, fresh: bytes) -> bytes:
+    """The secret in ``path``, written there first if it is absent (whole, or not at all: a
+    private temporary file is linked into place, so a concurrent reader never sees it half
+    written)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, "wb") as file:
+            file.write(fresh)
+        os.link(temporary, path)
+        return fresh
+    except FileExistsError:
+        stored = path.read_bytes()
+        if len(stored) < 16:
+            raise OSError(f"{path} does not hold a secret") from None
+        return stored
+    finally:
+        temporary.unlink(missing_ok=True)
