@@ -13,19 +13,22 @@ import asyncio
 import atexit
 import copy
 import logging
+import math
+import numbers
 import os
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from pathlib import Path
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import codec
 from ._config import parse_bytes, parse_duration
+from ._files import DEFAULT_FILE_MODE, check_file_mode, parse_file_mode, write_file
 from .errors import (
     ConfigError,
     CorruptData,
@@ -81,6 +84,9 @@ class Cache:
     directory (``directory``, by default the user's cache directory) that persists across
     runs. With Redis and/or S3 it shares entries with every process that uses them; a local
     directory is then used only when ``directory`` is given.
+
+    Local files are private to their user: created with ``file_mode`` (default ``0o600``),
+    directories with the matching mode (``0o700``); ``0o640`` shares them with the group.
     """
 
     def __init__(
@@ -100,8 +106,10 @@ class Cache:
         lock_timeout: float = 10.0,
         wait_timeout: float = 600.0,
         stats_interval: float = 1.0,
+        file_mode: int = DEFAULT_FILE_MODE,
     ) -> None:
         self.namespace = check_namespace(namespace)
+        self.file_mode = check_file_mode(file_mode)
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be positive seconds or None, not {ttl!r}")
         if memory_bytes < 0:
@@ -123,7 +131,7 @@ class Cache:
             from .store.disk import DiskTier
 
             self.directory: Path | None = Path(directory) if directory is not None else default_directory()
-            tiers.append(DiskTier(self.directory))
+            tiers.append(DiskTier(self.directory, file_mode=file_mode))
         else:
             self.directory = None
         if redis_url:
@@ -146,7 +154,7 @@ class Cache:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self.stats_interval = stats_interval
-        self.invalidations = Invalidations(self.store, self.namespace, sync_interval=stats_interval)
+        self.invalidations = self._new_invalidations()
         self._owns_store = True
         _live_caches.add(self)
 
@@ -169,6 +177,8 @@ class Cache:
             config["memory_bytes"] = parse_bytes(env["IMGCACHE_MEMORY_BYTES"], "IMGCACHE_MEMORY_BYTES")
         if env.get("IMGCACHE_TTL"):
             config["ttl"] = parse_duration(env["IMGCACHE_TTL"], "IMGCACHE_TTL")
+        if env.get("IMGCACHE_FILE_MODE"):
+            config["file_mode"] = parse_file_mode(env["IMGCACHE_FILE_MODE"], "IMGCACHE_FILE_MODE")
         config.update(overrides)
         return cls(**config)
 
@@ -190,10 +200,16 @@ class Cache:
         view._closed = False
         view._stats_stop = threading.Event()
         view._stats_thread = None
-        view.invalidations = Invalidations(view.store, view.namespace, sync_interval=view.stats_interval)
+        view.invalidations = view._new_invalidations()
         view._owns_store = False
         _live_caches.add(view)
         return view
+
+    def _new_invalidations(self) -> Invalidations:
+        """This namespace's invalidations, forgotten once every copy they refuse has expired."""
+        longest = None if self.ttl is None else self.ttl * TTL_EXTENSION_CAP
+        return Invalidations(self.store, self.namespace, sync_interval=self.stats_interval,
+                             max_age=longest)
 
     # -- the path of one call -------------------------------------------------------------
 
@@ -374,13 +390,19 @@ class Cache:
             except Exception as exc:  # a pricing gap costs the figure, never the call
                 log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
                 cost_usd = None
+        cost_usd = _usd(cost_usd, request.operation)
         self.stats_counters.add({"misses": 1, "upstream_calls": 1, "spent_usd": cost_usd or 0.0})
         try:
             storable = to_storable(result)
+            stored = self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed)
         except UnstorableResult as exc:
             self._uncacheable(exc)
             return result
-        if self.store_result(request, storable, cost_usd=cost_usd, elapsed=elapsed):
+        except Exception as exc:  # a bug on the store path must not cost a result already paid for
+            log.exception("imgcache: storing %s failed; result returned uncached", request.key[:12])
+            self._uncacheable(UnstorableResult(f"storing it failed: {exc!r}"))
+            return result
+        if stored:
             # The request log behind `imgcache prewarm --from-history`: only what a prewarm
             # could store, so an unstorable result leaves nothing behind.
             record_miss(self, request)
@@ -690,10 +712,7 @@ class Cache:
         else:
             path = default_directory() / "urls" / self.namespace / digest
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_file(path, data, self.file_mode)
         return path.resolve().as_uri()
 
     # -- stats ------------------------------------------------------------------------------
@@ -769,6 +788,23 @@ class Cache:
         from .adapters.decorator import cached
 
         return cached(self, kind, **options)
+
+
+def _usd(cost: Any, operation: str) -> float | None:
+    """A cost as a finite float, else None: what a pricing function returns is counted and
+    stored as JSON, so a bad answer (a string, NaN, a huge int) must cost the figure only."""
+    if cost is None:
+        return None
+    if isinstance(cost, numbers.Real) and not isinstance(cost, bool):
+        try:
+            usd = float(cost)
+        except OverflowError:
+            usd = math.inf
+        if math.isfinite(usd):
+            return usd
+    log.warning("imgcache: pricing %s gave %s, not a finite number of USD; ignored",
+                operation, type(cost).__name__)
+    return None
 
 
 def _check_inputs(request: Request) -> None:

@@ -129,7 +129,8 @@ def prune(
         _fail("no local cache directory: set IMGCACHE_DIR (Redis and S3 expire entries themselves)",
               CONFIG_ERROR)
     try:
-        report = DiskTier(cache.directory).prune(max_bytes=limit, grace=keep_for, dry_run=dry_run)
+        disk = DiskTier(cache.directory, file_mode=cache.file_mode)
+        report = disk.prune(max_bytes=limit, grace=keep_for, dry_run=dry_run)
     except TierError as exc:
         _fail(str(exc), FAILURE)
     if as_json:

@@ -9,6 +9,7 @@ shows the figures of every process that shares it.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -46,12 +47,30 @@ def empty() -> dict[str, float]:
     return counters
 
 
+def counter_value(value: object) -> float | None:
+    """A stored counter as a float (from a number, or the bytes Redis answers); None for
+    anything else, infinities and NaN included: a garbage field, skipped or reset."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def nest(flat: Mapping[str, float]) -> dict[str, Any]:
-    """``{"by_tier.redis": 3.0}`` -> ``{"by_tier": {"redis": 3}}``; whole numbers as ints."""
+    """``{"by_tier.redis": 3.0}`` -> ``{"by_tier": {"redis": 3}}``; whole numbers as ints.
+    A name that clashes with a counter or a group (``hits.x``, a plain ``by_tier``: only a
+    hand-written field of a shared store can) is left out."""
+    merged = {**empty(), **flat}
+    groups = {name.partition(".")[0] for name in merged if "." in name} - set(_TOP)
     out: dict[str, Any] = {}
-    for name, value in sorted({**empty(), **flat}.items()):
-        number: float | int = round(value, 6) if name.endswith(("_usd", "_seconds")) else int(value)
+    for name, value in sorted(merged.items()):
         group, _, leaf = name.partition(".")
+        if (leaf and group in _TOP) or (not leaf and name in groups):
+            continue
+        number: float | int = round(value, 6) if name.endswith(("_usd", "_seconds")) else int(value)
         if leaf:
             out.setdefault(group, {})[leaf] = number
         else:

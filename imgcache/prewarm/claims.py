@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._files import DEFAULT_FILE_MODE, dir_mode, make_dirs, open_file, read_file, write_file
 from ..flight import Heartbeat
 from ..store.base import check_namespace
 from ..store.tiered import FAILED
@@ -129,8 +130,7 @@ class RedisClaims:
 
     def claim(self, key: str) -> bool:
         def take() -> Any:
-            lock = self.tier.client.lock(f"{self._base}:claim:{{{key}}}", timeout=self.lease,
-                                         thread_local=False)
+            lock = self.tier.lock(f"{self._base}:claim:{{{key}}}", self.lease)
             return lock if lock.acquire(blocking=False) else None
 
         lock = self._guarded(take)
@@ -178,9 +178,11 @@ class RedisClaims:
 class FileClaims:
     """``flock`` claims and refusal files under the local cache directory; see the module doc."""
 
-    def __init__(self, root: Path, namespace: str, *, refusal_ttl: float = 86400.0) -> None:
+    def __init__(self, root: Path, namespace: str, *, refusal_ttl: float = 86400.0,
+                 file_mode: int = DEFAULT_FILE_MODE) -> None:
         self.base = Path(root) / check_namespace(namespace) / "prewarm"
         self.refusal_ttl = refusal_ttl
+        self.file_mode = file_mode
         self.errors = 0
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -188,9 +190,9 @@ class FileClaims:
     def claim(self, key: str) -> bool:
         path = self.base / "claims" / key
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent, dir_mode(self.file_mode))
             while True:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+                fd = open_file(path, os.O_RDWR | os.O_CREAT, self.file_mode)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as exc:
@@ -233,7 +235,7 @@ class FileClaims:
     def refusal(self, key: str) -> str | None:
         path = self.base / "refused" / key[:2] / key
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads(read_file(path) or b"null")
             if data["until"] > time.time():
                 return str(data["reason"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -243,10 +245,8 @@ class FileClaims:
     def refuse(self, key: str, reason: str) -> None:
         path = self.base / "refused" / key[:2] / key
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps({"reason": reason, "until": time.time() + self.refusal_ttl}))
-            os.replace(tmp, path)
+            record = {"reason": reason, "until": time.time() + self.refusal_ttl}
+            write_file(path, json.dumps(record).encode(), self.file_mode)
         except OSError as exc:
             self.errors += 1
             log.warning("imgcache: prewarm: cannot record a refusal: %s", exc)
@@ -262,5 +262,6 @@ def claims_for(cache: Cache, *, lease: float, refusal_ttl: float) -> Claims:
         return RedisClaims(cache, redis, lease=lease, refusal_ttl=refusal_ttl)
     disk = cache.store.available("disk")
     if disk is not None:
-        return FileClaims(disk.root, cache.namespace, refusal_ttl=refusal_ttl)  # type: ignore[attr-defined]
+        return FileClaims(disk.root, cache.namespace,  # type: ignore[attr-defined]
+                          refusal_ttl=refusal_ttl, file_mode=disk.file_mode)  # type: ignore[attr-defined]
     return LocalClaims(refusal_ttl)

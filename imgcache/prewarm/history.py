@@ -18,10 +18,8 @@ This module is imported by :mod:`imgcache.cache`: it stays light (no rich, no op
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -29,12 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TierUnavailable
+from .._files import append_file, read_file, write_file
 from ..store.base import check_namespace
 
 if TYPE_CHECKING:
     from ..cache import Cache
     from ..request import Request
+    from ..store.disk import DiskTier
     from .inputs import PrewarmItem
 
 log = logging.getLogger("imgcache")
@@ -81,7 +80,7 @@ def record_miss(cache: Cache, request: Request) -> None:
 
 def _append(tier: Any, namespace: str, record: bytes) -> None:
     if tier.name == "disk":
-        _disk_append(tier.root, namespace, record)
+        _disk_append(tier, namespace, record)
     else:
         tier.append_records(namespace, FEED, [record], MAX_RECORDS)
 
@@ -90,30 +89,19 @@ def _log_path(root: Path, namespace: str) -> Path:
     return Path(root) / check_namespace(namespace) / "prewarm" / "requests.log"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def _disk_append(tier: DiskTier, namespace: str, record: bytes) -> None:
+    """Append under the tier's lock and file mode; what stands in the log's way is removed
+    (OSError raised as TierError, like the tier's own files)."""
+    path = _log_path(tier.root, namespace)
 
-
-def _disk_append(root: Path, namespace: str, record: bytes) -> None:
-    path = _log_path(root, namespace)
-    try:
-        with _locked(path):
-            with open(path, "ab") as out:
-                out.write(record + b"\n")
-                size = out.tell()
-            if size > MAX_LOG_BYTES:
-                data = path.read_bytes()
+    def append() -> None:
+        with tier.locked(path):
+            if append_file(path, record + b"\n", tier.file_mode) > MAX_LOG_BYTES:
+                data = read_file(path) or b""
                 keep = data[len(data) // 2:]
-                keep = keep[keep.find(b"\n") + 1:]  # from a whole line
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(keep)
-                os.replace(tmp, path)
-    except OSError as exc:
-        raise TierUnavailable("disk", f"request log {path}: {exc}") from exc
+                write_file(path, keep[keep.find(b"\n") + 1:], tier.file_mode)  # from a whole line
+
+    tier.repairing(path, "appending to", append)
 
 
 def _records(cache: Cache) -> Iterator[bytes]:
@@ -122,13 +110,7 @@ def _records(cache: Cache) -> Iterator[bytes]:
         return
     if tier.name == "disk":
         path = _log_path(tier.root, cache.namespace)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise TierUnavailable("disk", f"request log {path}: {exc}") from exc
-        yield from data.splitlines()
+        yield from (tier.repairing(path, "reading", lambda: read_file(path)) or b"").splitlines()
         return
     cursor: str | None = None
     while True:

@@ -179,9 +179,11 @@ class RedisBuckets:
         with self.tier.translate_errors():
             if self._script is None:
                 self._script = self.tier.client.register_script(_SCRIPT)
-            args = [mode, rates.requests, rates.images, rates.request_capacity, rates.image_capacity,
-                    *extra, *([0] * (2 - len(extra))), _IDLE_MS]
-            wait, epoch = self._script(keys=[self._key(scope)], args=args)
+        key = self._key(scope)
+        args = [mode, rates.requests, rates.images, rates.request_capacity, rates.image_capacity,
+                *extra, *([0] * (2 - len(extra))), _IDLE_MS]
+        # a bucket key someone overwrote with another type is removed, not fallen back from for ever
+        wait, epoch = self.tier.repairing(key, "hash", lambda: self._script(keys=[key], args=args))
         return float(wait), int(epoch)
 
     def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:

@@ -7,15 +7,26 @@ Keys are *logical* keys built by :func:`entry_key` and :func:`blob_key`,
 ``"<namespace>/<kind>/<id>"``; each tier maps them onto its own naming (a Redis key with a
 hash tag, an S3 object key, a file path). A miss is :data:`MISSING`, never ``None``.
 Tiers raise :class:`~imgcache.errors.TierError` subclasses and nothing else.
+
+Bad data at one key (a value of another type, a counter that is not a number, a directory
+where a file should be) costs that key, never the tier: a tier removes or resets it where it
+can and reports it through :meth:`BaseTier.report_corrupt`, or raises
+:class:`~imgcache.errors.CorruptData`, which the tiered store counts without tripping the
+tier's breaker.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, Protocol, runtime_checkable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptData
+
+log = logging.getLogger("imgcache")
 
 
 class _Missing:
@@ -64,6 +75,24 @@ def split_key(key: str) -> tuple[str, str, str]:
     return namespace, kind, ident
 
 
+_REPORTED: OrderedDict[str, None] = OrderedDict()
+_REPORTED_MAX = 4096
+_reported_lock = threading.Lock()
+
+
+def log_corrupt(exc: CorruptData) -> None:
+    """Log bad data at WARNING the first time it is seen (its message names the key), at
+    DEBUG after: a bad key read on every call must not flood the log."""
+    message = str(exc)
+    with _reported_lock:
+        first = message not in _REPORTED
+        if first:
+            _REPORTED[message] = None
+            if len(_REPORTED) > _REPORTED_MAX:
+                _REPORTED.popitem(last=False)
+    log.log(logging.WARNING if first else logging.DEBUG, "imgcache: %s", message)
+
+
 @runtime_checkable
 class Tier(Protocol):
     """A storage tier: bytes in, bytes out."""
@@ -72,6 +101,9 @@ class Tier(Protocol):
     """One of ``memory``, ``disk``, ``redis``, ``s3``: the label in stats and logs."""
     shared: bool
     """Other processes see what this tier stores."""
+    corrupt_sink: Callable[[CorruptData], None] | None
+    """Told of bad data the tier found at one key and repaired itself; set by the tiered
+    store, which counts it."""
 
     def get(self, key: str) -> bytes | _Missing: ...
 
@@ -100,6 +132,11 @@ class BaseTier:
 
     name = "base"
     shared = False
+    corrupt_sink: Callable[[CorruptData], None] | None = None
+
+    def report_corrupt(self, exc: CorruptData) -> None:
+        """Report bad data found at one key (and removed or reset): to the sink, else the log."""
+        (self.corrupt_sink or log_corrupt)(exc)
 
     def get(self, key: str) -> bytes | _Missing:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,27 +10,58 @@ manifest), so ``ttl`` is accepted and ignored. Files are removed by :meth:`DiskT
 (``imgcache prune``): expired and unreadable entries, blobs no entry needs, and, under a size
 cap, the least recently used entries. Reading an entry touches its file's mtime, which is what
 "recently used" means here.
+
+Files are private to their user: created with ``file_mode`` (default 0o600), directories with
+the matching mode (0o700); see :mod:`imgcache._files`. Something that is not one of the tier's
+files where one should be (a directory, a FIFO, a symlink, a file where a directory should be)
+is removed, reported and the call made again: it costs that key, never the tier. A counters
+file or field that is not a number is reset.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import json
 import os
 import re
-import secrets
+import shutil
+import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .._files import (
+    DEFAULT_FILE_MODE,
+    NotAFile,
+    append_file,
+    check_file_mode,
+    dir_mode,
+    flocked,
+    make_dirs,
+    read_file,
+    tighten,
+    write_file,
+)
 from ..errors import CorruptData, TierUnavailable
-from .base import BLOB, ENTRY, HEX_ID, MISSING, BaseTier, _Missing, check_namespace, split_key
+from ..stats import counter_value
+from .base import (
+    BLOB,
+    ENTRY,
+    HEX_ID,
+    MISSING,
+    BaseTier,
+    _Missing,
+    check_namespace,
+    log_corrupt,
+    split_key,
+)
 
+T = TypeVar("T")
 _STATS = "stats.json"
-_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what _atomic_write leaves if a writer dies
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what write_file leaves if a writer dies
 
 
 @dataclass
@@ -40,7 +71,8 @@ class PruneReport:
     expired: int = 0
     """Entries past their expiry."""
     invalid: int = 0
-    """Entry files that are not a valid manifest for their key (damaged, another version)."""
+    """Entry files that are not a valid manifest for their key (damaged, another version), and
+    what is not a regular file where an entry or a blob should be (removed)."""
     evicted: int = 0
     """Valid entries removed, least recently used first, to come under ``max_bytes``."""
     orphans: int = 0
@@ -72,8 +104,11 @@ class DiskTier(BaseTier):
     name = "disk"
     shared = True
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, file_mode: int = DEFAULT_FILE_MODE) -> None:
         self.root = Path(root)
+        self.file_mode = check_file_mode(file_mode)
+        self.dir_mode = dir_mode(file_mode)
+        tighten(self.root, self.dir_mode)  # made by a version that left it readable to all
 
     def __repr__(self) -> str:
         return f"<DiskTier {str(self.root)!r}>"
@@ -85,11 +120,9 @@ class DiskTier(BaseTier):
 
     def get(self, key: str) -> bytes | _Missing:
         path = self.path_for(key)
-        with self._errors(f"reading {path}"):
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                return MISSING
+        data = self.repairing(path, "reading", lambda: read_file(path))
+        if data is None:
+            return MISSING
         if split_key(key)[1] == ENTRY:
             with contextlib.suppress(OSError):  # a read-only directory still serves
                 os.utime(path)  # used now: prune's size cap evicts by this
@@ -97,78 +130,84 @@ class DiskTier(BaseTier):
 
     def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
         path = self.path_for(key)
-        with self._errors(f"writing {path}"):
-            _atomic_write(path, value)
+        self.repairing(path, "writing", lambda: write_file(path, value, self.file_mode))
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)
-        with self._errors(f"deleting {path}"):
-            path.unlink(missing_ok=True)
+        self.repairing(path, "deleting", lambda: path.unlink(missing_ok=True))
 
     def ping(self) -> None:
         with self._errors(f"checking {self.root}"):
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root, self.dir_mode)
             if not os.access(self.root, os.W_OK | os.X_OK):
                 raise PermissionError(f"{self.root} is not writable")
 
     def add_counters(self, namespace: str, deltas: Mapping[str, float]) -> None:
-        """Merge ``deltas`` into ``<root>/<namespace>/stats.json`` under an exclusive flock."""
-        directory = self.root / check_namespace(namespace)
-        stats = directory / _STATS
-        with self._errors(f"updating {stats}"), self._locked(stats):
-            counters = _load_counters(stats)
-            for field, delta in deltas.items():
-                counters[field] = counters.get(field, 0.0) + float(delta)
-            _atomic_write(stats, json.dumps(counters, sort_keys=True).encode())
+        """Merge ``deltas`` into ``<root>/<namespace>/stats.json`` under an exclusive flock;
+        a file or a field that is not a number is reset."""
+        stats = self._file(namespace, _STATS)
+
+        def update() -> list[str]:
+            with self.locked(stats):
+                counters, garbage = _load_counters(stats)
+                for field, delta in deltas.items():
+                    counters[field] = counters.get(field, 0.0) + float(delta)
+                write_file(stats, json.dumps(counters, sort_keys=True).encode(), self.file_mode)
+            return garbage
+
+        for what in self.repairing(stats, "updating", update):
+            self.report_corrupt(CorruptData(self.name, f"{stats}: {what}; reset"))
 
     def read_counters(self, namespace: str) -> dict[str, float]:
-        # Writers replace the file atomically, so reading needs no lock.
-        stats = self.root / check_namespace(namespace) / _STATS
-        with self._errors(f"reading {stats}"):
-            return _load_counters(stats)
+        """The counters; what is not a number is skipped (the next add resets it). Writers
+        replace the file atomically, so reading needs no lock."""
+        stats = self._file(namespace, _STATS)
+        counters, garbage = self.repairing(stats, "reading", lambda: _load_counters(stats))
+        for what in garbage:
+            log_corrupt(CorruptData(self.name, f"{stats}: {what}; skipped"))
+        return counters
 
     # -- feeds: append-only record logs and short "recent" lists (RecordFeed) ---------------
     # Records are single lines (JSON without raw newlines), appended under an exclusive flock.
 
     def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None:
-        path = self.root / check_namespace(namespace) / f"{feed}.log"
-        with self._errors(f"appending to {path}"), self._locked(path):
-            with open(path, "ab") as log:
-                log.write(b"".join(record + b"\n" for record in records))
+        path = self._file(namespace, f"{feed}.log")
+        data = b"".join(record + b"\n" for record in records)
+
+        def append() -> None:
+            with self.locked(path):
+                append_file(path, data, self.file_mode)
+
+        self.repairing(path, "appending to", append)
 
     def read_records(self, namespace: str, feed: str, cursor: str | None, limit: int = 10_000
                      ) -> tuple[list[bytes], str | None]:
         """Whole lines after byte offset ``cursor``; a line still being written is left for later."""
-        path = self.root / check_namespace(namespace) / f"{feed}.log"
+        path = self._file(namespace, f"{feed}.log")
         offset = int(cursor or 0)
-        with self._errors(f"reading {path}"):
-            try:
-                with open(path, "rb") as log:
-                    log.seek(offset)
-                    data = log.read()
-            except FileNotFoundError:
-                return [], cursor
+        data = self.repairing(path, "reading", lambda: read_file(path, offset))
+        if data is None:
+            return [], cursor
+        if not data and offset and self.repairing(path, "reading", path.stat).st_size < offset:
+            return self.read_records(namespace, feed, None, limit)  # replaced: read it anew
         end = data.rfind(b"\n") + 1
         lines = data[:end].split(b"\n")[:-1]
         return lines, str(offset + end)
 
     def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
-        path = self.root / check_namespace(namespace) / f"{feed}.recent"
-        with self._errors(f"updating {path}"), self._locked(path):
-            try:
-                lines = path.read_bytes().splitlines()
-            except FileNotFoundError:
-                lines = []
-            _atomic_write(path, b"\n".join([record, *lines[: keep - 1]]) + b"\n")
+        path = self._file(namespace, f"{feed}.recent")
+
+        def push() -> None:
+            with self.locked(path):
+                lines = (read_file(path) or b"").splitlines()
+                write_file(path, b"\n".join([record, *lines[: keep - 1]]) + b"\n", self.file_mode)
+
+        self.repairing(path, "updating", push)
 
     def read_recent(self, namespace: str, feed: str) -> list[bytes]:
         """Newest first."""
-        path = self.root / check_namespace(namespace) / f"{feed}.recent"
-        with self._errors(f"reading {path}"):
-            try:
-                return path.read_bytes().splitlines()
-            except FileNotFoundError:
-                return []
+        path = self._file(namespace, f"{feed}.recent")
+        return (self.repairing(path, "reading", lambda: read_file(path)) or b"").splitlines()
 
     def prune(self, *, max_bytes: int | None = None, grace: float = 3600.0, dry_run: bool = False,
               now: float | None = None) -> PruneReport:
@@ -200,12 +239,17 @@ class DiskTier(BaseTier):
         with self._errors(f"pruning {self.root}"):
             for namespace, kind, path in self._stored_files():
                 try:
-                    stat = path.stat()
+                    info = path.lstat()
                     is_id = HEX_ID.fullmatch(path.name) is not None
-                    raw = path.read_bytes() if kind == ENTRY and is_id else b""
+                    if not stat.S_ISREG(info.st_mode):
+                        report.invalid += 1
+                        if not dry_run:
+                            self._clear(path)
+                        continue
+                    raw = (read_file(path) or b"") if kind == ENTRY and is_id else b""
                 except FileNotFoundError:  # removed by another process meanwhile
                     continue
-                file = _File(path, stat.st_size, stat.st_mtime)
+                file = _File(path, info.st_size, info.st_mtime)
                 if not is_id:
                     if _TEMPORARY.fullmatch(path.name) and file.mtime < now - grace:
                         report.temporaries += 1
@@ -274,43 +318,97 @@ class DiskTier(BaseTier):
                         for path in sorted(shard.iterdir()):
                             yield namespace.name, kind, path
 
-    @contextlib.contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-            yield
+    def _file(self, namespace: str, name: str) -> Path:
+        """A namespace's file beside its entries: counters, feeds."""
+        return self.root / check_namespace(namespace) / name
+
+    # -- for this tier's files, and the files others keep under root (the prewarm log) -------
+
+    def locked(self, path: Path) -> contextlib.AbstractContextManager[None]:
+        """An exclusive flock on the lock file beside ``path`` (``<name>.lock``)."""
+        return flocked(_lock_path(path), self.file_mode)
+
+    def repairing(self, path: Path, doing: str, op: Callable[[], T]) -> T:
+        """Run ``op`` on the file at ``path`` under root. If something that is not such a file
+        stands in its way (see :func:`_misplaced`), remove it, report it and run ``op`` once
+        more: bad data costs that one file, never the tier. OSError becomes TierError."""
+        with self._errors(f"{doing} {path}"):
+            try:
+                return op()
+            except OSError as exc:
+                if not self._in_the_way(exc):
+                    raise
+                self._clear(path)
+                what = f"{path} was in the way ({exc.strerror}); removed"
+                self.report_corrupt(CorruptData(self.name, what))
+            return op()
+
+    def _in_the_way(self, exc: OSError) -> bool:
+        """Whether ``exc`` says that something stands where one file (or its directory) of
+        this tier should be; when the root itself is not a directory, the tier is unusable."""
+        return _misplaced(exc) and self.root.is_dir()
+
+    def _clear(self, path: Path) -> None:
+        """Remove what stands where the file ``path`` (or its lock file) or its directories
+        should be: a directory or anything but a regular file at the file's path, a file at a
+        directory's. Best effort, and only ever under root."""
+        try:
+            for target in (path, _lock_path(path)):
+                info = os.lstat(target) if os.path.lexists(target) else None
+                if info is not None and stat.S_ISDIR(info.st_mode):
+                    shutil.rmtree(target)
+                elif info is not None and not stat.S_ISREG(info.st_mode):
+                    target.unlink()
+            for parent in path.relative_to(self.root).parents:
+                directory = self.root / parent
+                if directory == self.root or directory.is_dir() or directory.is_symlink():
+                    continue
+                if os.path.lexists(directory):
+                    directory.unlink()
+        except (OSError, ValueError) as exc:  # ValueError: not under root, left alone
+            log_corrupt(CorruptData(self.name, f"{path} cannot be cleared: {exc!r}"))
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """Translate OSError into TierUnavailable: the one place this tier does so."""
+        """Translate OSError into TierError, the one place this tier does so: CorruptData for
+        something in the way of one file that could not be removed, else TierUnavailable."""
         try:
             yield
         except OSError as exc:
+            if self._in_the_way(exc):
+                raise CorruptData(self.name, f"{doing}: {exc}") from exc
             raise TierUnavailable(self.name, f"{doing}: {exc}") from exc
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # 0o666 minus the umask, like any other file the user creates (mkstemp would force 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
 
 
-def _load_counters(path: Path) -> dict[str, float]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
+def _misplaced(exc: OSError) -> bool:
+    """Whether ``exc`` says that something else stands where a file or its directory should
+    be: a directory (EISDIR), a file on the way (ENOTDIR, EEXIST from mkdir), a symlink
+    (ELOOP: files are opened without following one), a FIFO or a device."""
+    return isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError, NotAFile)) or (
+        exc.errno in (errno.ELOOP, errno.ENXIO))
+
+
+def _load_counters(path: Path) -> tuple[dict[str, float], list[str]]:
+    """The counters in ``path``, and what was found in it that is not one (left out)."""
+    raw = read_file(path)
+    if raw is None:
+        return {}, []
     try:
         data = json.loads(raw)
-        return {str(field): float(value) for field, value in data.items()}
-    except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: not an object
-        raise CorruptData("disk", f"{path} is not a counters file: {exc!r}") from exc
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return {}, ["not a counters file"]
+    counters: dict[str, float] = {}
+    garbage: list[str] = []
+    for field, value in data.items():
+        number = counter_value(value)
+        if number is None:
+            garbage.append(f"field {field!r} is not a number")
+        else:
+            counters[field] = number
+    return counters, garbage

@@ -7,6 +7,7 @@ memory hit costs no parsing and no second lookup.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -17,6 +18,22 @@ from .base import MISSING, BaseTier
 # Python object overhead per entry (key string, tuple, dict slot), so that a flood of tiny
 # values cannot exceed the budget by an order of magnitude.
 _OVERHEAD = 160
+
+
+def deep_size(value: Any) -> int:
+    """Bytes a tree of dicts, lists, strings, bytes and numbers (a parsed manifest) takes in
+    this process, walked without recursion (a deeply nested value cannot overflow the stack).
+    Objects shared within the tree are counted each time: an upper bound."""
+    size, todo = 0, [value]
+    while todo:
+        item = todo.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return size
 
 
 class MemoryTier(BaseTier):

@@ -9,15 +9,17 @@ a good one when one is found (repair).
 
 Every tier call goes through the tier's :class:`Breaker`: a failing tier is skipped for a
 cool-down while a background probe waits for it to answer again, so a dead tier costs one
-timeout, then nothing, and is used again once it is back.
+timeout, then nothing, and is used again once it is back. Bad data at one key
+(:class:`~imgcache.errors.CorruptData`) is not a failing tier: it is counted as ``corrupt``
+and costs that key only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,8 +30,8 @@ from typing import Any, TypeVar
 from .. import codec
 from ..errors import CorruptData, TierError
 from ..stats import MATCHES, Stats
-from .base import MISSING, Tier, blob_key, entry_key
-from .memory import MemoryTier
+from .base import MISSING, Tier, blob_key, entry_key, log_corrupt
+from .memory import MemoryTier, deep_size
 
 log = logging.getLogger("imgcache")
 T = TypeVar("T")
@@ -45,6 +47,8 @@ class _Failed:
 
 FAILED = _Failed()
 """What :meth:`TieredStore.guarded` returns when the tier was skipped or failed."""
+_HIT_BYTES = 360
+"""A :class:`Hit` object and its attribute dict (what they refer to is counted apart)."""
 
 
 class Breaker:
@@ -121,6 +125,8 @@ class TieredStore:
         self.tiers = list(tiers)
         self.breakers = {tier.name: Breaker(tier) for tier in self.tiers}
         self.stats = stats
+        for tier in self.tiers:
+            tier.corrupt_sink = self.corrupt  # what tiers repair themselves is counted too
         self.max_blob_bytes = dict(max_blob_bytes or {})
         self._pool = ThreadPoolExecutor(background_workers, thread_name_prefix="imgcache-write")
         self._pending: set[Future[Any]] = set()
@@ -134,16 +140,25 @@ class TieredStore:
     # -- calls guarded by the breakers ------------------------------------------------------
 
     def guarded(self, tier: Tier, op: Callable[..., T], *args: Any) -> T | _Failed:
-        """Run a tier operation; on TierError trip the breaker, count it, return FAILED."""
+        """Run a tier operation; on TierError trip the breaker, count it, return FAILED.
+        CorruptData (one bad key) is counted as corrupt and leaves the breaker closed."""
         breaker = self.breakers[tier.name]
         if not breaker.closed:
             return FAILED
         try:
             return op(*args)
+        except CorruptData as exc:
+            self.corrupt(exc)
+            return FAILED
         except TierError as exc:
             self.stats.add({f"tier_errors.{tier.name}": 1})
             breaker.trip(exc)
             return FAILED
+
+    def corrupt(self, exc: CorruptData) -> None:
+        """Count bad data found at one key, and log it (once per key at WARNING)."""
+        self.stats.add({"corrupt": 1})
+        log_corrupt(exc)
 
     def shared_store(self) -> Any:
         """Where counters and feeds shared between processes live: Redis if it is up,
@@ -206,8 +221,7 @@ class TieredStore:
             try:
                 manifest = parse_manifest(raw, key_hex)
             except CorruptData as exc:
-                log.warning("imgcache: %s", exc)
-                self.stats.add({"corrupt": 1})
+                self.corrupt(exc)
                 self._background(tier, tier.delete, ekey)
                 continue
             expires = manifest["expires"]
@@ -251,8 +265,7 @@ class TieredStore:
                     missing_from[d].append(tier)
                     continue
                 if codec.digest(value) != d:
-                    log.warning("imgcache: blob %s in the %s tier failed its digest", d[:12], tier.name)
-                    self.stats.add({"corrupt": 1})
+                    self.corrupt(CorruptData(tier.name, f"blob {d[:12]} failed its digest"))
                     missing_from[d].append(tier)
                     continue
                 blobs[d] = value
@@ -272,12 +285,15 @@ class TieredStore:
             self._write(tier, ekey, raw, ttl, background=True)
 
     def _remember(self, ekey: str, manifest: dict[str, Any], blobs: Mapping[str, bytes]) -> None:
+        """Hold the entry in memory, counted as the bytes its objects take (the parsed manifest
+        holds the whole request: a long prompt weighs more than its image)."""
         if self.memory is None:
             return
         ttl = remaining_ttl(manifest)
         if ttl is None or ttl > 0:
-            size = sum(len(b) for b in blobs.values()) + 512  # + the parsed manifest, roughly
-            self.memory.set_object(ekey, Hit(manifest, dict(blobs), "memory"), size, ttl)
+            held = dict(blobs)
+            size = deep_size(manifest) + deep_size(held) + _HIT_BYTES
+            self.memory.set_object(ekey, Hit(manifest, held, "memory"), size, ttl)
 
     # -- writing ----------------------------------------------------------------------------
 
