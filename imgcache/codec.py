@@ -9,9 +9,11 @@ bytes, and described in the entry manifest by a small reference::
 blob and is written in the body as ``{"$blob": "<sha256>"}``. That is how an image response
 stores its images once, whatever request made them.
 
-Only what comes back exactly as it went in is stored: a tuple (it would come back a list),
-a dict subclass, a non-string key, a NaN, a string that is not valid Unicode are refused with
-:class:`UnstorableResult`, never stored lossy.
+Only what comes back exactly as it went in, in any process, is stored: a tuple (it would
+come back a list), a dict subclass, a non-string key, a NaN, a string or key that is not valid
+Unicode, lists and dicts nested deeper than :data:`~imgcache._limits.MAX_DEPTH` (or a cycle),
+an integer of :data:`~imgcache._limits.MAX_INT_DIGITS` digits or more are refused with
+:class:`UnstorableResult`, never stored lossy; the caller gets its result uncached.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ._limits import check_depth, check_int, check_text
 from .errors import CorruptData, UnstorableResult
 
 BLOB_MARK = "$blob"
@@ -37,7 +40,8 @@ def encode(value: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     if type(value) is bytes:
         kind, body = "bytes", value
     elif type(value) is str:
-        kind, body = "str", _utf8(value)
+        check_text(value, "result", UnstorableResult)
+        kind, body = "str", value.encode()
     else:
         tree = _to_tree(value, blobs, "result")
         kind = "json"
@@ -59,7 +63,7 @@ def decode(reference: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Any:
             return body.decode()
         if kind == "json":
             return _from_tree(json.loads(body), blobs)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # a body nested thousands deep
         raise CorruptData("codec", f"cannot rebuild the result: {exc!r}") from exc
     raise CorruptData("codec", f"unknown result type {kind!r}")
 
@@ -69,19 +73,17 @@ def blob_digests(reference: Mapping[str, Any]) -> list[str]:
     return [reference["body"], *reference["blobs"]]
 
 
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode()
-    except UnicodeEncodeError as exc:
-        raise UnstorableResult(f"string is not valid Unicode: {exc}") from exc
-
-
-def _to_tree(value: Any, blobs: dict[str, bytes], path: str) -> Any:
+def _to_tree(value: Any, blobs: dict[str, bytes], path: str, depth: int = 1) -> Any:
+    """``value`` as JSON data with each bytes value replaced by a blob reference; ``depth``
+    counts the lists and dicts ``value`` is in, itself included."""
     t = type(value)
-    if value is None or t in (bool, int):
+    if value is None or t is bool:
+        return value
+    if t is int:
+        check_int(value, path, UnstorableResult)
         return value
     if t is str:
-        _utf8(value)
+        check_text(value, path, UnstorableResult)
         return value
     if t is float:
         if not math.isfinite(value):
@@ -92,15 +94,18 @@ def _to_tree(value: Any, blobs: dict[str, bytes], path: str) -> Any:
         blobs[d] = value
         return {BLOB_MARK: d}
     if t is list:
-        return [_to_tree(item, blobs, f"{path}[{i}]") for i, item in enumerate(value)]
+        check_depth(depth, path, UnstorableResult)
+        return [_to_tree(item, blobs, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if t is dict:
+        check_depth(depth, path, UnstorableResult)
         if BLOB_MARK in value:
             raise UnstorableResult(f"{path}: the key {BLOB_MARK!r} is reserved")
         out = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise UnstorableResult(f"{path}: key {k!r} is not a str and would come back as one")
-            out[k] = _to_tree(v, blobs, f"{path}.{k}")
+            check_text(k, f"{path}: a key", UnstorableResult)
+            out[k] = _to_tree(v, blobs, f"{path}.{k}", depth + 1)
         return out
     raise UnstorableResult(
         f"{path}: a {t.__name__} cannot be stored faithfully (bytes, str, and JSON data"

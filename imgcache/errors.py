@@ -3,12 +3,16 @@
     ImgcacheError
     ├── ConfigError            bad configuration (namespace, URLs, environment values)
     ├── InvalidRequest         a request the cache cannot key: missing or non-string prompt,
-    │   │                      parameters that are not JSON data (also a TypeError)
+    │   │                      parameters that are not JSON data (also a TypeError); raised
+    │   │                      before any upstream call
+    │   ├── BeyondLimits       text that is not valid Unicode, nesting or an integer beyond the
+    │   │                      limits of imgcache._limits (the proxy answers 400)
     │   └── SourceRefused      an image input names what may not be read for this caller: a
     │                          path or file: URL sent to the proxy, an address the fetch policy
     │                          refuses (the proxy answers 400)
-    ├── UnstorableResult       a result the cache cannot store faithfully (also a TypeError);
-    │                          adapters catch it, warn, and return the result uncached
+    ├── UnstorableResult       a result the cache cannot store faithfully, by type or beyond the
+    │                          limits of imgcache._limits (also a TypeError); adapters catch it,
+    │                          warn, and return the result uncached
     ├── ImageError             an image the cache cannot read: not an image, truncated, too large
     │                          (a decompression bomb), an unsupported mode (also a ValueError)
     └── TierError              a storage tier failed; never reaches a caller of a cached call,
@@ -35,6 +39,11 @@ class ConfigError(ImgcacheError, ValueError):
 
 class InvalidRequest(ImgcacheError, TypeError):
     """The call cannot be turned into a cache key."""
+
+
+class BeyondLimits(InvalidRequest):
+    """Request data beyond what imgcache keys: a lone surrogate, nesting deeper than
+    ``imgcache._limits.MAX_DEPTH``, an integer of ``MAX_INT_DIGITS`` digits or more."""
 
 
 class SourceRefused(InvalidRequest):

@@ -5,6 +5,12 @@ taken out: the prompt normalized, parameters canonicalized (defaults resolved by
 integral floats made ints, bytes replaced by their digest), parameters that do not change the
 output dropped. Its :attr:`Request.key` is a versioned sha256 of that, stable across processes,
 machines and releases (golden-key tests pin it); bump :data:`KEY_VERSION` to change it.
+
+What cannot be keyed is refused with :class:`~imgcache.errors.InvalidRequest`, before any
+lookup or upstream call: values that are not JSON data, and (:class:`~imgcache.errors.BeyondLimits`)
+a prompt or string that is not valid Unicode (a lone surrogate), parameters nested deeper than
+:data:`~imgcache._limits.MAX_DEPTH`, integers of :data:`~imgcache._limits.MAX_INT_DIGITS`
+digits or more.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import InvalidRequest
+from ._limits import check_depth, check_int, check_text
+from .errors import BeyondLimits, InvalidRequest
 from .normalize import normalize_prompt
 
 if TYPE_CHECKING:
@@ -33,11 +40,17 @@ def canonical_json(value: JSONData) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def canonical_value(value: Any, path: str = "params") -> JSONData:
-    """Turn a parameter value into canonical JSON data, or raise InvalidRequest."""
-    if value is None or isinstance(value, (bool, str)):
+def canonical_value(value: Any, path: str = "params", depth: int = 1) -> JSONData:
+    """Turn a parameter value into canonical JSON data, or raise InvalidRequest (see the
+    limits in :mod:`imgcache._limits`). ``depth`` counts the lists and dicts ``value`` is in,
+    itself included."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        check_text(value, path, BeyondLimits)
         return value
     if isinstance(value, int):
+        check_int(value, path, BeyondLimits)
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -46,13 +59,16 @@ def canonical_value(value: Any, path: str = "params") -> JSONData:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$sha256": hashlib.sha256(value).hexdigest()}
     if isinstance(value, (list, tuple)):
-        return [canonical_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        check_depth(depth, path, BeyondLimits)
+        return [canonical_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, Mapping):
+        check_depth(depth, path, BeyondLimits)
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidRequest(f"{path}: key {k!r} is not a string")
-            out[k] = canonical_value(v, f"{path}.{k}")
+            check_text(k, f"{path}: a key", BeyondLimits)
+            out[k] = canonical_value(v, f"{path}.{k}", depth + 1)
         return out
     raise InvalidRequest(
         f"{path}: a {type(value).__name__} is not JSON data; pass str, number, bool, None,"
@@ -83,7 +99,8 @@ class Request:
         cls, kind: str, operation: str, prompt: Any, params: Mapping[str, Any],
         images: tuple[ImageInput, ...] = (),
     ) -> Request:
-        """``images`` key the request by their digests (in order); a generation has none."""
+        """``images`` key the request by their digests (in order); a generation has none.
+        InvalidRequest for what cannot be keyed (see the module's docstring)."""
         if kind not in KINDS:
             raise InvalidRequest(f"kind must be one of {KINDS}, not {kind!r}")
         if not isinstance(prompt, str):
@@ -92,6 +109,8 @@ class Request:
                 if prompt is not None
                 else "prompt is required"
             )
+        check_text(prompt, "prompt", BeyondLimits)
+        check_text(operation, "operation", BeyondLimits)
         normalized = normalize_prompt(prompt)
         canonical = canonical_value(dict(params))
         digests = tuple(image.sha256 for image in images)

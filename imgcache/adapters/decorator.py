@@ -10,21 +10,29 @@ URL, or a list of them: order matters), keyed by content and matched perceptuall
 (bytes allowed inside) are stored faithfully; anything else is returned uncached with an
 :class:`~imgcache.errors.UncachedResultWarning`.
 
-The wrapper carries ``cache_key(**kwargs)``, ``invalidate(**kwargs)``, ``cache`` and
-``__wrapped__`` (cachetools-style attributes rather than a second API).
+The wrapper carries ``cache_key(**kwargs)``, ``invalidate(**kwargs)``, ``cache``, ``memo``
+(the requests of recent keyword calls, bounded by :data:`MEMO_ITEMS` and :data:`MEMO_BYTES`)
+and ``__wrapped__`` (cachetools-style attributes rather than a second API).
+
+A call that cannot be keyed (a prompt that is not valid Unicode, parameters nested too deep,
+an integer too large: see :mod:`imgcache.request`) raises InvalidRequest; the function is not
+called.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._memo import BoundedMemo
 from ..errors import InvalidRequest
 from ..images import ImageInput, image_input
 from ..pricing import generation_cost, vision_cost
 from ..request import KINDS, Request
+from ..store.memory import deep_size
 
 if TYPE_CHECKING:
     from ..cache import Cache
@@ -34,7 +42,17 @@ DEFAULT_IGNORE = frozenset({"user", "timeout", "extra_headers", "request_timeout
 IMAGE_ARGUMENTS = ("image", "images")
 """The arguments of a ``kind="vision"`` function that hold its input images."""
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_MEMO_SIZE = 4096
+MEMO_ITEMS = 4096
+MEMO_BYTES = 8 << 20
+"""Each decorated function remembers the requests of up to MEMO_ITEMS recent keyword calls
+holding up to MEMO_BYTES (the prompts, parameters and keys they keep alive): about 4,096 calls
+with short prompts, a few dozen with 100,000-character ones. A call whose entry would take
+more than a sixteenth of it (the prompt is counted three times: argument, raw and normalized;
+an ASCII prompt of ~170,000 characters or more) is not remembered."""
+
+MemoKey = tuple[tuple[str, type, Any], ...]
+Built = tuple[Request, Any]
+"""A request and its cost (a number, None, or a function of the result)."""
 
 
 def cached(
@@ -81,9 +99,9 @@ def cached(
                     merged.update(merged.pop(var_keyword, {}))
             return merged
 
-        memo: dict[tuple[Any, ...], tuple[Request, float | None]] = {}
+        memo: BoundedMemo[Built] = BoundedMemo(MEMO_ITEMS, MEMO_BYTES)
 
-        def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
+        def build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Built:
             """The request and its cost; memoized for keyword calls with scalar arguments
             (typed, so that ``n=True`` and ``n=1`` never share a memo slot)."""
             memo_key = None
@@ -95,12 +113,10 @@ def cached(
                     return found
             built = _build(args, kwargs)
             if memo_key is not None:
-                if len(memo) >= _MEMO_SIZE:
-                    memo.clear()
-                memo[memo_key] = built
+                memo.put(memo_key, built, _memo_size(memo_key, built[0]))
             return built
 
-        def _build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Request, float | None]:
+        def _build(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Built:
             params = arguments(args, kwargs)
             images = _take_images(params, operation, cache) if kind == "vision" else ()
             if "prompt" not in params and kind == "generation":
@@ -133,11 +149,22 @@ def cached(
                 return cache.fetch(request, lambda: fn(*args, **kwargs), cost_usd=cost)
 
         wrapper.cache = cache
+        wrapper.memo = memo
         wrapper.cache_key = lambda *args, **kwargs: build(args, kwargs)[0].key
         wrapper.invalidate = lambda *args, **kwargs: cache.delete(build(args, kwargs)[0])
         return wrapper
 
     return decorate
+
+
+def _memo_size(memo_key: MemoKey, request: Request) -> int:
+    """An upper bound of the bytes a memo entry keeps alive: its key (argument names and
+    values) and its request (prompts, parameters, key; objects they share counted each time).
+    The argument types are shared by every entry and not counted."""
+    size = sys.getsizeof(memo_key) + sys.getsizeof(request)
+    for triple in memo_key:
+        size += sys.getsizeof(triple) + sys.getsizeof(triple[0]) + sys.getsizeof(triple[2])
+    return size + deep_size((request.prompt, request.raw_prompt, request.params, request.key))
 
 
 def _take_images(params: dict[str, Any], operation: str, cache: Cache) -> tuple[ImageInput, ...]:
