@@ -19,7 +19,6 @@ import binascii
 import hashlib
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -124,13 +123,15 @@ def read_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     """The bytes of a regular file, at most ``max_bytes`` + 1 of them; ImageError otherwise.
     Opened without blocking, so a FIFO or a device (``/dev/zero``, a pipe nobody writes to)
     is refused instead of hanging the caller or filling its memory."""
+    from ._files import NotAFile, open_file
+
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        fd = open_file(path, os.O_RDONLY, follow_symlinks=True)
+    except NotAFile:
+        raise ImageError(f"image file {os.fspath(path)!r} is not a regular file") from None
     except (OSError, ValueError) as exc:
         raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
     with open(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError(f"image file {os.fspath(path)!r} is not a regular file")
         try:
             return fh.read(max_bytes + 1)
         except OSError as exc:

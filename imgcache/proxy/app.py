@@ -118,9 +118,8 @@ def _malformed() -> Response:
     return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
 
 
-def _refused_image(refused: Refused) -> Response:
-    return error_response(400, f"Invalid image URL: {refused.message}", code="invalid_image_url",
-                          reason="image-source")
+def _refused(refused: Refused) -> Response:
+    return error_response(400, refused.message, code=refused.code, reason=refused.reason)
 
 
 def _too_slow(exc: BodyTooSlow) -> Response:
@@ -293,7 +292,7 @@ class Proxy:
             if isinstance(built, Response):
                 return built
             if isinstance(built, Refused):
-                return _refused_image(built)
+                return _refused(built)
             if isinstance(built, Passed):
                 if built.bypassed:
                     cache.stats_counters.add({"bypassed": 1})

@@ -19,7 +19,6 @@ API answers it as it would without the proxy.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._memo import MISSING, BoundedMemo
 from ..adapters.openai import (
     body_to_storable,
     edit_request,
@@ -36,7 +36,7 @@ from ..adapters.openai import (
     storable_to_body,
 )
 from ..adapters.openai_vision import chat_request, passes_through, responses_request
-from ..errors import InvalidRequest, SourceRefused, UnstorableResult
+from ..errors import BeyondLimits, InvalidRequest, SourceRefused, UnstorableResult
 from ..pricing import generation_cost
 from ..request import Request
 
@@ -77,10 +77,21 @@ class Passed:
 
 @dataclass
 class Refused:
-    """A request the proxy answers 400 itself: an image input names a source it may not read
-    for a caller (a path, a ``file:`` URL, an address the fetch policy refuses)."""
+    """A request the proxy answers 400 itself, before any upstream call: data beyond the
+    limits of :mod:`imgcache._limits` (which the API would refuse too), or an image input
+    naming a source the proxy does not read for a caller (a path, a ``file:`` URL, an address
+    the fetch policy refuses)."""
 
     message: str
+    code: str | None
+    reason: str
+    """For ``x-imgcache: error; reason=...``."""
+
+    @classmethod
+    def of(cls, exc: InvalidRequest) -> Refused:
+        if isinstance(exc, SourceRefused):
+            return cls(f"Invalid image URL: {exc}", "invalid_image_url", "image-source")
+        return cls(f"Invalid request body: {exc}", "invalid_value", "beyond-limits")
 
 
 @dataclass
@@ -123,28 +134,26 @@ def _images_render(fmt: str) -> Callable[[Any, Hit, ImageUrl], bytes]:
     return render
 
 
-@functools.lru_cache(maxsize=4096)
-def _remembered_generation(raw: bytes) -> CachedRequest | Passed | None:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return generation(body, raw)
+_remembered: BoundedMemo[CachedRequest | Passed | Refused | None] = BoundedMemo(4096, 16 << 20)
 
 
-def generation_of(raw: bytes) -> CachedRequest | Passed | None:
+def generation_of(raw: bytes) -> CachedRequest | Passed | Refused | None:
     """:func:`generation` of a body given as bytes; None if it is not JSON. A repeat of the
     same bytes (what a hit usually is) is remembered: no parsing, normalizing or hashing."""
-    if len(raw) > _REMEMBERED_BODY:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):  # a body nested thousands deep
-            return None
-        return generation(body, raw)
-    return _remembered_generation(raw)
+    found = _remembered.get(raw, MISSING)
+    if found is not MISSING:
+        return found  # type: ignore[no-any-return]
+    try:
+        built = generation(json.loads(raw), raw)
+    except (ValueError, RecursionError):  # RecursionError: a body nested thousands deep
+        built = None
+    if len(raw) <= _REMEMBERED_BODY:
+        # The body, and a request holding its prompt twice (as sent and normalized).
+        _remembered.put(raw, built, 4 * len(raw) + 2048)
+    return built
 
 
-def generation(body: Any, raw: bytes) -> CachedRequest | Passed:
+def generation(body: Any, raw: bytes) -> CachedRequest | Passed | Refused:
     """``POST /v1/images/generations`` with the JSON ``body`` (``raw``: its bytes)."""
     if not _keyable(body):
         return Passed("invalid")
@@ -152,6 +161,8 @@ def generation(body: Any, raw: bytes) -> CachedRequest | Passed:
         return Passed("stream", stream=True, bypassed=True)
     try:
         request = generate_request(body)
+    except BeyondLimits as exc:
+        return Refused.of(exc)
     except InvalidRequest:
         return Passed("invalid")
     return CachedRequest(GENERATIONS, request, raw, _images_storable, _images_render(response_format(body)),
@@ -159,7 +170,7 @@ def generation(body: Any, raw: bytes) -> CachedRequest | Passed:
 
 
 def edit(fields: Mapping[str, Any], images: list[bytes], mask: bytes | None, raw: bytes,
-         options: VisionOptions) -> CachedRequest | Passed:
+         options: VisionOptions) -> CachedRequest | Passed | Refused:
     """``POST /v1/images/edits``: the form's fields (see :func:`form_fields`), its input
     images in order, its mask; ``raw`` is the multipart body, sent upstream unchanged."""
     if fields.get("stream") is True:
@@ -168,6 +179,8 @@ def edit(fields: Mapping[str, Any], images: list[bytes], mask: bytes | None, raw
         return Passed("invalid")
     try:
         request = edit_request(fields, images, mask, options)
+    except (BeyondLimits, SourceRefused) as exc:
+        return Refused.of(exc)
     except InvalidRequest:
         return Passed("invalid")
     return CachedRequest(EDITS, request, raw, _images_storable, _images_render(response_format(fields)),
@@ -200,8 +213,8 @@ def vision(endpoint: str, body: Any, raw: bytes, options: VisionOptions, cache_t
     build = chat_request if endpoint == CHAT else responses_request
     try:
         call = build(body, options, cache_text_only)
-    except SourceRefused as exc:
-        return Refused(str(exc))
+    except (BeyondLimits, SourceRefused) as exc:
+        return Refused.of(exc)
     except InvalidRequest:
         return Passed("invalid")
     if call is None:

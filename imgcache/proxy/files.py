@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import DEFAULT_FILE_MODE, dir_mode, make_dirs, open_file, read_file
+
 if TYPE_CHECKING:
     from ..store.tiered import TieredStore
 
@@ -114,7 +116,7 @@ def _stored_secret(store: TieredStore) -> bytes:
     if redis is not None:
         try:
             return _redis_secret(redis, fresh)
-        except Exception as exc:  # noqa: BLE001 - the directory or a process secret will do
+        except Exception as exc:
             log.warning("imgcache proxy: cannot keep the file URL secret in Redis (%r)", exc)
     disk = store.available("disk")
     if disk is not None:
@@ -142,16 +144,16 @@ def _file_secret(path: Path, fresh: bytes) -> bytes:
     """The secret in ``path``, written there first if it is absent (whole, or not at all: a
     private temporary file is linked into place, so a concurrent reader never sees it half
     written)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_dirs(path.parent, dir_mode(DEFAULT_FILE_MODE))
     temporary = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DEFAULT_FILE_MODE)
     try:
         with open(fd, "wb") as file:
             file.write(fresh)
         os.link(temporary, path)
         return fresh
     except FileExistsError:
-        stored = path.read_bytes()
+        stored = read_file(path) or b""
         if len(stored) < 16:
             raise OSError(f"{path} does not hold a secret") from None
         return stored
