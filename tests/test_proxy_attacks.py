@@ -529,14 +529,27 @@ def test_a_body_that_never_ends_is_cut_off(fake: FakeOpenAI, tmp_path: Path) -> 
 # -- hostile JSON --------------------------------------------------------------------------------------
 
 
-def test_hostile_json_is_a_clean_400(plain: Served, fake: FakeOpenAI) -> None:
+def test_hostile_json_is_a_clean_400_before_any_upstream_call(plain: Served, fake: FakeOpenAI) -> None:
     before = fake.calls()
     deep = "[" * 100_000 + "]" * 100_000
-    for raw in ('{"model": "dall-e-3", "prompt": ' + deep + "}", deep,
-                '{"model": "dall-e-3", "prompt": "x", "n": ' + "9" * 5000 + "}"):
-        for path in ("/v1/images/generations", CHAT):
-            answer = httpx.post(plain.url + path, content=raw, headers={**AUTH, "content-type": "application/json"})
-            assert answer.status_code == 400 and answer.json()["error"]["message"], (path, answer.text[:200])
+    nested = "{\"a\": " * 100 + "1" + "}" * 100  # parses, but nests beyond the keying limit
+    generation = '{"model": "dall-e-3", "prompt": %s%s}'
+    chat = '{"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": %s}, ' \
+           '{"type": "image_url", "image_url": {"url": "%s"}}]}]%s}' % ("%s", data_url(png(5)), "%s")
+    bodies = {
+        "/v1/images/generations": [deep, generation % (deep, ""), generation % ('"x"', ', "n": ' + "9" * 5000),
+                                   generation % ('"a lone \\ud800 surrogate"', ""),
+                                   generation % ('"x"', ', "extra": ' + nested),
+                                   generation % ('"x"', ', "seed": ' + "9" * 200)],
+        CHAT: [deep, chat % ('"a lone \\udc00"', ""), chat % ('"x"', ', "metadata2": ' + nested),
+               chat % ('"x"', ', "seed": ' + "9" * 200)],
+    }
+    for path, raws in bodies.items():
+        for raw in raws:
+            answer = httpx.post(plain.url + path, content=raw.encode(),
+                                headers={**AUTH, "content-type": "application/json"})
+            assert answer.status_code == 400, (path, raw[:80], answer.text[:200])
+            assert answer.json()["error"]["message"]
+            assert answer.headers["x-imgcache"] in ("error; reason=malformed-json", "error; reason=beyond-limits")
     assert fake.calls() == before
     assert httpx.get(plain.url + "/healthz").status_code == 200
-
