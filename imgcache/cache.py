@@ -342,6 +342,7 @@ class Cache:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
         if served is not _NOT_SERVED:
+            self._release(lock)  # found after taking the lock: it is not needed
             return served
         try:
             started = time.perf_counter()
@@ -368,6 +369,8 @@ class Cache:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.2)
         if served is not _NOT_SERVED:
+            if lock is not None and lock is not _WAIT:  # found after taking the lock
+                await asyncio.to_thread(self._release, lock)
             return served
         try:
             started = time.perf_counter()
@@ -596,19 +599,24 @@ class Cache:
         return hits if isinstance(hits, list) else []
 
     def _try_shared_lock(self, request: Request) -> tuple[Any, Hit | None]:
-        """One attempt at the cross-process lock: (lock, None) when taken or when there is no
-        shared lock to take (lock None), (_WAIT, hit-or-None) while another process holds it."""
+        """One attempt at the cross-process lock, and a look at the store made after it:
+        (lock, hit-or-None) when taken or when there is no shared lock to take (lock None),
+        (_WAIT, hit-or-None) while another process holds it.
+
+        The look is what makes a burst of identical requests one upstream call: a request
+        that missed before the previous leader stored its result (its own lookup, a semantic
+        match included, takes a while) leads a flight of its own after that leader is done,
+        and must find the result instead of calling upstream again."""
         redis = self.store.available("redis")
-        if redis is None:
-            return None, None
-        lock = self.store.guarded(redis, self._acquire, redis, entry_key(self.namespace, request.key))
+        lock = None if redis is None else self.store.guarded(
+            redis, self._acquire, redis, entry_key(self.namespace, request.key))
         if lock is FAILED:  # Redis failed under the lock: go on without it
-            return None, None
-        if lock is not None:
+            lock = None
+        elif lock is not None:
             self._heartbeat.hold(lock)
-            # Double-check: another process may have stored it just before we took the lock.
-            return lock, self._get(request.key)
-        return _WAIT, self._get(request.key)
+        elif redis is not None:
+            lock = _WAIT
+        return lock, self._get(request.key)
 
     def _acquire(self, redis: Any, ekey: str) -> Any:
         """The flight lock for ``ekey`` if it is free, else None; Redis errors as TierError."""

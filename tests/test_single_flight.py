@@ -1,0 +1,132 @@
+"""A burst of identical requests makes exactly one upstream call, with semantic matching on (the
+default), with or without Redis, through the library (threads, tasks) and a real ``imgcache serve``.
+
+The leak this guards against: each request looks up (a semantic match included) before it joins
+the flight; one that missed just before the previous leader stored its result becomes a leader
+after that flight ended, and must find the result instead of calling upstream again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from imgcache import Cache, SemanticOptions
+from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing.servers import free_port, wait_until
+
+BURSTS = 8
+
+
+def slow_embedder(texts: list[str]) -> np.ndarray:
+    """A stand-in for the model that takes a few milliseconds, as a real lookup does."""
+    time.sleep(0.004)
+    out = np.zeros((len(texts), 16), dtype=np.float32)
+    for row, text in enumerate(texts):
+        out[row, hashlib.sha256(text.encode()).digest()[0] % 16] = 1.0
+    return out
+
+
+@pytest.fixture(params=["directory", "redis"])
+def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cache]:
+    options: dict[str, Any] = {"semantic": SemanticOptions(embedder=slow_embedder)}
+    if request.param == "redis":
+        options["redis_url"] = request.getfixturevalue("redis_url")
+    else:
+        options["directory"] = tmp_path
+    with Cache("burst", **options) as made:
+        yield made
+
+
+def test_threads_make_one_call_a_burst(cache: Cache) -> None:
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    @cache.cached()
+    def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
+        with lock:
+            calls.append(prompt)
+        return os.urandom(64)  # a different answer each call: two calls show as two images
+
+    for burst in range(BURSTS):
+        gate = threading.Barrier(16)
+
+        def caller(index: int, burst: int = burst) -> bytes:
+            gate.wait()
+            # the same request spelled as callers spell it: one key after normalization
+            return generate(prompt=f"A fox in the snow, take {burst}" + " " * (index % 3))
+
+        with ThreadPoolExecutor(16) as pool:
+            images = set(pool.map(caller, range(16)))
+        assert len(images) == 1, f"burst {burst}: {len(images)} different images"
+    assert len(calls) == BURSTS
+
+
+def test_tasks_make_one_call_a_burst(cache: Cache) -> None:
+    calls: list[str] = []
+
+    @cache.cached()
+    async def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
+        calls.append(prompt)
+        await asyncio.sleep(0)
+        return os.urandom(64)
+
+    async def bursts() -> None:
+        for burst in range(BURSTS):
+            images = await asyncio.gather(*(generate(prompt=f"a heron at dawn {burst}") for _ in range(32)))
+            assert len(set(images)) == 1
+
+    asyncio.run(bursts())
+    assert len(calls) == BURSTS
+
+
+def test_a_burst_through_imgcache_serve_with_semantic_on_is_one_upstream_call(tmp_path: Path) -> None:
+    """The real model, the real server, a fake upstream answering at once."""
+    with FakeOpenAI(image_size=(16, 16)) as fake:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imgcache.cli", "serve", "--port", str(port), "--upstream", fake.base_url,
+             "--log-level", "warning"],
+            env={**os.environ, "IMGCACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/v1/images/generations"
+        headers = {"authorization": "Bearer sk-burst"}
+        try:
+            assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60)
+            with httpx.Client(timeout=120) as warm:  # loads the model: not part of any burst
+                warm.post(url, json={"model": "dall-e-2", "prompt": "warm up"}, headers=headers)
+            before = fake.calls("/v1/images/generations")
+            with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, \
+                    ThreadPoolExecutor(40) as pool:
+                for burst in range(5):
+                    body = {"model": "dall-e-2", "prompt": f"a lighthouse in a storm, burst {burst}",
+                            "response_format": "b64_json"}
+                    answers = list(pool.map(lambda _: client.post(url, json=body, headers=headers), range(40)))
+                    assert all(answer.status_code == 200 for answer in answers)
+                    images = {base64.b64decode(answer.json()["data"][0]["b64_json"]) for answer in answers}
+                    assert len(images) == 1, f"burst {burst}: {len(images)} different images"
+            assert fake.calls("/v1/images/generations") - before == 5
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
