@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 # -- figures ---------------------------------------------------------------------------------
@@ -318,4 +319,26 @@ def exit_code(results: Sequence[Result], strict: bool) -> int:
         return 1
     if strict and any(r.passed is False for r in results):
         return 1
+    return 0
+
+
+# -- evaluation data ---------------------------------------------------------------------------
+
+# The evaluation data (tuning and benchmarks only; tests never read it) lives beside the
+# repository, not in it: a clone with nothing beside it has none, and a benchmark that needs it
+# says so and skips (exit 0).
+EVAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "eval"
+
+
+def skip_run(names: Sequence[str], reason: str, json_mode: bool) -> int:
+    """Report that the benchmarks ``names`` did not run: ``skipped: <reason>`` on the text
+    stream (stderr with ``--json``) and, with ``--json``, one result per name on stdout with
+    ``"skipped"`` set and verdict ``SKIPPED``. Returns the exit status, 0."""
+    with report_stream(json_mode) as (out, data):
+        print(f"skipped: {reason}", file=out)
+        if json_mode:
+            json.dump([{"name": name, "skipped": reason, "pass": None, "verdict": "SKIPPED"}
+                       for name in names], data, indent=2)
+            data.write("\n")
+            data.flush()
     return 0

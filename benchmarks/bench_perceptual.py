@@ -1,4 +1,5 @@
-"""Perceptual fingerprints: verifier accuracy on the eval images, and fingerprint speed.
+"""Perceptual fingerprints: verifier accuracy on the eval images (../shared/eval/images beside the
+repository when it is there, else rendered images only), and fingerprint speed.
 
     python benchmarks/bench_perceptual.py [--quick] [--json] [--strict] [--show-errors]
 
@@ -9,7 +10,10 @@ resized to 50% and 25%, converted to PNG / WebP / JPEG, metadata stripped) that 
 with different pictures that must not: neighbouring frames of the burst (also re-encoded), the
 stereo pair, mirrored and rotated copies, crops of another region, an object added or removed,
 documents differing in one number or word, and every other pair of distinct images.
-Targets from issue 4: hit rate >= 95%, false accepts <= 0.5%.
+Targets from issue 4: hit rate >= 95%, false accepts <= 0.5%. ``../shared/eval/images`` is
+evaluation data beside the repository, not in it: without it the accuracy runs on the rendered
+documents and synthetic stand-ins for the photos only (the report says ``eval images: missing
+(rendered only)``), and the speed benchmarks on a synthetic 1024x1024 picture.
 
 Hard families (:func:`hard_documents`, :func:`detail_families`), each a reference and pictures
 that differ from it in fine detail only: invoices in 8-16 px type up to an A4 page, chat

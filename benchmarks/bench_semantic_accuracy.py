@@ -2,8 +2,10 @@
 
     python benchmarks/bench_semantic_accuracy.py [--quick] [--json] [--strict] [--pairs PATH]
 
-The pairs file (default ``<repo>/../shared/eval/prompt_pairs_dev.jsonl``) holds
-``{"anchor", "query", "label": "same"|"different", "kind"}`` rows. Every anchor and query is
+The pairs file (default ``<repo>/../shared/eval/prompt_pairs_dev.jsonl``, the evaluation data
+beside the repository, not in it) holds ``{"anchor", "query", "label": "same"|"different",
+"kind"}`` rows. Without ``--pairs`` and with no ``../shared/eval`` beside the repository, the
+benchmark prints ``skipped: ../shared/eval not found ...`` and exits 0. Every anchor and query is
 asked, in file order (anchor, then query), of ONE embedded ``Cache(semantic=True)`` through
 the public API: a ``@cache.cached()`` function that returns the prompt it was called with, so
 that every answer says which prompt it was made for. A query was answered from the cache when
@@ -39,12 +41,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import parser, print_facts, report_stream, table
+from _common import EVAL_DIR, parser, print_facts, report_stream, skip_run, table
 
 from imgcache import Cache
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PAIRS = ROOT.parent / "shared" / "eval" / "prompt_pairs_dev.jsonl"
+DEFAULT_PAIRS = EVAL_DIR / "prompt_pairs_dev.jsonl"
 
 MAX_FALSE_HIT_RATE = 0.01  # "different" queries, overall and per kind
 MIN_HIT_RATE = {"pos_surface": 1.0}  # per "same" kind; others DEFAULT_MIN_HIT_RATE
@@ -446,8 +448,18 @@ def _versions() -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help=f"labelled pairs (default {DEFAULT_PAIRS})")
+    p.add_argument("--pairs", type=Path, default=None,
+                   help=f"labelled pairs, JSONL (default {DEFAULT_PAIRS}, from ../shared/eval beside the "
+                        "repository: without it and without --pairs, the benchmark is skipped, exit 0)")
     args = p.parse_args(argv)
+    if args.pairs is None:
+        if not DEFAULT_PAIRS.is_file():
+            return skip_run(["semantic_accuracy"], f"../shared/eval not found (no {DEFAULT_PAIRS}); "
+                            "the labelled pairs live beside the repository: pass --pairs PATH to use "
+                            "another file", args.json)
+        args.pairs = DEFAULT_PAIRS
+    elif not args.pairs.is_file():
+        p.error(f"--pairs: no such file: {args.pairs}")
     with report_stream(args.json) as (out, data):
         print(f"imgcache semantic accuracy ({f'quick: every {QUICK_EVERY}th anchor group' if args.quick else 'all pairs'})",
               file=out)

@@ -20,6 +20,11 @@ would):
 
 No targets in issue 4 for these (its targets are in ``bench_perceptual.py`` and
 ``bench_hamming.py``); reported for the README.
+
+The photo is ``astronaut.png``: from ``../shared/eval/images`` beside the repository when it is
+there, else from scikit-image's bundled sample data (the same file; scikit-image is a test
+dependency), else ``--image PATH``. With none of them the benchmark prints ``skipped: ...`` and
+exits 0.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    EVAL_DIR,
     Result,
     compare,
     emit_json,
@@ -45,6 +51,7 @@ from _common import (
     report,
     report_stream,
     run_guarded,
+    skip_run,
     summary,
 )
 from PIL import Image
@@ -55,11 +62,24 @@ from imgcache.match.config import PERCEPTUAL_FEED
 from imgcache.match.perceptual import fingerprint
 from imgcache.request import Request
 
-EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "eval" / "images"
+PHOTO = "astronaut.png"
+NAMES = ["vision_exact_hit", "vision_perceptual_hit", "vision_cold_start"]
 
 
-def photo_jpeg(comment: str = "") -> bytes:
-    with Image.open(EVAL / "astronaut.png") as im:
+def find_photo() -> Path | None:
+    """``astronaut.png`` from ../shared/eval/images, else from scikit-image's sample data (read
+    by path: importing skimage is slow), else None."""
+    import importlib.util
+
+    places = [EVAL_DIR / "images"]
+    spec = importlib.util.find_spec("skimage")
+    if spec is not None and spec.submodule_search_locations:
+        places.append(Path(next(iter(spec.submodule_search_locations))) / "data")
+    return next((place / PHOTO for place in places if (place / PHOTO).is_file()), None)
+
+
+def photo_jpeg(path: Path, comment: str = "") -> bytes:
+    with Image.open(path) as im:
         img = im.convert("RGB").resize((1024, 1024), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     img.save(out, "JPEG", quality=90, comment=comment)
@@ -91,8 +111,8 @@ def fill_scope(cache: Cache, request: Request, entries: int) -> None:
     matcher.sync(force=True)
 
 
-def run(entries: int, quick: bool) -> list[Result]:
-    base = photo_jpeg()
+def run(entries: int, quick: bool, photo: Path) -> list[Result]:
+    base = photo_jpeg(photo)
     rounds, per_round = (4, 10) if quick else (10, 30)
     copies = iter(variants(base, 10 + 2 * rounds * per_round + 20))
     with tempfile.TemporaryDirectory() as tmp, Cache("bench-vision", directory=tmp, semantic=False) as cache:
@@ -157,13 +177,22 @@ def run(entries: int, quick: bool) -> list[Result]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--entries", type=int, default=None, help="other images in the scope")
+    p.add_argument("--image", type=Path, default=None,
+                   help=f"the photo (default: {PHOTO} from ../shared/eval/images beside the repository, "
+                        "else from scikit-image's sample data; with neither, skipped, exit 0)")
     args = p.parse_args(argv)
+    photo = args.image or find_photo()
+    if args.image is not None and not args.image.is_file():
+        p.error(f"--image: no such file: {args.image}")
+    if photo is None:
+        return skip_run(NAMES, f"../shared/eval not found (no {EVAL_DIR / 'images' / PHOTO}) and scikit-image "
+                        f"is not installed (its sample data has {PHOTO}): pass --image PATH", args.json)
     entries = args.entries if args.entries is not None else (10_000 if args.quick else 100_000)
     results: list[Result] = []
     with report_stream(args.json) as (out, data):
-        print_facts([("images in scope", f"{entries + 1:,}")], out)
+        print_facts([("images in scope", f"{entries + 1:,}"), ("photo", str(photo))], out)
         outcome: list[Result] = []
-        guarded = run_guarded("vision", lambda: _first(outcome, run(entries, args.quick)), out, "failed")
+        guarded = run_guarded("vision", lambda: _first(outcome, run(entries, args.quick, photo)), out, "failed")
         results = outcome if guarded.error is None else [guarded]
         for result in results:
             report(result, out)

@@ -7,6 +7,10 @@ kinds or the accept rate for "same" kinds, with the targets checked. Then the fa
 in full, a sample of false rejects (to review the lexicon), and the time per verify call.
 
     python3 benchmarks/eval_verifier.py [--pairs PATH] [--rejects N] [--json]
+
+The default pairs file is evaluation data beside the repository, not in it: without ``--pairs``
+and with no ``../shared/eval`` beside the repository, it prints ``skipped: ../shared/eval not
+found ...`` (with ``--json``: ``{"skipped": "..."}``) and exits 0.
 """
 
 from __future__ import annotations
@@ -83,10 +87,24 @@ def timing(rows: list[dict[str, str]], rounds: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
+    parser.add_argument("--pairs", type=Path, default=None,
+                        help=f"labelled pairs, JSONL (default {DEFAULT_PAIRS}, from ../shared/eval beside "
+                             "the repository: without it and without --pairs, skipped, exit 0)")
     parser.add_argument("--rejects", type=int, default=25, help="false rejects to show")
     parser.add_argument("--json", action="store_true", help="print figures as JSON only")
     args = parser.parse_args(argv)
+    if args.pairs is None:
+        if not DEFAULT_PAIRS.is_file():
+            reason = (f"../shared/eval not found (no {DEFAULT_PAIRS}); the labelled pairs live beside "
+                      "the repository: pass --pairs PATH to use another file")
+            print(f"skipped: {reason}", file=sys.stderr)
+            if args.json:
+                json.dump({"skipped": reason, "pass": None}, sys.stdout, indent=2)
+                print()
+            return 0
+        args.pairs = DEFAULT_PAIRS
+    elif not args.pairs.is_file():
+        parser.error(f"--pairs: no such file: {args.pairs}")
 
     rows = load(args.pairs)
     result = evaluate(rows)

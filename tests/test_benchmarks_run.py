@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -74,7 +75,37 @@ def test_bench_cache_quick_json() -> None:
 
 # -- semantic matching benchmarks ------------------------------------------------------------------
 
-PAIRS = ROOT.parent / "shared" / "eval" / "prompt_pairs_dev.jsonl"
+# Labelled prompt pairs written here (the benchmarks' own data is evaluation data beside the
+# repository, which a clone does not have): every label, and kinds of both.
+PAIRS_ROWS = [
+    ("a red sports car parked on a city street at night",
+     "A red sports car parked on a city street at night.", "same", "pos_surface"),
+    ("a red sports car parked on a city street at night",
+     "Generate an image of a red sports car parked on a city street at night", "same", "pos_prefix"),
+    ("a red sports car parked on a city street at night",
+     "a blue sports car parked on a city street at night", "different", "neg_color"),
+    ("three brown dogs playing in the snow", "Three  brown dogs playing in the snow!", "same", "pos_surface"),
+    ("three brown dogs playing in the snow", "two brown dogs playing in the snow", "different", "neg_count"),
+    ("a cat chasing a mouse in a kitchen, watercolor",
+     "a mouse chasing a cat in a kitchen, watercolor", "different", "neg_role_swap"),
+    ("a lighthouse on a rocky cliff at sunset, oil painting, dramatic lighting",
+     "a lighthouse on a rocky cliff at sunset, dramatic lighting, oil painting", "same", "pos_reorder"),
+    ("a lighthouse on a rocky cliff at sunset, oil painting, dramatic lighting",
+     "a lighthouse on a rocky cliff at sunrise, oil painting, dramatic lighting", "different", "neg_attribute"),
+    ("a bowl of ramen with a soft boiled egg, studio photo",
+     "Create a picture of a bowl of ramen with a soft boiled egg, studio photo", "same", "pos_prefix"),
+    ("a bowl of ramen with a soft boiled egg, studio photo",
+     "a bowl of ramen without an egg, studio photo", "different", "neg_attribute"),
+]
+PAIRS_KINDS = {kind: label for _, _, label, kind in PAIRS_ROWS}
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"anchor": a, "query": q, "label": label, "kind": kind}) + "\n"
+                            for a, q, label, kind in PAIRS_ROWS), encoding="utf-8")
+    return path
 
 
 def _semantic_prerequisites() -> None:
@@ -82,17 +113,18 @@ def _semantic_prerequisites() -> None:
         pytest.importorskip(module)
 
 
-def _run_quick_json(script: str, *options: str) -> tuple[list[dict[str, object]], str]:
+def _run_json(script: str, *options: str, quick: bool = True) -> tuple[list[dict[str, object]], str]:
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *(["--quick"] if quick else []), "--json",
+               *options]
     try:
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json", *options],
-            check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
+        proc = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{script} --quick did not finish in 300 s; stderr:\n{exc.stderr}")
+        pytest.fail(f"{script} did not finish in 300 s; stderr:\n{exc.stderr}")
     assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{proc.stderr[-4000:]}"
     results = json.loads(proc.stdout)
     assert isinstance(results, list) and results, proc.stderr[-4000:]
+    for result in results:
+        assert "skipped" not in result, f"{script}: {result['skipped']}"
     return results, proc.stderr
 
 
@@ -105,20 +137,20 @@ def _rates(figures: dict[str, object], where: str) -> None:
 
 
 @pytest.mark.timeout(330)
-def test_bench_semantic_accuracy_quick_json() -> None:
+def test_bench_semantic_accuracy_json_on_pairs_written_here(pairs_file: Path) -> None:
+    """The whole file written here (``--quick`` would keep every 10th anchor group only)."""
     _semantic_prerequisites()
-    if not PAIRS.exists():
-        pytest.skip(f"{PAIRS} is not there")
-    (result,), stderr = _run_quick_json("bench_semantic_accuracy.py")
+    (result,), stderr = _run_json("bench_semantic_accuracy.py", "--pairs", str(pairs_file), quick=False)
     assert result["name"] == "semantic_accuracy"
     assert "error" not in result, result.get("error")
-    assert isinstance(result["calls"], int) and result["calls"] > 0
+    assert result["pairs"] == str(pairs_file)
+    assert result["calls"] == 2 * len(PAIRS_ROWS)  # every anchor and every query asked, in order
     kinds = result["kinds"]
     assert isinstance(kinds, dict) and kinds
-    assert {k["label"] for k in kinds.values()} == {"same", "different"}
+    assert {kind: figures["label"] for kind, figures in kinds.items()} == PAIRS_KINDS
     for kind, figures in kinds.items():
         _rates(figures, kind)
-        assert figures["n"] > 0, kind
+        assert figures["n"] == sum(1 for row in PAIRS_ROWS if row[3] == kind), kind
     for label in ("same", "different"):
         _rates(result["totals"][label], f"totals {label}")
     reference = result["cosine_reference"]
@@ -134,13 +166,63 @@ def test_bench_semantic_accuracy_quick_json() -> None:
         assert text in stderr
 
 
+def test_eval_verifier_json_on_pairs_written_here(pairs_file: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_verifier.py"), "--json",
+                           "--pairs", str(pairs_file)],
+                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), f"exit {proc.returncode}; stderr:\n{proc.stderr[-4000:]}"
+    report = json.loads(proc.stdout)
+    assert report["pass"] in (True, False) and proc.returncode == (0 if report["pass"] else 1)
+    assert {row["kind"]: row["label"] for row in report["kinds"]} == PAIRS_KINDS
+    for row in report["kinds"]:
+        assert row["n"] == sum(1 for pair in PAIRS_ROWS if pair[3] == row["kind"]), row
+        assert 0 <= row["accepted"] <= row["n"] and row["pass"] in (True, False)
+    for key in ("mean_us", "p50_us", "p99_us", "long_100k_ms"):
+        assert _number(report["timing"][key]) and report["timing"][key] > 0, key
+
+
+# Benchmarks whose data is evaluation data beside the repository: run from a copy of
+# benchmarks/ whose parent has nothing beside it, they say so and exit 0. bench_vision.py takes
+# its photo from scikit-image's sample data as well: it is hidden from that run.
+WITHOUT_EVAL_DATA = {
+    "bench_semantic_accuracy.py": ["semantic_accuracy"],
+    "eval_verifier.py": None,  # its JSON is one object, not a list of results
+    "bench_vision.py": ["vision_exact_hit", "vision_perceptual_hit", "vision_cold_start"],
+}
+HIDE_SKIMAGE = "import runpy, sys; sys.modules['skimage'] = None; sys.argv = sys.argv[1:]; " \
+               "runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+@pytest.mark.parametrize("script", list(WITHOUT_EVAL_DATA))
+def test_a_benchmark_without_its_eval_data_is_skipped_cleanly(tmp_path: Path, script: str) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "benchmarks", clone / "benchmarks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert not (tmp_path / "shared").exists()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", HIDE_SKIMAGE, str(clone / "benchmarks" / script), "--json"],
+                          check=False, cwd=clone, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}; stderr:\n{proc.stderr[-4000:]}"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("skipped: "), proc.stderr[-4000:]
+    # The reason names what is missing: the data beside the copy, which is not there.
+    reason = last.removeprefix("skipped: ")
+    assert "not found" in reason and str(tmp_path.resolve()) in reason, reason
+    names = WITHOUT_EVAL_DATA[script]
+    if names is None:
+        assert json.loads(proc.stdout) == {"skipped": reason, "pass": None}
+    else:
+        assert json.loads(proc.stdout) == [{"name": name, "skipped": reason, "pass": None, "verdict": "SKIPPED"}
+                                           for name in names]
+
+
 @pytest.mark.timeout(330)
 def test_bench_semantic_speed_quick_json() -> None:
     _semantic_prerequisites()
     pytest.importorskip("redis")
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (scripts/test.sh installs it)")
-    results, stderr = _run_quick_json("bench_semantic_speed.py")
+    results, stderr = _run_json("bench_semantic_speed.py")
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {"semantic_cold_start", "semantic_lookup", "semantic_index_memory"}
     for name, result in by_name.items():
@@ -166,7 +248,7 @@ def test_bench_semantic_speed_quick_json() -> None:
 
 
 def test_bench_hamming_quick_json() -> None:
-    results, _ = _run_quick_json("bench_hamming.py")
+    results, _ = _run_json("bench_hamming.py")
     assert {r["name"] for r in results} == {"hamming_search_r6", "hamming_search_r8", "hamming_search_r10"}
     for result in results:
         for side in ("candidate", "baseline"):
@@ -177,7 +259,7 @@ def test_bench_hamming_quick_json() -> None:
 
 @pytest.mark.timeout(330)
 def test_bench_perceptual_quick_json() -> None:
-    results, _ = _run_quick_json("bench_perceptual.py")
+    results, _ = _run_json("bench_perceptual.py")
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {"perceptual_accuracy", "fingerprint_jpeg_1024", "fingerprint_png_1024"}
     accuracy = by_name["perceptual_accuracy"]
@@ -190,7 +272,7 @@ def test_bench_perceptual_quick_json() -> None:
 
 
 def test_bench_vision_quick_json() -> None:
-    results, _ = _run_quick_json("bench_vision.py", "--entries", "2000")
+    results, _ = _run_json("bench_vision.py", "--entries", "2000")
     assert {r["name"] for r in results} == {"vision_exact_hit", "vision_perceptual_hit", "vision_cold_start"}
     for result in results:
         assert result["verdict"] == "no target", result  # FAIL would mean a call went upstream
@@ -202,7 +284,7 @@ def test_bench_vision_quick_json() -> None:
 @pytest.mark.timeout(330)
 def test_bench_prewarm_quick_json() -> None:
     pytest.importorskip("openai")
-    results, stderr = _run_quick_json("bench_prewarm.py")
+    results, stderr = _run_json("bench_prewarm.py")
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {"prewarm_rate_limit", "prewarm_calls_saved"}
     for name, result in by_name.items():
@@ -220,7 +302,7 @@ def test_bench_prewarm_quick_json() -> None:
 def test_bench_proxy_quick_json() -> None:
     for module in ("starlette", "uvicorn", "prometheus_client", "openai"):
         pytest.importorskip(module)
-    results, stderr = _run_quick_json("bench_proxy.py", "--seconds", "1")
+    results, stderr = _run_json("bench_proxy.py", "--seconds", "1")
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {"proxy_hit", "proxy_forward", "proxy_miss", "proxy_hits_per_second"}
     for name, result in by_name.items():

@@ -1,6 +1,7 @@
 """Vision calls through ``imgcache.wrap``: chat completions, responses and image edits with the
 real ``openai`` SDK against the fake OpenAI server, whose answers name the digests of the
-images they were made from (``[images: <12 hex>]``)."""
+images they were made from (``[images: <12 hex>]``). Photos: scikit-image's sample data
+(see _samples.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from imgcache.match.config import VisionOptions
 from imgcache.pricing import token_cost
 from imgcache.testing.openai_server import FakeOpenAI
 
-EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "eval" / "images"
+from _samples import sample_path
+
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
 EDITS = "/v1/images/edits"
@@ -44,12 +46,12 @@ def digest12(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def cat() -> Image.Image:
-    return Image.open(EVAL / "chelsea.png").convert("RGB")
+    return Image.open(sample_path("chelsea.png")).convert("RGB")
 
 
 @pytest.fixture(scope="module")
 def coffee() -> Image.Image:
-    return Image.open(EVAL / "coffee.png").convert("RGB")
+    return Image.open(sample_path("coffee.png")).convert("RGB")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Perceptual fingerprints and the verifier, on images made here and a few eval images."""
+"""Perceptual fingerprints and the verifier, on images made here and scikit-image's sample photos."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from imgcache.errors import ImageError
 from imgcache.match.perceptual import THUMB, Fingerprint, fingerprint, same_picture, thumb_evidence
 
-EVAL = Path(__file__).parents[1] / ".." / "shared" / "eval" / "images"
+from _samples import burst_frame, sample_path
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -325,27 +325,22 @@ def test_document_evidence_reports_grid_and_text_size() -> None:
     assert photo_ev["doc"] == 0.0 and "d2" not in photo_ev
 
 
-def test_potato_burst_neighbours_rejected() -> None:
-    frames = sorted((EVAL / "potatoes").glob("*.png"))
-    if len(frames) < 3:
-        pytest.skip("eval images missing")
-    prints = [fingerprint(p) for p in frames[:3]]
+def test_burst_neighbours_rejected() -> None:
+    frames = [Image.open(io.BytesIO(burst_frame(i))).convert("RGB") for i in range(3)]
+    prints = [fingerprint(encode(frame)) for frame in frames]
     assert not same_picture(prints[0], prints[1])[0]
     assert not same_picture(prints[1], prints[2])[0]
     # nor a small copy of a neighbour, compared at what the small copy can show
-    small = Image.open(frames[1]).convert("RGB").resize((75, 75), Image.Resampling.LANCZOS)
+    small = frames[1].resize((75, 75), Image.Resampling.LANCZOS)
     assert not same_picture(prints[0], fingerprint(encode(small)))[0]
     # while a re-encoded frame still hits, and so does a quarter-size copy
-    jpeg = encode(Image.open(frames[0]).convert("RGB"), "JPEG", quality=85)
-    assert same_picture(prints[0], fingerprint(jpeg))[0]
-    own_small = Image.open(frames[0]).convert("RGB").resize((75, 75), Image.Resampling.LANCZOS)
+    assert same_picture(prints[0], fingerprint(encode(frames[0], "JPEG", quality=85)))[0]
+    own_small = frames[0].resize((75, 75), Image.Resampling.LANCZOS)
     assert same_picture(prints[0], fingerprint(encode(own_small)))[0]
 
 
 def test_stereo_pair_rejected() -> None:
-    left, right = EVAL / "motorcycle_left.png", EVAL / "motorcycle_right.png"
-    if not (left.exists() and right.exists()):
-        pytest.skip("eval images missing")
+    left, right = sample_path("motorcycle_left.png"), sample_path("motorcycle_right.png")
     assert not same_picture(fingerprint(left), fingerprint(right))[0]
 
 

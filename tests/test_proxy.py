@@ -41,7 +41,6 @@ CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
 KEY_A = "sk-test-tenant-a-0123456789abcdef"
 KEY_B = "sk-test-tenant-b-fedcba9876543210"
-EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "eval" / "images"
 
 
 # -- fixtures -------------------------------------------------------------------------------------
