@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import copy
+import dataclasses
 import logging
 import math
 import numbers
@@ -37,9 +38,10 @@ from .errors import (
     UncachedResultWarning,
     UnstorableResult,
 )
-from .flight import Heartbeat, LocalFlight
+from .flight import Heartbeat, LocalFlight, Pending, SimilarFlights
 from .invalidation import Invalidations, made_for
 from .match.config import SemanticOptions, VisionOptions, read_recent_hits
+from .match.optional import describe, semantic_missing, vision_missing, warn_once
 from .prewarm.history import record_miss
 from .request import Request
 from .stats import MATCHES, TIERS, Stats, nest
@@ -149,6 +151,7 @@ class Cache:
                                  self.stats_counters, max_blob_bytes={"redis": redis_max_blob_bytes})
         self._flight = LocalFlight()
         self._async_flight = LocalFlight(asyncio.Event, per_loop=True)
+        self._similar_flights = SimilarFlights()
         self._heartbeat = Heartbeat(lock_timeout)
         self._closed = False
         self._stats_stop = threading.Event()
@@ -197,6 +200,7 @@ class Cache:
         view._semantic_lock = threading.Lock()
         view._flight = LocalFlight()
         view._async_flight = LocalFlight(asyncio.Event, per_loop=True)
+        view._similar_flights = SimilarFlights()
         view._closed = False
         view._stats_stop = threading.Event()
         view._stats_thread = None
@@ -345,13 +349,20 @@ class Cache:
             self._release(lock)  # found after taking the lock: it is not needed
             return served
         try:
-            started = time.perf_counter()
-            try:
-                result = upstream()
-            except BaseException:
-                self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
-                raise
-            return self._after_upstream(request, result, to_storable, cost_usd, time.perf_counter() - started)
+            with self._similar_flight(request, self._similar_item(request)) as similar:
+                if similar is not None:  # the same thing in other words is being made: wait for it
+                    similar.wait(self.wait_timeout)
+                    served = self._serve(request, self._near_hit(request), from_storable, coalesced=True)
+                    if served is not _NOT_SERVED:
+                        return served
+                started = time.perf_counter()
+                try:
+                    result = upstream()
+                except BaseException:
+                    self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
+                    raise
+                return self._after_upstream(request, result, to_storable, cost_usd,
+                                            time.perf_counter() - started)
         finally:
             self._release(lock)
 
@@ -373,14 +384,23 @@ class Cache:
                 await asyncio.to_thread(self._release, lock)
             return served
         try:
-            started = time.perf_counter()
-            try:
-                result = await upstream()
-            except BaseException:
-                self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
-                raise
-            elapsed = time.perf_counter() - started
-            return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd, elapsed)
+            item = await asyncio.to_thread(self._similar_item, request) if self._semantic_wanted(request) else None
+            with self._similar_flight(request, item) as similar:
+                if similar is not None:  # the same thing in other words is being made: wait for it
+                    await similar.wait_async(self.wait_timeout)
+                    hit = await asyncio.to_thread(self._near_hit, request)
+                    served = self._serve(request, hit, from_storable, coalesced=True)
+                    if served is not _NOT_SERVED:
+                        return served
+                started = time.perf_counter()
+                try:
+                    result = await upstream()
+                except BaseException:
+                    self.stats_counters.add({"misses": 1, "upstream_calls": 1, "upstream_errors": 1})
+                    raise
+                elapsed = time.perf_counter() - started
+                return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd,
+                                               elapsed)
         finally:
             await asyncio.to_thread(self._release, lock)
 
@@ -468,27 +488,65 @@ class Cache:
 
     @property
     def semantic(self) -> SemanticMatcher | None:
-        """The semantic matcher (created on first use: the model loads on the first lookup)."""
-        if self.semantic_options is None:
+        """The semantic matcher (created on first use: the model loads on the first lookup).
+        None when semantic matching is off: by configuration, or because its stack (the
+        ``semantic`` extra) is missing or broken in this process; then the cache matches
+        exactly, and says so once in its log (see :mod:`imgcache.match.optional`)."""
+        options = self.semantic_options
+        if options is None:
             return None
+        if self._semantic is None:
+            # Probed once per process (imports numpy and usearch, looks the model's packages up).
+            missing = semantic_missing(options.embedder)
+            if missing is not None:
+                self._semantic_off(missing)
+                return None
         with self._semantic_lock:
             if self._semantic is None:
-                from .match.semantic import SemanticMatcher
+                try:
+                    from .match.semantic import SemanticMatcher
 
-                self._semantic = SemanticMatcher(self.namespace, self.store, self.semantic_options)
+                    self._semantic = SemanticMatcher(self.namespace, self.store, options)
+                except ImportError as exc:
+                    self._semantic_off(describe(exc))
+                    return None
         return self._semantic
 
     @property
     def perceptual(self) -> PerceptualMatcher | None:
-        """The perceptual matcher of vision requests (None with ``VisionOptions(perceptual=False)``)."""
+        """The perceptual matcher of vision requests. None with ``VisionOptions(perceptual=False)``
+        or when the ``vision`` extra (Pillow, imagehash, numpy, scipy) is missing or broken in
+        this process: images are then matched by their bytes only, as with
+        ``perceptual=False`` (said once in the log)."""
         if not self.vision_options.perceptual:
             return None
+        if self._perceptual is None:
+            missing = vision_missing()  # probed once per process
+            if missing is not None:
+                self._perceptual_off(missing)
+                return None
         with self._semantic_lock:
             if self._perceptual is None:
-                from .match.vision import PerceptualMatcher
+                try:
+                    from .match.vision import PerceptualMatcher
 
-                self._perceptual = PerceptualMatcher(self.namespace, self.store, self.vision_options)
+                    self._perceptual = PerceptualMatcher(self.namespace, self.store,
+                                                         self.vision_options)
+                except ImportError as exc:
+                    self._perceptual_off(describe(exc))
+                    return None
         return self._perceptual
+
+    def _semantic_off(self, reason: str) -> None:
+        """Semantic matching cannot run here (its stack is missing or broken): exact only."""
+        self.semantic_options = None
+        warn_once("semantic", reason)
+
+    def _perceptual_off(self, reason: str) -> None:
+        """Perceptual matching cannot run here: images are keyed by their bytes only."""
+        if self.vision_options.perceptual:
+            self.vision_options = dataclasses.replace(self.vision_options, perceptual=False)
+        warn_once("vision", reason)
 
     @contextmanager
     def options(self, *, semantic: bool = True, perceptual: bool = True) -> Iterator[None]:
@@ -547,7 +605,11 @@ class Cache:
         matcher = self.perceptual
         if matcher is None:
             return None
-        found = matcher.find(request)
+        try:
+            found = matcher.find(request)
+        except ImportError as exc:  # a part of the vision stack the probe did not reach
+            self._perceptual_off(describe(exc))
+            return None
         if found is None:
             return None
         stored = found.hit.manifest.get("request") or {}
@@ -580,14 +642,32 @@ class Cache:
                 return alias
         return None
 
+    def _similar_item(self, request: Request) -> tuple[SemanticMatcher, str, Any] | None:
+        """How a generation request about to call upstream compares with the others in flight
+        (see :meth:`_similar_flight`); None without semantic matching."""
+        matcher = self.semantic if self._semantic_wanted(request) else None
+        found = None if matcher is None else self._semantic_call(matcher.in_flight, request)
+        return None if found is None else (matcher, *found)  # type: ignore[misc]
+
+    @contextmanager
+    def _similar_flight(self, request: Request, item: tuple[SemanticMatcher, str, Any] | None
+                        ) -> Iterator[Pending | None]:
+        """Single-flight by meaning: the call of a request that asks for the same thing in
+        other words, already in flight in this process (wait for it, then match its stored
+        result), or None: this request's call is the one in flight until the block ends."""
+        if item is None:
+            yield None
+            return
+        matcher, scope, flying = item
+        with self._similar_flights.lead_or_join(scope, request.key, flying, matcher.same_in_flight) as pending:
+            yield pending
+
     def _semantic_call(self, method: Callable[[Request], T], request: Request) -> T | None:
         """Semantic matching that fails costs semantic matching, never the caller's call."""
         try:
             return method(request)
-        except ImportError as exc:
-            log.warning("imgcache: semantic matching needs pip install 'imgcache[semantic]' (%s);"
-                        " matching exactly only", exc)
-            self.semantic_options = None
+        except ImportError as exc:  # the stack (or the model) failed after the probe: off for good
+            self._semantic_off(describe(exc))
         except Exception as exc:  # a broken embedder or feed
             log.warning("imgcache: semantic matching failed for %s: %r", request.key[:12], exc)
         return None
@@ -663,6 +743,9 @@ class Cache:
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=False)
             return False
+        except ImportError as exc:  # the vision stack failed after the probe: keyed by bytes only
+            self._perceptual_off(describe(exc))
+            perceptual = None
         ttl = self.ttl if ttl is None else ttl
         now = time.time()
         manifest = {
@@ -686,7 +769,10 @@ class Cache:
         if matcher is not None:
             self._semantic_call(matcher.add, request)
         if perceptual is not None:
-            perceptual.add(request)
+            try:
+                perceptual.add(request)
+            except ImportError as exc:
+                self._perceptual_off(describe(exc))
         self._ensure_stats_thread()
         return True
 

@@ -1,10 +1,12 @@
 """Single-flight: concurrent identical requests make one upstream call.
 
-Two layers, used together by the cache front:
+Three layers, used together by the cache front:
 
 * in one process, :class:`LocalFlight` elects one leader per key among threads (or among the
   tasks of an event loop); the others wait until it has finished and then read
   the stored result (a fresh copy each) or re-raise the leader's error;
+* in one process, :class:`SimilarFlights` lets a request that asks for the same thing as one
+  in flight in other words (a semantic match) wait for it too;
 * across processes, the leader takes a Redis lock (:meth:`RedisTier.mutex`) with a short
   timeout that :class:`Heartbeat` keeps extending while the call runs, so a holder that dies
   blocks the others for at most one lock timeout.
@@ -65,6 +67,80 @@ class LocalFlight:
             with self._lock:
                 del self._flights[slot]
             flight.done.set()
+
+
+class Pending:
+    """A leader's call that others wait for, from threads or event loops alike."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done.set()
+            futures, self._futures = self._futures, []
+        for loop, future in futures:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._done.is_set():
+                return True
+            self._futures.append((loop, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class SimilarFlights:
+    """Calls in flight by scope, so that a request asking for the same thing as one in flight in
+    other words (a paraphrase) waits for that call instead of making its own: single-flight by
+    meaning, in one process. ``same(new, leader)`` decides; it runs under a lock, so that of
+    two similar requests arriving together exactly one leads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scopes: dict[str, dict[str, tuple[Any, Pending]]] = {}
+
+    @contextmanager
+    def lead_or_join(self, scope: str, key: str, item: Any,
+                     same: Callable[[Any, Any], bool]) -> Iterator[Pending | None]:
+        """Yield the :class:`Pending` call of a similar request in flight (wait for it, then
+        look the result up), or None: this request is in flight under ``key`` until the block
+        ends (its result should be stored by then)."""
+        with self._lock:
+            flights = self._scopes.setdefault(scope, {})
+            found = next((pending for other_key, (other, pending) in flights.items()
+                          if other_key != key and same(item, other)), None)
+            if found is None:
+                mine = Pending()
+                flights[key] = (item, mine)
+        if found is not None:
+            yield found
+            return
+        try:
+            yield None
+        finally:
+            with self._lock:
+                if flights.get(key, (None, None))[1] is mine:
+                    del flights[key]
+                if not flights:
+                    self._scopes.pop(scope, None)
+            mine.finish()
 
 
 class Heartbeat:

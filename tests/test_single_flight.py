@@ -130,3 +130,59 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def constant_embedder(texts: list[str]) -> np.ndarray:
+    """Every prompt at cosine 1 from every other: the verifier alone decides who joins whom."""
+    time.sleep(0.004)
+    return np.ones((len(texts), 8), dtype=np.float32)
+
+
+def test_paraphrases_in_flight_together_make_one_call_and_lookalikes_their_own(tmp_path: Path) -> None:
+    calls: list[str] = []
+    lock = threading.Lock()
+    with Cache("paraphrase", directory=tmp_path, semantic=SemanticOptions(embedder=constant_embedder)) as cache:
+
+        @cache.cached()
+        def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
+            with lock:
+                calls.append(prompt)
+            time.sleep(0.2)  # long enough for every caller to arrive while it is in flight
+            return prompt.encode()
+
+        same = ["a red fox in the snow", "Generate an image of a red fox in the snow",
+                "please draw a red fox in the snow", "an image of a red fox in the snow"]
+        different = ["a blue fox in the snow", "two red foxes in the snow"]
+        gate = threading.Barrier(len(same) + len(different))
+
+        def caller(prompt: str) -> bytes:
+            gate.wait()
+            return generate(prompt=prompt)
+
+        with ThreadPoolExecutor(len(same) + len(different)) as pool:
+            answers = dict(zip(same + different, pool.map(caller, same + different)))
+    assert len(calls) == 3, calls  # one for the four ways of asking for a red fox, one each for the others
+    assert len({answers[prompt] for prompt in same}) == 1
+    assert answers["a blue fox in the snow"] == b"a blue fox in the snow"
+    assert answers["two red foxes in the snow"] == b"two red foxes in the snow"
+
+
+def test_paraphrases_in_flight_together_make_one_call_from_tasks(tmp_path: Path) -> None:
+    calls: list[str] = []
+    with Cache("paraphrase", directory=tmp_path, semantic=SemanticOptions(embedder=constant_embedder)) as cache:
+
+        @cache.cached()
+        async def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
+            calls.append(prompt)
+            await asyncio.sleep(0.2)
+            return prompt.encode()
+
+        async def main() -> list[bytes]:
+            return await asyncio.gather(generate(prompt="a heron at dawn"),
+                                        generate(prompt="Create an image of a heron at dawn"),
+                                        generate(prompt="a heron at dusk"))
+
+        answers = asyncio.run(main())
+    assert len(calls) == 2, calls
+    assert answers[0] == answers[1] == b"a heron at dawn" or answers[0] == answers[1] == b"Create an image of a heron at dawn"
+    assert answers[2] == b"a heron at dusk"

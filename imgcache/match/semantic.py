@@ -51,6 +51,14 @@ class Proposal:
     verdict: Verdict
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A request calling upstream, as similar requests in flight compare with it."""
+
+    prompt: str
+    vector: np.ndarray
+
+
 class SemanticMatcher:
     """The semantic side of one cache object (one namespace)."""
 
@@ -107,6 +115,20 @@ class SemanticMatcher:
         return [Proposal(c, verify(c.prompt, request.prompt))
                 for c in scope.search(vector, self.options.candidates, self.options.min_similarity)
                 if c.key != request.key]
+
+    def in_flight(self, request: Request) -> tuple[str, InFlight] | None:
+        """What a request about to call upstream is compared by with the others in flight:
+        its scope and its prompt's vector (embedded by its lookup already)."""
+        text = self._text(request)
+        if not text:
+            return None
+        return self.scope_id(request), InFlight(request.prompt, self._embed(request, text))
+
+    def same_in_flight(self, new: InFlight, leader: InFlight) -> bool:
+        """Whether ``leader``'s result, once stored, answers ``new``: as a stored prompt would."""
+        norms = float(np.linalg.norm(new.vector) * np.linalg.norm(leader.vector))
+        similarity = float(new.vector @ leader.vector) / norms if norms else 0.0
+        return similarity >= self.options.min_similarity and verify(leader.prompt, new.prompt).same
 
     def forget(self, request: Request, key: str) -> None:
         """Drop an entry that vanished (expired or purged) from this process's index."""
