@@ -1,6 +1,6 @@
 """The ``imgcache`` console script.
 
-    imgcache stats [--json] [--namespace NS]   figures of every process sharing the cache
+    imgcache stats [--json] [--namespace NS]   figures of every namespace and process sharing the cache
     imgcache prune [--max-size SIZE] [--dry-run] remove expired and least recently used files
     imgcache demo [--requests N] [--latency S]  replay a request stream against a local stand-in
     imgcache inspect PROMPT [-p NAME=VALUE]     why a prompt would (not) match: key, entry, candidates
@@ -31,7 +31,8 @@ CONFIG_ERROR = 2
 """Exit code for a configuration value the cache cannot use (like a usage error)."""
 FAILURE = 1
 PARTIAL = 3
-"""Exit code of a prewarm run that finished with prompts left uncached (see its summary)."""
+"""Exit code of a prewarm run that finished with prompts left uncached (see its summary), and of
+a prune that could not bring the directory within --max-size (blobs kept for their grace)."""
 INTERRUPTED = 130
 
 app = typer.Typer(
@@ -53,31 +54,59 @@ def stats(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print the figures as JSON (the dict of cache.stats(shared=True))."
+            "--json", help="Print the figures as JSON: {\"namespaces\": {NS: figures}, \"total\": figures}; "
+                           "with --namespace, that namespace's figures (the dict of cache.stats(shared=True))."
         ),
     ] = False,
     namespace: Annotated[
         str | None,
         typer.Option(
-            "--namespace", help="Namespace to show (default: IMGCACHE_NAMESPACE or 'default')."
+            "--namespace", help="Show this namespace only (default: every namespace in the shared store, "
+                                "the proxy's per-key ones included).", show_default=False
         ),
     ] = None,
 ) -> None:
-    """Show what the cache did, summed over every process that shares it.
+    """Show what the cache did, summed over every process that shares it: a table per
+    namespace found in the shared store (Redis, or the local directory) and their total.
 
-    Configuration is read from the IMGCACHE_* environment variables, as Cache.from_env() does.
+    Configuration is read from the IMGCACHE_* environment variables, as Cache.from_env() does
+    (IMGCACHE_NAMESPACE does not narrow the listing: --namespace does).
     """
     from .cache import Cache
-    from .errors import TierError
+    from .errors import TierError, TierUnavailable
+    from .prewarm.job import recent_runs
+    from .stats import NAMESPACE_LIMIT, add_up, shared_namespaces, with_tier_errors
+
+    def figures_of(view: Cache) -> dict[str, Any]:
+        figures = with_tier_errors(view.stats(shared=True))
+        figures["recent_prewarm_runs"] = recent_runs(view)
+        return figures
 
     overrides = {"namespace": namespace} if namespace else {}
+    truncated = False
     try:
         cache = Cache.from_env(**overrides)
         try:
-            figures = cache.stats(shared=True)
-            from .prewarm.job import recent_runs
-
-            figures["recent_prewarm_runs"] = recent_runs(cache)
+            if namespace:
+                figures = figures_of(cache)
+            else:
+                sink = cache.store.shared_store()
+                found: Any = ([], False) if sink is None else cache.store.guarded(
+                    sink, shared_namespaces, sink, NAMESPACE_LIMIT)
+                if not isinstance(found, tuple):
+                    raise TierUnavailable(sink.name, "the shared namespaces could not be listed")
+                names, truncated = found
+                per_namespace: dict[str, dict[str, Any]] = {}
+                for name in names or [cache.namespace]:  # none yet: the configured one, all zeros
+                    view = cache if name == cache.namespace else cache.for_namespace(name)
+                    try:
+                        per_namespace[name] = figures_of(view)
+                    finally:
+                        if view is not cache:
+                            view.close()
+                tiers = next(iter(per_namespace.values()))["tiers"]
+                total = with_tier_errors({**add_up(per_namespace.values()), "namespaces": len(per_namespace),
+                                          "tiers": tiers})
         finally:
             cache.close()
     # ConfigError is a ValueError; so is what a driver raises for a value it refuses on
@@ -86,12 +115,22 @@ def stats(
         _fail(str(exc), CONFIG_ERROR)
     except TierError as exc:
         _fail(f"cannot read the shared counters: {exc}", FAILURE)
-    if as_json:
-        typer.echo(json.dumps(figures, indent=2, sort_keys=True))
-        return
+    if truncated:
+        typer.echo(f"imgcache: stats: more than {NAMESPACE_LIMIT:,} namespaces; showing the first "
+                   f"{NAMESPACE_LIMIT:,} by name (--namespace NS shows any one)", err=True)
     from rich.console import Console
 
-    _print_stats(Console(), cache, figures)
+    if namespace:
+        if as_json:
+            typer.echo(json.dumps(figures, indent=2, sort_keys=True))
+            return
+        _print_stats(Console(), cache, figures)
+        return
+    if as_json:
+        typer.echo(json.dumps({"namespaces": per_namespace, "total": total, "truncated": truncated},
+                              indent=2, sort_keys=True))
+        return
+    _print_all_stats(Console(), cache, per_namespace, total, truncated)
 
 
 @app.command()
@@ -102,7 +141,8 @@ def prune(
                      "blobs fit in this size (5GB, 500MiB)."),
     ] = None,
     grace: Annotated[
-        str, typer.Option("--grace", help="Keep blobs and half-written files younger than this (1h, 90s).")
+        str, typer.Option("--grace", help="Keep blobs no entry references yet (writes in progress) and "
+                                 "half-written files younger than this (1h, 90s).")
     ] = "1h",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; remove nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
@@ -112,6 +152,10 @@ def prune(
 
     The directory is IMGCACHE_DIR, or the user's cache directory when neither Redis nor S3 is
     configured. Safe while other processes use the cache: what they miss they refetch.
+
+    An evicted or expired entry's blobs go with it; blobs no entry references yet (a write in
+    progress) are kept while younger than --grace. Exit status 3 when those alone keep the
+    directory over --max-size (it says by how much), 0 otherwise.
     """
     from ._config import parse_bytes, parse_duration
     from .cache import Cache
@@ -134,14 +178,23 @@ def prune(
     except TierError as exc:
         _fail(str(exc), FAILURE)
     if as_json:
-        typer.echo(json.dumps({"directory": str(cache.directory), "dry_run": dry_run, **report.as_dict()},
-                              indent=2, sort_keys=True))
-        return
-    verb = "would remove" if dry_run else "removed"
-    typer.echo(f"{cache.directory}: {verb} {report.expired} expired, {report.invalid} damaged and "
-               f"{report.evicted} evicted entries, {report.orphans} unused blobs, {report.temporaries} "
-               f"half-written files ({_size(report.freed_bytes)}); kept {report.entries} entries and "
-               f"{report.blobs} blobs ({_size(report.kept_bytes)})")
+        typer.echo(json.dumps({"directory": str(cache.directory), "dry_run": dry_run, "max_bytes": limit,
+                               **report.as_dict()}, indent=2, sort_keys=True))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"{cache.directory}: {verb} {report.expired} expired, {report.invalid} damaged and "
+                   f"{report.evicted} evicted entries, {report.orphans} unused blobs, {report.temporaries} "
+                   f"half-written files ({_size(report.freed_bytes)}); kept {report.entries} entries and "
+                   f"{report.blobs} blobs ({_size(report.kept_bytes)})")
+        if report.over_limit_bytes:
+            typer.echo(f"still over --max-size {max_size} by {_size(report.over_limit_bytes)}"
+                       + (" (dry run)" if dry_run else "")
+                       + f": {report.pending_blobs} blob{'' if report.pending_blobs == 1 else 's'} "
+                       f"({_size(report.pending_bytes)}) that no entry references yet, younger than --grace "
+                       f"{grace} (writes in progress), kept; "
+                       "prune again once they are older, or with a shorter --grace")
+    if report.over_limit_bytes:
+        raise typer.Exit(PARTIAL)
 
 
 def _size(n: int) -> str:
@@ -368,7 +421,11 @@ def prewarm(
         overrides["semantic"] = False
     err = Console(stderr=True)
     progress = RichProgress(err) if err.is_terminal and not err.is_dumb_terminal else PlainProgress(sys.stderr)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C does
+    # Ctrl-C (SIGINT) and SIGTERM stop the run, both installed explicitly: a process started in
+    # the background by a non-interactive shell (`script &`, cron, some CI runners) inherits
+    # SIGINT ignored, and Python then leaves it ignored instead of raising KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         cache = Cache.from_env(**overrides)
         try:
@@ -450,18 +507,18 @@ def _print_recent_prewarm_runs(console: Console, runs: list[dict[str, Any]], lim
     console.print(table)
 
 
-def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> None:
+FULL_TABLES = 10
+"""Up to this many namespaces get a full table each; more get a row each in one table."""
+
+
+def _stats_table(figures: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
     requests, hits = figures["requests"], figures["hits"]
     by_tier, by_match = figures["by_tier"], figures["by_match"]
     tier_errors = figures.get("tier_errors", {})
 
-    table = Table(
-        title=f"imgcache stats - namespace {figures['namespace']!r}",
-        show_header=False,
-        title_justify="left",
-    )
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value", justify="right")
     table.add_column("note", style="dim")
@@ -494,8 +551,8 @@ def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> Non
     table.add_row("unreadable images", f"{figures['unreadable_images']:,}", "vision calls passed through")
     table.add_row("bypassed", f"{figures['bypassed']:,}", "streaming or switched off")
     table.add_row("corrupt", f"{figures['corrupt']:,}", "entries that failed their digest")
-    for tier in figures["tiers"]:
-        table.add_row(f"{tier} errors", f"{tier_errors.get(tier, 0):,}", "")
+    for tier, count in tier_errors.items():
+        table.add_row(f"{tier} errors", f"{count:,}", "")
     prewarm = figures.get("prewarm")
     if prewarm:
         table.add_section()
@@ -505,17 +562,58 @@ def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> Non
         table.add_row("prewarm failed", f"{prewarm.get('failed', 0):,}",
                       f"refused or out of retries; {prewarm.get('rate_limited', 0):,} 429s")
         table.add_row("prewarm spent", f"${prewarm.get('spent_usd', 0):,.2f}", "included in dollars spent")
-    console.print(table)
+    return table
+
+
+def _print_namespace(console: Console, figures: dict[str, Any]) -> None:
+    console.print(_stats_table(figures, f"imgcache stats - namespace {figures['namespace']!r}"))
     _print_recent_semantic_hits(console, figures.get("recent_semantic_hits") or [])
     _print_recent_prewarm_runs(console, figures.get("recent_prewarm_runs") or [])
+
+
+def _print_stats(console: Console, cache: Cache, figures: dict[str, Any]) -> None:
+    """One namespace (--namespace)."""
+    _print_namespace(console, figures)
+    _print_configuration(console, cache, figures["tiers"], figures["namespace"])
+
+
+def _print_all_stats(console: Console, cache: Cache, per_namespace: dict[str, dict[str, Any]],
+                     total: dict[str, Any], truncated: bool) -> None:
+    """Every namespace of the shared store: a table each (a row each beyond FULL_TABLES), then
+    their total."""
+    if len(per_namespace) <= FULL_TABLES:
+        for figures in per_namespace.values():
+            _print_namespace(console, figures)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"imgcache stats - {len(per_namespace):,} namespaces, busiest first "
+                            "(--namespace NS for one in full)", title_justify="left")
+        for column in ("namespace", "requests", "hit rate", "upstream calls", "dollars saved", "dollars spent",
+                       "tier errors"):
+            table.add_column(column, justify="left" if column == "namespace" else "right")
+        for name, figures in sorted(per_namespace.items(), key=lambda item: (-item[1]["requests"], item[0])):
+            table.add_row(name, f"{figures['requests']:,}", _rate(figures["hits"], figures["requests"]),
+                          f"{figures['upstream_calls']:,}", f"${figures['saved_usd']:,.2f}",
+                          f"${figures['spent_usd']:,.2f}", f"{sum(figures['tier_errors'].values()):,}")
+        console.print(table)
+    if len(per_namespace) > 1:
+        more = " (the first shown: there are more)" if truncated else ""
+        console.print(_stats_table(total, f"imgcache stats - total of {len(per_namespace):,} namespaces{more}"))
+    shown = ", ".join(list(per_namespace)[:3]) + (", ..." if len(per_namespace) > 3 else "")
+    _print_configuration(console, cache, total["tiers"], f"every namespace found: {shown}")
+
+
+def _print_configuration(console: Console, cache: Cache, tiers: dict[str, str], namespace: str) -> None:
+    from rich.table import Table
 
     config = Table(
         title="configuration (from IMGCACHE_* variables)", show_header=False, title_justify="left"
     )
     config.add_column("setting", style="bold")
     config.add_column("value")
-    config.add_row("namespace", figures["namespace"])
-    for tier, state in figures["tiers"].items():
+    config.add_row("namespace", namespace)
+    for tier, state in tiers.items():
         colour = "green" if state == "up" else "red"
         config.add_row(f"{tier} tier", f"[{colour}]{state}[/{colour}]  {_where(cache, tier)}")
     config.add_row("ttl", "none" if cache.ttl is None else _duration(cache.ttl))

@@ -21,6 +21,7 @@ import random
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -195,10 +196,13 @@ def live_cost_ceiling() -> float:
 class _TimedImages:
     """``client.images`` whose ``generate`` calls are timed (the upstream the cache avoids)."""
 
-    def __init__(self, images: Any) -> None:
+    def __init__(self, images: Any, base_of: dict[str, str]) -> None:
         self._images = images
+        self._base_of = base_of
         self._lock = threading.Lock()
         self.durations: list[float] = []
+        self.called: Counter[str] = Counter()
+        """Upstream calls per distinct prompt of the stream (the prompt each request spells)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._images, name)
@@ -210,12 +214,14 @@ class _TimedImages:
         finally:
             with self._lock:
                 self.durations.append(time.perf_counter() - started)
+                prompt = kwargs.get("prompt", "")
+                self.called[self._base_of.get(prompt, prompt)] += 1
 
 
 class _TimedClient:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, base_of: dict[str, str]) -> None:
         self._client = client
-        self.images = _TimedImages(client.images)
+        self.images = _TimedImages(client.images, base_of)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -258,14 +264,19 @@ def run_demo(
     """Replay ``requests`` image requests through a cache and print what the cache did.
 
     Returns the figures printed: ``requests``, ``upstream_calls``, ``avoided``, ``hits``,
-    ``coalesced``, ``hit_rate``, ``wall_seconds``, ``avg_upstream_seconds``,
-    ``est_seconds_without_cache``, ``spent_usd``, ``saved_usd``, ``by_tier``, ``by_match``,
-    ``errors`` and ``distinct_prompts``.
+    ``coalesced``, ``hit_rate``, ``wall_seconds`` (the replay), ``load_seconds`` (the embedding
+    model's load before it: once per process), ``total_seconds`` (the whole run, both included),
+    ``avg_upstream_seconds``, ``est_seconds_without_cache``, ``spent_usd``, ``saved_usd``,
+    ``by_tier``, ``by_match``, ``errors``, ``distinct_prompts`` and ``repeated_calls`` (upstream
+    calls beyond one per distinct prompt).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ._quiet import quiet_progress_bars
     from .adapters.openai import wrap
     from .cache import Cache
+
+    begun = time.perf_counter()
 
     if live:  # a few cheap calls: the cache answers everything else
         prompts = tuple(DemoPrompt(p.text, LIVE_PARAMS) for p in PROMPTS[:LIVE_PROMPTS])
@@ -281,7 +292,7 @@ def run_demo(
         )
         console.print(f"upstream: {target}")
         console.print(f"cache: {root}" + (" (temporary; --dir keeps one)" if temporary else ""))
-        timed = _TimedClient(client)
+        timed = _TimedClient(client, {kwargs["prompt"]: base for base, kwargs in stream})
         cache = Cache(namespace=NAMESPACE, directory=root)
         errors: list[BaseException] = []
         try:
@@ -303,12 +314,16 @@ def run_demo(
                 finally:
                     progress.advance(task)
 
-            if cache.semantic is not None:  # load the model before the clock starts
-                with console.status("loading the embedding model for semantic matching"):
+            load = 0.0
+            if cache.semantic is not None:  # load the model before the replay's clock starts
+                loading = time.perf_counter()
+                # The status line says what happens; third-party bars would land in the output.
+                with console.status("loading the embedding model for semantic matching"), quiet_progress_bars(True):
                     try:
                         cache.semantic.embedder.embed(["warm up"])
                     except ImportError:
                         console.print("semantic matching off: pip install 'imgcache[semantic]'")
+                load = time.perf_counter() - loading
             with progress:
                 task = progress.add_task("replay", total=len(stream))
                 started = time.perf_counter()
@@ -320,7 +335,9 @@ def run_demo(
         finally:
             cache.close()
 
+    total = time.perf_counter() - begun
     durations = timed.images.durations
+    called = timed.images.called
     if durations:
         average = sum(durations) / len(durations)
     else:  # every answer came from a kept directory: use the upstream times stored with them
@@ -334,6 +351,9 @@ def run_demo(
         "coalesced": figures["coalesced"],
         "hit_rate": figures["hits"] / figures["requests"] if figures["requests"] else 0.0,
         "wall_seconds": round(wall, 3),
+        "load_seconds": round(load, 3),
+        "total_seconds": round(total, 3),
+        "repeated_calls": sum(called.values()) - len(called),
         "avg_upstream_seconds": round(average, 4),
         "upstream_seconds": round(sum(durations), 3),
         "est_seconds_without_cache": round(requests * average, 3),
@@ -364,6 +384,9 @@ def _print_summary(console: Console, r: dict[str, Any], errors: list[BaseExcepti
         f"{r['upstream_calls']:,}",
         f"avg {r['avg_upstream_seconds']:.3f} s each",
     )
+    if r["repeated_calls"]:
+        table.add_row("  beyond one a prompt", f"{r['repeated_calls']:,}",
+                      "a prompt in other words, asked while it was in flight")
     table.add_row(
         "upstream calls avoided",
         f"{r['avoided']:,}",
@@ -371,7 +394,7 @@ def _print_summary(console: Console, r: dict[str, Any], errors: list[BaseExcepti
     )
     table.add_row("hit rate", f"{100 * r['hit_rate']:.1f}%", f"{r['hits']:,} hits")
     table.add_section()
-    table.add_row("wall time", f"{r['wall_seconds']:.2f} s", f"{THREADS} threads, with the cache")
+    table.add_row("replay time", f"{r['wall_seconds']:.2f} s", f"{THREADS} threads, with the cache")
     table.add_row(
         "  without the cache",
         f"~{r['est_wall_seconds_without_cache']:.2f} s",
@@ -387,6 +410,10 @@ def _print_summary(console: Console, r: dict[str, Any], errors: list[BaseExcepti
         f"~{r['est_seconds_without_cache']:.2f} s",
         f"{r['requests']} requests x {r['avg_upstream_seconds']:.3f} s",
     )
+    if r["load_seconds"]:
+        table.add_row("model load", f"{r['load_seconds']:.2f} s",
+                      "embedding model for semantic matching: once per process, before the replay")
+    table.add_row("total time", f"{r['total_seconds']:.2f} s", "the whole run, model load included")
     table.add_section()
     spent_note = (
         "list price of the calls made" if r["live"] else "list price (stand-in: not billed)"

@@ -4,17 +4,21 @@ Counters are flat names (``hits``, ``by_tier.redis``, ``by_match.exact``); :func
 them into the nested shape that ``cache.stats()`` and ``imgcache stats --json`` show. Every
 increment also accrues in a pending delta that :meth:`Stats.flush` adds to a shared counter
 store (the Redis hash, or the local directory's stats file), so that ``imgcache stats``
-shows the figures of every process that shares it.
+shows the figures of every process that shares it; :func:`shared_namespaces` finds every
+namespace that has such counters (the proxy's per-key tenants among them), and
+:func:`add_up` sums their figures.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .store.base import CounterStore
+from .store.base import CounterStore, check_namespace
 
 TIERS = ("memory", "disk", "redis", "s3")
 MATCHES = ("exact", "semantic", "perceptual")
@@ -111,3 +115,100 @@ class Stats:
                 for name, delta in pending.items():
                     self._pending[name] = self._pending.get(name, 0.0) + delta
             raise
+
+
+# -- every namespace of a shared store ---------------------------------------------------
+
+NAMESPACE_LIMIT = 10_000
+"""``imgcache stats`` shows at most this many namespaces (and says when there are more)."""
+_SCAN_COUNT = 1000
+_COUNTERS_FILE = "stats.json"  # the local directory's counters: <root>/<namespace>/stats.json
+
+
+def _namespace(name: str) -> str | None:
+    try:
+        return check_namespace(name)
+    except ValueError:
+        return None
+
+
+def shared_namespaces(tier: Any, limit: int = NAMESPACE_LIMIT) -> tuple[list[str], bool]:
+    """The namespaces that have shared counters in ``tier`` (a Redis or a directory tier),
+    sorted, at most ``limit`` of them; and whether there were more (the search stopped there).
+
+    Redis: the keys ``<prefix><namespace>:stats`` found with SCAN (``count`` 1,000 a step,
+    every primary of a Cluster), never KEYS. Directory: the folders under its root that hold
+    a ``stats.json``. Errors as TierError, for ``store.guarded``."""
+    if tier.name == "redis":
+        names = _redis_namespaces(tier, limit)
+    elif tier.name == "disk":
+        names = _directory_namespaces(tier, limit)
+    else:
+        raise ValueError(f"the {tier.name} tier keeps no shared counters")
+    return sorted(names)[:limit], len(names) > limit
+
+
+def _redis_namespaces(tier: Any, limit: int) -> set[str]:
+    prefix: str = tier.prefix
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*:stats"
+    found: set[str] = set()
+    with tier.translate_errors():
+        for key in tier.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            name = _namespace(key.decode(errors="replace")[len(prefix):-len(":stats")])
+            if name is not None:
+                found.add(name)
+                if len(found) > limit:
+                    break
+    return found
+
+
+def _directory_namespaces(tier: Any, limit: int) -> set[str]:
+    from .errors import TierUnavailable
+
+    found: set[str] = set()
+    try:
+        with os.scandir(tier.root) as entries:
+            for entry in entries:
+                name = _namespace(entry.name)
+                if name is None or not entry.is_dir(follow_symlinks=False):
+                    continue
+                if os.path.isfile(os.path.join(entry.path, _COUNTERS_FILE)):
+                    found.add(name)
+                    if len(found) > limit:
+                        break
+    except FileNotFoundError:  # nothing stored yet
+        return found
+    except OSError as exc:
+        raise TierUnavailable(tier.name, f"listing {tier.root}: {exc}") from exc
+    return found
+
+
+def with_tier_errors(figures: dict[str, Any]) -> dict[str, Any]:
+    """``figures`` with ``tier_errors`` holding every configured tier (``figures["tiers"]``),
+    0 for those that never failed (other tiers' counts, from other processes, kept)."""
+    counted = figures.get("tier_errors")
+    counted = counted if isinstance(counted, dict) else {}
+    figures["tier_errors"] = {**dict.fromkeys(figures.get("tiers", ()), 0), **counted}
+    return figures
+
+
+def add_up(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The counters of several namespaces' figures (``cache.stats()`` dicts) summed, in the
+    same nested shape: numbers and groups of numbers (``by_tier``, ``tier_errors``,
+    ``prewarm``); lists and names are left out."""
+    total: dict[str, Any] = {}
+    for one in figures:
+        _add_into(total, one)
+    return total
+
+
+def _add_into(total: dict[str, Any], figures: Mapping[str, Any]) -> None:
+    for name, value in figures.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            summed = total.get(name, 0) + value
+            total[name] = round(summed, 6) if isinstance(summed, float) else summed
+        elif isinstance(value, Mapping) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            _add_into(total.setdefault(name, {}), value)

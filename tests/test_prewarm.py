@@ -640,7 +640,7 @@ def test_cli_reports_bad_lines_runs_the_rest_and_shows_up_in_stats(tmp_path: Pat
     assert "prewarm: <stdin>:1: refused: 400" in result.stderr  # plain log lines: not a terminal
     assert re.search(r"generated\s+│\s+1\s+│", result.stdout)
 
-    figures = json.loads(cli("stats", "--json", env=env).stdout)
+    figures = json.loads(cli("stats", "--json", env=env).stdout)["namespaces"]["shop"]
     assert figures["prewarm"] == {"runs": 1, "generated": 1, "failed": 1, "skipped": 0, "rate_limited": 0,
                                   "spent_usd": 0.04}
     assert figures["recent_prewarm_runs"][0]["generated"] == 1
@@ -730,6 +730,57 @@ def test_an_interrupted_run_stops_cleanly_and_a_new_run_repeats_nothing(
     assert code == 0, err
     assert again["cached"] == report["generated"] and again["generated"] == 20 - report["generated"]
     assert generated(fake_openai) == Counter(prompts)  # nothing was generated twice
+
+
+BACKGROUND = 'cd "$1" || exit 2; shift; "$@" & echo $! > pid; wait $!'
+"""A job started with ``&`` by a non-interactive shell (a script, cron): such a job starts with
+SIGINT ignored (POSIX), so Ctrl-C reaches it only if it installs its own handler. ``wait``
+passes the job's exit status on."""
+
+
+def in_background(*command: str, where: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``command`` run as such a job, from the directory ``where`` (its pid goes to ``where/pid``)."""
+    return subprocess.Popen(["sh", "-c", BACKGROUND, "sh", str(where), *command], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def test_ctrl_c_stops_a_run_a_script_started_in_the_background(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    probe = in_background(sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is "
+                          "signal.SIG_IGN)", where=tmp_path)
+    assert probe.communicate(timeout=TIMEOUT)[0].strip() == "True"  # the setting is real: SIGINT ignored
+
+    prompts = write_prompts(tmp_path / "prompts.txt", 20)
+    env = cli_env(fake_openai, IMGCACHE_DIR=str(tmp_path / "cache"))
+    (tmp_path / "pid").unlink()
+    fake_openai.latency = 0.2
+    proc = in_background(sys.executable, "-m", "imgcache.cli", "prewarm", str(tmp_path / "prompts.txt"),
+                         "--model", "dall-e-3", "--no-semantic", "--concurrency", "2", "--json",
+                         where=tmp_path, env=env)
+    wait_for(lambda: fake_openai.calls() >= 4 and (tmp_path / "pid").exists())
+    os.kill(int((tmp_path / "pid").read_text()), signal.SIGINT)  # the job itself, as Ctrl-C's kill -INT
+    code, report, err = finished(proc)
+    assert code == 130, err
+    assert report["interrupted"] and not report["abandoned"] and report["not_started"] > 0
+    assert "stopping" in err
+    assert report["generated"] == sum(generated(fake_openai).values()) < len(prompts)
+
+
+def test_interrupts_during_a_run_are_counted_never_raised_inside_a_wait() -> None:
+    """A KeyboardInterrupt raised inside Event.wait can leave the event's lock released twice
+    (RuntimeError: release unlocked lock, exit status 1 instead of 130): the run counts them."""
+    from imgcache.prewarm.job import _counted_interrupts
+
+    event = threading.Event()
+    before = signal.getsignal(signal.SIGINT)
+    with _counted_interrupts() as interrupts:
+        for _ in range(50):
+            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
+            event.wait(0.005)  # the signal arrives while the main thread waits
+        wait_for(lambda: interrupts.count == 50)
+    assert signal.getsignal(signal.SIGINT) is before is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):  # put back: it raises again
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
 
 
 def test_a_dead_workers_prompts_go_to_another_after_its_lease(

@@ -3,8 +3,11 @@ by the real cache front and read back by a fresh one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +156,68 @@ def test_reading_an_entry_marks_it_used(tmp_path: Path) -> None:
 def test_missing_directory_prunes_nothing(tmp_path: Path) -> None:
     report = DiskTier(tmp_path / "absent").prune(max_bytes=0)
     assert report.as_dict() == dict.fromkeys(report.as_dict(), 0)
+
+
+# --- the size cap with young blobs: ``imgcache prune`` run for real -----------------------------
+
+
+def prune_cli(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCACHE_")}
+    env.update(IMGCACHE_DIR=str(directory), COLUMNS="200", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "imgcache.cli", "prune", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def stored_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in files(directory, "e") + files(directory, "b"))
+
+
+def test_evicted_entries_take_their_young_blobs_so_the_directory_fits(tmp_path: Path) -> None:
+    prompts = [f"prompt {i}" for i in range(64)]
+    fill(tmp_path, prompts)  # every file written just now: far younger than the 1 h grace
+    assert stored_bytes(tmp_path) > 64 * PAYLOAD
+
+    result = prune_cli(tmp_path, "--max-size", "100KB", "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert (report["evicted"], report["orphans"], report["entries"], report["blobs"]) == (63, 63, 1, 1)
+    assert report["over_limit_bytes"] == 0 and report["pending_blobs"] == 0 and report["max_bytes"] == 100_000
+    assert stored_bytes(tmp_path) == report["kept_bytes"] <= 100_000
+    assert served_without_upstream(tmp_path, prompts[-1:]) == prompts[-1:]  # the newest stays, whole
+
+
+def test_blobs_no_entry_references_yet_keep_their_grace_and_the_overrun_is_reported(tmp_path: Path) -> None:
+    fill(tmp_path, ["a", "b"])
+    # A writer in progress: its blob is stored, its manifest not yet (what a writer does first).
+    pending = b"a result being stored".ljust(3 * PAYLOAD, b".")
+    digest = hashlib.sha256(pending).hexdigest()
+    DiskTier(tmp_path).set(f"p/b/{digest}", pending)
+    [blob] = [p for p in files(tmp_path, "b") if p.name == digest]
+
+    text = prune_cli(tmp_path, "--max-size", "100KB")
+    assert text.returncode == 3, text.stdout + text.stderr
+    assert "removed 0 expired, 0 damaged and 2 evicted entries, 2 unused blobs" in text.stdout
+    over = len(pending) - 100_000
+    assert (f"still over --max-size 100KB by {over / 1024:,.1f} KiB: 1 blob ({len(pending) / 1024:,.1f} KiB) "
+            "that no entry references yet, younger than --grace 1h (writes in progress), kept") in text.stdout
+    assert blob.exists() and files(tmp_path, "e") == []
+
+    dry = prune_cli(tmp_path, "--max-size", "100KB", "--dry-run", "--json")
+    assert dry.returncode == 3
+    assert {k: json.loads(dry.stdout)[k] for k in ("over_limit_bytes", "pending_blobs", "pending_bytes")} == {
+        "over_limit_bytes": over, "pending_blobs": 1, "pending_bytes": len(pending)}
+
+    done = prune_cli(tmp_path, "--max-size", "100KB", "--grace", "0", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["over_limit_bytes"] == 0
+    assert not blob.exists()
+
+
+def test_expired_entries_take_their_blobs_whatever_their_age(tmp_path: Path) -> None:
+    fill(tmp_path, ["old a", "old b"], ttl=60)
+    fill(tmp_path, ["kept"], namespace="long")
+
+    report = DiskTier(tmp_path).prune(now=time.time() + 120)  # the default hour of grace
+
+    assert (report.expired, report.orphans, report.entries, report.blobs) == (2, 2, 1, 1)
+    assert all("/long/" in str(p) for p in files(tmp_path, "e") + files(tmp_path, "b"))

@@ -26,13 +26,15 @@ what is stored: the cache entry is the "done" marker.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -335,17 +337,21 @@ class PrewarmJob:
             self._finished.set()
         for thread in threads:
             thread.start()
-        interrupts = 0  # Ctrl-C: the first stops, the second abandons (handled in the try, so
-        while True:      # that one arriving while the first is being handled is caught too)
-            try:
-                if interrupts > 1:
-                    self.abandon()
-                elif interrupts:
-                    self.stop()
-                if self._abandon.is_set() or self._finished.wait(0.2):
-                    break
-            except KeyboardInterrupt:
-                interrupts += 1
+        # Ctrl-C (and SIGTERM where it raises KeyboardInterrupt, as the CLI sets it): the first
+        # stops, the second abandons. The signals are counted, not raised, while the run waits:
+        # a KeyboardInterrupt raised inside Event.wait can leave the event's lock released
+        # twice (RuntimeError: release unlocked lock) instead of reaching the except clause.
+        with _counted_interrupts() as interrupts:
+            while True:
+                try:
+                    if interrupts.count > 1:
+                        self.abandon()
+                    elif interrupts.count:
+                        self.stop()
+                    if self._abandon.is_set() or self._finished.wait(0.2):
+                        break
+                except KeyboardInterrupt:  # a handler of the caller's own that raises
+                    interrupts.count += 1
         if self._abandon.is_set():
             report.abandoned = True
         claims.close()
@@ -598,6 +604,32 @@ class PrewarmJob:
             cache.store.guarded(tier, tier.push_recent, cache.namespace, RUNS_FEED,
                                 json.dumps(summary).encode(), RUNS_KEPT)
         cache.flush_stats()
+
+
+class _Interrupts:
+    count = 0
+
+
+@contextlib.contextmanager
+def _counted_interrupts() -> Iterator[_Interrupts]:
+    """While the block runs (in the main thread), SIGINT and SIGTERM, where their handler is
+    Python's ``default_int_handler`` (raise KeyboardInterrupt), are counted instead; the
+    handlers are put back after. Elsewhere (another thread, other handlers) nothing changes."""
+    interrupts = _Interrupts()
+    replaced: dict[int, Any] = {}
+
+    def count(signum: int, frame: Any) -> None:
+        interrupts.count += 1  # nothing that takes a lock: this runs between any two bytecodes
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is signal.default_int_handler:
+                replaced[signum] = signal.signal(signum, count)
+    try:
+        yield interrupts
+    finally:
+        for signum, handler in replaced.items():
+            signal.signal(signum, handler)
 
 
 def recent_runs(cache: Cache) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ or short, which the front's digest check turns into a miss.
 Expiry is not this tier's business on the hot path (the front reads it from the entry
 manifest), so ``ttl`` is accepted and ignored. Files are removed by :meth:`DiskTier.prune`
 (``imgcache prune``): expired and unreadable entries, blobs no entry needs, and, under a size
-cap, the least recently used entries. Reading an entry touches its file's mtime, which is what
+cap, the least recently used entries with their blobs. Reading an entry touches its file's mtime, which is what
 "recently used" means here.
 
 Files are private to their user: created with ``file_mode`` (default 0o600), directories with
@@ -76,7 +76,8 @@ class PruneReport:
     evicted: int = 0
     """Valid entries removed, least recently used first, to come under ``max_bytes``."""
     orphans: int = 0
-    """Blobs no remaining entry needs (older than the grace period)."""
+    """Blobs no remaining entry needs: those of removed entries (whatever their age), and
+    others older than the grace period."""
     temporaries: int = 0
     """Half-written files of writers that died (older than the grace period)."""
     freed_bytes: int = 0
@@ -85,6 +86,14 @@ class PruneReport:
     blobs: int = 0
     """Blobs kept."""
     kept_bytes: int = 0
+    """Bytes of the entries and blobs kept: what ``max_bytes`` limits."""
+    pending_blobs: int = 0
+    """Blobs kept because no entry references them yet and they are younger than the grace
+    period (a writer stores an entry's blobs before its manifest); counted in ``blobs``."""
+    pending_bytes: int = 0
+    over_limit_bytes: int = 0
+    """How far ``kept_bytes`` is still over ``max_bytes`` (0: within it, or no limit). Only
+    pending blobs can keep it over: every entry was evicted and they remain."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -215,9 +224,12 @@ class DiskTier(BaseTier):
 
         Removed: entries past their expiry or that are not a valid manifest; blobs no remaining
         entry references; half-written temporary files. With ``max_bytes``, then the least
-        recently used entries (by mtime: reads touch it) until entries and blobs fit, with the
-        blobs only they needed. Blobs and temporaries younger than ``grace`` seconds are kept
-        (a writer stores an entry's blobs before its manifest) and count towards the size.
+        recently used entries (by mtime: reads touch it) until entries and blobs fit. A removed
+        entry's blobs go with it, whatever their age, unless a remaining entry needs them.
+        Blobs that no entry references *yet* and temporaries are kept while younger than
+        ``grace`` seconds (a writer stores an entry's blobs before its manifest); such blobs
+        count towards the size, so they alone can keep it over ``max_bytes``: the report's
+        ``over_limit_bytes`` then says by how much (``pending_bytes`` of them are kept).
 
         Safe while other processes use the directory: what they read after a removal is a
         miss, never a wrong answer (an entry whose blob went missing is refetched or missed).
@@ -230,6 +242,7 @@ class DiskTier(BaseTier):
         report = PruneReport()
         entries: list[_File] = []
         blobs: dict[tuple[str, str], _File] = {}
+        released: set[tuple[str, str]] = set()  # blobs of the expired entries removed
 
         def remove(file: _File) -> None:
             report.freed_bytes += file.size
@@ -263,13 +276,14 @@ class DiskTier(BaseTier):
                         report.invalid += 1
                         remove(file)
                         continue
-                    if manifest["expires"] is not None and manifest["expires"] <= now:
-                        report.expired += 1
-                        remove(file)
-                        continue
                     needed = [*blob_digests(manifest["result"]),
                               *(image["fp"] for image in manifest.get("images", []))]
                     file.refs = tuple(dict.fromkeys((namespace, d) for d in needed))
+                    if manifest["expires"] is not None and manifest["expires"] <= now:
+                        report.expired += 1
+                        remove(file)
+                        released.update(file.refs)
+                        continue
                     entries.append(file)
 
             users: dict[tuple[str, str], int] = {}
@@ -277,14 +291,17 @@ class DiskTier(BaseTier):
                 for ref in entry.refs:
                     users[ref] = users.get(ref, 0) + 1
 
-            def drop_unused(refs: list[tuple[str, str]]) -> None:
+            def drop_unused(refs: list[tuple[str, str]], *, referenced: bool) -> None:
+                """Remove the blobs among ``refs`` that no remaining entry needs: those of a
+                removed entry (``referenced``) whatever their age, others past the grace."""
                 for ref in refs:
                     blob = blobs.get(ref)
-                    if blob is not None and not users.get(ref) and blob.mtime < now - grace:
+                    if blob is not None and not users.get(ref) and (referenced or blob.mtime < now - grace):
                         report.orphans += 1
                         remove(blobs.pop(ref))
 
-            drop_unused(list(blobs))
+            drop_unused(list(released), referenced=True)  # expired entries' blobs
+            drop_unused(list(blobs), referenced=False)
             size = sum(e.size for e in entries) + sum(b.size for b in blobs.values())
             if max_bytes is not None and size > max_bytes:
                 entries.sort(key=lambda e: e.mtime)
@@ -296,13 +313,17 @@ class DiskTier(BaseTier):
                     remove(entry)
                     for ref in entry.refs:
                         users[ref] -= 1
-                    drop_unused(list(entry.refs))
+                    drop_unused(list(entry.refs), referenced=True)  # they go with their entry
                     size -= report.freed_bytes - before
                     evicted += 1
                 report.evicted = evicted
                 del entries[:evicted]
         report.entries, report.blobs = len(entries), len(blobs)
         report.kept_bytes = sum(e.size for e in entries) + sum(b.size for b in blobs.values())
+        pending = [b for ref, b in blobs.items() if not users.get(ref)]
+        report.pending_blobs, report.pending_bytes = len(pending), sum(b.size for b in pending)
+        if max_bytes is not None:
+            report.over_limit_bytes = max(0, report.kept_bytes - max_bytes)
         return report
 
     def _stored_files(self) -> Iterator[tuple[str, str, Path]]:
