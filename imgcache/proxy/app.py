@@ -12,9 +12,12 @@ Routes:
   (the cached image bytes behind a hit's ``url``, for the entry's lifetime).
 
 Every answer carries ``x-imgcache``: ``hit; tier=<tier>; match=<match>``, ``miss``,
-``bypass; reason=<why>`` (forwarded uncached) or ``error; reason=<why>``. Callers steer single
-requests with ``x-imgcache-control: no-cache`` (skip the lookup, store the answer) and/or
-``no-store`` (look up by exact key, store nothing: no entry, no alias, no TTL renewal).
+``bypass; reason=<why>`` (forwarded uncached) or ``error; reason=<why>``. A relayed answer
+keeps the upstream's ``x-request-id``; a hit, and an error the proxy makes itself, carry one of
+their own (``req_imgcache_<32 hex>``, new for each answer), so the SDKs' ``request_id`` is
+never empty. Callers steer single requests with ``x-imgcache-control: no-cache`` (skip the
+lookup, store the answer) and/or ``no-store`` (look up by exact key, store nothing: no entry,
+no alias, no TTL renewal).
 
 Errors: an upstream error answer is relayed with its status and body, never stored; an
 upstream that cannot be reached is a 502 (504 if it does not answer in time), a body over
@@ -31,6 +34,7 @@ import dataclasses
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,12 +110,22 @@ _BUFFERED_RELAY = 256 * 1024
 """Answers of declared length up to this are relayed in one piece; others (and streams) as they come."""
 
 
+OWN_REQUEST_ID = "req_imgcache_"
+"""The prefix of the ``x-request-id`` of the answers the proxy makes (hits, its own errors)."""
+
+
+def request_id() -> str:
+    """A fresh id for an answer the proxy makes: ``req_imgcache_`` and 128 random bits in hex."""
+    return OWN_REQUEST_ID + secrets.token_hex(16)
+
+
 def error_response(status: int, message: str, *, code: str | None, reason: str,
                    type: str = "invalid_request_error", param: str | None = None) -> Response:
     """An answer in the API's error shape, made by the proxy."""
     body = dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
     return Response(body, status_code=status, media_type="application/json",
-                    headers={"x-imgcache": f"error; reason={reason}", "date": formatdate(usegmt=True)})
+                    headers={"x-imgcache": f"error; reason={reason}", "x-request-id": request_id(),
+                             "date": formatdate(usegmt=True)})
 
 
 def _malformed() -> Response:
@@ -184,7 +198,7 @@ def _hit_response(body: bytes, hit: Hit, note: str = "") -> Response:
     match = hit.manifest.get("match", "exact")
     return Response(body, media_type="application/json",
                     headers={"x-imgcache": f"hit; tier={hit.tier}; match={match}{note}",
-                             "date": formatdate(usegmt=True)})
+                             "x-request-id": request_id(), "date": formatdate(usegmt=True)})
 
 
 def _hit_counts(hit: Hit) -> dict[str, float]:
@@ -246,12 +260,15 @@ class Proxy:
         try:
             yield
         finally:
-            await self._upstream.aclose()
-            await asyncio.to_thread(self.tenants.close)
-            if self._owns_cache:
-                await asyncio.to_thread(self.cache.close)
-            else:
-                await asyncio.to_thread(self.cache.flush)
+            try:
+                await self._upstream.aclose()
+                await asyncio.to_thread(self.tenants.close)
+                if self._owns_cache:
+                    await asyncio.to_thread(self.cache.close)
+                else:
+                    await asyncio.to_thread(self.cache.flush)
+            finally:
+                self.metrics.close()  # multiprocess: this worker's gauges leave the sums
 
     # -- cached endpoints ---------------------------------------------------------------------
 
@@ -630,6 +647,7 @@ class Observe:
             raise
         finally:
             metrics.in_flight.dec()
+            metrics.settled()
             elapsed = time.perf_counter() - started
             endpoint = state.get("endpoint", "proxy")
             kind, details = _outcome(outcome, status) if outcome or endpoint != "proxy" else ("local", {})
@@ -642,8 +660,15 @@ class Observe:
                     "outcome": kind, **details, "endpoint": endpoint, "namespace": state.get("namespace"),
                     "ms": round(elapsed * 1000, 3), "bytes_out": sent,
                     "client": (scope.get("client") or ("", 0))[0],
-                    **({"upstream_request_id": request_id} if request_id else {}),
+                    **({_request_id_field(kind, details): request_id} if request_id else {}),
                 }, separators=(",", ":")))
+
+
+def _request_id_field(kind: str, details: dict[str, str]) -> str:
+    """The access log's name for an answer's ``x-request-id``: ``request_id`` for an answer the
+    proxy made (a hit, its own error), ``upstream_request_id`` for one it relayed."""
+    own = kind == "hit" or (kind == "error" and details.get("reason") != "upstream")
+    return "request_id" if own else "upstream_request_id"
 
 
 def _outcome(header: str, status: int) -> tuple[str, dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one proxy app, in a registry of its own (served at ``/metrics``).
+"""Prometheus metrics of one proxy app (served at ``/metrics``).
 
 | metric | labels | what |
 | --- | --- | --- |
@@ -12,22 +12,84 @@
 Endpoints are a fixed set (``images.generations``, ``images.edits``, ``chat.completions``,
 ``responses``, ``forward`` for every other upstream path, ``proxy`` for the proxy's own), so
 label values stay few whatever callers send.
+
+Two modes, chosen by prometheus_client itself when it is first imported:
+
+* **one process** (``imgcache serve``, :class:`~imgcache.proxy.server.ProxyServer`): each app
+  has a registry of its own (several apps in one process never mix their counts) and
+  ``/metrics`` reads it.
+* **multiprocess** (``imgcache serve --workers N``: :func:`~imgcache.proxy.server.serve` sets
+  ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, or the operator did): every worker
+  writes its values to files in that directory and ``/metrics``, whichever worker answers it,
+  reads them all (``MultiProcessCollector``): counters and histograms are summed over the
+  workers, dead ones included (totals never go down); the gauges over the live workers only
+  (``livesum``: a worker's in-flight requests and open namespaces leave with it, by
+  :meth:`Metrics.close` at its shutdown or :func:`sweep_dead` at the next worker's start).
+  ``imgcache_proxy_namespaces`` then counts cache objects: a namespace open in two workers
+  counts twice.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
+import os
+import re
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+log = logging.getLogger("imgcache.proxy")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OUTCOMES = ("hit", "miss", "bypass", "error")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0, 300.0)
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of prometheus_client's multiprocess mode if this process is in it (the
+    variable was set when prometheus_client was first imported), else None."""
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+
+
+def sweep_dead(path: str) -> list[int]:
+    """Drop the live gauges of processes that are gone without :meth:`Metrics.close` (a worker
+    killed, or restarted by uvicorn's supervisor): their in-flight requests are not in flight."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    dead = []
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        found = _LIVE_GAUGE_FILE.fullmatch(os.path.basename(name))
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        if pid == os.getpid() or pid in dead:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(pid)
+        except OSError:  # alive, another user's
+            continue
+    for pid in dead:
+        mark_process_dead(pid, path)
+    return dead
 
 
 class Metrics:
+    """The proxy's metrics. ``namespaces``: the number of namespaces open, read at each scrape
+    (one process) or after each request and at each scrape (multiprocess: each worker writes its own)."""
+
     def __init__(self, namespaces: Callable[[], int] = lambda: 0) -> None:
+        self._namespace_count = namespaces
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("imgcache_proxy_requests", "Requests answered by the proxy",
                                 ("endpoint", "outcome"), registry=self.registry)
@@ -37,10 +99,25 @@ class Metrics:
                                  ("endpoint", "outcome"), buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.upstream = Histogram("imgcache_proxy_upstream_seconds", "Time the upstream took to answer",
                                   ("endpoint",), buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("imgcache_proxy_in_flight", "Requests being answered", registry=self.registry)
+        self.in_flight = Gauge("imgcache_proxy_in_flight", "Requests being answered", registry=self.registry,
+                               multiprocess_mode="livesum")
         self.namespaces = Gauge("imgcache_proxy_namespaces", "Namespaces with a cache object open",
-                                registry=self.registry)
-        self.namespaces.set_function(namespaces)
+                                registry=self.registry, multiprocess_mode="livesum")
+        if self.multiprocess_dir is None:
+            self.namespaces.set_function(namespaces)
+            self._exposed = self.registry
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed, path=self.multiprocess_dir)
+            swept = sweep_dead(self.multiprocess_dir)
+            if swept:
+                log.info("imgcache proxy: metrics of gone workers %s no longer live", swept)
+
+    @property
+    def multiprocess(self) -> bool:
+        return self.multiprocess_dir is not None
 
     def observe_upstream(self, endpoint: str, seconds: float) -> None:
         self.upstream.labels(endpoint).observe(seconds)
@@ -52,5 +129,21 @@ class Metrics:
         if outcome == "hit" and tier is not None:
             self.hits.labels(endpoint, tier, match or "exact").inc()
 
+    def settled(self) -> None:
+        """After a request: in multiprocess mode, write this worker's open namespaces (a
+        function gauge is read only by the process that is scraped)."""
+        if self.multiprocess_dir is not None:
+            self.namespaces.set(self._namespace_count())
+
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        self.settled()
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """At the app's shutdown: in multiprocess mode this process's gauges stop counting
+        (its counters and histograms stay in the sums)."""
+        if self.multiprocess_dir is None:
+            return
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(os.getpid(), self.multiprocess_dir)

@@ -6,7 +6,10 @@ accepting connections, lets the requests in flight finish (up to ``graceful_time
 the app's lifespan closes the upstream client and flushes every namespace's cache (pending
 writes, stats). With ``workers > 1`` uvicorn runs that many processes on one socket; each has
 its own memory tier and in-process single-flight, and they share the other tiers (and, with
-Redis, single-flight through its lock).
+Redis, single-flight through its lock). Their metrics are written to files in
+``PROMETHEUS_MULTIPROC_DIR`` (a private temporary directory made for the run, unless the
+operator set one), so every scrape of ``/metrics``, whichever worker answers it, sees the sums
+over all of them (see :mod:`~imgcache.proxy.metrics`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -33,6 +40,10 @@ CONFIG_ENV = "IMGCACHE_PROXY_CONFIG"
 CACHE_ENV = "IMGCACHE_PROXY_CACHE"
 """... and the cache's keyword arguments beyond the ``IMGCACHE_*`` variables (JSON)."""
 LOG_LEVEL_ENV = "IMGCACHE_PROXY_LOG_LEVEL"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess mode: read by each worker when it first imports it."""
+
+log = logging.getLogger("imgcache.proxy")
 
 
 def app_from_env() -> Any:
@@ -108,17 +119,56 @@ def serve(config: ProxyConfig, *, host: str = "127.0.0.1", port: int = 8787, wor
     options = _uvicorn_options(config, log_level, graceful_timeout)
     cache_options = dict(cache_options or {})
     Cache.from_env(**cache_options).close()  # a bad IMGCACHE_* value fails here, not in a worker
+    operator_dir = _operator_metrics_dir()
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
         os.environ[CACHE_ENV] = json.dumps(cache_options)
         os.environ[LOG_LEVEL_ENV] = log_level
-        uvicorn.run("imgcache.proxy.server:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, **options)
+        with _multiprocess_metrics(operator_dir):
+            uvicorn.run("imgcache.proxy.server:app_from_env", factory=True, host=host, port=port,
+                        workers=workers, **options)
         return
     from .app import create_app
 
     uvicorn.run(create_app(config, Cache.from_env(**cache_options), owns_cache=True), host=host, port=port,
                 **options)
+
+
+def _operator_metrics_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` (or its deprecated lower-case name) if the operator set it:
+    it must be a directory (prometheus_client writes its files there, and never makes it)."""
+    given = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
+    if not given:
+        return None
+    if not os.path.isdir(given):
+        raise ConfigError(f"{MULTIPROC_ENV}={given!r} is not a directory (prometheus_client's multiprocess "
+                          "metrics are written there): make it, or unset the variable")
+    return given
+
+
+@contextmanager
+def _multiprocess_metrics(operator_dir: str | None) -> Iterator[str]:
+    """The directory of the workers' metrics, in the environment they inherit (uvicorn spawns
+    them: each imports prometheus_client afresh, with the variable set).
+
+    The operator's, used as it is (they wipe it between runs; the live gauges of gone
+    processes are dropped by each worker's start); else a private one made for this run
+    (``mkdtemp``: new, empty, mode 0700) and removed, with the variable, when the run ends.
+    """
+    if operator_dir is not None:
+        os.environ[MULTIPROC_ENV] = operator_dir
+        yield operator_dir
+        return
+    path = tempfile.mkdtemp(prefix="imgcache-metrics-")
+    os.chmod(path, 0o700)
+    os.environ[MULTIPROC_ENV] = path
+    log.debug("imgcache proxy: worker metrics in %s", path)
+    try:
+        yield path
+    finally:
+        if os.environ.get(MULTIPROC_ENV) == path:
+            del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class ProxyServer:
