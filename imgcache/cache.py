@@ -827,6 +827,9 @@ class Cache:
                 raise TierUnavailable(sink.name, "the shared stats could not be read")
             figures = nest(shared_figures)
             figures["recent_semantic_hits"] = self.recent_semantic_hits()
+        errors = figures.setdefault("tier_errors", {})
+        for name in self.store.tier_names:  # present whether or not a tier ever failed
+            errors.setdefault(name, 0)
         figures["namespace"] = self.namespace
         figures["tiers"] = {name: ("up" if name == "memory" or self.store.breakers[name].closed else "down")
                             for name in self.store.tier_names}
