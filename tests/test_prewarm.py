@@ -771,16 +771,20 @@ def test_interrupts_during_a_run_are_counted_never_raised_inside_a_wait() -> Non
     from imgcache.prewarm.job import _counted_interrupts
 
     event = threading.Event()
-    before = signal.getsignal(signal.SIGINT)
-    with _counted_interrupts() as interrupts:
-        for _ in range(50):
-            threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
-            event.wait(0.005)  # the signal arrives while the main thread waits
-        wait_for(lambda: interrupts.count == 50)
-    assert signal.getsignal(signal.SIGINT) is before is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):  # put back: it raises again
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
+    # As the CLI does: a test run started as a background job begins with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _counted_interrupts() as interrupts:
+            for _ in range(50):
+                threading.Timer(0.001, os.kill, (os.getpid(), signal.SIGINT)).start()
+                event.wait(0.005)  # the signal arrives while the main thread waits
+            wait_for(lambda: interrupts.count == 50)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):  # put back: it raises again
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_dead_workers_prompts_go_to_another_after_its_lease(
