@@ -254,16 +254,24 @@ class _Loop:
             raise ImageError(f"fetching the image at {_short(url)} took over {timeout:g} s") from None
 
     async def _fetch(self, url: str, policy: FetchPolicy, max_bytes: int, timeout: float) -> bytes:
-        if not policy.queue and self.slots.locked():
-            raise ImageError(f"too many image fetches in flight ({MAX_CONCURRENT}); not fetched")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            return await asyncio.wait_for(self._in_slot(url, policy, max_bytes, timeout), timeout)
+            if not self.slots.locked():
+                await self.slots.acquire()  # free: taken without yielding, so none slips in between
+            elif policy.queue:
+                await asyncio.wait_for(self.slots.acquire(), timeout)
+            else:
+                raise ImageError(f"too many image fetches in flight ({MAX_CONCURRENT}); not fetched")
+        except asyncio.TimeoutError:
+            raise ImageError(f"no free fetch slot within {timeout:g} s ({MAX_CONCURRENT} in flight)") from None
+        try:
+            return await asyncio.wait_for(_get(url, policy, max_bytes, timeout),
+                                          max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise ImageError(f"fetching the image at {_short(url)} took over {timeout:g} s") from None
-
-    async def _in_slot(self, url: str, policy: FetchPolicy, max_bytes: int, timeout: float) -> bytes:
-        async with self.slots:
-            return await _get(url, policy, max_bytes, timeout)
+        finally:
+            self.slots.release()
 
 
 _loop_lock = threading.Lock()

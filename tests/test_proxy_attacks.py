@@ -158,12 +158,6 @@ class Recorder:
     fetches: list[float] = field(default_factory=list)
     """When each request of imgcache's fetcher (by its User-Agent) came."""
 
-    def most_fetches_within(self, seconds: float) -> int:
-        """The most fetches that came within ``seconds`` of each other."""
-        times = sorted(self.fetches)
-        return max((sum(1 for t in times[i:] if t - start < seconds) for i, start in enumerate(times)),
-                   default=0)
-
     def __post_init__(self) -> None:
         recorder = self
 
@@ -367,8 +361,31 @@ def test_slow_servers_cost_the_fetch_deadline_and_never_the_other_callers(
             assert answer.status_code == 200 and time.monotonic() - started < 2.0
         durations = [future.result(60) for future in slow]
     assert max(durations) < 8
-    # A trickling fetch holds its slot for the whole 2 s deadline: never 17 started within 1.5 s.
-    assert public.most_fetches_within(1.5) <= 16
+    assert len(public.fetches) < 70  # the fetches that found every slot busy were never made
+
+
+def test_fetches_run_at_most_16_at_once_and_a_strangers_never_queue(public: Recorder) -> None:
+    from imgcache.errors import ImageError
+    from imgcache.fetch import MAX_CONCURRENT, FetchPolicy, fetch_image
+
+    policy = FetchPolicy(private=False, allow=(f"{PUBLIC}/32",), queue=False)
+    gate = threading.Barrier(40)
+
+    def fetch(index: int) -> str:
+        gate.wait()
+        started = time.monotonic()
+        try:
+            fetch_image(f"{public.url}/trickle?{index}", policy=policy, max_bytes=1 << 20, timeout=2.0)
+        except ImageError as exc:
+            took = time.monotonic() - started
+            return "busy" if "in flight" in str(exc) and took < 0.5 else "deadline" if 1.9 < took < 3 else str(exc)
+        return "fetched"
+
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = list(pool.map(fetch, range(40)))
+    assert outcomes.count("deadline") == MAX_CONCURRENT == 16, outcomes
+    assert outcomes.count("busy") == 40 - MAX_CONCURRENT
+    assert len(public.fetches) == MAX_CONCURRENT
 
 
 def test_the_library_fetch_has_one_deadline(public: Recorder) -> None:
