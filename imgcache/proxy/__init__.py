@@ -20,8 +20,12 @@ answers repeats from the cache and forwards the rest::
 | :mod:`~imgcache.proxy.tenants` | which namespace a request is in; one cache object per namespace |
 | :mod:`~imgcache.proxy.calls` | a cached endpoint's body as a request, its stored and rendered forms |
 | :mod:`~imgcache.proxy.upstream` | forwarding over pooled connections, relaying answers byte for byte |
-| :mod:`~imgcache.proxy.app` | the Starlette app: routes, handlers, errors, access log |
-| :mod:`~imgcache.proxy.metrics` | Prometheus metrics |
+| :mod:`~imgcache.proxy.app` | the Starlette app: routes and handlers |
+| :mod:`~imgcache.proxy.answers` | the proxy's own answers: the API's error shape, relays, hits |
+| :mod:`~imgcache.proxy.files` | sealed, expiring URLs of cached images |
+| :mod:`~imgcache.proxy.observe` | in-flight, metrics and the JSON access log of every request |
+| :mod:`~imgcache.proxy.metrics` | Prometheus metrics (multiprocess under ``--workers``) |
+| :mod:`~imgcache.proxy.protocol` | uvicorn's httptools protocol with the request head bounded |
 | :mod:`~imgcache.proxy.server` | :func:`serve` (uvicorn) and :class:`ProxyServer` (a thread, for tests) |
 
 Needs ``pip install 'imgcache[proxy]'``. Names are imported on first use: ``import imgcache``

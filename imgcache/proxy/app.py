@@ -8,8 +8,8 @@ Routes:
   requests in flight, the upstream's bytes and status relayed unchanged on a miss, the stored
   JSON on a hit). Streaming calls, and bodies the cache cannot key, are forwarded uncached.
 * every other ``/v1/...`` path, any method: forwarded unchanged, both ways streamed.
-* ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /imgcache/files/<ns>/<key>/<i>.<ext>``
-  (the cached image bytes behind a hit's ``url``, for the entry's lifetime).
+* ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /imgcache/files/<token>.<ext>``
+  (the cached image bytes behind a hit's ``url``: see :mod:`~imgcache.proxy.files`).
 
 Every answer carries ``x-imgcache``: ``hit; tier=<tier>; match=<match>``, ``miss``,
 ``bypass; reason=<why>`` (forwarded uncached) or ``error; reason=<why>``. A relayed answer
@@ -34,12 +34,9 @@ import dataclasses
 import json
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -49,14 +46,25 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import codec
 from ..errors import CorruptData, UnstorableResult
 from ..fetch import FetchPolicy
 from ..images import sniff_type
+from .answers import (
+    bad_path,
+    error_response,
+    failure_answer,
+    hit_response,
+    malformed,
+    refused,
+    relay,
+    relayed,
+    too_large,
+    too_slow,
+)
 from .calls import (
     CHAT,
     EDITS,
@@ -75,6 +83,7 @@ from .calls import (
 from .config import CONTROL_HEADER, ProxyConfig
 from .files import FileRef, FileUrls, file_urls
 from .metrics import Metrics
+from .observe import Observe
 from .tenants import NamespaceRefused, Tenants
 from .upstream import (
     BodyTooLarge,
@@ -83,7 +92,6 @@ from .upstream import (
     Upstream,
     UpstreamError,
     UpstreamFailure,
-    relayed_headers,
 )
 from .upstream import failure as _upstream_failure
 
@@ -92,114 +100,13 @@ if TYPE_CHECKING:
     from ..store.tiered import Hit
 
 log = logging.getLogger("imgcache.proxy")
-access_log = logging.getLogger("imgcache.proxy.access")
 
-MALFORMED_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. "
-    "If you have trouble figuring out how to fix this, please contact us through our help center at "
-    "help.openai.com.)"
-)
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
 _ESCAPING = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
 """Encoded slashes and backslashes: an upstream may read them as separators."""
 _MAX_FORM_FILES = 64
 _MAX_FORM_FIELDS = 256
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_BUFFERED_RELAY = 256 * 1024
-"""Answers of declared length up to this are relayed in one piece; others (and streams) as they come."""
-
-
-OWN_REQUEST_ID = "req_imgcache_"
-"""The prefix of the ``x-request-id`` of the answers the proxy makes (hits, its own errors)."""
-
-
-def request_id() -> str:
-    """A fresh id for an answer the proxy makes: ``req_imgcache_`` and 128 random bits in hex."""
-    return OWN_REQUEST_ID + secrets.token_hex(16)
-
-
-def error_response(status: int, message: str, *, code: str | None, reason: str,
-                   type: str = "invalid_request_error", param: str | None = None) -> Response:
-    """An answer in the API's error shape, made by the proxy."""
-    body = dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
-    return Response(body, status_code=status, media_type="application/json",
-                    headers={"x-imgcache": f"error; reason={reason}", "x-request-id": request_id(),
-                             "date": formatdate(usegmt=True)})
-
-
-def _malformed() -> Response:
-    return error_response(400, MALFORMED_JSON, code=None, reason="malformed-json")
-
-
-def _refused(refused: Refused) -> Response:
-    return error_response(400, refused.message, code=refused.code, reason=refused.reason)
-
-
-def _too_slow(exc: BodyTooSlow) -> Response:
-    return error_response(408, f"imgcache proxy: {exc}", code="request_timeout", reason="too-slow")
-
-
-def _bad_path() -> Response:
-    return error_response(400, "imgcache proxy: the path has a dot segment, an encoded slash or a "
-                               "backslash; not forwarded", code="invalid_path", reason="bad-path")
-
-
-def _failure(exc: UpstreamFailure) -> Response:
-    return error_response(exc.status, str(exc), code=exc.code, type="upstream_error",
-                          reason=exc.code.replace("_", "-"))
-
-
-def _too_large(exc: BodyTooLarge) -> Response:
-    return error_response(413, f"imgcache proxy: {exc}", code="request_too_large", reason="too-large")
-
-
-def _relay(reply: Reply, outcome: str) -> Response:
-    """The upstream's buffered answer as it came: status, headers, raw bytes."""
-    response = Response(status_code=reply.status)
-    response.body = reply.raw
-    headers = list(reply.headers)
-    if not any(name.lower() == b"content-length" for name, _ in headers):
-        headers.append((b"content-length", str(len(reply.raw)).encode()))
-    headers.append((b"x-imgcache", outcome.encode()))
-    response.raw_headers = headers
-    return response
-
-
-async def _relayed(upstream: httpx.Response, outcome: str) -> Response:
-    """The upstream's answer relayed: one small answer of declared length in one piece (a
-    streamed relay costs more than it saves there), anything else as it comes."""
-    length = upstream.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) <= _BUFFERED_RELAY:
-        try:
-            raw = b"".join([chunk async for chunk in upstream.aiter_raw()])
-        finally:
-            await upstream.aclose()
-        return _relay(Reply(upstream.status_code, relayed_headers(upstream.headers.raw), raw, 0.0), outcome)
-    return _streamed(upstream, outcome)
-
-
-def _streamed(upstream: httpx.Response, outcome: str) -> StreamingResponse:
-    """The upstream's answer relayed as it comes (its raw bytes, its headers)."""
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        finally:
-            await upstream.aclose()
-
-    response = StreamingResponse(body(), status_code=upstream.status_code)
-    response.raw_headers = [*relayed_headers(upstream.headers.raw), (b"x-imgcache", outcome.encode())]
-    return response
-
-
-def _hit_response(body: bytes, hit: Hit, note: str = "") -> Response:
-    match = hit.manifest.get("match", "exact")
-    return Response(body, media_type="application/json",
-                    headers={"x-imgcache": f"hit; tier={hit.tier}; match={match}{note}",
-                             "x-request-id": request_id(), "date": formatdate(usegmt=True)})
-
 
 def _hit_counts(hit: Hit) -> dict[str, float]:
     """What the cache counts for a hit it serves (for the no-store lookups made here)."""
@@ -288,14 +195,14 @@ class Proxy:
         request.state.endpoint = endpoint
         url = self._upstream_url(request)
         if url is None:
-            return _bad_path()
+            return bad_path()
         try:
             raw = await self._read(request)
             namespace = self.tenants.namespace(request.headers)
         except BodyTooLarge as exc:
-            return _too_large(exc)
+            return too_large(exc)
         except BodyTooSlow as exc:
-            return _too_slow(exc)
+            return too_slow(exc)
         except NamespaceRefused as exc:
             return error_response(exc.status, f"imgcache proxy: {exc}", code=exc.code, reason="namespace")
         request.state.namespace = namespace
@@ -309,7 +216,7 @@ class Proxy:
             if isinstance(built, Response):
                 return built
             if isinstance(built, Refused):
-                return _refused(built)
+                return refused(built)
             if isinstance(built, Passed):
                 if built.bypassed:
                     cache.stats_counters.add({"bypassed": 1})
@@ -343,11 +250,11 @@ class Proxy:
             return await asyncio.to_thread(edit, fields, images, mask, raw, self.image_options)
         if endpoint == GENERATIONS:
             built = generation_of(raw)
-            return _malformed() if built is None else built
+            return malformed() if built is None else built
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: a body nested thousands deep
-            return _malformed()
+            return malformed()
         return await asyncio.to_thread(vision, endpoint, body, raw, self.image_options,
                                        self.config.cache_text_only)
 
@@ -408,17 +315,17 @@ class Proxy:
             return reply
 
         def rebuild(stored: Any, hit: Hit) -> Response:
-            return _hit_response(call.render(stored, hit, image_url), hit)
+            return hit_response(call.render(stored, hit, image_url), hit)
 
         try:
             result = await cache.afetch(call.request, upstream, to_storable=call.to_storable,
                                         from_storable=rebuild, cost_usd=call.cost)
         except UpstreamError as exc:
-            return _relay(exc.reply, "error; reason=upstream")
+            return relay(exc.reply, "error; reason=upstream")
         except UpstreamFailure as exc:
-            return _failure(exc)
+            return failure_answer(exc)
         if isinstance(result, Reply):
-            return _relay(result, "bypass; reason=unreadable-image" if call.unreadable else "miss")
+            return relay(result, "bypass; reason=unreadable-image" if call.unreadable else "miss")
         return result
 
     async def _refresh(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
@@ -432,7 +339,7 @@ class Proxy:
         cache.stats_counters.add({"spent_usd": cost or 0.0})
         if store:
             await asyncio.to_thread(_store, cache, call, reply, cost)
-        return _relay(reply, "bypass; reason=no-cache" + ("" if store else ", no-store"))
+        return relay(reply, "bypass; reason=no-cache" + ("" if store else ", no-store"))
 
     async def _peek(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
                     image_url: ImageUrl) -> Response:
@@ -445,13 +352,13 @@ class Proxy:
                 body = None
             if body is not None:
                 cache.stats_counters.add(_hit_counts(hit))
-                return _hit_response(body, hit, "; no-store")
+                return hit_response(body, hit, "; no-store")
         reply = await self._forward_counted(cache, call, url, headers,
                                             {"requests": 1, "misses": 1, "upstream_calls": 1})
         if isinstance(reply, Response):
             return reply
         cache.stats_counters.add({"spent_usd": _price(call, reply) or 0.0})
-        return _relay(reply, "miss; no-store")
+        return relay(reply, "miss; no-store")
 
     async def _forward_counted(self, cache: Cache, call: CachedRequest, url: str,
                                headers: list[tuple[bytes, bytes]], counts: dict[str, float]) -> Reply | Response:
@@ -461,10 +368,10 @@ class Proxy:
             reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
         except UpstreamFailure as exc:
             cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return _failure(exc)
+            return failure_answer(exc)
         if not reply.ok:
             cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return _relay(reply, "error; reason=upstream")
+            return relay(reply, "error; reason=upstream")
         cache.stats_counters.add(counts)
         return reply
 
@@ -474,15 +381,15 @@ class Proxy:
         try:
             upstream = await self.upstream.open(endpoint, method, url, headers, content)
         except UpstreamFailure as exc:
-            return _failure(exc)
+            return failure_answer(exc)
         except BodyTooLarge as exc:
-            return _too_large(exc)
+            return too_large(exc)
         except BodyTooSlow as exc:
-            return _too_slow(exc)
+            return too_slow(exc)
         try:
-            return await _relayed(upstream, f"bypass; reason={reason}")
+            return await relayed(upstream, f"bypass; reason={reason}")
         except httpx.TransportError as exc:
-            return _failure(_upstream_failure(exc, self.config.upstream))
+            return failure_answer(_upstream_failure(exc, self.config.upstream))
 
     # -- everything else -------------------------------------------------------------------------
 
@@ -492,23 +399,23 @@ class Proxy:
         request.state.endpoint = "forward"
         url = self._upstream_url(request)
         if url is None:
-            return _bad_path()
+            return bad_path()
         limit = self.config.max_body_bytes
         headers = self.upstream.request_headers(request.headers.raw, self._own_headers)
         declared = request.headers.get("content-length")
         content: bytes | AsyncIterator[bytes] = b""
         if declared is not None:  # checked now, then streamed through
             if declared.isdigit() and int(declared) > limit:
-                return _too_large(BodyTooLarge(limit))
+                return too_large(BodyTooLarge(limit))
             headers.append((b"content-length", declared.encode("latin-1")))
             content = self._limited(request)
         elif "chunked" in request.headers.get("transfer-encoding", "").lower():
             try:  # no length to check first: read up to the limit, so an oversized body never leaves
                 content = await self._read(request)
             except BodyTooLarge as exc:
-                return _too_large(exc)
+                return too_large(exc)
             except BodyTooSlow as exc:
-                return _too_slow(exc)
+                return too_slow(exc)
         return await self._pass("forward", url, headers, content, "endpoint", request.method)
 
     def _upstream_url(self, request: HttpRequest) -> str | None:
@@ -606,82 +513,6 @@ def _store(cache: Cache, call: CachedRequest, reply: Reply, cost: float | None) 
         cache.stats_counters.add({"uncacheable": 1})
         return
     cache.store_result(call.request, storable, cost_usd=cost, elapsed=reply.elapsed)
-
-
-class Observe:
-    """ASGI middleware: in-flight gauge, request metrics by endpoint and outcome (read from
-    the answer's ``x-imgcache``), and one structured access-log line per request."""
-
-    def __init__(self, app: ASGIApp, proxy: Proxy) -> None:
-        self.app = app
-        self.proxy = proxy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        metrics = self.proxy.metrics
-        state = scope.setdefault("state", {})
-        started = time.perf_counter()
-        status, sent, outcome, request_id = 0, 0, "", ""
-
-        async def observed(message: Message) -> None:
-            nonlocal status, sent, outcome, request_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name == b"x-imgcache":
-                        outcome = value.decode("latin-1")
-                    elif name == b"x-request-id":
-                        request_id = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, observed)
-        except BaseException:
-            status = status or 500
-            outcome = outcome or "error; reason=internal"
-            raise
-        finally:
-            metrics.in_flight.dec()
-            metrics.settled()
-            elapsed = time.perf_counter() - started
-            endpoint = state.get("endpoint", "proxy")
-            kind, details = _outcome(outcome, status) if outcome or endpoint != "proxy" else ("local", {})
-            if endpoint != "proxy":
-                metrics.answered(endpoint, kind, elapsed, details.get("tier"), details.get("match"))
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(json.dumps({
-                    "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                    "method": scope.get("method"), "path": scope.get("path"), "status": status,
-                    "outcome": kind, **details, "endpoint": endpoint, "namespace": state.get("namespace"),
-                    "ms": round(elapsed * 1000, 3), "bytes_out": sent,
-                    "client": (scope.get("client") or ("", 0))[0],
-                    **({_request_id_field(kind, details): request_id} if request_id else {}),
-                }, separators=(",", ":")))
-
-
-def _request_id_field(kind: str, details: dict[str, str]) -> str:
-    """The access log's name for an answer's ``x-request-id``: ``request_id`` for an answer the
-    proxy made (a hit, its own error), ``upstream_request_id`` for one it relayed."""
-    own = kind == "hit" or (kind == "error" and details.get("reason") != "upstream")
-    return "request_id" if own else "upstream_request_id"
-
-
-def _outcome(header: str, status: int) -> tuple[str, dict[str, str]]:
-    """``"hit; tier=disk; match=exact"`` -> ``("hit", {"tier": "disk", "match": "exact"})``."""
-    if not header:
-        return ("error" if status >= 500 else "bypass"), {}
-    kind, *params = (part.strip() for part in header.split(";"))
-    details = {}
-    for param in params:
-        name, sep, value = param.partition("=")
-        if sep:
-            details[name] = value
-    return kind, details
 
 
 def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *, owns_cache: bool = False,
