@@ -110,20 +110,23 @@ def read_file(path: Path, offset: int = 0) -> bytes | None:
         return file.read()
 
 
-def write_file(path: Path, data: bytes, mode: int = DEFAULT_FILE_MODE) -> None:
+def write_file(path: Path, data: bytes, mode: int = DEFAULT_FILE_MODE, *, exclusive: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically (a temporary file in the same directory,
     renamed into place: a reader sees the old bytes, the new bytes or no file, never a torn
-    write), creating its directory. Temporaries are named ``.<name>.<12 hex>.tmp``."""
+    write), creating its directory. Temporaries are named ``.<name>.<12 hex>.tmp``. With
+    ``exclusive``, only if ``path`` is absent (linked into place): FileExistsError otherwise."""
     make_dirs(path.parent, dir_mode(mode))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with open(fd, "wb") as file:
             file.write(data)
-        os.replace(tmp, path)
+        (os.link if exclusive else os.replace)(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if exclusive:
+        tmp.unlink()  # the file is linked into place: its temporary name goes
 
 
 def append_file(path: Path, data: bytes, mode: int = DEFAULT_FILE_MODE) -> int:

@@ -183,15 +183,6 @@ def _directory_namespaces(tier: Any, limit: int) -> set[str]:
     return found
 
 
-def with_tier_errors(figures: dict[str, Any]) -> dict[str, Any]:
-    """``figures`` with ``tier_errors`` holding every configured tier (``figures["tiers"]``),
-    0 for those that never failed (other tiers' counts, from other processes, kept)."""
-    counted = figures.get("tier_errors")
-    counted = counted if isinstance(counted, dict) else {}
-    figures["tier_errors"] = {**dict.fromkeys(figures.get("tiers", ()), 0), **counted}
-    return figures
-
-
 def add_up(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The counters of several namespaces' figures (``cache.stats()`` dicts) summed, in the
     same nested shape: numbers and groups of numbers (``by_tier``, ``tier_errors``,

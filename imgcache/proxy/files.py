@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._files import DEFAULT_FILE_MODE, dir_mode, make_dirs, open_file, read_file
+from .._files import DEFAULT_FILE_MODE, read_file, write_file
 
 if TYPE_CHECKING:
     from ..store.tiered import TieredStore
@@ -141,21 +141,13 @@ def _redis_secret(redis: Any, fresh: bytes) -> bytes:
 
 
 def _file_secret(path: Path, fresh: bytes) -> bytes:
-    """The secret in ``path``, written there first if it is absent (whole, or not at all: a
-    private temporary file is linked into place, so a concurrent reader never sees it half
-    written)."""
-    make_dirs(path.parent, dir_mode(DEFAULT_FILE_MODE))
-    temporary = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = open_file(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DEFAULT_FILE_MODE)
+    """The secret in ``path``, written there first if it is absent (whole, or not at all, so a
+    concurrent reader never sees it half written)."""
     try:
-        with open(fd, "wb") as file:
-            file.write(fresh)
-        os.link(temporary, path)
+        write_file(path, fresh, DEFAULT_FILE_MODE, exclusive=True)
         return fresh
     except FileExistsError:
         stored = read_file(path) or b""
         if len(stored) < 16:
             raise OSError(f"{path} does not hold a secret") from None
         return stored
-    finally:
-        temporary.unlink(missing_ok=True)
