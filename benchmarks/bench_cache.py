@@ -362,7 +362,7 @@ def _s3_hit(bench: Bench, result: Result, *, fleet: bool) -> Result:
 def bench_openai_miss(bench: Bench) -> Result:
     import openai
 
-    from imgcache.testing.openai_server import FakeOpenAI
+    from imgcache.testing import FakeOpenAI
 
     result = Result("openai_miss_overhead",
                     "miss through imgcache.wrap(openai.OpenAI) vs the raw client "
@@ -414,7 +414,7 @@ def _disable_nagle_in_fake() -> bool:
     connection waits for the client's delayed ACK (~40 ms on Linux) before the body leaves,
     which would swamp the millisecond the benchmark measures. True when the fix was needed.
     """
-    from imgcache.testing import openai_server
+    from imgcache.testing.openai import server as openai_server
 
     handler = getattr(openai_server, "_Handler", None)
     if handler is None or getattr(handler, "disable_nagle_algorithm", False):
@@ -514,7 +514,7 @@ def profile_memory_hit(bench: Bench, out: TextIO, calls: int = 100_000) -> None:
 
 def _components(setup: MemoryHit, out: TextIO) -> None:
     """Each part of the hit path timed alone, interleaved with the whole hit (uses internals)."""
-    from imgcache.cache import _as_stored
+    from imgcache._calls import as_stored
     from imgcache.normalize import normalize_prompt
     from imgcache.pricing import generation_cost
     from imgcache.request import KEY_VERSION, Request, canonical_json, canonical_value
@@ -542,7 +542,7 @@ def _components(setup: MemoryHit, out: TextIO) -> None:
         ("Cache.fetch(request) (a hit)", lambda: cache.fetch(request, lambda: None)),
         ("  TieredStore.get", lambda: cache.store.get(cache.namespace, request.key)),
         ("    MemoryTier.get (decoded entry)", lambda: cache.store.memory.get(ekey)),
-        ("  Cache._serve (decode, stats, lifetime)", lambda: cache._serve(request, hit, _as_stored)),
+        ("  Calls._serve (decode, stats, lifetime)", lambda: cache._calls._serve(request, hit, as_stored)),
         ("    Stats.add(one hit's counters)", lambda: stats.add(
             {"requests": 1, "hits": 1, "coalesced": 0, "saved_usd": 0.04, "saved_seconds": 0.0,
              "by_tier.memory": 1, "by_match.exact": 1})),

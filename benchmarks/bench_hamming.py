@@ -39,7 +39,7 @@ from _common import (
     summary,
 )
 
-from imgcache.match.hamming import HammingIndex, popcount
+from imgcache.match.perceptual.hamming import HammingIndex, popcount
 
 ROWS = 1_000_000
 QUERIES = 200

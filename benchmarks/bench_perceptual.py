@@ -66,12 +66,11 @@ from _common import (
 )
 from PIL import Image, ImageDraw, ImageFont
 
-from imgcache.match.perceptual import (
+from imgcache.match.perceptual.fingerprint import Fingerprint, fingerprint
+from imgcache.match.perceptual.verifier import (
     _FINE_TEXT_LIMITS,
     _PHOTO_LIMITS,
     _TEXT_LIMITS,
-    Fingerprint,
-    fingerprint,
     same_picture,
     thumb_evidence,
 )

@@ -42,7 +42,7 @@ from _common import Result, emit_json, exit_code, parser, print_facts, report_st
 
 from imgcache import Cache, wrap
 from imgcache.prewarm import prewarm
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 
 MODEL = {"model": "dall-e-2", "size": "256x256"}
 INJECT_EVERY = 20

@@ -97,7 +97,7 @@ class Servers:
         self.tmp = Path(tempfile.mkdtemp(prefix="imgcache-bench-proxy-"))
         self.out = out
         self._stack = contextlib.ExitStack()
-        fake_code = ("import sys\nfrom imgcache.testing.openai_server import FakeOpenAI\n"
+        fake_code = ("import sys\nfrom imgcache.testing import FakeOpenAI\n"
                      f"fake = FakeOpenAI(image_size=({image_size}, {image_size})).start()\n"
                      "print(fake.base_url, flush=True)\nsys.stdin.read()\nfake.stop()\n")
         self.fake = subprocess.Popen([sys.executable, "-c", fake_code], stdin=subprocess.PIPE,

@@ -45,7 +45,7 @@ import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -67,7 +67,9 @@ from _common import (
 
 from imgcache import Cache, Request
 from imgcache.match.config import FEED
-from imgcache.match.verify import content_text
+from imgcache.match.semantic.verifier import content_text
+from imgcache.store.base import SharedFeeds
+from imgcache.store.redis import RedisTier
 
 NAMESPACE = "bench-semantic"
 OPERATION = "bench.generate"
@@ -233,8 +235,8 @@ class Bench:
         self.model_load_s = time.perf_counter() - loading
         self.model = _model(matcher.embedder)
         print(f"model loaded and warmed in {self.model_load_s:.1f} s (before any clock starts)", file=out)
-        self.tier: Any = cast(Any, self.writer.store.available("redis"))
-        if self.tier is None:
+        self.tier: Any = next((t for t in self.writer.store.tiers if isinstance(t, RedisTier)), None)
+        if self.tier is None or self.writer.store.capable(SharedFeeds) is not self.tier:  # not up
             raise RuntimeError("the Redis tier is down")
         check_format(self.writer, self.tier)
         import redis

@@ -1,6 +1,6 @@
 """Accuracy and speed of the prompt verifier alone (no embedder, no index, no cache).
 
-Runs :func:`imgcache.match.verify.verify` over the labelled pairs in
+Runs :func:`imgcache.match.semantic.verifier.verify` over the labelled pairs in
 ``<repo>/../shared/eval/prompt_pairs_dev.jsonl`` (both sides through ``normalize_prompt``)
 and prints, per kind: n, accepted (would-be hits), and the false-accept rate for "different"
 kinds or the accept rate for "same" kinds, with the targets checked. Then the false accepts
@@ -24,8 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from imgcache.match import verify as verify_module
-from imgcache.match.verify import verify
+from imgcache.match.semantic import verifier as verify_module
+from imgcache.match.semantic.verifier import verify
 from imgcache.normalize import normalize_prompt
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -61,7 +61,6 @@ _LAZY = {
 if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
-    from .fetch import FetchPolicy
     from .errors import (
         ConfigError,
         CorruptData,
@@ -75,6 +74,7 @@ if TYPE_CHECKING:
         UncachedResultWarning,
         UnstorableResult,
     )
+    from .fetch import FetchPolicy
     from .match.config import SemanticOptions, VisionOptions
     from .normalize import normalize_prompt
     from .request import Request

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -31,3 +33,27 @@ def parse_duration(text: str, name: str) -> float | None:
     if not match:
         raise ConfigError(f"{name}={text!r} is not a duration such as 3600, 90s, 12h or 7d")
     return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]
+
+
+def cache_config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``Cache`` keyword arguments from ``IMGCACHE_*`` variables (those that are set)."""
+    from ._files import parse_file_mode
+
+    config: dict[str, Any] = {}
+    for name, key in (
+        ("IMGCACHE_NAMESPACE", "namespace"),
+        ("IMGCACHE_REDIS_URL", "redis_url"),
+        ("IMGCACHE_S3_BUCKET", "s3_bucket"),
+        ("IMGCACHE_S3_ENDPOINT_URL", "s3_endpoint_url"),
+        ("IMGCACHE_S3_PREFIX", "s3_prefix"),
+        ("IMGCACHE_DIR", "directory"),
+    ):
+        if environ.get(name):
+            config[key] = environ[name]
+    if environ.get("IMGCACHE_MEMORY_BYTES"):
+        config["memory_bytes"] = parse_bytes(environ["IMGCACHE_MEMORY_BYTES"], "IMGCACHE_MEMORY_BYTES")
+    if environ.get("IMGCACHE_TTL"):
+        config["ttl"] = parse_duration(environ["IMGCACHE_TTL"], "IMGCACHE_TTL")
+    if environ.get("IMGCACHE_FILE_MODE"):
+        config["file_mode"] = parse_file_mode(environ["IMGCACHE_FILE_MODE"], "IMGCACHE_FILE_MODE")
+    return config

@@ -15,10 +15,13 @@
     │                          warn, and return the result uncached
     ├── ImageError             an image the cache cannot read: not an image, truncated, too large
     │                          (a decompression bomb), an unsupported mode (also a ValueError)
-    └── TierError              a storage tier failed; never reaches a caller of a cached call,
-        ├── TierUnavailable    the cache front skips the tier and counts it
-        ├── TierTimeout
-        └── CorruptData        bytes that fail their digest or do not parse
+    ├── CorruptData            stored data that fails its digest or does not parse: it costs its
+    │                          key (a miss, counted as corrupt), never a tier or a call
+    ├── TierError              a storage tier failed; never reaches a caller of a cached call,
+    │   ├── TierUnavailable    the cache front skips the tier and counts it
+    │   └── TierTimeout
+    └── ProxyError             what the proxy answers a caller or its upstream with (a refused
+                               namespace, a body too large or too slow, an upstream failure)
 
 A result that is returned uncached is announced with :class:`UncachedResultWarning`.
 
@@ -74,8 +77,17 @@ class TierTimeout(TierError):
     """The tier did not answer in time."""
 
 
-class CorruptData(TierError):
-    """Bytes read from the tier failed their digest or could not be parsed."""
+class CorruptData(ImgcacheError):
+    """Stored bytes failed their digest or could not be parsed. ``where`` names who found
+    them: a tier (disk, redis, s3), or the part that parses them (manifest, codec)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+class ProxyError(ImgcacheError):
+    """Raised inside the proxy; each subclass becomes one kind of HTTP answer."""
 
 
 class UncachedResultWarning(UserWarning):

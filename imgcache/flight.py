@@ -7,9 +7,9 @@ Three layers, used together by the cache front:
   the stored result (a fresh copy each) or re-raise the leader's error;
 * in one process, :class:`SimilarFlights` lets a request that asks for the same thing as one
   in flight in other words (a semantic match) wait for it too;
-* across processes, the leader takes a Redis lock (:meth:`RedisTier.mutex`) with a short
-  timeout that :class:`Heartbeat` keeps extending while the call runs, so a holder that dies
-  blocks the others for at most one lock timeout.
+* across processes, the leader takes the store's lock on the entry (:class:`SharedLocks`:
+  Redis, where configured) with a short timeout that :class:`Heartbeat` keeps extending while
+  the call runs, so a holder that dies blocks the others for at most one lock timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ._vocabulary import Sentinel
+from .store.base import FAILED
+
+if TYPE_CHECKING:
+    from .store.tiered import TieredStore
 
 log = logging.getLogger("imgcache")
 
@@ -178,3 +184,37 @@ class Heartbeat:
                 except Exception as exc:  # lost or Redis down: the call goes on without it
                     log.debug("imgcache: could not extend flight lock: %r", exc)
                     self.drop(lock)
+
+
+WAIT = Sentinel("WAIT")
+"""What :meth:`SharedLocks.try_take` returns while another process holds the lock."""
+
+
+class SharedLocks:
+    """The cross-process layer: a lock per entry, kept alive by a :class:`Heartbeat` while its
+    call runs. Where the store has no such locks (or they fail) the call goes on without."""
+
+    def __init__(self, store: TieredStore, timeout: float) -> None:
+        self.store = store
+        self.timeout = timeout
+        self._heartbeat = Heartbeat(timeout)
+
+    def try_take(self, namespace: str, key: str) -> Any:
+        """The lock if it was free (now held), WAIT if another process holds it, or None
+        where there is no lock to take."""
+        lock = self.store.try_mutex(namespace, key, self.timeout)
+        if lock is FAILED:
+            return None
+        if lock is None:
+            return WAIT
+        self._heartbeat.hold(lock)
+        return lock
+
+    def release(self, lock: Any) -> None:
+        if lock is None or lock is WAIT:
+            return
+        self._heartbeat.drop(lock)
+        try:
+            lock.release()
+        except Exception as exc:  # expired or Redis gone: its timeout frees it
+            log.debug("imgcache: releasing flight lock: %r", exc)

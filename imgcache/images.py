@@ -106,7 +106,9 @@ def _read(value: Any, options: VisionOptions) -> ImageInput:
         if not options.read_paths:
             raise SourceRefused("an image URL must be a data: URL or an http(s) URL; this server "
                                 "reads no path or file: URL for its callers")
-        return _from_bytes(read_file(value, options.max_image_bytes), options)
+        from .match.perceptual.decoding import read_image_file
+
+        return _from_bytes(read_image_file(value, options.max_image_bytes), options)
     if _is_pil_image(value):
         image = _canonical_pil(value)
         digest = hashlib.sha256(f"{image.mode}:{image.size}:".encode())
@@ -117,25 +119,6 @@ def _read(value: Any, options: VisionOptions) -> ImageInput:
         return ImageInput(digest.hexdigest(), image)
     raise InvalidRequest(f"not an image input: {type(value).__name__} (bytes, a path, a PIL image"
                          " or a data/http(s) URL)")
-
-
-def read_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The bytes of a regular file, at most ``max_bytes`` + 1 of them; ImageError otherwise.
-    Opened without blocking, so a FIFO or a device (``/dev/zero``, a pipe nobody writes to)
-    is refused instead of hanging the caller or filling its memory."""
-    from ._files import NotAFile, open_file
-
-    try:
-        fd = open_file(path, os.O_RDONLY, follow_symlinks=True)
-    except NotAFile:
-        raise ImageError(f"image file {os.fspath(path)!r} is not a regular file") from None
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
-    with open(fd, "rb") as fh:
-        try:
-            return fh.read(max_bytes + 1)
-        except OSError as exc:
-            raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
 
 
 def remote_image(url: str, options: VisionOptions) -> ImageInput:

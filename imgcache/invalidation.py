@@ -5,7 +5,7 @@ every process that read it, and the *aliases* that semantic and perceptual match
 other requests' keys (copies of its manifest, so that their repeats are exact hits).
 :meth:`~imgcache.Cache.delete` (``invalidate`` on a decorated function) therefore removes the
 entry from every tier and records ``{"k": key, "t": time}`` on the namespace's shared
-``invalidated`` feed (:class:`~imgcache.match.feed.SharedFeed`: a Redis stream, or a file in
+``invalidated`` feed (:class:`~imgcache.store.feed.SharedFeed`: a Redis stream, or a file in
 the local directory). Each process reads the feed before it reads a shared tier and in the
 background (at most once per ``sync_interval``), and refuses a hit whose result was made for an
 invalidated request before its invalidation: the entry itself from a memory tier that still
@@ -32,8 +32,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .match.feed import SharedFeed
-from .store.base import HEX_ID
+from ._vocabulary import HEX_ID
+from .manifest import made_for
+from .store.feed import SharedFeed
 
 if TYPE_CHECKING:
     from .store.tiered import TieredStore
@@ -45,20 +46,6 @@ MAX_REMEMBERED = 100_000
 """Invalidations a process remembers at most (the oldest learnt are forgotten)."""
 GENERATIONS = 4
 """What the remembered invalidations are split in: the oldest is forgotten whole."""
-
-
-def made_for(manifest: Mapping[str, Any]) -> tuple[str, float]:
-    """(key, created) of the request a stored result was made for: the entry's own for an
-    exact entry; for an alias, the matched entry's (as the alias recorded it)."""
-    created = manifest.get("created")
-    made = float(created) if isinstance(created, (int, float)) else 0.0
-    matched = manifest.get("matched")
-    if manifest.get("match", "exact") != "exact" and isinstance(matched, Mapping):
-        key, origin_created = matched.get("key"), matched.get("created")
-        if isinstance(key, str):
-            # aliases stored before matched["created"] existed: the alias's own time (later)
-            return key, float(origin_created) if isinstance(origin_created, (int, float)) else made
-    return str(manifest.get("key")), made
 
 
 class Invalidations:

@@ -16,6 +16,7 @@ own ``usage`` is the better figure.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -209,3 +210,16 @@ def vision_cost(
     if len(known) < len(counts):  # an image at a detail with no formula
         return None
     return token_cost(model, sum(known) + -(-len(text) // 4), output_tokens)
+
+
+def as_usd(cost: Any) -> float | None:
+    """A cost as a finite float, else None: what a pricing function returns is counted and
+    stored as JSON, so a bad answer (a string, NaN, a huge int) must cost the figure only."""
+    if isinstance(cost, numbers.Real) and not isinstance(cost, bool):
+        try:
+            usd = float(cost)
+        except OverflowError:
+            return None
+        if math.isfinite(usd):
+            return usd
+    return None

@@ -4,24 +4,21 @@ Counters are flat names (``hits``, ``by_tier.redis``, ``by_match.exact``); :func
 them into the nested shape that ``cache.stats()`` and ``imgcache stats --json`` show. Every
 increment also accrues in a pending delta that :meth:`Stats.flush` adds to a shared counter
 store (the Redis hash, or the local directory's stats file), so that ``imgcache stats``
-shows the figures of every process that shares it; :func:`shared_namespaces` finds every
-namespace that has such counters (the proxy's per-key tenants among them), and
-:func:`add_up` sums their figures.
+shows the figures of every process that shares it; :meth:`TieredStore.namespaces
+<imgcache.store.tiered.TieredStore.namespaces>` finds every namespace that has such counters
+(the proxy's per-key tenants among them), and :func:`add_up` sums their figures.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .store.base import CounterStore, check_namespace
+from .manifest import MATCHES
 
 TIERS = ("memory", "disk", "redis", "s3")
-MATCHES = ("exact", "semantic", "perceptual")
 _TOP = (
     "requests", "hits", "misses", "upstream_calls", "upstream_errors", "coalesced",
     "stored", "uncacheable", "unreadable_images", "bypassed", "corrupt", "saved_usd", "spent_usd", "saved_seconds",
@@ -102,85 +99,23 @@ class Stats:
         with self._lock:
             return dict(self._totals)
 
-    def flush(self, namespace: str, sink: CounterStore) -> None:
-        """Add pending deltas to the shared store; on failure they stay pending (TierError raised)."""
+    def take_pending(self) -> dict[str, float]:
+        """The deltas not yet added to the shared counters; they are the caller's now."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            sink.add_counters(namespace, pending)
-        except BaseException:
-            with self._lock:
-                for name, delta in pending.items():
-                    self._pending[name] = self._pending.get(name, 0.0) + delta
-            raise
+        return pending
+
+    def restore_pending(self, pending: Mapping[str, float]) -> None:
+        """Deltas that could not be added: pending again, for the next flush."""
+        with self._lock:
+            for name, delta in pending.items():
+                self._pending[name] = self._pending.get(name, 0.0) + delta
 
 
 # -- every namespace of a shared store ---------------------------------------------------
 
 NAMESPACE_LIMIT = 10_000
 """``imgcache stats`` shows at most this many namespaces (and says when there are more)."""
-_SCAN_COUNT = 1000
-_COUNTERS_FILE = "stats.json"  # the local directory's counters: <root>/<namespace>/stats.json
-
-
-def _namespace(name: str) -> str | None:
-    try:
-        return check_namespace(name)
-    except ValueError:
-        return None
-
-
-def shared_namespaces(tier: Any, limit: int = NAMESPACE_LIMIT) -> tuple[list[str], bool]:
-    """The namespaces that have shared counters in ``tier`` (a Redis or a directory tier),
-    sorted, at most ``limit`` of them; and whether there were more (the search stopped there).
-
-    Redis: the keys ``<prefix><namespace>:stats`` found with SCAN (``count`` 1,000 a step,
-    every primary of a Cluster), never KEYS. Directory: the folders under its root that hold
-    a ``stats.json``. Errors as TierError, for ``store.guarded``."""
-    if tier.name == "redis":
-        names = _redis_namespaces(tier, limit)
-    elif tier.name == "disk":
-        names = _directory_namespaces(tier, limit)
-    else:
-        raise ValueError(f"the {tier.name} tier keeps no shared counters")
-    return sorted(names)[:limit], len(names) > limit
-
-
-def _redis_namespaces(tier: Any, limit: int) -> set[str]:
-    prefix: str = tier.prefix
-    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*:stats"
-    found: set[str] = set()
-    with tier.translate_errors():
-        for key in tier.client.scan_iter(match=pattern, count=_SCAN_COUNT):
-            name = _namespace(key.decode(errors="replace")[len(prefix):-len(":stats")])
-            if name is not None:
-                found.add(name)
-                if len(found) > limit:
-                    break
-    return found
-
-
-def _directory_namespaces(tier: Any, limit: int) -> set[str]:
-    from .errors import TierUnavailable
-
-    found: set[str] = set()
-    try:
-        with os.scandir(tier.root) as entries:
-            for entry in entries:
-                name = _namespace(entry.name)
-                if name is None or not entry.is_dir(follow_symlinks=False):
-                    continue
-                if os.path.isfile(os.path.join(entry.path, _COUNTERS_FILE)):
-                    found.add(name)
-                    if len(found) > limit:
-                        break
-    except FileNotFoundError:  # nothing stored yet
-        return found
-    except OSError as exc:
-        raise TierUnavailable(tier.name, f"listing {tier.root}: {exc}") from exc
-    return found
 
 
 def add_up(figures: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

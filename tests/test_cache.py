@@ -12,28 +12,21 @@ import pytest
 import imgcache
 from imgcache import Cache, ConfigError, InvalidRequest, UncachedResultWarning
 
-
-@pytest.fixture
-def cache(tmp_path: Path):
-    with Cache("test", directory=tmp_path) as cache:
-        yield cache
+from _helpers import Upstream
 
 
-class Upstream:
+def fresh(n: int, prompt: str, **params: object) -> bytes:
+    """The answer of an upstream whose every result is new: call ``n``'s."""
+    return f"image #{n} for {prompt} {sorted(params.items())}".encode()
+
+
+def new_upstream() -> Upstream:
     """A stand-in for a paid API: counts calls and returns a distinct result each time."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, prompt: str, **params: object) -> bytes:
-        with self.lock:
-            self.calls += 1
-            return f"image #{self.calls} for {prompt} {sorted(params.items())}".encode()
+    return Upstream(fresh, numbered=True)
 
 
 def test_repeat_and_surface_variants_hit(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(*, prompt: str, model: str = "m1", size: str = "1024x1024") -> bytes:
@@ -52,7 +45,7 @@ def test_repeat_and_surface_variants_hit(cache: Cache) -> None:
 
 
 def test_positional_arguments_bind_to_names(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(prompt: str, model: str = "m") -> bytes:
@@ -95,7 +88,7 @@ def test_returned_json_is_a_fresh_copy(cache: Cache) -> None:
 
 @pytest.mark.parametrize("result", [(1, 2), {1: "a"}, object(), float("inf"), {"$blob": "x"}])
 def test_unstorable_results_are_returned_uncached_with_a_warning(cache: Cache, result: object) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(*, prompt: str) -> object:
@@ -111,7 +104,7 @@ def test_unstorable_results_are_returned_uncached_with_a_warning(cache: Cache, r
 
 
 def test_bad_requests_raise_typed_errors_and_store_nothing(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(*, prompt: object = None, extra: object = None) -> bytes:
@@ -133,7 +126,7 @@ def test_upstream_errors_propagate_unchanged_and_are_not_cached(cache: Cache) ->
         pass
 
     failures = [RateLimited("429")]
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(*, prompt: str) -> bytes:
@@ -147,8 +140,9 @@ def test_upstream_errors_propagate_unchanged_and_are_not_cached(cache: Cache) ->
     assert cache.stats()["upstream_errors"] == 1
 
 
+@pytest.mark.slow  # a default Cache: loads the sentence-transformers model
 def test_entries_persist_across_cache_objects(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     def make(cache: Cache):
         @cache.cached(name="gen")
@@ -165,8 +159,9 @@ def test_entries_persist_across_cache_objects(tmp_path: Path) -> None:
     assert upstream.calls == 1
 
 
+@pytest.mark.slow  # a default Cache: loads the sentence-transformers model
 def test_namespaces_never_see_each_other(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
     with Cache("tenant-a", directory=tmp_path) as a, Cache("tenant-b", directory=tmp_path) as b:
         gen_a = a.cached(name="gen")(lambda *, prompt: upstream(prompt))
         gen_b = b.cached(name="gen")(lambda *, prompt: upstream(prompt))
@@ -187,7 +182,7 @@ def test_functions_do_not_share_entries_unless_named_alike(cache: Cache) -> None
 
 
 def test_invalidate_and_cache_key(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     def generate(*, prompt: str) -> bytes:
@@ -200,8 +195,9 @@ def test_invalidate_and_cache_key(cache: Cache) -> None:
     assert upstream.calls == 2
 
 
+@pytest.mark.slow  # a default Cache: loads the sentence-transformers model
 def test_ttl_expires_entries_and_hits_extend_them(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
     # A TTL long against scheduling stalls on a loaded machine: "kept" is lost only if the
     # loop below stalls for over a second between two hits.
     with Cache("ttl", directory=tmp_path, ttl=2.0) as cache:
@@ -220,8 +216,9 @@ def test_ttl_expires_entries_and_hits_extend_them(tmp_path: Path) -> None:
         assert upstream.calls == 3, "an entry past its TTL must be a miss"
 
 
+@pytest.mark.slow  # a default Cache: loads the sentence-transformers model
 def test_ttl_extension_is_capped(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
     with Cache("cap", directory=tmp_path, ttl=0.1) as cache:  # cap: 8 x 0.1 s
         generate = cache.cached()(lambda *, prompt: upstream(prompt))
         generate(prompt="p")
@@ -232,6 +229,7 @@ def test_ttl_extension_is_capped(tmp_path: Path) -> None:
         assert upstream.calls == 2, "hits must not keep an entry alive past the cap"
 
 
+@pytest.mark.slow  # a default Cache: loads the sentence-transformers model
 def test_memory_tier_is_bounded_by_bytes(tmp_path: Path) -> None:
     with Cache("mem", directory=tmp_path, memory_bytes=64 * 1024) as cache:
         generate = cache.cached()(lambda *, prompt: prompt.encode() * 2000)
@@ -243,7 +241,7 @@ def test_memory_tier_is_bounded_by_bytes(tmp_path: Path) -> None:
 
 
 def test_async_functions_are_cached(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
 
     @cache.cached()
     async def generate(*, prompt: str) -> bytes:
@@ -261,7 +259,7 @@ def test_async_functions_are_cached(cache: Cache) -> None:
 
 
 def test_concurrent_threads_make_one_upstream_call(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = new_upstream()
     started = threading.Barrier(8)
 
     @cache.cached()
@@ -333,11 +331,44 @@ def test_bad_namespaces_are_refused(namespace: object, tmp_path: Path) -> None:
         Cache(namespace, directory=tmp_path)  # type: ignore[arg-type]
 
 
-def test_public_surface_is_exactly_all() -> None:
-    public = {name for name in dir(imgcache) if not name.startswith("_")} | {"__version__"}
-    assert public == set(imgcache.__all__)
-    for name in imgcache.__all__:
-        assert getattr(imgcache, name) is not None
+PUBLIC = {
+    "Cache", "ConfigError", "CorruptData", "FetchPolicy", "ImageError", "ImgcacheError", "InvalidRequest",
+    "Request", "SemanticOptions", "SourceRefused", "TierError", "TierTimeout", "TierUnavailable",
+    "UncachedResultWarning", "UnstorableResult", "VisionOptions", "__version__", "normalize_prompt", "wrap",
+}
+"""The package's public names: changing them is a decision, made here and in the README."""
+
+
+def test_public_surface_is_pinned() -> None:
+    assert set(imgcache.__all__) == PUBLIC and len(imgcache.__all__) == len(PUBLIC)
+    for name in PUBLIC - {"__version__"}:
+        value = getattr(imgcache, name)
+        assert value.__module__.startswith("imgcache."), name
+        assert not value.__module__.split(".")[-1].startswith("_"), f"{name} comes from a private module"
+    with pytest.raises(AttributeError):
+        imgcache.TieredStore  # noqa: B018 - internal names are not reachable from the package
+
+
+def test_every_exception_is_under_the_error_root() -> None:
+    """Every exception class of the library (the fake servers of imgcache.testing aside) is an
+    ImgcacheError, except two internal ones that never leave their module's caller."""
+    import importlib
+    import pkgutil
+
+    internal = {"imgcache._files.NotAFile": OSError,  # the disk tier turns it into TierError
+                "imgcache.match.optional.Unavailable": ImportError}  # the optional-deps probe's
+    found = []
+    for info in pkgutil.walk_packages(imgcache.__path__, "imgcache."):
+        if info.name.startswith("imgcache.testing") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, BaseException)
+                    and value.__module__ == info.name and not issubclass(value, Warning)):
+                found.append(value)
+                name = f"{value.__module__}.{value.__qualname__}"
+                assert issubclass(value, internal.get(name, imgcache.ImgcacheError)), name
+    assert len(found) >= 15  # the walk saw the library, not an empty package
 
 
 def test_import_does_not_load_heavy_modules() -> None:
@@ -363,7 +394,7 @@ def test_argument_types_are_never_conflated(cache: Cache) -> None:
 def test_invalidation_reaches_another_cache_serving_from_memory_on_an_event_loop(tmp_path: Path) -> None:
     """``b`` answers from its memory tier on the event loop, where it does no I/O: it learns
     ``a``'s invalidation from its background thread, within its stats interval."""
-    upstream = Upstream()
+    upstream = new_upstream()
     with Cache("inv", directory=tmp_path, semantic=False, stats_interval=0.05) as a, \
             Cache("inv", directory=tmp_path, semantic=False, stats_interval=0.05) as b:
 

@@ -17,8 +17,12 @@ import httpx
 import pytest
 
 from imgcache.stats import DESCRIPTIONS, MATCHES, TIERS
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 from imgcache.testing.servers import free_port, wait_until
+
+from _helpers import responds
+
+pytestmark = pytest.mark.slow  # the CLI (and the proxy) in processes
 
 TIMEOUT = 60
 
@@ -160,7 +164,7 @@ def test_demo_command_avoids_upstream_calls(tmp_path: Path) -> None:
 def test_run_demo_in_process_returns_what_it_printed(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from imgcache.demo import run_demo
+    from imgcache.cli.demo_run import run_demo
 
     out = io.StringIO()
     figures = run_demo(60, 0.01, tmp_path / "kept", False, Console(file=out, width=140))
@@ -294,20 +298,13 @@ def proxy(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.Pop
                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         url = f"http://127.0.0.1:{port}"
         try:
-            assert wait_until(lambda: process.poll() is not None or _answers(f"{url}/healthz"), TIMEOUT)
+            assert wait_until(lambda: process.poll() is not None or responds(f"{url}/healthz"), TIMEOUT)
             assert process.poll() is None, process.communicate()[1]
             yield url, process
         finally:
             if process.poll() is None:
                 process.terminate()
             process.communicate(timeout=TIMEOUT)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def generate(url: str, api_key: str, prompt: str) -> httpx.Response:
@@ -366,8 +363,6 @@ def test_stats_finds_the_namespaces_of_a_redis_with_scan(tmp_path: Path, redis_u
 def test_the_namespace_search_is_bounded_and_says_so(where: str, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
     from imgcache import Cache
-    from imgcache.stats import shared_namespaces
-
     options = ({"redis_url": request.getfixturevalue("redis_url")} if where == "redis"
                else {"directory": tmp_path / "cache"})
     with Cache(semantic=False, **options) as cache:
@@ -375,9 +370,8 @@ def test_the_namespace_search_is_bounded_and_says_so(where: str, tmp_path: Path,
             view = cache.for_namespace(f"ns{i}")
             view.stats_counters.add({"requests": 1})
             view.close()
-        sink = cache.store.shared_store()
-        assert shared_namespaces(sink, limit=10) == ([f"ns{i}" for i in range(7)], False)
-        names, truncated = shared_namespaces(sink, limit=3)
+        assert cache.namespaces(limit=10) == ([f"ns{i}" for i in range(7)], False)
+        names, truncated = cache.namespaces(limit=3)
         assert len(names) == 3 and truncated and set(names) < {f"ns{i}" for i in range(7)}
 
 

@@ -15,13 +15,15 @@ from openai.types.chat import ChatCompletionContentPartParam
 from openai.types.responses import Response, ResponseInputItemParam
 
 from imgcache.pricing import image_tokens
-from imgcache.testing.openai_server import (
+from imgcache.testing import (
     MAX_IMAGE_BYTES,
     FakeOpenAI,
     FormFile,
     fake_png,
     image_digest,
 )
+
+from _helpers import data_url
 
 SIZE = (16, 12)
 IMAGES = "/v1/images/generations"
@@ -219,10 +221,6 @@ def test_latency_is_applied(fake: FakeOpenAI, client: openai.OpenAI) -> None:
 
 
 # ------------------------------------------------------------------ vision inputs
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def image_part(url: str, detail: Any = "auto") -> ChatCompletionContentPartParam:

@@ -23,40 +23,14 @@ import redis
 from imgcache import Cache, InvalidRequest, UncachedResultWarning
 from imgcache.testing import RedisServer, S3Server, free_port, wait_until
 
+from _helpers import Upstream, expected, generator
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+pytestmark = pytest.mark.slow  # servers killed and restarted; the tiers' caches load the model
+
 BUCKET = "imgcache-faults"
-
-
-class Upstream:
-    """A stand-in for a paid API whose answer is a function of the prompt, so that a test
-    can tell a right result from a wrong one whichever way it was produced."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def calls(self) -> int:
-        return len(self.prompts)
-
-    def __call__(self, prompt: str) -> bytes:
-        with self.lock:
-            self.prompts.append(prompt)
-        return expected(prompt)
-
-
-def expected(prompt: str) -> bytes:
-    return f"image for {prompt} ".encode() * 8
-
-
-def generator(cache: Cache, upstream: Upstream) -> Callable[..., bytes]:
-    @cache.cached(name="gen")
-    def generate(*, prompt: str) -> bytes:
-        return upstream(prompt)
-
-    return generate
 
 
 def tier_state(cache: Cache, name: str) -> str:
@@ -113,13 +87,6 @@ class CallLoop:
 
 
 # --- tiers that die and come back ------------------------------------------------------------
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis server of this test's own, since the test kills it."""
-    with RedisServer() as server:
-        yield server
 
 
 @pytest.fixture

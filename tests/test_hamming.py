@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from imgcache.match import hamming
-from imgcache.match.hamming import HammingIndex, as_hash, expected_candidates, substring_radii
+from imgcache.match.perceptual import hamming
+from imgcache.match.perceptual.hamming import HammingIndex, as_hash, expected_candidates, substring_radii
 
 N = 60_000
 

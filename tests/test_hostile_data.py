@@ -25,15 +25,18 @@ from typing import Any
 
 import pytest
 import redis
-from test_faults import Upstream, expected, generator
 
 from imgcache import Cache, ConfigError
 from imgcache.invalidation import MAX_REMEMBERED, Invalidations
 from imgcache.prewarm.claims import claims_for
-from imgcache.prewarm.limiter import Rates, RedisBuckets
+from imgcache.prewarm.limiter import Rates
+from imgcache.store.rate import RedisBuckets
 from imgcache.store.base import MISSING, entry_key
-from imgcache.store.memory import deep_size
+from imgcache._memo import deep_size
+from imgcache.store.prune import prune
 from imgcache.testing import RedisServer, free_port
+
+from _helpers import Upstream, expected, generator
 
 NS = "hostile"
 
@@ -51,13 +54,6 @@ def assert_healthy(cache: Cache, name: str) -> dict[str, Any]:
 
 
 # --- 1. one bad key never takes a tier down: Redis -------------------------------------------
-
-
-@pytest.fixture(params=["single", "cluster"])
-def any_redis_url(request: pytest.FixtureRequest) -> str:
-    """A single Redis server or a Redis Cluster, emptied for this test."""
-    name = "redis_url" if request.param == "single" else "redis_cluster_url"
-    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture
@@ -176,13 +172,14 @@ def test_wrong_typed_feeds_and_locks_never_open_the_breaker(
 
 
 def test_a_wrong_typed_rate_bucket_is_replaced(redis_cache: Cache, client: redis.Redis) -> None:
-    buckets = RedisBuckets(tier(redis_cache, "redis"), NS)
+    buckets = RedisBuckets(tier(redis_cache, "redis"), NS, "prewarm")
     name = buckets._key("dall-e-3")
     client.lpush(name, "not a bucket")
     wait, _ = buckets.reserve("dall-e-3", Rates(requests=1.0, images=1.0), 1, 1)
     assert wait <= 0 and client.type(name) == b"hash"
 
 
+@pytest.mark.slow  # a redis-server of its own
 @pytest.mark.parametrize("failure", ["out of memory", "read-only replica"])
 def test_a_redis_that_refuses_writes_still_opens_the_breaker(failure: str) -> None:
     with RedisServer() as server, redis.Redis.from_url(server.url) as client, \
@@ -268,7 +265,7 @@ def test_prune_removes_what_is_not_a_file(disk_cache: Cache, tmp_path: Path) -> 
     paths = [disk.path_for(entry_key(NS, generate.cache_key(prompt=p))) for p in prompts]
     for path, obstacle in zip(paths, ("directory", "fifo", "symlink")):
         OBSTACLES[obstacle](path, tmp_path)
-    report = disk.prune(grace=0)
+    report = prune(disk, grace=0)
     assert (report.invalid, report.entries) == (3, 2)
     assert not any(os.path.lexists(path) for path in paths[:3])
     assert (tmp_path / "elsewhere").read_bytes() == b"someone else's file"
@@ -308,6 +305,7 @@ def long_prompt(i: int) -> str:
     return (f"prompt {i} {words}")[:100_000].strip()
 
 
+@pytest.mark.slow  # seconds
 def test_the_memory_tier_counts_what_its_entries_hold(tmp_path: Path) -> None:
     budget = 1 << 20
     with Cache(NS, directory=tmp_path, semantic=False, memory_bytes=budget) as cache:
@@ -352,6 +350,7 @@ RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process, seconds
 def test_memory_growth_of_a_process_stays_near_its_budget(tmp_path: Path) -> None:
     """600 entries of 100,000-character prompts (60 MB of prompts) through a 1 MiB memory tier
     (through ``fetch``: the decorator memoizes requests apart from the tier)."""
@@ -447,6 +446,7 @@ def test_file_mode_comes_from_the_environment(tmp_path: Path,
 # --- 4. the invalidation map is bounded ------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds
 def test_invalidations_older_than_the_longest_lifetime_are_forgotten(tmp_path: Path) -> None:
     with Cache(NS, directory=tmp_path, semantic=False, ttl=0.25) as cache:  # entries live <= 2 s
         assert cache.invalidations.max_age == pytest.approx(2.0)
@@ -484,6 +484,7 @@ def test_the_invalidation_map_never_exceeds_its_bound(tmp_path: Path) -> None:
         assert invalidations.stale({"key": f"{1999:064x}", "created": 0.0})
 
 
+@pytest.mark.slow  # seconds
 def test_a_feed_longer_than_the_bound_is_remembered_up_to_the_bound(tmp_path: Path) -> None:
     now = time.time()
     feed = tmp_path / NS / "invalidated.log"

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,11 @@ from imgcache._memo import ENTRY_OVERHEAD, MISSING, BoundedMemo
 from imgcache.adapters.decorator import MEMO_BYTES, MEMO_ITEMS
 from imgcache.images import data_url
 from imgcache.request import Request
-from imgcache.testing.openai_server import FakeOpenAI, fake_png
+from imgcache.testing import FakeOpenAI, fake_png
+
+from _helpers import Upstream
+
+pytestmark = pytest.mark.cache_options("hostile-input", semantic=False)
 
 DEEP = "nested deeper than 64"
 NOT_UNICODE = "not valid Unicode: a lone surrogate"
@@ -79,26 +83,6 @@ HOSTILE_RESULTS: dict[str, tuple[Callable[[], Any], str]] = {
 RESULT_CASES = [pytest.param(*case, id=name) for name, case in HOSTILE_RESULTS.items()]
 
 
-class Upstream:
-    """A stand-in for a paid API: counts its calls, answers ``result``."""
-
-    def __init__(self, result: Any = b"image") -> None:
-        self.result = result
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> Any:
-        with self.lock:
-            self.calls += 1
-        return self.result
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[Cache]:
-    with Cache("hostile-input", directory=tmp_path / "cache", semantic=False) as cache:
-        yield cache
-
-
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The prompts of every Request.build call (a memo hit builds nothing)."""
@@ -139,7 +123,7 @@ def test_request_build_refuses_with_a_typed_error(prompt: str, params: dict[str,
 def test_decorator_refuses_before_calling_the_function(
     cache: Cache, prompt: str, params: dict[str, Any], message: str
 ) -> None:
-    upstream = Upstream()
+    upstream = Upstream.returning(b"image")
 
     @cache.cached()
     def generate(*, prompt: str, model: str = "dall-e-3", **params: Any) -> bytes:
@@ -166,7 +150,7 @@ def test_decorator_refuses_before_calling_the_function(
 def test_async_decorator_refuses_before_calling_the_function(
     cache: Cache, prompt: str, params: dict[str, Any], message: str
 ) -> None:
-    upstream = Upstream()
+    upstream = Upstream.returning(b"image")
 
     @cache.cached()
     async def generate(*, prompt: str, model: str = "dall-e-3", **params: Any) -> bytes:
@@ -243,7 +227,7 @@ def test_the_largest_accepted_request_and_result_are_stored_and_hit(cache: Cache
     the parameters) and comes back equal."""
     result = {"deep": nested(MAX_DEPTH - 1, dict), "big": MAX_INT - 1, "small": -(MAX_INT - 1),
               "caption": "a cat \U0001f431", "image": b"png"}
-    upstream = Upstream(result)
+    upstream = Upstream.returning(result)
 
     @cache.cached()
     def generate(*, prompt: str, extra: Any, seed: int) -> Any:
@@ -259,48 +243,38 @@ def test_the_largest_accepted_request_and_result_are_stored_and_hit(cache: Cache
 # --- 1. results that cannot be stored: returned uncached, never lost ----------------------------
 
 
+@pytest.mark.parametrize("how", ["sync", "async"])
 @pytest.mark.parametrize(("make", "message"), RESULT_CASES)
 def test_unstorable_result_is_returned_with_a_warning_and_asked_again(
-    cache: Cache, caplog: pytest.LogCaptureFixture, make: Callable[[], Any], message: str
+    cache: Cache, caplog: pytest.LogCaptureFixture, make: Callable[[], Any], message: str, how: str
 ) -> None:
     result = make()
-    upstream = Upstream(result)
+    upstream = Upstream.returning(result)
 
     @cache.cached()
     def generate(*, prompt: str) -> Any:
         return upstream()
 
+    @cache.cached()
+    async def agenerate(*, prompt: str) -> Any:
+        return upstream()
+
+    def ask() -> Any:
+        return generate(prompt="a cat") if how == "sync" else asyncio.run(agenerate(prompt="a cat"))
+
     for call in (1, 2):
         with pytest.warns(UncachedResultWarning, match=message):
-            assert generate(prompt="a cat") is result
+            assert ask() is result
         assert upstream.calls == call
     assert counts(cache) == {"requests": 2, "upstream_calls": 2, "uncacheable": 2, "stored": 0, "hits": 0}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # refused by the codec
-
-
-@pytest.mark.parametrize(("make", "message"), RESULT_CASES)
-def test_async_unstorable_result_is_returned_with_a_warning_and_asked_again(
-    cache: Cache, make: Callable[[], Any], message: str
-) -> None:
-    result = make()
-    upstream = Upstream(result)
-
-    @cache.cached()
-    async def generate(*, prompt: str) -> Any:
-        return upstream()
-
-    for call in (1, 2):
-        with pytest.warns(UncachedResultWarning, match=message):
-            assert asyncio.run(generate(prompt="a cat")) is result
-        assert upstream.calls == call
-    assert counts(cache) == {"requests": 2, "upstream_calls": 2, "uncacheable": 2, "stored": 0, "hits": 0}
 
 
 def test_a_failure_after_the_upstream_call_returns_the_paid_result(cache: Cache) -> None:
     """An unexpected error while making the result storable (here a to_storable that raises
     ValueError) costs the entry, never the result."""
     request = Request.build("generation", "op", "a cat", {})
-    upstream = Upstream(b"image")
+    upstream = Upstream.returning(b"image")
 
     def broken(result: bytes) -> Any:
         raise ValueError("a bug")
@@ -313,7 +287,7 @@ def test_a_failure_after_the_upstream_call_returns_the_paid_result(cache: Cache)
 @pytest.mark.parametrize("cost", [10**5000, "0.04", float("nan"), float("inf")],
                          ids=["huge-int", "str", "nan", "inf"])
 def test_a_pricing_function_answering_nonsense_costs_the_figure_only(cache: Cache, cost: Any) -> None:
-    upstream = Upstream()
+    upstream = Upstream.returning(b"image")
 
     @cache.cached(cost_usd=lambda params: cost)
     def generate(*, prompt: str) -> bytes:
@@ -383,7 +357,7 @@ def test_bounded_memo_keeps_its_accounts_under_threads() -> None:
 
 
 def test_repeated_small_calls_hit_the_memo(cache: Cache, built: list[str]) -> None:
-    upstream = Upstream()
+    upstream = Upstream.returning(b"image")
 
     @cache.cached()
     def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
@@ -402,12 +376,13 @@ def test_repeated_small_calls_hit_the_memo(cache: Cache, built: list[str]) -> No
     assert built == ["fox 0"]
 
 
+@pytest.mark.slow  # seconds
 def test_memo_stays_under_its_byte_bound_with_long_prompts(tmp_path: Path, built: list[str]) -> None:
     """2,000 calls with distinct 100,000-character prompts: before, the memo kept every one
     (two copies of the prompt each, ~400 MB); now it holds what fits in MEMO_BYTES."""
     directory = tmp_path / "cache"
     with Cache("long-prompts", directory=directory, semantic=False, memory_bytes=16 << 20) as cache:
-        upstream = Upstream()
+        upstream = Upstream.returning(b"image")
 
         @cache.cached()
         def generate(*, prompt: str, model: str = "dall-e-3") -> bytes:
@@ -455,6 +430,7 @@ RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process, seconds
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads RSS from /proc")
 def test_rss_stays_bounded_under_long_prompts(tmp_path: Path) -> None:
     """In a fresh process, calls with distinct 100,000-character prompts for a few seconds:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgcache.match import index as index_module
-from imgcache.match.index import ScopeIndex, SemanticIndex
+from imgcache.match.semantic import index as index_module
+from imgcache.match.semantic.index import ScopeIndex, SemanticIndex
 
 
 def unit_rows(count: int, dim: int = 32, seed: int = 0) -> np.ndarray:

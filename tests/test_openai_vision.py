@@ -6,10 +6,8 @@ images they were made from (``[images: <12 hex>]``). Photos: scikit-image's samp
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +19,16 @@ import imgcache
 from imgcache import Cache
 from imgcache.match.config import VisionOptions
 from imgcache.pricing import token_cost
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 
+from _helpers import data_url, encode
 from _samples import sample_path
 
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
 EDITS = "/v1/images/edits"
 
-
-def encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, fmt, **options)
-    return out.getvalue()
-
-
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+pytestmark = pytest.mark.cache_options("vision", semantic=False)
 
 
 def digest12(data: bytes) -> str:
@@ -52,12 +43,6 @@ def cat() -> Image.Image:
 @pytest.fixture(scope="module")
 def coffee() -> Image.Image:
     return Image.open(sample_path("coffee.png")).convert("RGB")
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[Cache]:
-    with Cache("vision", directory=tmp_path / "cache", semantic=False) as cache:
-        yield cache
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,16 +16,12 @@ from openai.types import ImagesResponse
 
 import imgcache
 from imgcache import Cache
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 
 IMAGES = "/v1/images/generations"
 DALL_E_3_STANDARD = 0.040  # USD per 1024x1024 standard image (the pricing table's figure)
 
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[Cache]:
-    with Cache("wrap", directory=tmp_path / "cache") as cache:
-        yield cache
+pytestmark = pytest.mark.cache_options("wrap")
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs a Python process
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
@@ -154,10 +156,9 @@ make(other)(prompt="a red fox in snow")
 make(other)(prompt="a red fox in snow")
 stats = cache.stats(shared=True)  # recent semantic hits included
 from imgcache.prewarm import prewarm
-from imgcache.prewarm.history import read_demand  # the request log behind --from-history
-from imgcache.testing.openai_server import fake_png
+from imgcache.testing import fake_png
 
-logged = len(read_demand(cache, operation="gen"))
+logged = len(cache.request_log.demand(operation="gen"))  # the request log behind --from-history
 cache.close()
 other.close()
 with imgcache.Cache.from_env(namespace="warm") as warm:  # prewarm's semantic look-ups too
@@ -218,8 +219,7 @@ VISION = """
 import base64
 import imgcache
 import openai
-from imgcache.testing import FakeOpenAI
-from imgcache.testing.openai_server import fake_png
+from imgcache.testing import FakeOpenAI, fake_png
 
 cache = imgcache.Cache.from_env(semantic=False)
 assert cache.vision_options.perceptual  # the default: on, until the stack turns out to be missing
@@ -300,8 +300,7 @@ import base64
 import httpx
 import imgcache
 from imgcache.proxy import ProxyConfig, ProxyServer
-from imgcache.testing import FakeOpenAI
-from imgcache.testing.openai_server import fake_png
+from imgcache.testing import FakeOpenAI, fake_png
 
 photo = fake_png(64, 48, "photo")
 photo_url = "data:image/png;base64," + base64.b64encode(photo).decode()

@@ -13,15 +13,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from imgcache.errors import ImageError
-from imgcache.match.perceptual import THUMB, Fingerprint, fingerprint, same_picture, thumb_evidence
+from imgcache.match.perceptual.fingerprint import THUMB, Fingerprint, fingerprint
+from imgcache.match.perceptual.verifier import same_picture, thumb_evidence
 
+from _helpers import encode, png_chunk
 from _samples import burst_frame, sample_path
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **options)
-    return buf.getvalue()
 
 
 def photo(seed: int = 0, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -352,6 +348,7 @@ def receipt() -> Fingerprint:
     return fingerprint(encode(receipt_photo("12.50")))
 
 
+@pytest.mark.slow  # seconds
 @pytest.mark.parametrize("other", ["12.80", "12.60", "72.50"])
 def test_photographed_receipt_with_another_total_rejected_at_every_scale(receipt: Fingerprint, other: str) -> None:
     """A receipt on a wooden table is not a document (a textured background), yet its text is
@@ -374,6 +371,7 @@ def test_photographed_receipt_copies(receipt: Fingerprint) -> None:
     assert len(receipt.to_bytes()) < 150 * 1024
 
 
+@pytest.mark.slow  # seconds
 def test_close_up_receipt_with_another_total_rejected() -> None:
     """Close up, each price is a lone number in a tile of its own, far from the items' names:
     compared all the same (a tile with strokes near readable text)."""
@@ -452,13 +450,10 @@ def test_photo_without_text_keeps_the_photo_path() -> None:
 
 
 def png_header_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
 
 
 def test_decompression_bomb_fails_fast() -> None:

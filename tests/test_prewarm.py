@@ -25,17 +25,17 @@ import pytest
 
 from imgcache import Cache, ConfigError, SemanticOptions, wrap
 from imgcache.adapters.openai import GENERATE_OPERATION, image_params
-from imgcache.match.embed import CallableEmbedder
+from imgcache.match.semantic.embed import CallableEmbedder
 from imgcache.prewarm import InputProblem, PrewarmItem, from_history, prewarm, read_items, recent_runs
-from imgcache.prewarm import history
+from imgcache import request_log
 from imgcache.prewarm.budget import Budget
-from imgcache.prewarm.claims import FileClaims, RedisClaims
 from imgcache.prewarm.job import PrewarmJob
-from imgcache.prewarm.limiter import LocalBuckets, RateLimiter, Rates, RedisBuckets, pause, reserve
+from imgcache.prewarm.limiter import LocalBuckets, RateLimiter, Rates, pause, reserve
 from imgcache.prewarm.retry import Backoff, classify, retry_after
 from imgcache.prewarm.upstream import OpenAIUpstream
 from imgcache.request import Request
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.store.claims import FileClaims
+from imgcache.testing import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -380,11 +380,11 @@ def test_the_request_log_ranks_missed_prompts_and_skips_cached_ones(
                                  user="someone", extra_headers={"Authorization": "Bearer sk-secret"})
             if prompt != "a green fox":  # expired, or evicted: missed again next time
                 cache.delete(request_for(prompt, model="dall-e-3", size="1024x1792"))
-        demand = history.read_demand(cache)
+        demand = cache.request_log.demand()
         # Most missed first; then most recently missed.
         assert [(d.prompt, d.misses) for d in demand] == [("a red fox", 2), ("a green fox", 1), ("a blue fox", 1)]
         assert demand[0].params == image_params({"model": "dall-e-3", "size": "1024x1792"})
-        assert history.read_demand(cache, since=60, now=time.time() + 3600) == []
+        assert cache.request_log.demand(since=60, now=time.time() + 3600) == []
 
         top = from_history(cache, 5)  # a green fox is cached: nothing to warm
         assert [(i.prompt, i.line, i.source) for i in top] == [("a red fox", 1, "history"),
@@ -395,14 +395,14 @@ def test_the_request_log_ranks_missed_prompts_and_skips_cached_ones(
         report = prewarm(top, cache=cache, client=openai_client, semantic=False)
         assert report.generated == 2
         assert cached(cache, "a blue fox", model="dall-e-3", size="1024x1792")
-        assert [d.misses for d in history.read_demand(cache)] == [2, 1, 1]  # prewarm's calls: not logged
+        assert [d.misses for d in cache.request_log.demand()] == [2, 1, 1]  # prewarm's calls: not logged
         assert from_history(cache, 5) == []
-    for raw in history._records(cache):  # what the log holds: no keys, no headers, no user
+    for raw in cache.request_log.records():  # what the log holds: no keys, no headers, no user
         assert b"secret" not in raw and b"someone" not in raw
 
 
 def test_the_local_request_log_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(history, "MAX_LOG_BYTES", 4096)
+    monkeypatch.setattr(request_log, "MAX_LOG_BYTES", 4096)
     with Cache(directory=tmp_path, semantic=False) as cache:
         @cache.cached(name="draw")
         def draw(*, prompt: str) -> bytes:
@@ -410,9 +410,9 @@ def test_the_local_request_log_is_bounded(tmp_path: Path, monkeypatch: pytest.Mo
 
         for i in range(200):
             draw(prompt=f"prompt number {i} " + "x" * 40)
-        log_file = tmp_path / "default" / "prewarm" / "requests.log"
+        log_file = tmp_path / "default" / "requests.log"
         assert log_file.stat().st_size <= 4096 + 200
-        kept = history.read_demand(cache)
+        kept = cache.request_log.demand()
         assert kept and kept[-1].prompt.startswith("prompt number")
         assert all(json.loads(line) for line in log_file.read_bytes().splitlines())
 
@@ -495,11 +495,11 @@ def test_buckets_in_redis_are_shared_by_every_worker(redis_url: str) -> None:
     from imgcache.store.redis import RedisTier
 
     rates = Rates.per_minute(60, None)
-    first, second = RedisBuckets(RedisTier(redis_url), "ns"), RedisBuckets(RedisTier(redis_url), "ns")
+    first, second = (RedisTier(redis_url).rate_buckets("ns", "prewarm") for _ in range(2))
     waits = [store.reserve("dall-e-3", rates, 1, 1) for store in (first, second, first, second)]
     assert [epoch for _, epoch in waits] == [0, 0, 0, 0]
     assert waits[0][0] == 0 and all(0.8 < waits[i][0] - waits[i - 1][0] <= 1.0 for i in (1, 2, 3))
-    assert RedisBuckets(RedisTier(redis_url), "other").reserve("dall-e-3", rates, 1, 1)[0] == 0
+    assert RedisTier(redis_url).rate_buckets("other", "prewarm").reserve("dall-e-3", rates, 1, 1)[0] == 0
     second.pause("dall-e-3", rates, 30)
     assert first.epoch("dall-e-3") == 1
     wait, epoch = first.reserve("dall-e-3", rates, 1, 1)
@@ -552,7 +552,7 @@ def test_sdk_errors_are_classified(fake_openai: FakeOpenAI, openai_client: Any) 
 
 def test_file_claims_exclude_each_other_and_die_with_their_holder(tmp_path: Path) -> None:
     key = "a" * 64
-    first, second = FileClaims(tmp_path, "ns"), FileClaims(tmp_path, "ns")
+    first, second = FileClaims(tmp_path, "ns", "prewarm"), FileClaims(tmp_path, "ns", "prewarm")
     assert first.claim(key) and not second.claim(key)
     first.release(key)
     assert second.claim(key) and not first.claim(key)
@@ -563,16 +563,41 @@ def test_file_claims_exclude_each_other_and_die_with_their_holder(tmp_path: Path
 
 
 def test_redis_claims_are_exclusive_and_released(redis_url: str) -> None:
+    import redis
+
     key = "b" * 64
     with Cache(redis_url=redis_url, semantic=False) as one, Cache(redis_url=redis_url, semantic=False) as two:
-        first = RedisClaims(one, one.store.available("redis"), lease=5)
-        second = RedisClaims(two, two.store.available("redis"), lease=5)
+        first = one.claims("prewarm", lease=5, refusal_ttl=60)
+        second = two.claims("prewarm", lease=5, refusal_ttl=60)
+        assert first is not None and second is not None
         assert first.claim(key) and not second.claim(key)
+        client = redis.Redis.from_url(redis_url)  # the names other versions' workers use too
+        assert client.exists(f"imgcache:default:prewarm:claim:{{{key}}}")
         first.release(key)
         assert second.claim(key)
         second.close()
         assert first.claim(key)
+        first.refuse(key, "400 content_policy_violation")
+        assert second.refusal(key) == "400 content_policy_violation"
+        assert 0 < client.pttl(f"imgcache:default:prewarm:refused:{{{key}}}") <= 60_000
         first.close()
+        client.delete(f"imgcache:default:prewarm:refused:{{{key}}}")
+        client.close()
+
+
+def test_claims_on_a_failing_redis_go_on_as_taken_and_count_in_its_breaker() -> None:
+    from imgcache.testing import free_port
+
+    with Cache(redis_url=f"redis://127.0.0.1:{free_port()}", semantic=False) as cache:
+        claims = cache.claims("prewarm", lease=5, refusal_ttl=60)
+        assert claims is not None
+        assert claims.claim("c" * 64) and claims.claim("c" * 64)  # nobody to ask: both go on
+        assert claims.refusal("c" * 64) is None
+        assert claims.errors == 3
+        stats = cache.stats()
+        assert stats["tier_errors"]["redis"] == 1 and stats["tiers"]["redis"] == "down"
+        assert cache.claims("prewarm", lease=5, refusal_ttl=60) is None  # while it is down
+        claims.close()
 
 
 # --- the command line, and several worker processes ---------------------------------------------

@@ -32,8 +32,12 @@ from imgcache.adapters.openai import generate_request
 from imgcache.proxy import ProxyConfig, ProxyServer
 from imgcache.proxy.calls import form_fields
 from imgcache.proxy.tenants import key_namespace
-from imgcache.testing.openai_server import FakeOpenAI, image_digest
+from imgcache.testing import FakeOpenAI, image_digest
 from imgcache.testing.servers import free_port
+
+from _helpers import bow_options, data_url
+
+pytestmark = pytest.mark.cache_options("proxy", semantic=False)  # `cache`, on `cache_dir`
 
 IMAGES = "/v1/images/generations"
 EDITS = "/v1/images/edits"
@@ -44,17 +48,6 @@ KEY_B = "sk-test-tenant-b-fedcba9876543210"
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def cache(cache_dir: Path) -> Iterator[Cache]:
-    with Cache("proxy", directory=cache_dir, semantic=False) as cache:
-        yield cache
 
 
 @pytest.fixture
@@ -101,10 +94,6 @@ def png(seed: int, size: int = 48) -> bytes:
     out = io.BytesIO()
     img.save(out, "PNG")
     return out.getvalue()
-
-
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def vision_messages(image: str, text: str = "What is in this picture?") -> list[dict[str, Any]]:
@@ -159,6 +148,26 @@ def test_url_hits_are_served_by_the_proxy_for_the_entry_lifetime(proxy: ProxySer
     assert missing.status_code == 404 and error_shape(missing.json())
     assert httpx.get(proxy.url + "/imgcache/files/proxy/" + "0" * 64 + "/0.png").status_code == 404
     assert fake_openai.calls(IMAGES) == 1
+
+
+def test_the_file_route_refuses_an_alias_of_an_invalidated_result(start: Callable[..., ProxyServer],
+                                                                  cache_dir: Path) -> None:
+    """A paraphrase's hit is an alias of the entry it matched; its file URL must stop serving
+    the picture once that entry's result is invalidated, like every other read."""
+    with Cache("aliases", directory=cache_dir, semantic=bow_options()) as semantic_cache:
+        proxy = start(semantic_cache, namespace_mode="shared", namespace="aliases")
+        client = sdk(proxy)
+        made, how = generate(client, "a red fox in snow", response_format="url")
+        assert how == "miss"
+        alias, how = generate(client, "a red fox in the snow", response_format="url")
+        assert how.startswith("hit") and "match=semantic" in how
+        url = alias.data[0].url
+        assert url.startswith(proxy.url + "/imgcache/files/") and httpx.get(url).status_code == 200
+        semantic_cache.delete(generate_request({"model": "dall-e-3", "prompt": "a red fox in snow",
+                                                "response_format": "url"}))
+        assert httpx.get(url).status_code == 404
+        again, how = generate(client, "a red fox in the snow", response_format="url")
+        assert how == "miss"  # the alias is refused too: the paraphrase is made anew
 
 
 def test_library_and_proxy_share_keys_both_ways(start: Callable[..., ProxyServer], fake_openai: FakeOpenAI,

@@ -39,8 +39,12 @@ from imgcache import Cache
 from imgcache.adapters.openai import generate_request
 from imgcache.proxy import ProxyConfig, ProxyServer
 from imgcache.proxy.files import FileRef, FileUrls
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 from imgcache.testing.servers import free_port, wait_until
+
+from _helpers import data_url, png_chunk
+
+pytestmark = pytest.mark.slow  # a proxy, slow servers and deadlines: 1-8 s a test
 
 KEY = "sk-attacker-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -60,10 +64,6 @@ def png(seed: int = 1, size: int = 64) -> bytes:
     return out.getvalue()
 
 
-def data_url(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
 def chat_body(image: str) -> dict[str, Any]:
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What is in this picture?"},
@@ -77,13 +77,10 @@ def responses_body(image: str) -> dict[str, Any]:
 
 def png_bomb(side: int = 7000) -> bytes:
     """A ``side`` x ``side`` 16-bit RGBA PNG of a few hundred KB (8 bytes a pixel decoded)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     rows = (b"\x00" + b"\x00" * 8 * side) * side
     header = struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9))
-            + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(rows, 9)) + png_chunk(b"IEND", b""))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -288,7 +285,7 @@ def test_paths_and_file_urls_are_refused_and_never_opened(plain: Served, fetchin
 
 def test_the_library_refuses_fifos_and_devices_but_reads_files(tmp_path: Path) -> None:
     from imgcache.errors import ImageError
-    from imgcache.images import read_file
+    from imgcache.match.perceptual.decoding import read_image_file as read_file
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

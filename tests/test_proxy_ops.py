@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imgcache import Cache
 from imgcache.proxy import ProxyConfig, ProxyServer
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 from imgcache.testing.servers import free_port, wait_until
 
 IMAGES = "/v1/images/generations"

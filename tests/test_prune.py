@@ -1,4 +1,4 @@
-"""Pruning the local cache directory (``DiskTier.prune``, ``imgcache prune``), on entries written
+"""Pruning the local cache directory (``imgcache.store.prune``, ``imgcache prune``), on entries written
 by the real cache front and read back by a fresh one."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from imgcache import Cache
 from imgcache.store.disk import DiskTier
+from imgcache.store.prune import prune
 
 PAYLOAD = 50_000  # bytes per result: large next to a manifest, so sizes are easy to reason about
 
@@ -57,7 +58,7 @@ def test_expired_entries_and_their_blobs_go_live_ones_keep_serving(tmp_path: Pat
     fill(tmp_path, ["kept a", "kept b"], namespace="long")
     assert len(files(tmp_path, "e")) == 4 and len(files(tmp_path, "b")) == 4
 
-    report = DiskTier(tmp_path).prune(now=time.time() + 3600, grace=0)
+    report = prune(DiskTier(tmp_path), now=time.time() + 3600, grace=0)
 
     assert (report.expired, report.orphans, report.invalid, report.evicted) == (2, 2, 0, 0)
     assert (report.entries, report.blobs) == (2, 2)
@@ -79,7 +80,7 @@ def test_size_cap_evicts_least_recently_used_first(tmp_path: Path) -> None:
         os.utime(blob, (base, base))
     assert served_without_upstream(tmp_path, prompts[:2]) == prompts[:2]  # touches their entries
 
-    report = DiskTier(tmp_path).prune(max_bytes=int(3.5 * PAYLOAD), grace=0)
+    report = prune(DiskTier(tmp_path), max_bytes=int(3.5 * PAYLOAD), grace=0)
 
     assert report.evicted == 3 and report.orphans == 3 and report.entries == 3
     assert report.kept_bytes <= 3.5 * PAYLOAD
@@ -103,7 +104,7 @@ def test_blob_shared_by_two_entries_stays_while_one_needs_it(tmp_path: Path) -> 
     os.utime(first, (1, 1))
 
     total = sum(p.stat().st_size for p in files(tmp_path, "e") + files(tmp_path, "b"))
-    report = DiskTier(tmp_path).prune(max_bytes=total - 1, grace=0)  # one entry must go
+    report = prune(DiskTier(tmp_path), max_bytes=total - 1, grace=0)  # one entry must go
 
     assert (report.evicted, report.orphans) == (1, 0)
     assert not first.exists() and second.exists() and len(files(tmp_path, "b")) == 1
@@ -126,11 +127,11 @@ def test_damaged_entries_half_written_files_and_orphans_respect_the_grace_period
     other[1].write_text("not the cache's")
     before = {p: p.read_bytes() for p in other}
 
-    report = DiskTier(tmp_path).prune()  # grace: an hour
+    report = prune(DiskTier(tmp_path))  # grace: an hour
 
     assert (report.invalid, report.temporaries, report.orphans) == (1, 1, 0)
     assert not damaged.exists() and not old_tmp.exists() and new_tmp.exists() and orphan.exists()
-    assert DiskTier(tmp_path).prune(grace=0).orphans == 1 and not orphan.exists()
+    assert prune(DiskTier(tmp_path), grace=0).orphans == 1 and not orphan.exists()
     assert {p: p.read_bytes() for p in other} == before  # counters and foreign files untouched
     assert served_without_upstream(tmp_path, ["a"]) == ["a"]
 
@@ -139,7 +140,7 @@ def test_dry_run_reports_and_removes_nothing(tmp_path: Path) -> None:
     fill(tmp_path, ["a", "b"], ttl=60)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
-    report = DiskTier(tmp_path).prune(now=time.time() + 3600, grace=0, dry_run=True)
+    report = prune(DiskTier(tmp_path), now=time.time() + 3600, grace=0, dry_run=True)
 
     assert (report.expired, report.orphans, report.entries) == (2, 2, 0) and report.freed_bytes > 2 * PAYLOAD
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
@@ -154,7 +155,7 @@ def test_reading_an_entry_marks_it_used(tmp_path: Path) -> None:
 
 
 def test_missing_directory_prunes_nothing(tmp_path: Path) -> None:
-    report = DiskTier(tmp_path / "absent").prune(max_bytes=0)
+    report = prune(DiskTier(tmp_path / "absent"), max_bytes=0)
     assert report.as_dict() == dict.fromkeys(report.as_dict(), 0)
 
 
@@ -217,7 +218,7 @@ def test_expired_entries_take_their_blobs_whatever_their_age(tmp_path: Path) -> 
     fill(tmp_path, ["old a", "old b"], ttl=60)
     fill(tmp_path, ["kept"], namespace="long")
 
-    report = DiskTier(tmp_path).prune(now=time.time() + 120)  # the default hour of grace
+    report = prune(DiskTier(tmp_path), now=time.time() + 120)  # the default hour of grace
 
     assert (report.expired, report.orphans, report.entries, report.blobs) == (2, 2, 1, 1)
     assert all("/long/" in str(p) for p in files(tmp_path, "e") + files(tmp_path, "b"))

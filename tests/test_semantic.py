@@ -12,13 +12,10 @@ import asyncio
 import base64
 import json
 import logging
-import re
 import subprocess
 import sys
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +25,10 @@ import pytest
 import imgcache
 from imgcache import Cache
 from imgcache.match.config import SemanticOptions
-from imgcache.match.embed import CallableEmbedder
 from imgcache.normalize import normalize_prompt
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
+
+from _helpers import BagOfWords, Upstream, bow_options, expected, generator
 
 TESTS = Path(__file__).resolve().parent
 IMAGES = "/v1/images/generations"
@@ -54,35 +52,6 @@ FOX_ONCE_MORE = "Generate an image of a red fox in snow, please"
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def expected(prompt: str, **params: object) -> bytes:
-    return f"image for {prompt} {sorted(params.items())}".encode()
-
-
-class Upstream:
-    """A stand-in for a paid API whose answer is a function of the prompt and parameters."""
-
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def calls(self) -> int:
-        return len(self.prompts)
-
-    def __call__(self, prompt: str, **params: object) -> bytes:
-        with self.lock:
-            self.prompts.append(prompt)
-        return expected(prompt, **params)
-
-
-def generator(cache: Cache, upstream: Upstream, name: str = "gen") -> Callable[..., bytes]:
-    @cache.cached(name=name)
-    def generate(*, prompt: str) -> bytes:
-        return upstream(prompt)
-
-    return generate
 
 
 class NotYet(Exception):
@@ -111,33 +80,6 @@ def poll(generate: Callable[..., bytes], prompt: str, timeout: float = 3.0) -> b
             time.sleep(0.05)
 
 
-def bow_vectors(texts: list[str], dim: int = 64) -> np.ndarray:
-    """Hashed word counts: deterministic across processes, no model."""
-    out = np.zeros((len(texts), dim), dtype=np.float32)
-    for row, text in enumerate(texts):
-        for word in re.findall(r"\w+", text.lower()):
-            out[row, zlib.crc32(word.encode()) % dim] += 1.0
-    return out
-
-
-class BagOfWords:
-    """A counting bag-of-words embedding function."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        with self.lock:
-            self.texts.extend(texts)
-        return bow_vectors(texts)
-
-
-def bow_options(fn: Callable[[list[str]], Any] | None = None, name: str = "bow", **options: Any
-                ) -> SemanticOptions:
-    return SemanticOptions(embedder=CallableEmbedder(fn or BagOfWords(), name=name), **options)
-
-
 def semantic_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "semantic matching failed" in r.getMessage()]
 
@@ -145,29 +87,11 @@ def semantic_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
 @pytest.fixture(scope="module")
 def model() -> Any:
     """The real default model, loaded once: every default Cache of the module shares it."""
-    from imgcache.match.embed import SentenceTransformerEmbedder
+    from imgcache.match.semantic.embed import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
     embedder.embed(["warm up"])
     return embedder
-
-
-@pytest.fixture(params=["redis", "directory"])
-def shared(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    """Configuration under which cache objects (and processes) share entries and the feed."""
-    if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("redis_url")}
-    return {"directory": tmp_path / "shared"}
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 def run_script(processes: list[subprocess.Popen[str]], source: str, *args: str) -> dict[str, Any]:
@@ -265,14 +189,22 @@ def test_async_functions_get_semantic_hits(model: Any, tmp_path: Path) -> None:
 # --- scope -----------------------------------------------------------------------------------
 
 
-def test_a_semantic_match_never_crosses_namespaces(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("one", "two"), [
+    pytest.param(("ns-a", "bow"), ("ns-b", "bow"), id="namespaces"),
+    # The same vectors under two names: only the embedder's name keeps the scopes apart.
+    pytest.param(("emb", "bow-1"), ("emb", "bow-2"), id="embedders"),
+])
+def test_a_semantic_match_never_crosses(
+    tmp_path: Path, one: tuple[str, str], two: tuple[str, str]
+) -> None:
+    """Two caches on one directory, ``(namespace, embedder name)`` each, one of them differing."""
     upstream = Upstream()
-    with Cache("ns-a", directory=tmp_path, semantic=bow_options()) as a, \
-            Cache("ns-b", directory=tmp_path, semantic=bow_options()) as b:
+    with Cache(one[0], directory=tmp_path, semantic=bow_options(name=one[1])) as a, \
+            Cache(two[0], directory=tmp_path, semantic=bow_options(name=two[1])) as b:
         gen_a, gen_b = generator(a, upstream), generator(b, upstream)
         original = gen_a(prompt=FOX)
         assert gen_b(prompt=FOX_AGAIN) == expected(FOX_AGAIN)
-        assert gen_a(prompt=FOX_ONCE_MORE) == original  # the control: within a namespace it hits
+        assert gen_a(prompt=FOX_ONCE_MORE) == original  # the control: within one scope it hits
         assert b.stats()["by_match"]["semantic"] == 0 and a.stats()["by_match"]["semantic"] == 1
     assert upstream.prompts == [FOX, FOX_AGAIN]
 
@@ -318,19 +250,6 @@ def test_a_semantic_match_never_crosses_functions(tmp_path: Path) -> None:
         original = gen_a(prompt=FOX)
         assert gen_b(prompt=FOX_AGAIN) == expected(FOX_AGAIN)
         assert gen_a(prompt=FOX_ONCE_MORE) == original
-    assert upstream.prompts == [FOX, FOX_AGAIN]
-
-
-def test_a_semantic_match_never_crosses_embedders(tmp_path: Path) -> None:
-    upstream = Upstream()
-    # The same vectors under two names: only the embedder's name keeps the scopes apart.
-    with Cache("emb", directory=tmp_path, semantic=bow_options(name="bow-1")) as one, \
-            Cache("emb", directory=tmp_path, semantic=bow_options(name="bow-2")) as two:
-        gen_one, gen_two = generator(one, upstream), generator(two, upstream)
-        original = gen_one(prompt=FOX)
-        assert gen_two(prompt=FOX_AGAIN) == expected(FOX_AGAIN)
-        assert gen_one(prompt=FOX_ONCE_MORE) == original
-        assert two.stats()["by_match"]["semantic"] == 0
     assert upstream.prompts == [FOX, FOX_AGAIN]
 
 
@@ -380,10 +299,12 @@ def test_a_cache_without_semantic_matching_never_loads_a_model(
 # --- a shared index ------------------------------------------------------------------------
 
 
-def test_an_entry_stored_by_one_cache_is_found_semantically_by_another(shared: dict[str, Any]) -> None:
+def test_an_entry_stored_by_one_cache_is_found_semantically_by_another(
+    shared_storage: dict[str, Any]
+) -> None:
     upstream = Upstream()
-    with Cache("fleet", semantic=bow_options(), **shared) as a, \
-            Cache("fleet", semantic=bow_options(), **shared) as b:
+    with Cache("fleet", semantic=bow_options(), **shared_storage) as a, \
+            Cache("fleet", semantic=bow_options(), **shared_storage) as b:
         generator(b, upstream)(prompt="a lighthouse on a cliff")  # b's index is live before a stores
         original = generator(a, upstream)(prompt=FOX)
         assert poll(refusing(b), FOX_AGAIN) == original
@@ -395,7 +316,7 @@ WORKER_SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from imgcache import Cache
-from test_semantic import Upstream, bow_options, generator
+from _helpers import Upstream, bow_options, generator
 
 upstream = Upstream()
 with Cache("fleet", redis_url=sys.argv[2], semantic=bow_options()) as cache:
@@ -420,17 +341,19 @@ def test_an_entry_stored_by_another_process_is_found_semantically(
 ANIMALS = ["fox", "owl", "heron", "otter", "badger", "lynx", "moose", "hare", "crow", "seal"]
 
 
-def test_a_restarted_cache_rebuilds_its_index_without_re_embedding(shared: dict[str, Any]) -> None:
+def test_a_restarted_cache_rebuilds_its_index_without_re_embedding(
+    shared_storage: dict[str, Any]
+) -> None:
     upstream = Upstream()
     prompts = [f"a watercolor of a {animal} in a garden" for animal in ANIMALS]
     first = BagOfWords()
-    with Cache("restart", semantic=bow_options(first), **shared) as a:
+    with Cache("restart", semantic=bow_options(first), **shared_storage) as a:
         generate = generator(a, upstream)
         originals = [generate(prompt=p) for p in prompts]
     assert len(first.texts) == len(prompts)
 
     second = BagOfWords()
-    with Cache("restart", semantic=bow_options(second), **shared) as b:
+    with Cache("restart", semantic=bow_options(second), **shared_storage) as b:
         generate = generator(b, upstream)
         queries = [f"please draw {p}" for p in prompts[:3]]
         for query, original in zip(queries, originals):
@@ -445,12 +368,12 @@ def test_a_restarted_cache_rebuilds_its_index_without_re_embedding(shared: dict[
 
 @pytest.mark.parametrize("how", ["deleted", "expired"])
 def test_a_vanished_entry_is_a_miss_and_leaves_the_index(
-    shared: dict[str, Any], how: str, caplog: pytest.LogCaptureFixture
+    shared_storage: dict[str, Any], how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream = Upstream()
     ttl = 0.5 if how == "expired" else None
-    with Cache("gone", ttl=ttl, semantic=bow_options(), **shared) as a, \
-            Cache("gone", ttl=ttl, semantic=bow_options(), **shared) as b:
+    with Cache("gone", ttl=ttl, semantic=bow_options(), **shared_storage) as a, \
+            Cache("gone", ttl=ttl, semantic=bow_options(), **shared_storage) as b:
         gen_a, gen_b = generator(a, upstream), generator(b, upstream)
         gen_b(prompt="a lighthouse on a cliff")
         gen_a(prompt=FOX)
@@ -525,19 +448,19 @@ def _corrupt_records(template: dict[str, Any]) -> list[bytes]:
     ]
 
 
-def _check_lookups_survive(shared: dict[str, Any], records: list[bytes],
+def _check_lookups_survive(shared_storage: dict[str, Any], records: list[bytes],
                            caplog: pytest.LogCaptureFixture) -> None:
     upstream = Upstream()
-    with Cache("corrupt", semantic=bow_options(), **shared) as a:
+    with Cache("corrupt", semantic=bow_options(), **shared_storage) as a:
         generate = generator(a, upstream)
         original = generate(prompt=FOX)
         assert generate(prompt=FOX_AGAIN) == original  # a's feed cursor is set
-        _push_records(shared, "corrupt", records)
+        _push_records(shared_storage, "corrupt", records)
         with caplog.at_level(logging.WARNING, logger="imgcache"):
             a.semantic.sync(force=True)
             assert a.stats()["corrupt"] == len(records)
             assert generate(prompt=FOX_ONCE_MORE) == original  # incremental sync: still works
-            with Cache("corrupt", semantic=bow_options(), **shared) as b:  # a cold start too
+            with Cache("corrupt", semantic=bow_options(), **shared_storage) as b:  # a cold start too
                 assert generator(b, upstream)(prompt="can you make a red fox in snow") == original
                 assert b.stats()["corrupt"] == len(records)
                 assert b.stats()["by_match"]["semantic"] == 1
@@ -546,33 +469,35 @@ def _check_lookups_survive(shared: dict[str, Any], records: list[bytes],
 
 
 def test_corrupt_feed_records_are_skipped_and_counted(
-    shared: dict[str, Any], caplog: pytest.LogCaptureFixture
+    shared_storage: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Cache("corrupt", semantic=bow_options(), **shared) as seed:
+    with Cache("corrupt", semantic=bow_options(), **shared_storage) as seed:
         generator(seed, Upstream())(prompt="a lighthouse on a cliff")  # a valid record to forge from
-    template = json.loads(_feed_records(shared, "corrupt")[0])
-    _check_lookups_survive(shared, _corrupt_records(template), caplog)
+    template = json.loads(_feed_records(shared_storage, "corrupt")[0])
+    _check_lookups_survive(shared_storage, _corrupt_records(template), caplog)
 
 
 def test_a_feed_record_with_a_vector_of_the_wrong_length_is_skipped(
-    shared: dict[str, Any], caplog: pytest.LogCaptureFixture
+    shared_storage: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Cache("corrupt", semantic=bow_options(), **shared) as seed:
+    with Cache("corrupt", semantic=bow_options(), **shared_storage) as seed:
         generator(seed, Upstream())(prompt="a lighthouse on a cliff")
-    template = json.loads(_feed_records(shared, "corrupt")[0])
+    template = json.loads(_feed_records(shared_storage, "corrupt")[0])
     dim = len(base64.b64decode(template["v"])) // 2
     shorter = np.zeros(dim // 4)
     shorter[0] = 1.0
-    _check_lookups_survive(shared, [_forged(template, v=_vector(shorter))], caplog)
+    _check_lookups_survive(shared_storage, [_forged(template, v=_vector(shorter))], caplog)
 
 
 # --- recent hits -----------------------------------------------------------------------------
 
 
-def test_recent_semantic_hits_are_inspectable_from_any_cache_object(shared: dict[str, Any]) -> None:
+def test_recent_semantic_hits_are_inspectable_from_any_cache_object(
+    shared_storage: dict[str, Any]
+) -> None:
     upstream = Upstream()
-    with Cache("recent", semantic=bow_options(), **shared) as a, \
-            Cache("recent", semantic=bow_options(), **shared) as b:
+    with Cache("recent", semantic=bow_options(), **shared_storage) as a, \
+            Cache("recent", semantic=bow_options(), **shared_storage) as b:
         generate = generator(a, upstream)
         original = generate(prompt=FOX)
         assert a.recent_semantic_hits() == []

@@ -8,8 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ import redis
 
 from imgcache import Cache
 from imgcache.testing import wait_until
+
+from _helpers import Upstream, expected, generator
 
 WORKER = r'''
 import json, os, sys, threading, time
@@ -68,31 +68,9 @@ print(json.dumps({"results": results, "stats": cache.stats()}))
 '''
 
 
-class Upstream:
-    """A stand-in for a paid API: counts calls; results are a function of the prompt."""
-
-    def __init__(self, sleep: float = 0.0, size: int = 0) -> None:
-        self.calls = 0
-        self.sleep = sleep
-        self.size = size
-        self.lock = threading.Lock()
-
-    def __call__(self, prompt: str) -> bytes:
-        with self.lock:
-            self.calls += 1
-        time.sleep(self.sleep)
-        value = f"image for {prompt}".encode()
-        if self.size:
-            value = (hashlib.sha256(value).digest() * (self.size // 32 + 1))[: self.size]
-        return value
-
-
-def generator(cache: Cache, upstream: Upstream) -> Callable[..., bytes]:
-    @cache.cached(name="gen")
-    def generate(*, prompt: str) -> bytes:
-        return upstream(prompt)
-
-    return generate
+def large(prompt: str) -> bytes:
+    """8 KiB, a function of the prompt."""
+    return (hashlib.sha256(expected(prompt)).digest() * 257)[:8192]
 
 
 def raw_redis(url: str) -> Any:
@@ -119,17 +97,6 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, f"worker failed ({process.returncode}):\n{err}"
     return json.loads(out.strip().splitlines()[-1])
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Subprocesses a test starts; any still running at the end are killed (by their pid)."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
 
 
 # --- a fleet of cache objects --------------------------------------------------------------
@@ -160,7 +127,7 @@ def test_entries_flow_through_redis_and_s3_and_promote(redis_url: str, s3_bucket
 
 def test_a_blob_too_large_for_redis_lives_in_s3_only(redis_url: str, s3_bucket: tuple[str, str]) -> None:
     endpoint, bucket = s3_bucket
-    upstream = Upstream(size=8192)
+    upstream = Upstream(large)
     shared = {"redis_url": redis_url, "s3_bucket": bucket, "s3_endpoint_url": endpoint,
               "redis_max_blob_bytes": 1024}
     with Cache("big", **shared) as a:
@@ -198,34 +165,9 @@ def test_redis_cluster_shares_entries(redis_cluster_url: str) -> None:
     assert upstream.calls == 6
 
 
-def test_single_flight_lock_works_on_the_cluster(redis_cluster_url: str) -> None:
+def test_single_flight_across_cache_objects(any_redis_url: str) -> None:
     upstream = Upstream(sleep=0.3)
-    a = Cache("cluster-flight", redis_url=redis_cluster_url)
-    b = Cache("cluster-flight", redis_url=redis_cluster_url)
-    try:
-        generators = [generator(a, upstream), generator(b, upstream)]
-        barrier = threading.Barrier(8)
-        results: list[bytes] = []
-
-        def worker(index: int) -> None:
-            barrier.wait()
-            results.append(generators[index % 2](prompt="the same prompt"))
-
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert len(results) == 8 and len(set(results)) == 1
-        assert upstream.calls == 1
-    finally:
-        a.close()
-        b.close()
-
-
-def test_single_flight_across_cache_objects_on_one_redis(redis_url: str) -> None:
-    upstream = Upstream(sleep=0.3)
-    caches = [Cache("flight", redis_url=redis_url) for _ in range(2)]
+    caches = [Cache("flight", redis_url=any_redis_url) for _ in range(2)]
     try:
         generators = [generator(c, upstream) for c in caches]
         barrier = threading.Barrier(8)
@@ -311,7 +253,7 @@ def test_a_lock_holder_that_dies_blocks_others_only_until_the_lock_times_out(
             assert client.exists(lock_name), "the holder should hold the flight lock"
             holder.kill()
             holder.communicate()
-            assert generate(prompt="a doomed prompt") == b"image for a doomed prompt"
+            assert generate(prompt="a doomed prompt") == expected("a doomed prompt")
             assert upstream.calls == 1
             assert not client.exists(lock_name)
         finally:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,10 @@ import numpy as np
 import pytest
 
 from imgcache import Cache, SemanticOptions
-from imgcache.testing.openai_server import FakeOpenAI
+from imgcache.testing import FakeOpenAI
 from imgcache.testing.servers import free_port, wait_until
+
+from _helpers import responds
 
 BURSTS = 8
 
@@ -41,15 +43,10 @@ def slow_embedder(texts: list[str]) -> np.ndarray:
     return out
 
 
-@pytest.fixture(params=["directory", "redis"])
-def cache(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cache]:
-    options: dict[str, Any] = {"semantic": SemanticOptions(embedder=slow_embedder)}
-    if request.param == "redis":
-        options["redis_url"] = request.getfixturevalue("redis_url")
-    else:
-        options["directory"] = tmp_path
-    with Cache("burst", **options) as made:
-        yield made
+@pytest.fixture
+def cache(make_cache: Callable[..., Cache], shared_storage: dict[str, Any]) -> Cache:
+    """On a directory or on Redis, with a model-like embedder."""
+    return make_cache("burst", semantic=SemanticOptions(embedder=slow_embedder), **shared_storage)
 
 
 def test_threads_make_one_call_a_burst(cache: Cache) -> None:
@@ -94,6 +91,7 @@ def test_tasks_make_one_call_a_burst(cache: Cache) -> None:
     assert len(calls) == BURSTS
 
 
+@pytest.mark.slow  # imgcache serve and the model
 def test_a_burst_through_imgcache_serve_with_semantic_on_is_one_upstream_call(tmp_path: Path) -> None:
     """The real model, the real server, a fake upstream answering at once."""
     with FakeOpenAI(image_size=(16, 16)) as fake:
@@ -106,7 +104,7 @@ def test_a_burst_through_imgcache_serve_with_semantic_on_is_one_upstream_call(tm
         url = f"http://127.0.0.1:{port}/v1/images/generations"
         headers = {"authorization": "Bearer sk-burst"}
         try:
-            assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 60)
+            assert wait_until(lambda: responds(f"http://127.0.0.1:{port}/healthz"), 60)
             with httpx.Client(timeout=120) as warm:  # loads the model: not part of any burst
                 warm.post(url, json={"model": "dall-e-2", "prompt": "warm up"}, headers=headers)
             before = fake.calls("/v1/images/generations")
@@ -123,13 +121,6 @@ def test_a_burst_through_imgcache_serve_with_semantic_on_is_one_upstream_call(tm
         finally:
             process.terminate()
             process.wait(30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def constant_embedder(texts: list[str]) -> np.ndarray:

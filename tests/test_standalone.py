@@ -56,6 +56,7 @@ def _collect(tree: Path) -> tuple[list[str], subprocess.CompletedProcess[str]]:
     return ids, proc
 
 
+@pytest.mark.slow  # collects the suite twice, in processes
 @pytest.mark.timeout(2 * TIMEOUT + 60)
 def test_a_copy_with_nothing_beside_it_collects_every_test(tmp_path: Path) -> None:
     clone = tmp_path / "main"

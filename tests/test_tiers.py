@@ -23,10 +23,10 @@ from imgcache.store.memory import MemoryTier
 from imgcache.store.redis import RedisTier
 from imgcache.store.s3 import S3Tier
 from imgcache.testing import RedisServer, S3Server, free_port
+from imgcache.testing.tier_contract import NARROW, checks_for
 
 ALL = ["memory", "disk", "redis", "redis-cluster", "s3"]
 EXPIRING = ["memory", "redis", "redis-cluster"]
-COUNTING = ["disk", "redis", "redis-cluster"]
 LOCKING = ["redis", "redis-cluster"]
 MAPPING = ["disk", "redis", "redis-cluster", "s3"]  # map logical keys; memory keeps them opaque
 
@@ -79,67 +79,29 @@ def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 def test_identity(tier: BaseTier) -> None:
     assert tier.name in ("memory", "disk", "redis", "s3")
-    assert tier.shared is (tier.name != "memory")
+    assert tier.scope == {"memory": "process", "disk": "host"}.get(tier.name, "fleet")
 
 
-@pytest.mark.parametrize(
-    "value",
-    [bytes(range(256)), b"", bytes(range(256)) * (MiB // 256)],
-    ids=["all-bytes", "empty", "1MiB"],
-)
-def test_round_trip(tier: BaseTier, value: bytes) -> None:
-    key = ekey()
-    tier.set(key, value)
-    assert tier.get(key) == value
+TYPES = {"memory": MemoryTier, "disk": DiskTier, "redis": RedisTier, "redis-cluster": RedisTier, "s3": S3Tier}
+CONTRACT = [pytest.param(kind, check, id=f"{kind}-{check.__name__}")
+            for kind in ALL for check in checks_for(TYPES[kind])]
 
 
-def test_absent_is_missing(tier: BaseTier) -> None:
-    assert tier.get(ekey()) is MISSING
+@pytest.mark.parametrize(("tier", "check"), CONTRACT, indirect=["tier"])
+def test_contract(tier: BaseTier, check: Callable[[Any], None]) -> None:
+    """The contract imgcache.testing ships for anyone writing a tier: the narrow protocol and
+    each capability the tier declares (counters, feeds, mutexes, URLs, secrets, claims, scan)."""
+    check(tier)
 
 
-def test_overwrite(tier: BaseTier) -> None:
-    key = ekey()
-    tier.set(key, b"first")
-    tier.set(key, b"second")
-    assert tier.get(key) == b"second"
-
-
-def test_delete(tier: BaseTier) -> None:
-    key, other = ekey(), ekey()
-    tier.set(key, b"value")
-    tier.set(other, b"kept")
-    tier.delete(key)
-    assert tier.get(key) is MISSING
-    assert tier.get(other) == b"kept"
-    tier.delete(key)  # already gone: no error
-    tier.delete(ekey())
-
-
-def test_get_many_keeps_order_with_holes(tier: BaseTier) -> None:
-    keys = [ekey() for _ in range(5)]
-    for index in (0, 2, 3):
-        tier.set(keys[index], f"v{index}".encode())
-    assert tier.get_many(keys) == [b"v0", MISSING, b"v2", b"v3", MISSING]
-    assert tier.get_many(iter(keys[:1])) == [b"v0"]
-    assert tier.get_many([]) == []
-
-
-def test_namespaces_do_not_collide(tier: BaseTier) -> None:
-    ident = new_id()
-    tier.set(entry_key("ns", ident), b"in ns")
-    tier.set(entry_key("other", ident), b"in other")
-    assert tier.get(entry_key("ns", ident)) == b"in ns"
-    assert tier.get(entry_key("other", ident)) == b"in other"
-    tier.delete(entry_key("other", ident))
-    assert tier.get(entry_key("ns", ident)) == b"in ns"
-
-
-def test_entry_and_blob_do_not_collide(tier: BaseTier) -> None:
-    ident = new_id()
-    tier.set(entry_key("ns", ident), b"entry")
-    assert tier.get(blob_key("ns", ident)) is MISSING
-    tier.set(blob_key("ns", ident), b"blob")
-    assert tier.get_many([entry_key("ns", ident), blob_key("ns", ident)]) == [b"entry", b"blob"]
+def test_every_tier_declares_the_capabilities_the_store_relies_on() -> None:
+    declared = {kind: [c.__name__ for c in checks_for(TYPES[kind])][len(NARROW):] for kind in ("memory", "disk", "redis", "s3")}
+    assert declared == {
+        "memory": [],
+        "disk": ["shared_counters", "shared_feeds", "blob_urls", "secrets_are_kept", "scannable", "leases"],
+        "redis": ["shared_counters", "shared_feeds", "mutexes", "secrets_are_kept", "leases", "rate_buckets"],
+        "s3": ["blob_urls"],
+    }
 
 
 @pytest.mark.parametrize("tier", MAPPING, indirect=True)
@@ -160,30 +122,6 @@ def test_ttl_expires(tier: BaseTier) -> None:
     tier.set(lasting, b"stays", ttl=60)
     assert eventually(lambda: tier.get(short) is MISSING)
     assert tier.get(lasting) == b"stays"
-
-
-@pytest.mark.parametrize("tier", COUNTING, indirect=True)
-def test_counters_add_up_per_namespace(tier: Any) -> None:
-    assert tier.read_counters("ns") == {}
-    tier.add_counters("ns", {"hits": 1, "saved_usd": 0.25})
-    tier.add_counters("ns", {"hits": 2, "misses": 1})
-    tier.add_counters("other", {"hits": 10})
-    assert tier.read_counters("ns") == {"hits": 3.0, "saved_usd": 0.25, "misses": 1.0}
-    assert tier.read_counters("other") == {"hits": 10.0}
-
-
-@pytest.mark.parametrize("tier", COUNTING, indirect=True)
-def test_counters_concurrent_adds_are_not_lost(tier: Any) -> None:
-    def add() -> None:
-        for _ in range(10):
-            tier.add_counters("ns", {"hits": 1})
-
-    threads = [threading.Thread(target=add) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert tier.read_counters("ns") == {"hits": 80.0}
 
 
 @pytest.mark.parametrize("tier", LOCKING, indirect=True)
@@ -256,6 +194,7 @@ def test_memory_refuses_value_larger_than_budget() -> None:
 # --- faults ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a redis-server of its own
 def test_redis_recovers_after_server_restart() -> None:
     with RedisServer() as server:
         tier = RedisTier(server.url)
@@ -273,6 +212,7 @@ def test_redis_recovers_after_server_restart() -> None:
         tier.ping()
 
 
+@pytest.mark.slow  # a redis-server of its own
 def test_redis_constructed_while_down_fails_on_use_then_connects() -> None:
     server = RedisServer(port=free_port())
     tier = RedisTier(server.url)  # nothing listens yet: no error here
@@ -297,6 +237,7 @@ def test_redis_cluster_is_detected(redis_cluster_url: str) -> None:
     assert tier.get_many(keys) == [key.encode() if key in stored else MISSING for key in keys]
 
 
+@pytest.mark.slow  # a moto S3 server of its own
 def test_s3_recovers_after_server_restart() -> None:
     with S3Server() as server:
         server.create_bucket("faults")
@@ -346,14 +287,15 @@ def silent_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_redis_silent_server_times_out(silent_port: int) -> None:
-    tier = RedisTier(f"redis://127.0.0.1:{silent_port}/0", socket_timeout=0.1)
-    with pytest.raises(TierTimeout):
-        tier.get(ekey())
+SILENT_TIERS: dict[str, Callable[[int], Any]] = {
+    "redis": lambda port: RedisTier(f"redis://127.0.0.1:{port}/0", socket_timeout=0.1),
+    "s3": lambda port: S3Tier("bucket", endpoint_url=f"http://127.0.0.1:{port}", read_timeout=0.1),
+}
 
 
-def test_s3_silent_server_times_out(silent_port: int) -> None:
-    tier = S3Tier("bucket", endpoint_url=f"http://127.0.0.1:{silent_port}", read_timeout=0.1)
+@pytest.mark.parametrize("connect", list(SILENT_TIERS.values()), ids=list(SILENT_TIERS))
+def test_silent_server_times_out(silent_port: int, connect: Callable[[int], Any]) -> None:
+    tier = connect(silent_port)
     with pytest.raises(TierTimeout):
         tier.get(ekey())
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgcache.match import verify as verify_module
-from imgcache.match.verify import Verdict, content_text, verify
+from imgcache.match.semantic import verifier as verify_module
+from imgcache.match.semantic.verifier import Verdict, content_text, verify
 from imgcache.normalize import normalize_prompt
 
 

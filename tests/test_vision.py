@@ -16,7 +16,6 @@ next frame of a burst and an invoice with another total must miss.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import hashlib
 import io
@@ -40,24 +39,23 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from imgcache import Cache, InvalidRequest, Request
 from imgcache.images import image_input
 from imgcache.match.config import VisionOptions
-from imgcache.match.perceptual import _DHASH_MAX, _PHASH_MAX, Fingerprint, fingerprint
+from imgcache.match.perceptual.fingerprint import Fingerprint, fingerprint
+from imgcache.match.perceptual.verifier import _DHASH_MAX, _PHASH_MAX
 from imgcache.store.base import blob_key, entry_key
-from imgcache.store.tiered import parse_manifest
+from imgcache.manifest import parse as parse_manifest
+from imgcache.store.disk import DiskTier
 from imgcache.testing import RedisServer, free_port, wait_until
 
+from _helpers import Upstream, data_url, encode, png_chunk
 from _samples import burst_frame, sample, sample_path
 
 NAME = "describe"
 PROMPT = "What is in this picture?"
 
+pytestmark = pytest.mark.cache_options("vision")
+
 
 # --- pictures ---------------------------------------------------------------------------------
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **options)
-    return buf.getvalue()
 
 
 @functools.cache
@@ -114,14 +112,6 @@ def invoice(total: str) -> bytes:
     return encode(img)
 
 
-def data_url(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG file whose header claims ``width`` x ``height`` RGB pixels (a decompression
     bomb as far as any decoder that trusts the header is concerned)."""
@@ -134,24 +124,15 @@ def png_header_only(width: int, height: int) -> bytes:
 # --- the function under cache -----------------------------------------------------------------
 
 
-class Upstream:
-    """A stand-in for a paid vision API: counts calls, and every answer is new, so a test can
-    tell a stored answer from a fresh one."""
+def vision_upstream(label: str = "up") -> Upstream:
+    """A stand-in for a paid vision API, called ``(image, prompt, model, detail)``: counts calls,
+    and every answer is new (:func:`upstream_answer`), so a test can tell a stored answer from
+    a fresh one."""
 
-    def __init__(self, label: str = "up") -> None:
-        self.label = label
-        self.calls: list[tuple[Any, str, str, str]] = []
-        self.lock = threading.Lock()
+    def answer(n: int, image: Any, prompt: str, model: str, detail: str) -> str:
+        return upstream_answer(n, prompt, model, detail, label)
 
-    @property
-    def count(self) -> int:
-        return len(self.calls)
-
-    def __call__(self, image: Any, prompt: str, model: str, detail: str) -> str:
-        with self.lock:
-            self.calls.append((image, prompt, model, detail))
-            n = len(self.calls)
-        return f"{self.label} answer {n} to {prompt!r} ({model}, {detail})"
+    return Upstream(answer, numbered=True)
 
 
 def describer(cache: Cache, upstream: Upstream, name: str = NAME) -> Any:
@@ -183,29 +164,28 @@ def entry_files(root: Path, namespace: str) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()] if directory.exists() else []
 
 
+def disk_tier(cache: Cache) -> DiskTier:
+    [disk] = [tier for tier in cache.store.tiers if isinstance(tier, DiskTier)]
+    return disk
+
+
 def disk_manifest(cache: Cache, key: str) -> dict[str, Any]:
-    disk = cache.store.available("disk")
+    disk = disk_tier(cache)
     assert disk is not None
     raw = disk.get(entry_key(cache.namespace, key))
     return parse_manifest(raw, key)
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Iterator[Cache]:
-    with Cache("vision", directory=tmp_path / "cache") as c:
-        yield c
 
 
 # --- exact and perceptual hits --------------------------------------------------------------
 
 
 def test_the_same_bytes_are_an_exact_hit_and_the_entry_records_its_images(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     data = original("chelsea.png")
     first = describe(image=data)
     assert describe(image=data) == first
-    assert upstream.count == 1
+    assert upstream.calls == 1
     stats = counts(cache)
     assert (stats["requests"], stats["hits"], stats["misses"], stats["stored"]) == (2, 1, 1, 1)
     assert stats["by_match"] == {"exact": 1, "semantic": 0, "perceptual": 0}
@@ -217,7 +197,7 @@ def test_the_same_bytes_are_an_exact_hit_and_the_entry_records_its_images(cache:
     [image] = manifest["images"]
     assert image["sha256"] == hashlib.sha256(data).hexdigest()
     assert (image["width"], image["height"]) == (451, 300)
-    disk = cache.store.available("disk")
+    disk = disk_tier(cache)
     assert disk is not None
     blob = disk.get(blob_key(cache.namespace, image["fp"]))
     assert hashlib.sha256(blob).hexdigest() == image["fp"]
@@ -229,7 +209,7 @@ def test_an_exact_hit_never_decodes_the_image(tmp_path: Path) -> None:
     """A cache that could not decode the picture (max_pixels below its size) still gets exact
     hits for its bytes, stored by another cache object: the key is the bytes' digest, and the
     image is fingerprinted only on an exact miss. A near copy needs decoding: it passes through."""
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path) as a:
         stored = describer(a, upstream)(image=original("chelsea.png"))  # 451 x 300
     with Cache("vision", directory=tmp_path, vision=VisionOptions(max_pixels=100_000)) as b:
@@ -238,7 +218,7 @@ def test_an_exact_hit_never_decodes_the_image(tmp_path: Path) -> None:
         assert describe(image=jpeg85("chelsea.png")) == upstream_answer(2, PROMPT)
         stats = counts(b)
         assert stats["by_match"]["exact"] == 1 and stats["unreadable_images"] == 1
-        assert upstream.count == 2
+        assert upstream.calls == 2
 
 
 @pytest.mark.parametrize("photo_name", ["chelsea.png", "coffee.png"])
@@ -246,14 +226,14 @@ def test_an_exact_hit_never_decodes_the_image(tmp_path: Path) -> None:
 def test_a_near_copy_of_a_stored_photo_is_a_perceptual_hit(
     tmp_path: Path, photo_name: str, copy: str
 ) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     near = NEAR_COPIES[copy](photo_name)
     assert near != original(photo_name)
     with Cache("vision", directory=tmp_path) as cache:
         describe = describer(cache, upstream)
         stored = describe(image=original(photo_name))
         assert describe(image=near) == stored
-        assert upstream.count == 1
+        assert upstream.calls == 1
         assert by_match(cache) == {"exact": 0, "semantic": 0, "perceptual": 1}
         assert counts(cache)["stored"] == 1
 
@@ -261,7 +241,7 @@ def test_a_near_copy_of_a_stored_photo_is_a_perceptual_hit(
         # key, without the matcher. _serve counts it by the alias manifest's match field,
         # so it shows as perceptual again (not exact).
         assert describe(image=near) == stored
-        assert upstream.count == 1
+        assert upstream.calls == 1
         assert by_match(cache) == {"exact": 0, "semantic": 0, "perceptual": 2}
         alias = disk_manifest(cache, describe.cache_key(image=near))
         assert alias["match"] == "perceptual"
@@ -271,7 +251,7 @@ def test_a_near_copy_of_a_stored_photo_is_a_perceptual_hit(
     # A new cache object (a new process) on the directory finds the alias by key.
     with Cache("vision", directory=tmp_path, vision=VisionOptions(perceptual=False)) as again:
         assert describer(again, upstream)(image=near) == stored
-        assert upstream.count == 1
+        assert upstream.calls == 1
 
 
 @pytest.mark.parametrize("other", ["another photo", "mirrored", "next burst frame", "invoice total"])
@@ -287,21 +267,21 @@ def test_other_pictures_are_misses(cache: Cache, other: str) -> None:
         # index proposes the stored frame), so it is the thumbnail check that must refuse it.
         a, b = fingerprint(stored_image), fingerprint(query)
         assert (a.phash ^ b.phash).bit_count() <= _PHASH_MAX and (a.dhash ^ b.dhash).bit_count() <= _DHASH_MAX
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     stored = describe(image=stored_image)
     fresh = describe(image=query)
-    assert fresh != stored and upstream.count == 2
+    assert fresh != stored and upstream.calls == 2
     assert by_match(cache)["perceptual"] == 0
     # Control: the matcher is alive for this very entry (a lossless conversion hits).
     lossless = encode(Image.open(io.BytesIO(stored_image)), "WEBP", lossless=True)
     assert describe(image=lossless) == stored
-    assert upstream.count == 2
+    assert upstream.calls == 2
     assert by_match(cache)["perceptual"] == 1
 
 
 def test_a_different_question_about_the_same_picture_is_a_miss(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     data, near = original("chelsea.png"), jpeg85("chelsea.png")
     stored = describe(image=data)
@@ -315,25 +295,25 @@ def test_a_different_question_about_the_same_picture_is_a_miss(cache: Cache) -> 
         answers.add(answer)
         # the new question is stored for itself: asked about the original, it hits
         assert describe(image=data, **kwargs) == answer
-    assert upstream.count == 5
+    assert upstream.calls == 5
     # Another function with the same arguments is another scope too.
     other = describer(cache, upstream, name="describe-v2")
     assert other(image=near) not in answers
-    assert upstream.count == 6
+    assert upstream.calls == 6
     # The prompt is normalized: case, spacing and trailing punctuation do not matter.
     assert describe(image=data, prompt="  what is in THIS picture ") == stored
     assert describe(image=near, prompt="what is in this picture") == stored
-    assert upstream.count == 6
+    assert upstream.calls == 6
 
 
 def test_lists_of_images_match_in_order_and_in_full(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     cat, cup, man = original("chelsea.png"), original("coffee.png"), original("astronaut.png")
     stored = describe(images=[cat, cup])
     assert describe(images=[cat, cup]) == stored
     assert describe(images=(jpeg85("chelsea.png"), webp_lossless("coffee.png"))) == stored
-    assert upstream.count == 1 and by_match(cache)["perceptual"] == 1
+    assert upstream.calls == 1 and by_match(cache)["perceptual"] == 1
     misses = [
         [cup, cat],                                   # order matters
         [cat, man],                                   # the second image differs
@@ -343,12 +323,12 @@ def test_lists_of_images_match_in_order_and_in_full(cache: Cache) -> None:
     ]
     for i, images in enumerate(misses, start=2):
         assert describe(images=images) != stored
-        assert upstream.count == i, i
+        assert upstream.calls == i, i
     assert by_match(cache)["perceptual"] == 1
 
 
 def test_bytes_path_data_url_and_pil_inputs_of_one_file_agree(cache: Cache, tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     path = sample_path("chelsea.png")
     stored = describe(image=path.read_bytes())
@@ -363,9 +343,9 @@ def test_bytes_path_data_url_and_pil_inputs_of_one_file_agree(cache: Cache, tmp_
     assert by_match(cache)["perceptual"] == 1
     # A JPEG data URL of the picture is a perceptual hit as well.
     assert describe(image=data_url(jpeg85("chelsea.png"), "image/jpeg")) == stored
-    assert upstream.count == 1
+    assert upstream.calls == 1
     # The wrapped function gets the caller's own argument, not the cache's reading of it.
-    assert upstream.calls[0][0] == path.read_bytes()
+    assert upstream.asked[0][0] == path.read_bytes()
 
 
 def test_pil_palette_images_that_differ_only_in_their_palette_are_different_pictures(
@@ -373,7 +353,7 @@ def test_pil_palette_images_that_differ_only_in_their_palette_are_different_pict
 ) -> None:
     """Two palette images with the same indices and different palettes are different
     pictures (here: one is the colour negative of the other)."""
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     picture = photo("chelsea.png").quantize(64)
     negative = picture.copy()
@@ -381,11 +361,11 @@ def test_pil_palette_images_that_differ_only_in_their_palette_are_different_pict
     assert picture.convert("RGB").tobytes() != negative.convert("RGB").tobytes()
     stored = describe(image=picture)
     assert describe(image=negative) != stored, "a colour negative was answered from the cache"
-    assert upstream.count == 2
+    assert upstream.calls == 2
 
 
 def test_perceptual_matching_switched_off_matches_exact_bytes_only(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     data, near = original("chelsea.png"), jpeg85("chelsea.png")
     with Cache("vision", directory=tmp_path / "a") as cache:
         describe = describer(cache, upstream)
@@ -393,14 +373,14 @@ def test_perceptual_matching_switched_off_matches_exact_bytes_only(tmp_path: Pat
         with cache.options(perceptual=False):
             assert describe(image=near) != stored
             assert describe(image=data) == stored
-        assert upstream.count == 2
+        assert upstream.calls == 2
         # Outside the block the matcher is back (the JPEG copy has an entry of its own now,
         # stored without fingerprints, so use another copy).
         assert describe(image=half_size("chelsea.png")) == stored
-        assert upstream.count == 2
+        assert upstream.calls == 2
         assert by_match(cache)["perceptual"] == 1
 
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path / "b", vision=VisionOptions(perceptual=False)) as cache:
         assert cache.perceptual is None
         describe = describer(cache, upstream)
@@ -408,14 +388,14 @@ def test_perceptual_matching_switched_off_matches_exact_bytes_only(tmp_path: Pat
         for copy in (near, webp_lossless("chelsea.png"), half_size("chelsea.png")):
             assert describe(image=copy) != stored
         assert describe(image=data) == stored
-        assert upstream.count == 4
+        assert upstream.calls == 4
         assert by_match(cache) == {"exact": 1, "semantic": 0, "perceptual": 0}
         # No fingerprints are made or stored without the matcher.
         assert "images" not in disk_manifest(cache, describe.cache_key(image=data))
 
 
 def test_async_vision_functions(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
 
     @cache.cached(kind="vision", name=NAME)
     async def describe(image: Any, prompt: str = PROMPT, model: str = "gpt-4o",
@@ -428,14 +408,14 @@ def test_async_vision_functions(cache: Cache) -> None:
         assert await describe(image=original("coffee.png")) == stored
         assert await describe(image=half_size("coffee.png")) == stored
         assert await describe(image=mirrored("coffee.png")) != stored
-        assert upstream.count == 2
+        assert upstream.calls == 2
         # Unreadable input passes through, twice.
         for _ in range(2):
             assert (await describe(image=b"not an image at all")).startswith("up answer")
-        assert upstream.count == 4
+        assert upstream.calls == 4
         with pytest.raises(InvalidRequest):
             await describe(image=12)
-        assert upstream.count == 4
+        assert upstream.calls == 4
 
     asyncio.run(run())
     stats = counts(cache)
@@ -443,7 +423,7 @@ def test_async_vision_functions(cache: Cache) -> None:
     assert stats["unreadable_images"] == 2 and stats["stored"] == 2
     # An async and a sync function under one name share entries.
     assert describer(cache, upstream)(image=jpeg85("coffee.png")) == upstream_answer(1, PROMPT)
-    assert upstream.count == 4
+    assert upstream.calls == 4
 
 
 def upstream_answer(n: int, prompt: str, model: str = "gpt-4o", detail: str = "auto",
@@ -490,7 +470,7 @@ def test_unreadable_images_pass_through_uncached(tmp_path: Path, case: str) -> N
     value = UNREADABLE[case](tmp_path)
     if isinstance(value, bytes) and case.startswith(("bomb", "png over")):
         assert len(value) < 1000  # tiny file, huge header
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path / "cache") as cache:
         describe = describer(cache, upstream)
         kwargs = {"images": value} if isinstance(value, list) else {"image": value}
@@ -512,7 +492,7 @@ def test_an_image_over_max_image_bytes_passes_through_uncached(tmp_path: Path, h
     path = tmp_path / "chelsea.png"
     path.write_bytes(data)
     value = {"bytes": data, "path": path, "data url": data_url(data)}[how]
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path / "cache", vision=VisionOptions(max_image_bytes=limit)) as cache:
         describe = describer(cache, upstream)
         assert describe(image=value) == upstream_answer(1, PROMPT)
@@ -524,17 +504,17 @@ def test_an_image_over_max_image_bytes_passes_through_uncached(tmp_path: Path, h
         small = encode(photo("chelsea.png").resize((64, 43)), "JPEG", quality=70)
         assert len(small) < limit
         assert describe(image=small) == describe(image=small)
-        assert upstream.count == 3
+        assert upstream.calls == 3
 
 
 def test_a_pil_image_over_max_pixels_passes_through(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path, vision=VisionOptions(max_pixels=10_000)) as cache:
         describe = describer(cache, upstream)
         img = photo("chelsea.png")
         describe(image=img)
         describe(image=img)
-        assert upstream.count == 2
+        assert upstream.calls == 2
         assert counts(cache)["unreadable_images"] == 2 and counts(cache)["stored"] == 0
 
 
@@ -549,11 +529,11 @@ def test_a_pil_image_over_max_pixels_passes_through(tmp_path: Path) -> None:
     {"image": original("chelsea.png"), "prompt": 5},
 ], ids=["int", "bool", "float", "dict", "list with int", "none", "empty list", "non-str prompt"])
 def test_values_that_are_not_images_raise_invalid_request(cache: Cache, kwargs: dict[str, Any]) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     with pytest.raises(InvalidRequest):
         describe(**kwargs)
-    assert upstream.count == 0
+    assert upstream.calls == 0
 
 
 def _sixteen_bit_png() -> bytes:
@@ -588,7 +568,7 @@ def _animated_gif(first: str, second: str) -> bytes:
 
 @pytest.mark.parametrize("kind", ["16-bit png", "cmyk jpeg", "animated gif", "rgba png"])
 def test_unusual_formats_are_cached_normally(cache: Cache, kind: str) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     data, copy = {
         # the copy is the same picture, clear-cut: identical or near-identical thumbnails
@@ -612,15 +592,8 @@ def test_unusual_formats_are_cached_normally(cache: Cache, kind: str) -> None:
 # --- namespaces -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["directory", "redis"])
-def shared_storage(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
-    if request.param == "directory":
-        return {"directory": tmp_path / "shared"}
-    return {"redis_url": request.getfixturevalue("redis_url")}
-
-
 def test_a_namespace_never_answers_another(shared_storage: dict[str, Any]) -> None:
-    up_a, up_b = Upstream("A"), Upstream("B")
+    up_a, up_b = vision_upstream("A"), vision_upstream("B")
     with Cache("ns-a", **shared_storage) as a, Cache("ns-b", **shared_storage) as b:
         describe_a, describe_b = describer(a, up_a), describer(b, up_b)
         describe_a(image=original("chelsea.png"))
@@ -629,7 +602,7 @@ def test_a_namespace_never_answers_another(shared_storage: dict[str, Any]) -> No
         for image in (jpeg85("chelsea.png"), original("chelsea.png"), half_size("chelsea.png"),
                       original("coffee.png")):
             assert describe_b(image=image).startswith("B answer")
-        assert up_a.count == 2
+        assert up_a.calls == 2
 
         # A feed record in B's namespace that names A's entry (a damaged or hostile record)
         # is indexed, and still never answers: B's tiers have no such entry.
@@ -645,11 +618,11 @@ def test_a_namespace_never_answers_another(shared_storage: dict[str, Any]) -> No
         assert describe_b(image=half_size("coffee.png")).startswith("B answer")
         # And A's own entries answer A.
         assert describe_a(image=jpeg85("coffee.png")).startswith("A answer")
-        assert up_a.count == 2
+        assert up_a.calls == 2
 
 
 def test_a_feed_record_naming_another_namespaces_entry_is_never_served(tmp_path: Path) -> None:
-    up_a, up_b = Upstream("A"), Upstream("B")
+    up_a, up_b = vision_upstream("A"), vision_upstream("B")
     with Cache("ns-a", directory=tmp_path) as a, Cache("ns-b", directory=tmp_path) as b:
         describe_a, describe_b = describer(a, up_a), describer(b, up_b)
         describe_a(image=original("astronaut.png"))
@@ -661,7 +634,7 @@ def test_a_feed_record_naming_another_namespaces_entry_is_never_served(tmp_path:
         b.perceptual.feed.append([json.dumps(record).encode()])
         assert b.perceptual.sync(force=True) >= 1
         assert describe_b(image=query) == upstream_answer(1, PROMPT, label="B")
-        assert up_a.count == 1
+        assert up_a.calls == 1
 
 
 # --- shared between processes -----------------------------------------------------------------
@@ -690,12 +663,12 @@ def test_another_process_entry_is_found_perceptually_through_the_feed(
     endpoint, bucket = s3_bucket
     config = {"redis_url": redis_url, "s3_bucket": bucket, "s3_endpoint_url": endpoint,
               "redis_max_blob_bytes": 4096}  # fingerprints (16 KiB and up) live in S3 only
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("fleet", **config) as b:
         describe = describer(b, upstream)
         # B has looked (and synced its feed cursor) before the other process stores.
         describe(image=original("astronaut.png"))
-        assert upstream.count == 1
+        assert upstream.calls == 1
 
         cfg = {"namespace": "fleet", "redis_url": redis_url, "bucket": bucket, "endpoint": endpoint,
                "redis_max_blob_bytes": 4096, "path": str(sample_path("chelsea.png"))}
@@ -719,16 +692,16 @@ def test_another_process_entry_is_found_perceptually_through_the_feed(
         assert b.perceptual.sync(force=True) >= 1
         assert describe(image=jpeg85("chelsea.png")) == worker["answer"]
         assert describe(image=half_size("chelsea.png")) == worker["answer"]
-        assert upstream.count == 1
+        assert upstream.calls == 1
         assert by_match(b)["perceptual"] == 2
         # And the other way round: a new process finds B's entry (read at its first lookup).
         with Cache("fleet", **config) as c:
-            assert describer(c, Upstream("C"))(image=webp_lossless("astronaut.png")) == upstream_answer(1, PROMPT)
+            assert describer(c, vision_upstream("C"))(image=webp_lossless("astronaut.png")) == upstream_answer(1, PROMPT)
             assert by_match(c)["perceptual"] == 1
 
 
 def test_two_cache_objects_on_one_directory_share_entries_through_the_feed(tmp_path: Path) -> None:
-    up_a, up_b = Upstream("A"), Upstream("B")
+    up_a, up_b = vision_upstream("A"), vision_upstream("B")
     options = VisionOptions(sync_interval=0.0)  # every lookup reads the feed
     with Cache("dir", directory=tmp_path, vision=options) as a, \
             Cache("dir", directory=tmp_path, vision=options, memory_bytes=0) as b:
@@ -736,7 +709,7 @@ def test_two_cache_objects_on_one_directory_share_entries_through_the_feed(tmp_p
         describe_b(image=original("astronaut.png"))  # B's cursor is set before A stores
         stored = describe_a(image=original("coffee.png"))
         assert describe_b(image=jpeg85("coffee.png")) == stored
-        assert up_b.count == 1 and by_match(b)["perceptual"] == 1
+        assert up_b.calls == 1 and by_match(b)["perceptual"] == 1
 
 
 # --- faults -----------------------------------------------------------------------------------
@@ -755,7 +728,7 @@ def test_a_corrupt_fingerprint_blob_gives_no_perceptual_hit(
         config: dict[str, Any] = {"directory": tmp_path}
     else:
         config = {"redis_url": request.getfixturevalue("redis_url")}
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("faults", **config) as cache:
         describe = describer(cache, upstream)
         stored = describe(image=original("chelsea.png"))
@@ -763,7 +736,7 @@ def test_a_corrupt_fingerprint_blob_gives_no_perceptual_hit(
         key = describe.cache_key(image=original("chelsea.png"))
         if backend == "directory":
             manifest = disk_manifest(cache, key)
-            path = cache.store.available("disk").path_for(blob_key("faults", _fingerprint_digest(manifest)))
+            path = disk_tier(cache).path_for(blob_key("faults", _fingerprint_digest(manifest)))
             blob = bytearray(path.read_bytes())
             blob[-100] ^= 0xFF  # one thumbnail pixel
             path.write_bytes(bytes(blob))
@@ -780,19 +753,19 @@ def test_a_corrupt_fingerprint_blob_gives_no_perceptual_hit(
         cache.store.memory.clear()  # the memory tier held the good copy
 
         fresh = describe(image=jpeg85("chelsea.png"))
-        assert fresh != stored and upstream.count == 2
+        assert fresh != stored and upstream.calls == 2
         stats = counts(cache)
         assert stats["corrupt"] >= 1 and stats["by_match"]["perceptual"] == 0
         # The entry itself is intact: its exact repeat is still answered.
         assert describe(image=original("chelsea.png")) == stored
-        assert upstream.count == 2
+        assert upstream.calls == 2
 
 
 def test_a_manifest_naming_another_images_fingerprint_is_never_served(tmp_path: Path) -> None:
     """An entry for the coffee picture whose manifest names the cat's (valid) fingerprint blob,
     proposed by a feed record for a question about the cat: the fingerprint does not belong to
     the entry's image, so the coffee answer must not be served for the cat."""
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("faults", directory=tmp_path) as cache:
         describe = describer(cache, upstream)
         describe(image=original("chelsea.png"), prompt="first question")  # stores the cat's fingerprint
@@ -802,7 +775,7 @@ def test_a_manifest_naming_another_images_fingerprint_is_never_served(tmp_path: 
         coffee_key = describe.cache_key(image=original("coffee.png"), prompt="second question")
         manifest = disk_manifest(cache, coffee_key)
         manifest["images"][0]["fp"] = cat_fp
-        disk = cache.store.available("disk")
+        disk = disk_tier(cache)
         disk.set(entry_key("faults", coffee_key), json.dumps(manifest).encode())
         query = jpeg85("chelsea.png")
         request = request_for(cache, query, prompt="second question")
@@ -818,7 +791,7 @@ def test_a_manifest_naming_another_images_fingerprint_is_never_served(tmp_path: 
 
         answer = describe(image=query, prompt="second question")
         assert answer != coffee_answer, "the coffee picture's answer was served for the cat"
-        assert upstream.count == 3
+        assert upstream.calls == 3
         assert counts(cache)["corrupt"] >= 1
 
 
@@ -826,7 +799,7 @@ def test_a_manifest_naming_another_images_fingerprint_is_never_served(tmp_path: 
 def test_a_feed_record_naming_an_entry_of_another_scope_is_never_served(
     cache: Cache, differs: str
 ) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     other = describer(cache, upstream, name="describe-other")
     stored = describe(image=original("chelsea.png"))
@@ -844,22 +817,15 @@ def test_a_feed_record_naming_an_entry_of_another_scope_is_never_served(
     cache.perceptual.sync(force=True)
 
     answer = call(image=query, **kwargs)
-    assert answer != stored and upstream.count == 2
+    assert answer != stored and upstream.calls == 2
     assert by_match(cache)["perceptual"] == 0
     assert counts(cache)["corrupt"] >= 2  # the two garbage records at least
     # The real scope still works.
     assert describe(image=query) == stored
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis server of this test's own, since the test kills it."""
-    with RedisServer() as server:
-        yield server
-
-
 def test_redis_killed_mid_run_costs_no_call(own_redis: RedisServer) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("kill", redis_url=own_redis.url) as cache:
         describe = describer(cache, upstream)
         cat = describe(image=original("chelsea.png"))
@@ -874,13 +840,13 @@ def test_redis_killed_mid_run_costs_no_call(own_redis: RedisServer) -> None:
         assert man not in (cat, cup)
         assert describe(image=b"not an image") == upstream_answer(4, PROMPT)
         assert describe(image=half_size("astronaut.png")) == man
-        assert upstream.count == 4
+        assert upstream.calls == 4
         assert cache.stats()["tiers"]["redis"] == "down"
 
         own_redis.restart()  # back, empty
         assert wait_until(lambda: cache.stats()["tiers"]["redis"] == "up"), "breaker never closed"
         new = describe(image=original("horse.png"))
-        assert upstream.count == 5
+        assert upstream.calls == 5
         cache.flush()
         key = describe.cache_key(image=original("horse.png"))
         client = redis.Redis.from_url(own_redis.url, socket_timeout=2.0)
@@ -890,7 +856,7 @@ def test_redis_killed_mid_run_costs_no_call(own_redis: RedisServer) -> None:
             client.close()
         # A new process finds it perceptually through the restarted Redis.
         with Cache("kill", redis_url=own_redis.url) as other:
-            assert describer(other, Upstream("o"))(image=jpeg85("horse.png")) == new
+            assert describer(other, vision_upstream("o"))(image=jpeg85("horse.png")) == new
 
 
 # --- remote URLs ------------------------------------------------------------------------------
@@ -947,22 +913,22 @@ def image_server() -> Iterator[ImageServer]:
 def test_a_remote_image_is_fetched_and_keyed_by_its_content(cache: Cache, image_server: ImageServer) -> None:
     image_server.files.update({"/a.png": original("chelsea.png"), "/b.png": original("chelsea.png"),
                                "/c.jpg": jpeg85("chelsea.png")})
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     stored = describe(image=image_server.url("/a.png"))
     assert image_server.calls("/a.png") == 1
-    assert upstream.calls[0][0] == image_server.url("/a.png")
+    assert upstream.asked[0][0] == image_server.url("/a.png")
     assert describe(image=image_server.url("/b.png")) == stored  # another URL, the same bytes
     assert describe(image=original("chelsea.png")) == stored      # the bytes themselves
     assert by_match(cache)["exact"] == 2
     assert describe(image=image_server.url("/c.jpg")) == stored   # a near copy
     assert by_match(cache)["perceptual"] == 1
-    assert upstream.count == 1
+    assert upstream.calls == 1
     assert describe.cache_key(image=image_server.url("/a.png")) == describe.cache_key(image=original("chelsea.png"))
     # A URL whose content changes is keyed by what it serves now.
     image_server.files["/a.png"] = original("coffee.png")
     assert describe(image=image_server.url("/a.png")) != stored
-    assert upstream.count == 2
+    assert upstream.calls == 2
 
 
 @pytest.mark.parametrize("case", ["404", "over the limit", "over the limit, no length", "refused",
@@ -979,13 +945,13 @@ def test_a_remote_image_that_cannot_be_fetched_passes_through(
         "refused": f"http://127.0.0.1:{free_port()}/x.png",
         "not an image": image_server.url("/text.png"),
     }[case]
-    upstream = Upstream()
+    upstream = vision_upstream()
     options = VisionOptions(max_image_bytes=len(big) // 2, fetch_timeout=20.0)
     with Cache("vision", directory=tmp_path, vision=options) as cache:
         describe = describer(cache, upstream)
         assert describe(image=url) == upstream_answer(1, PROMPT)
         assert describe(image=url) == upstream_answer(2, PROMPT)
-        assert upstream.calls[0][0] == url
+        assert upstream.asked[0][0] == url
         stats = counts(cache)
         assert stats["unreadable_images"] == 2 and stats["stored"] == 0 and stats["hits"] == 0
         assert entry_files(tmp_path, "vision") == []
@@ -993,7 +959,7 @@ def test_a_remote_image_that_cannot_be_fetched_passes_through(
 
 def test_with_fetching_off_a_remote_image_is_keyed_by_its_url(tmp_path: Path, image_server: ImageServer) -> None:
     image_server.files.update({"/a.png": original("chelsea.png"), "/b.png": original("chelsea.png")})
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path, vision=VisionOptions(fetch_remote=False)) as cache:
         describe = describer(cache, upstream)
         url_a, url_b = image_server.url("/a.png"), image_server.url("/b.png")
@@ -1001,15 +967,15 @@ def test_with_fetching_off_a_remote_image_is_keyed_by_its_url(tmp_path: Path, im
         assert describe(image=url_a) == stored
         assert describe(image=url_b) != stored                 # other URL, same bytes: a miss
         assert describe(image=original("chelsea.png")) != stored  # the bytes: a miss
-        assert upstream.count == 3
+        assert upstream.calls == 3
         # A URL that would 404 is keyed (and cached) by its URL all the same: nothing is fetched.
         missing = image_server.url("/gone.png")
         assert describe(image=missing) == describe(image=missing)
-        assert upstream.count == 4
+        assert upstream.calls == 4
         # A request with a URL-keyed image is matched exactly only, even beside real bytes.
         pair = describe(images=[url_a, original("coffee.png")])
         assert describe(images=[url_a, jpeg85("coffee.png")]) != pair
-        assert upstream.count == 6
+        assert upstream.calls == 6
         assert image_server.requests == []
         stats = counts(cache)
         assert stats["unreadable_images"] == 0 and stats["by_match"]["perceptual"] == 0
@@ -1019,12 +985,12 @@ def test_with_fetching_off_a_remote_image_is_keyed_by_its_url(tmp_path: Path, im
 
 
 def test_invalidate_reaches_the_perceptual_aliases_of_a_result(cache: Cache) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe = describer(cache, upstream)
     stored = describe(image=original("chelsea.png"))
     assert describe(image=jpeg85("chelsea.png")) == stored  # a perceptual alias of it
     assert describe(image=half_size("chelsea.png")) == stored
-    assert upstream.count == 1
+    assert upstream.calls == 1
 
     describe.invalidate(image=original("chelsea.png"))
 
@@ -1035,7 +1001,7 @@ def test_invalidate_reaches_the_perceptual_aliases_of_a_result(cache: Cache) -> 
     assert describe(image=half_size("chelsea.png")) == fresh
     assert describe(image=original("chelsea.png")) == fresh
     assert describe(image=webp_lossless("chelsea.png")) == fresh
-    assert upstream.count == 2
+    assert upstream.calls == 2
     assert cache.contains(request_for(cache, original("chelsea.png")))
     stats = counts(cache)
     assert stats["hits"] == stats["by_match"]["perceptual"] == 5
@@ -1045,13 +1011,13 @@ def invalidation_across_processes(a: Cache, b: Cache) -> None:
     """``a`` stores a picture and an alias; ``b`` reads both into its memory; ``a`` invalidates
     the picture; ``b`` stops serving both within its sync interval, and serves what ``a``
     made after the invalidation."""
-    upstream = Upstream()
+    upstream = vision_upstream()
     describe_a, describe_b = describer(a, upstream), describer(b, upstream)
     stored = describe_a(image=original("coffee.png"))
     assert describe_a(image=jpeg85("coffee.png")) == stored
     assert describe_b(image=original("coffee.png")) == stored
     assert describe_b(image=jpeg85("coffee.png")) == stored
-    assert b.stats()["by_tier"]["memory"] == 0 and upstream.count == 1
+    assert b.stats()["by_tier"]["memory"] == 0 and upstream.calls == 1
 
     describe_a.invalidate(image=original("coffee.png"))
     fresh = describe_a(image=original("coffee.png"))
@@ -1060,23 +1026,17 @@ def invalidation_across_processes(a: Cache, b: Cache) -> None:
 
     assert describe_b(image=original("coffee.png")) == fresh  # its memory copy refused, a's new one read
     assert describe_b(image=jpeg85("coffee.png")) == fresh  # the old alias refused, matched anew
-    assert upstream.count == 2
+    assert upstream.calls == 2
 
 
-def test_invalidate_reaches_another_process_sharing_the_directory(tmp_path: Path) -> None:
-    with Cache("vision", directory=tmp_path, stats_interval=0.1) as a, \
-            Cache("vision", directory=tmp_path, stats_interval=0.1) as b:
-        invalidation_across_processes(a, b)
-
-
-def test_invalidate_reaches_another_process_sharing_redis(redis_url: str) -> None:
-    with Cache("vision", redis_url=redis_url, stats_interval=0.1) as a, \
-            Cache("vision", redis_url=redis_url, stats_interval=0.1) as b:
+def test_invalidate_reaches_another_process_sharing_storage(shared_storage: dict[str, Any]) -> None:
+    with Cache("vision", stats_interval=0.1, **shared_storage) as a, \
+            Cache("vision", stats_interval=0.1, **shared_storage) as b:
         invalidation_across_processes(a, b)
 
 
 def test_malformed_invalidation_records_are_skipped(tmp_path: Path) -> None:
-    upstream = Upstream()
+    upstream = vision_upstream()
     with Cache("vision", directory=tmp_path, stats_interval=0.0) as cache:
         describe = describer(cache, upstream)
         stored = describe(image=original("chelsea.png"))
@@ -1087,7 +1047,7 @@ def test_malformed_invalidation_records_are_skipped(tmp_path: Path) -> None:
                          + json.dumps({"k": key, "t": float("nan")}).encode().replace(b"NaN", b"1e999") + b"\n")
         assert describe(image=original("chelsea.png")) == stored
         assert describe(image=jpeg85("chelsea.png")) == stored
-        assert upstream.count == 1
+        assert upstream.calls == 1
         # a well-formed record from another process takes effect
         with feed.open("ab") as log:
             log.write(json.dumps({"k": key, "t": time.time()}).encode() + b"\n")

@@ -6,7 +6,7 @@ The function's arguments make up the request: ``prompt`` is the prompt, every ot
 is a parameter, except those named in ``ignore``. For ``kind="vision"`` the arguments
 ``image`` and ``images`` hold the input images (bytes, a path, a PIL image, a data or http(s)
 URL, or a list of them: order matters), keyed by content and matched perceptually
-(:mod:`imgcache.match.vision`); ``prompt`` is optional there. Results of type bytes, str or JSON data
+(:mod:`imgcache.match.perceptual`); ``prompt`` is optional there. Results of type bytes, str or JSON data
 (bytes allowed inside) are stored faithfully; anything else is returned uncached with an
 :class:`~imgcache.errors.UncachedResultWarning`.
 
@@ -27,12 +27,11 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._memo import BoundedMemo
+from .._memo import BoundedMemo, deep_size
 from ..errors import InvalidRequest
 from ..images import ImageInput, image_input
 from ..pricing import generation_cost, vision_cost
 from ..request import KINDS, Request
-from ..store.memory import deep_size
 
 if TYPE_CHECKING:
     from ..cache import Cache
@@ -130,7 +129,7 @@ def cached(
             elif cost_usd is not None or kind == "generation":
                 cost = cost_usd if cost_usd is not None else generation_cost(request.params)
             else:
-                cost = lambda result: _vision_cost(request)  # noqa: E731 - sizes known after the lookup
+                cost = lambda result: _vision_cost(request)
             return request, cost
 
         if inspect.iscoroutinefunction(fn):

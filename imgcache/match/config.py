@@ -23,7 +23,7 @@ class SemanticOptions:
 
     embedder: Any = None
     """None (all-MiniLM-L6-v2), a sentence-transformers model name or path, an
-    :class:`~imgcache.match.embed.Embedder`, or a callable ``list[str] -> (n, dim)``."""
+    :class:`~imgcache.match.semantic.embed.Embedder`, or a callable ``list[str] -> (n, dim)``."""
     min_similarity: float = 0.7
     """Cosine similarity below which a stored prompt is not even proposed to the verifier."""
     candidates: int = 8
@@ -59,7 +59,8 @@ class VisionOptions:
     max_decode_bytes: int = 256 << 20
     """Larger images by what decoding them takes (pixels times bytes a pixel, read from the
     header) are not decoded: the call passes through uncached. Decodes in a process also share
-    one budget (``IMGCACHE_DECODE_BUDGET``, 512 MiB; see :mod:`imgcache.match.decoding`)."""
+    one budget (``IMGCACHE_DECODE_BUDGET``, 512 MiB; see
+    :mod:`imgcache.match.perceptual.decoding`)."""
     fetch_remote: bool = True
     """Fetch remote image URLs to key them by content (and send the fetched bytes upstream);
     False keys them by URL."""
@@ -76,14 +77,10 @@ class VisionOptions:
     sync_interval: float = 0.5
 
 
-def record_recent_hit(tier: Any, namespace: str, item: dict[str, Any], keep: int) -> None:
-    tier.push_recent(namespace, RECENT, json.dumps(item, ensure_ascii=False).encode(), keep)
-
-
-def read_recent_hits(tier: Any, namespace: str) -> list[dict[str, Any]]:
+def read_recent_hits(store: Any, namespace: str) -> list[dict[str, Any]]:
     """Newest first; entries that do not parse are skipped."""
     hits = []
-    for raw in tier.read_recent(namespace, RECENT):
+    for raw in store.read_recent(namespace, RECENT):
         try:
             item = json.loads(raw)
         except ValueError:

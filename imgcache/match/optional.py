@@ -11,8 +11,9 @@ Each stack is probed once per process, the first time a cache wants the feature 
 not tried again on later calls (Python does not remember a failed import, and trying to import
 torch again can take seconds). The embedder's packages (torch, sentence-transformers, the
 model's) are only looked up, so the model still loads on the first lookup; a model that fails
-to load is remembered as well (:meth:`~imgcache.match.embed.SentenceTransformerEmbedder._load`)
-and turns semantic matching off at that call, the same way.
+to load is remembered as well
+(:meth:`~imgcache.match.semantic.embed.SentenceTransformerEmbedder._load`) and turns semantic
+matching off at that call, the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ SEMANTIC_INSTALL = "pip install 'imgcache[semantic]'"
 VISION_INSTALL = "pip install 'imgcache[vision]'"
 SEMANTIC_MODULES = ("numpy", "usearch.index")
 """What semantic matching imports whatever the embedder (the index, the vectors)."""
-VISION_MODULES = ("numpy", "PIL.Image", "imagehash", "scipy.fftpack", "imgcache.match.vision")
+VISION_MODULES = ("numpy", "PIL.Image", "imagehash", "scipy.fftpack",
+                  "imgcache.match.perceptual.matcher")
 """What perceptual matching imports: decoding (Pillow), hashing (imagehash: numpy, and scipy
 for its phash), and the matcher itself."""
 
@@ -96,7 +98,7 @@ def semantic_missing(embedder: Any = None) -> str | None:
     None as far as can be told before the model loads. For a sentence-transformers model
     (None: the default, or a name or path) its packages are looked up, not imported: the model
     still loads on the first lookup, and a failure to load it is kept too (see
-    :meth:`~imgcache.match.embed.SentenceTransformerEmbedder._load`)."""
+    :meth:`~imgcache.match.semantic.embed.SentenceTransformerEmbedder._load`)."""
     reason = _probe("semantic", _import_all(SEMANTIC_MODULES))
     if reason is None and (embedder is None or isinstance(embedder, str)):
         default = embedder in (None, DEFAULT_MODEL)

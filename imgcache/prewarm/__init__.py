@@ -8,11 +8,9 @@
 The same job runs from the command line as ``imgcache prewarm``. Modules: ``inputs`` (text,
 JSONL, CSV, with line numbers), ``upstream`` (keyed and stored like a live ``wrap()`` call),
 ``limiter`` (token buckets per model, shared in Redis), ``retry`` (429, 5xx, refusals),
-``budget``, ``claims`` (cooperation between workers), ``history`` (the request log of
-misses), ``job`` (the runner), ``progress`` (the CLI's bar and log lines).
-
-Names are imported on first use: :mod:`imgcache.cache` imports ``history`` for its hook, and
-must not pay for the rest.
+``budget``, ``claims`` (cooperation between workers), ``history`` (the prompts worth
+warming, from the front's request log), ``job`` (the runner), ``progress`` (the CLI's bar
+and log lines). Names are imported on first use.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 OpenAI's image rate limits are per model (requests and images per minute), and they belong
 to the account, not to a process. So a :class:`RateLimiter` keeps one pair of buckets per
 model, shared by every thread of a worker (:class:`LocalBuckets`) or, with Redis, by every
-worker of the namespace (:class:`RedisBuckets`: the same arithmetic in a Lua script on the
-server's clock).
+worker of the namespace (the store's, :meth:`Cache.rate_buckets <imgcache.cache.Cache.rate_buckets>`:
+the same arithmetic in a Lua script on the server's clock, in ``imgcache/store/rate.py``).
 
 A call *reserves* its tokens before it waits (a bucket may go negative: the debt is the
 queue) and then sleeps for the reservation's wait: concurrent callers are lined up at exactly
@@ -21,7 +21,6 @@ into the future) at ``rate`` per second up to ``capacity``.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -123,77 +122,6 @@ class LocalBuckets:
         with self._lock:
             state = self._states.get(scope)
         return 0 if state is None else state[3]
-
-
-# The same arithmetic as reserve() / pause() above, on the server's clock, atomically.
-_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local mode = ARGV[1]
-local rr, ri, cr, ci = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'r', 'i', 'at', 'e')
-local tr, ti, at, e = tonumber(s[1]) or cr, tonumber(s[2]) or ci, tonumber(s[3]) or now, tonumber(s[4]) or 0
-if mode == 'epoch' then
-  return {'0', tostring(e)}
-end
-local wait = 0
-if mode == 'pause' then
-  tr, ti, at, e = 1, ci, math.max(at, now + tonumber(ARGV[6])), e + 1
-else
-  if now > at then
-    tr = math.min(cr, tr + (now - at) * rr)
-    ti = math.min(ci, ti + (now - at) * ri)
-    at = now
-  end
-  local debt = 0
-  if rr > 0 then
-    tr = tr - tonumber(ARGV[6])
-    debt = math.max(debt, -tr / rr)
-  end
-  if ri > 0 then
-    ti = ti - tonumber(ARGV[7])
-    debt = math.max(debt, -ti / ri)
-  end
-  wait = (at - now) + debt
-end
-redis.call('HSET', KEYS[1], 'r', string.format('%.17g', tr), 'i', string.format('%.17g', ti),
-           'at', string.format('%.17g', at), 'e', tostring(e))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[8]))
-return {string.format('%.17g', wait), tostring(e)}
-"""
-_IDLE_MS = 3_600_000  # a bucket nobody used for an hour is forgotten (it would be full again)
-
-
-class RedisBuckets:
-    """Buckets in Redis, shared by every worker of a namespace: ``<prefix><ns>:prewarm:rate:<scope>``."""
-
-    def __init__(self, tier: Any, namespace: str) -> None:
-        self.tier = tier
-        self.namespace = namespace
-        self._script: Any = None
-
-    def _key(self, scope: str) -> str:
-        return f"{self.tier.prefix}{self.namespace}:prewarm:rate:{re.sub(r'[^A-Za-z0-9._-]', '_', scope)}"
-
-    def _run(self, scope: str, mode: str, rates: Rates, *extra: float) -> tuple[float, int]:
-        with self.tier.translate_errors():
-            if self._script is None:
-                self._script = self.tier.client.register_script(_SCRIPT)
-        key = self._key(scope)
-        args = [mode, rates.requests, rates.images, rates.request_capacity, rates.image_capacity,
-                *extra, *([0] * (2 - len(extra))), _IDLE_MS]
-        # a bucket key someone overwrote with another type is removed, not fallen back from for ever
-        wait, epoch = self.tier.repairing(key, "hash", lambda: self._script(keys=[key], args=args))
-        return float(wait), int(epoch)
-
-    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
-        return self._run(scope, "reserve", rates, requests, images)
-
-    def pause(self, scope: str, rates: Rates, seconds: float) -> None:
-        self._run(scope, "pause", rates, seconds)
-
-    def epoch(self, scope: str) -> int:
-        return self._run(scope, "epoch", Rates())[1]
 
 
 class RateLimiter:

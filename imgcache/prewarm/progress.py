@@ -101,8 +101,15 @@ class RichProgress:
     """A live bar: done, cached (skipped), failed, spent, ETA; failures printed above it."""
 
     def __init__(self, console: Console) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = console
         self._bar = Progress(SpinnerColumn(), TextColumn("[bold]prewarm"), BarColumn(), MofNCompleteColumn(),

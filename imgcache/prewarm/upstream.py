@@ -2,7 +2,7 @@
 
 Each prompt becomes the :class:`~imgcache.request.Request` that ``imgcache.wrap(client)``
 (and the proxy) build for ``images.generate(prompt=..., **params)`` — the adapter's own
-:func:`~imgcache.adapters.openai.generate_request`, so the keys cannot drift apart — and is
+:func:`~imgcache.adapters.openai.wire.generate_request`, so the keys cannot drift apart — and is
 fetched with :meth:`Cache.fetch` and the adapter's stored form of a response: same keys, same
 blobs, same index, same stats as a live miss. A prompt warmed here is an exact hit for the
 next live ``wrap()`` call with the same parameters.
@@ -23,12 +23,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..adapters.openai import (CachedClient, body_to_storable, generate_request, image_params,
-                               response_to_storable)
+from ..adapters.openai.client import CachedClient
+from ..adapters.openai.wire import (
+    body_to_storable,
+    generate_request,
+    image_params,
+    response_to_storable,
+)
 from ..errors import ConfigError
 from ..pricing import IMAGE_PRICES, generation_cost
 from ..request import Request
-from .history import prewarming
+from ..request_log import prewarming
 from .inputs import PrewarmItem
 
 if TYPE_CHECKING:
@@ -60,7 +65,7 @@ def _storable(result: Any) -> Any:
 
 def _hit(body: Any, hit: Any) -> None:
     """A prewarm lookup needs no rebuilt response: only whether there was one."""
-    return None
+    return
 
 
 def _unpriced(model: str, params: Mapping[str, Any]) -> str | None:

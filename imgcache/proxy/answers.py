@@ -19,7 +19,7 @@ from .calls import Refused, dumps
 from .upstream import BodyTooLarge, BodyTooSlow, Reply, UpstreamFailure, relayed_headers
 
 if TYPE_CHECKING:
-    from ..store.tiered import Hit
+    from ..manifest import Hit
 
 MALFORMED_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "

@@ -50,7 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import codec
-from ..errors import CorruptData, UnstorableResult
+from ..errors import CorruptData
 from ..fetch import FetchPolicy
 from ..images import sniff_type
 from .answers import (
@@ -97,7 +97,7 @@ from .upstream import failure as _upstream_failure
 
 if TYPE_CHECKING:
     from ..cache import Cache
-    from ..store.tiered import Hit
+    from ..manifest import Hit
 
 log = logging.getLogger("imgcache.proxy")
 
@@ -107,14 +107,6 @@ _ESCAPING = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
 _MAX_FORM_FILES = 64
 _MAX_FORM_FIELDS = 256
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-def _hit_counts(hit: Hit) -> dict[str, float]:
-    """What the cache counts for a hit it serves (for the no-store lookups made here)."""
-    manifest = hit.manifest
-    return {"requests": 1, "hits": 1, "saved_usd": manifest.get("cost_usd") or 0.0,
-            "saved_seconds": manifest.get("elapsed") or 0.0, f"by_tier.{hit.tier}": 1,
-            f"by_match.{manifest.get('match', 'exact')}": 1}
-
 
 def _control(headers: Headers) -> frozenset[str]:
     value = headers.get(CONTROL_HEADER)
@@ -146,7 +138,7 @@ class Proxy:
     @property
     def file_urls(self) -> FileUrls:
         if self._file_urls is None:  # made on first use: the secret may live in Redis
-            self._file_urls = file_urls(self.cache.store, self.config.file_secret)
+            self._file_urls = file_urls(self.cache, self.config.file_secret)
         return self._file_urls
 
     @property
@@ -224,11 +216,8 @@ class Proxy:
             headers = self.upstream.decodable(headers)  # an answer the proxy cannot decode it cannot store
             control = _control(request.headers)
             image_url = self._image_url(request, namespace)
-            if "no-cache" in control:
-                return await self._refresh(cache, built, url, headers, store="no-store" not in control)
-            if "no-store" in control:
-                return await self._peek(cache, built, url, headers, image_url)
-            return await self._fetch(cache, built, url, headers, image_url)
+            return await self._fetch(cache, built, url, headers, image_url,
+                                     lookup="no-cache" not in control, store="no-store" not in control)
 
     async def _read(self, request: HttpRequest) -> bytes:
         """The whole body; BodyTooLarge past the limit (refused before reading when declared),
@@ -305,8 +294,9 @@ class Proxy:
         return image_url
 
     async def _fetch(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
-                     image_url: ImageUrl) -> Response:
-        """Through the cache: a hit, or one upstream call for every identical request in flight."""
+                     image_url: ImageUrl, *, lookup: bool, store: bool) -> Response:
+        """Through the cache: a hit, or one upstream call for every identical request in flight.
+        The caller's ``Cache-Control: no-cache`` skips the lookup, ``no-store`` the storing."""
 
         async def upstream() -> Reply:
             reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
@@ -315,65 +305,22 @@ class Proxy:
             return reply
 
         def rebuild(stored: Any, hit: Hit) -> Response:
-            return hit_response(call.render(stored, hit, image_url), hit)
+            return hit_response(call.render(stored, hit, image_url), hit, "" if store else "; no-store")
 
         try:
             result = await cache.afetch(call.request, upstream, to_storable=call.to_storable,
-                                        from_storable=rebuild, cost_usd=call.cost)
+                                        from_storable=rebuild, cost_usd=call.cost, lookup=lookup, store=store)
         except UpstreamError as exc:
             return relay(exc.reply, "error; reason=upstream")
         except UpstreamFailure as exc:
             return failure_answer(exc)
-        if isinstance(result, Reply):
-            return relay(result, "bypass; reason=unreadable-image" if call.unreadable else "miss")
-        return result
-
-    async def _refresh(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
-                       *, store: bool) -> Response:
-        """``no-cache``: no lookup; the answer is stored (unless ``no-store`` too)."""
-        reply = await self._forward_counted(cache, call, url, headers,
-                                            {"requests": 1, "bypassed": 1, "upstream_calls": 1})
-        if isinstance(reply, Response):
-            return reply
-        cost = _price(call, reply)
-        cache.stats_counters.add({"spent_usd": cost or 0.0})
-        if store:
-            await asyncio.to_thread(_store, cache, call, reply, cost)
-        return relay(reply, "bypass; reason=no-cache" + ("" if store else ", no-store"))
-
-    async def _peek(self, cache: Cache, call: CachedRequest, url: str, headers: list[tuple[bytes, bytes]],
-                    image_url: ImageUrl) -> Response:
-        """``no-store``: an exact lookup, and on a miss the upstream; nothing is written."""
-        hit = await asyncio.to_thread(cache.lookup, call.request)
-        if hit is not None:
-            try:
-                body = call.render(codec.decode(hit.manifest["result"], hit.blobs), hit, image_url)
-            except (CorruptData, UnstorableResult, KeyError, TypeError, ValueError):
-                body = None
-            if body is not None:
-                cache.stats_counters.add(_hit_counts(hit))
-                return hit_response(body, hit, "; no-store")
-        reply = await self._forward_counted(cache, call, url, headers,
-                                            {"requests": 1, "misses": 1, "upstream_calls": 1})
-        if isinstance(reply, Response):
-            return reply
-        cache.stats_counters.add({"spent_usd": _price(call, reply) or 0.0})
-        return relay(reply, "miss; no-store")
-
-    async def _forward_counted(self, cache: Cache, call: CachedRequest, url: str,
-                               headers: list[tuple[bytes, bytes]], counts: dict[str, float]) -> Reply | Response:
-        """Send a cached endpoint's call upstream outside ``Cache.afetch`` (the control headers'
-        paths) and count it: the upstream's reply when it succeeded, else the answer to give."""
-        try:
-            reply = await self.upstream.call(call.endpoint, "POST", url, headers, call.content)
-        except UpstreamFailure as exc:
-            cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return failure_answer(exc)
-        if not reply.ok:
-            cache.stats_counters.add({**counts, "upstream_errors": 1})
-            return relay(reply, "error; reason=upstream")
-        cache.stats_counters.add(counts)
-        return reply
+        if not isinstance(result, Reply):
+            return result
+        if not lookup:
+            return relay(result, "bypass; reason=no-cache" + ("" if store else ", no-store"))
+        if call.unreadable:
+            return relay(result, "bypass; reason=unreadable-image")
+        return relay(result, "miss" if store else "miss; no-store")
 
     async def _pass(self, endpoint: str, url: str, headers: list[tuple[bytes, bytes]],
                     content: bytes | AsyncIterator[bytes], reason: str, method: str = "POST") -> Response:
@@ -492,27 +439,7 @@ def _upstream_path(request: HttpRequest) -> str | None:
     path = raw.decode("latin-1") if raw else request.url.path
     if _ESCAPING.search(path) or any(unquote(segment) in (".", "..") for segment in path.split("/")):
         return None
-    return path[len("/v1"):] if path.startswith("/v1") else path
-
-
-def _price(call: CachedRequest, reply: Reply) -> float | None:
-    if not callable(call.cost):
-        return call.cost
-    try:
-        return call.cost(reply)
-    except Exception as exc:  # a pricing gap costs the figure, never the call
-        log.warning("imgcache proxy: pricing %s failed: %r", call.endpoint, exc)
-        return None
-
-
-def _store(cache: Cache, call: CachedRequest, reply: Reply, cost: float | None) -> None:
-    try:
-        storable = call.to_storable(reply)
-    except UnstorableResult as exc:
-        log.warning("imgcache proxy: %s answer not stored: %s", call.endpoint, exc)
-        cache.stats_counters.add({"uncacheable": 1})
-        return
-    cache.store_result(call.request, storable, cost_usd=cost, elapsed=reply.elapsed)
+    return path.removeprefix("/v1")
 
 
 def create_app(config: ProxyConfig | None = None, cache: Cache | None = None, *, owns_cache: bool = False,

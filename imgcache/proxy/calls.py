@@ -2,11 +2,12 @@
 (the :class:`~imgcache.request.Request`, the body to send upstream, how the answer is stored,
 rendered on a hit and priced), or :class:`Passed` (forwarded uncached, and why).
 
-The requests are built by the SDK wrapper's own functions
-(:func:`~imgcache.adapters.openai.generate_request`, :func:`~imgcache.adapters.openai.edit_request`,
-:func:`~imgcache.adapters.openai_vision.chat_request`,
-:func:`~imgcache.adapters.openai_vision.responses_request`) and stored in the same form
-(:func:`~imgcache.adapters.openai.body_to_storable`), so a call made through the proxy is a hit
+The requests are built by the same functions as the SDK wrapper's
+(:func:`~imgcache.adapters.openai.wire.generate_request`,
+:func:`~imgcache.adapters.openai.wire.edit_request`,
+:func:`~imgcache.adapters.openai.wire.chat_request`,
+:func:`~imgcache.adapters.openai.wire.responses_request`) and stored in the same form
+(:func:`~imgcache.adapters.openai.wire.body_to_storable`), so a call made through the proxy is a hit
 for ``imgcache.wrap(client)`` on the same cache and namespace, and the other way round.
 
 What the SDK sends and what the wrapper keys differ in one place: an edit's form fields are
@@ -28,21 +29,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._memo import MISSING, BoundedMemo
-from ..adapters.openai import (
+from ..adapters.openai.wire import (
     body_to_storable,
+    chat_request,
     edit_request,
     generate_request,
+    passes_through,
     response_format,
+    responses_request,
     storable_to_body,
 )
-from ..adapters.openai_vision import chat_request, passes_through, responses_request
 from ..errors import BeyondLimits, InvalidRequest, SourceRefused, UnstorableResult
 from ..pricing import generation_cost
 from ..request import Request
 
 if TYPE_CHECKING:
+    from ..manifest import Hit
     from ..match.config import VisionOptions
-    from ..store.tiered import Hit
     from .upstream import Reply
 
 GENERATIONS = "images.generations"

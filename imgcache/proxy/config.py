@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .._vocabulary import check_namespace
 from ..errors import ConfigError
 from ..fetch import FetchPolicy
-from ..store.base import check_namespace
 
 MiB = 1 << 20
 NAMESPACE_MODES = ("shared", "per-key", "header")

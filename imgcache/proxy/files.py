@@ -31,13 +31,10 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from .._files import DEFAULT_FILE_MODE, read_file, write_file
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..store.tiered import TieredStore
+    from ..cache import Cache
 
 log = logging.getLogger("imgcache.proxy")
 
@@ -46,8 +43,7 @@ _VERSION = b"\x01"
 _NONCE = 12
 _HEAD = struct.Struct(">QB")  # expiry (unix seconds), image index
 _NAME = re.compile(r"([A-Za-z0-9_-]{60,400})\.[a-z]{2,4}")
-_REDIS_KEY = "proxy:file-url-secret"
-_FILE = ".proxy-file-url-secret"
+_SECRET_NAME = "proxy-file-url-secret"
 
 
 @dataclass(frozen=True)
@@ -102,52 +98,14 @@ class FileUrls:
         return FileRef(namespace, key, index, expires)
 
 
-def file_urls(store: TieredStore, configured: str | None) -> FileUrls:
+def file_urls(cache: Cache, configured: str | None) -> FileUrls:
     """The proxy's :class:`FileUrls`, with the secret found as the module doc says."""
     secret = configured or os.environ.get(SECRET_ENV)
     if secret:
         return FileUrls(secret.encode())
-    return FileUrls(_stored_secret(store))
-
-
-def _stored_secret(store: TieredStore) -> bytes:
     fresh = secrets.token_bytes(32)
-    redis = store.available("redis")
-    if redis is not None:
-        try:
-            return _redis_secret(redis, fresh)
-        except Exception as exc:
-            log.warning("imgcache proxy: cannot keep the file URL secret in Redis (%r)", exc)
-    disk = store.available("disk")
-    if disk is not None:
-        try:
-            return _file_secret(Path(disk.root) / _FILE, fresh)  # type: ignore[attr-defined]
-        except OSError as exc:
-            log.warning("imgcache proxy: cannot keep the file URL secret in %s (%r)", disk, exc)
-    log.warning("imgcache proxy: no shared place for the file URL secret: image URLs are served "
-                "only by the process that made them; set %s to share one", SECRET_ENV)
-    return fresh
-
-
-def _redis_secret(redis: Any, fresh: bytes) -> bytes:
-    name = f"{redis.prefix}{_REDIS_KEY}"
-    with redis.translate_errors():
-        client = redis.client
-        client.set(name, fresh, nx=True)  # the first process's secret is everyone's
-        stored = client.get(name)
-    if not isinstance(stored, bytes) or len(stored) < 16:
-        raise ValueError("the stored secret is not a secret")
-    return stored
-
-
-def _file_secret(path: Path, fresh: bytes) -> bytes:
-    """The secret in ``path``, written there first if it is absent (whole, or not at all, so a
-    concurrent reader never sees it half written)."""
-    try:
-        write_file(path, fresh, DEFAULT_FILE_MODE, exclusive=True)
-        return fresh
-    except FileExistsError:
-        stored = read_file(path) or b""
-        if len(stored) < 16:
-            raise OSError(f"{path} does not hold a secret") from None
-        return stored
+    shared = cache.shared_secret(_SECRET_NAME, fresh)
+    if shared is None:
+        log.warning("imgcache proxy: no shared place for the file URL secret: image URLs are served "
+                    "only by the process that made them; set %s to share one", SECRET_ENV)
+    return FileUrls(shared or fresh)

@@ -23,12 +23,14 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..errors import ProxyError
+
 MAX_HEADERS = 100
 DEFAULT_HEAD_BYTES = 64 * 1024
 _REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
 
-class _HeadRefused(Exception):
+class _HeadRefused(ProxyError):
     """Raised from a parser callback: httptools stops, uvicorn calls ``send_400_response``."""
 
 

@@ -31,15 +31,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
-from ..store.base import check_namespace
+from .._vocabulary import check_namespace
+from ..errors import ConfigError, ProxyError
 from .config import MAX_PREFIX, ProxyConfig
 
 if TYPE_CHECKING:
     from ..cache import Cache
 
 
-class NamespaceRefused(Exception):
+class NamespaceRefused(ProxyError):
     """The namespace header names a namespace this caller may not use (or no valid name)."""
 
     def __init__(self, status: int, message: str, code: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import UnstorableResult
+from ..errors import ProxyError, UnstorableResult
 from .config import ProxyConfig
 
 HOP_BY_HOP = frozenset({
@@ -34,7 +34,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
 _UNPARSED = object()
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(ProxyError):
     """The upstream could not be reached (502) or did not answer in time (504)."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
@@ -43,7 +43,7 @@ class UpstreamFailure(Exception):
         self.code = code
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(ProxyError):
     """A request body over the limit (413)."""
 
     def __init__(self, limit: int) -> None:
@@ -51,7 +51,7 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-class BodyTooSlow(Exception):
+class BodyTooSlow(ProxyError):
     """A request body that did not arrive within the body timeout (408)."""
 
     def __init__(self, timeout: float) -> None:
@@ -96,7 +96,7 @@ class Reply:
         return self._parsed
 
 
-class UpstreamError(Exception):
+class UpstreamError(ProxyError):
     """A non-2xx upstream answer: raised inside the cache's call, relayed unchanged."""
 
     def __init__(self, reply: Reply) -> None:

@@ -18,45 +18,32 @@ tier's breaker.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from ..errors import ConfigError, CorruptData
+from .._vocabulary import HEX_ID, Sentinel
+from ..errors import CorruptData
+
+if TYPE_CHECKING:
+    from .claims import TierClaims
+    from .rate import SharedBuckets
 
 log = logging.getLogger("imgcache")
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Final = _Missing()
+_Missing = Sentinel
+MISSING: Final = Sentinel("MISSING")
 """What ``Tier.get`` returns for a key it does not hold."""
+FAILED: Final = Sentinel("FAILED")
+"""What the tiered store's guarded calls return when the tier was skipped or failed."""
 
 ENTRY: Final = "e"
 BLOB: Final = "b"
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-HEX_ID = re.compile(r"[0-9a-f]{64}")
-"""What the ``<id>`` of a logical key is: a sha256, in hex."""
-
-
-def check_namespace(namespace: str) -> str:
-    """Namespaces become parts of Redis keys, S3 keys and paths, so they are kept plain."""
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ConfigError(
-            f"namespace {namespace!r} must be 1-64 characters of letters, digits, '.', '_', '-'"
-            " starting with a letter or digit"
-        )
-    return namespace
+SCOPES: Final = {"process": 0, "host": 1, "fleet": 2}
+"""Who sees what a tier stores: this process, the processes of one machine, every machine."""
 
 
 def entry_key(namespace: str, key_hex: str) -> str:
@@ -99,8 +86,8 @@ class Tier(Protocol):
 
     name: str
     """One of ``memory``, ``disk``, ``redis``, ``s3``: the label in stats and logs."""
-    shared: bool
-    """Other processes see what this tier stores."""
+    scope: str
+    """Who sees what it stores: one of :data:`SCOPES`."""
     corrupt_sink: Callable[[CorruptData], None] | None
     """Told of bad data the tier found at one key and repaired itself; set by the tiered
     store, which counts it."""
@@ -119,19 +106,125 @@ class Tier(Protocol):
     def close(self) -> None: ...
 
 
-class CounterStore(Protocol):
-    """A shared tier that can also aggregate stats counters across processes."""
+# -- capabilities a tier may declare beside get/set/delete ------------------------------------
+# The tiered store uses, for each, the tier that reaches widest among the tiers that are up
+# and offer it (a fleet's Redis before a machine's directory); nobody asks for a tier by name.
+# Errors are TierError (or CorruptData for one bad key), as for the narrow protocol.
+
+
+@runtime_checkable
+class SharedCounters(Protocol):
+    """Stats counters added up across processes, and a scan of the namespaces that have some."""
 
     def add_counters(self, namespace: str, deltas: Mapping[str, float]) -> None: ...
 
     def read_counters(self, namespace: str) -> dict[str, float]: ...
+
+    def counter_namespaces(self, limit: int) -> set[str]:
+        """Namespaces with counters; stops once it has found more than ``limit``."""
+
+
+@runtime_checkable
+class SharedFeeds(Protocol):
+    """Records shared between processes: tailed feeds (read on from a cursor), short lists of
+    the newest records, and bounded logs (read whole; the oldest records are dropped)."""
+
+    def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None: ...
+
+    def read_records(self, namespace: str, feed: str, cursor: str | None, limit: int = 10_000
+                     ) -> tuple[list[bytes], str | None]: ...
+
+    def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None: ...
+
+    def read_recent(self, namespace: str, feed: str) -> list[bytes]: ...
+
+    def append_log(self, namespace: str, log: str, record: bytes, *, max_records: int,
+                   max_bytes: int) -> None: ...
+
+    def read_log(self, namespace: str, log: str) -> list[bytes]: ...
+
+
+@runtime_checkable
+class Mutexes(Protocol):
+    """Locks that other processes respect, with a timeout so a dead holder frees them."""
+
+    def try_mutex(self, key: str, timeout: float) -> Any:
+        """The lock on entry ``key`` if it was free (then taken), else None. The lock has
+        ``extend(seconds)`` and ``release()``, which may raise when it expired."""
+
+
+@runtime_checkable
+class BlobUrls(Protocol):
+    """URLs that serve a blob's bytes directly (presigned S3, a local file)."""
+
+    def blob_url(self, key: str, data: bytes, lifetime: int) -> str | None:
+        """A URL for blob ``key`` (holding ``data``, stored first if absent) that works for
+        ``lifetime`` seconds; None if this tier cannot give one now."""
+
+
+@runtime_checkable
+class Secrets(Protocol):
+    """A secret every process sharing the tier agrees on: the first one stored wins."""
+
+    def keep_secret(self, name: str, fresh: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Claims on keys that other processes respect and that die with their holder (a lease
+    that lapses, a lock the kernel drops), and refusals remembered for a while: which worker
+    does what (the prewarm job). See :mod:`imgcache.store.claims`."""
+
+    def claims(self, namespace: str, scope: str, *, lease: float, refusal_ttl: float) -> TierClaims:
+        """Claims of ``namespace`` for ``scope`` (what they are for, a part of their names),
+        held ``lease`` seconds at a time while renewed; refusals are kept ``refusal_ttl``."""
+
+
+@runtime_checkable
+class RateBuckets(Protocol):
+    """Token buckets every process sharing the tier draws from, on one clock. See
+    :mod:`imgcache.store.rate`."""
+
+    def rate_buckets(self, namespace: str, scope: str) -> SharedBuckets:
+        """The buckets of ``namespace`` for ``scope`` (what they are for, a part of their names)."""
+
+
+@runtime_checkable
+class Scannable(Protocol):
+    """Every entry and blob file held, for prune (see :mod:`imgcache.store.prune`)."""
+
+    def stored_files(self) -> Iterator[StoredFile]: ...
+
+    def read_stored(self, file: StoredFile) -> bytes | None:
+        """The file's bytes; None if it went meanwhile."""
+
+    def remove_stored(self, file: StoredFile) -> None: ...
+
+
+@dataclass
+class StoredFile:
+    """One file in an entry or blob directory, as a scan sees it."""
+
+    namespace: str
+    kind: str
+    """ENTRY or BLOB: the directory it is in."""
+    name: str
+    size: int
+    mtime: float
+    """When it was last written or read (reads touch entries): what "recently used" means."""
+    handle: Any
+    """The tier's own reference to it (a path)."""
+    regular: bool = True
+    """False for what is not a regular file (a directory, a FIFO, a symlink) where one should be."""
+    temporary: bool = False
+    """Left half-written by a writer that died."""
 
 
 class BaseTier:
     """Defaults for the batch methods, as loops over the single ones."""
 
     name = "base"
-    shared = False
+    scope = "process"
     corrupt_sink: Callable[[CorruptData], None] | None = None
 
     def report_corrupt(self, exc: CorruptData) -> None:

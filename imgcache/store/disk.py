@@ -6,7 +6,7 @@ or no file, never a torn write. Nothing is fsynced: after a power loss a file ma
 or short, which the front's digest check turns into a miss.
 
 Expiry is not this tier's business on the hot path (the front reads it from the entry
-manifest), so ``ttl`` is accepted and ignored. Files are removed by :meth:`DiskTier.prune`
+manifest), so ``ttl`` is accepted and ignored. Files are removed by :func:`imgcache.store.prune.prune`
 (``imgcache prune``): expired and unreadable entries, blobs no entry needs, and, under a size
 cap, the least recently used entries with their blobs. Reading an entry touches its file's mtime, which is what
 "recently used" means here.
@@ -27,11 +27,9 @@ import os
 import re
 import shutil
 import stat
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .._files import (
     DEFAULT_FILE_MODE,
@@ -45,73 +43,24 @@ from .._files import (
     tighten,
     write_file,
 )
+from .._vocabulary import NAMESPACE, check_namespace
 from ..errors import CorruptData, TierUnavailable
 from ..stats import counter_value
-from .base import (
-    BLOB,
-    ENTRY,
-    HEX_ID,
-    MISSING,
-    BaseTier,
-    _Missing,
-    check_namespace,
-    log_corrupt,
-    split_key,
-)
+from .base import BLOB, ENTRY, MISSING, BaseTier, StoredFile, _Missing, log_corrupt, split_key
+
+if TYPE_CHECKING:
+    from .claims import FileClaims
 
 T = TypeVar("T")
 _STATS = "stats.json"
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what write_file leaves if a writer dies
 
 
-@dataclass
-class PruneReport:
-    """What :meth:`DiskTier.prune` removed (or, in a dry run, would remove) and kept."""
-
-    expired: int = 0
-    """Entries past their expiry."""
-    invalid: int = 0
-    """Entry files that are not a valid manifest for their key (damaged, another version), and
-    what is not a regular file where an entry or a blob should be (removed)."""
-    evicted: int = 0
-    """Valid entries removed, least recently used first, to come under ``max_bytes``."""
-    orphans: int = 0
-    """Blobs no remaining entry needs: those of removed entries (whatever their age), and
-    others older than the grace period."""
-    temporaries: int = 0
-    """Half-written files of writers that died (older than the grace period)."""
-    freed_bytes: int = 0
-    entries: int = 0
-    """Entries kept."""
-    blobs: int = 0
-    """Blobs kept."""
-    kept_bytes: int = 0
-    """Bytes of the entries and blobs kept: what ``max_bytes`` limits."""
-    pending_blobs: int = 0
-    """Blobs kept because no entry references them yet and they are younger than the grace
-    period (a writer stores an entry's blobs before its manifest); counted in ``blobs``."""
-    pending_bytes: int = 0
-    over_limit_bytes: int = 0
-    """How far ``kept_bytes`` is still over ``max_bytes`` (0: within it, or no limit). Only
-    pending blobs can keep it over: every entry was evicted and they remain."""
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass
-class _File:
-    path: Path
-    size: int
-    mtime: float
-    refs: tuple[tuple[str, str], ...] = ()  # an entry's blobs: (namespace, digest)
-
-
 class DiskTier(BaseTier):
-    """Files under ``root``; also a :class:`~imgcache.store.base.CounterStore`."""
+    """Files under ``root``; also shared counters, feeds, secrets, URLs, claims and a scan for prune."""
 
     name = "disk"
-    shared = True
+    scope = "host"
 
     def __init__(self, root: str | os.PathLike[str], *, file_mode: int = DEFAULT_FILE_MODE) -> None:
         self.root = Path(root)
@@ -218,126 +167,101 @@ class DiskTier(BaseTier):
         path = self._file(namespace, f"{feed}.recent")
         return (self.repairing(path, "reading", lambda: read_file(path)) or b"").splitlines()
 
-    def prune(self, *, max_bytes: int | None = None, grace: float = 3600.0, dry_run: bool = False,
-              now: float | None = None) -> PruneReport:
-        """Remove what the cache no longer needs from every namespace under ``root``.
+    def append_log(self, namespace: str, log: str, record: bytes, *, max_records: int,
+                   max_bytes: int) -> None:
+        """Append a line; past ``max_bytes`` the file is cut to its newest half (from a whole line)."""
+        path = self._file(namespace, f"{log}.log")
 
-        Removed: entries past their expiry or that are not a valid manifest; blobs no remaining
-        entry references; half-written temporary files. With ``max_bytes``, then the least
-        recently used entries (by mtime: reads touch it) until entries and blobs fit. A removed
-        entry's blobs go with it, whatever their age, unless a remaining entry needs them.
-        Blobs that no entry references *yet* and temporaries are kept while younger than
-        ``grace`` seconds (a writer stores an entry's blobs before its manifest); such blobs
-        count towards the size, so they alone can keep it over ``max_bytes``: the report's
-        ``over_limit_bytes`` then says by how much (``pending_bytes`` of them are kept).
+        def append() -> None:
+            with self.locked(path):
+                if append_file(path, record + b"\n", self.file_mode) > max_bytes:
+                    data = read_file(path) or b""
+                    keep = data[len(data) // 2:]
+                    write_file(path, keep[keep.find(b"\n") + 1:], self.file_mode)
 
-        Safe while other processes use the directory: what they read after a removal is a
-        miss, never a wrong answer (an entry whose blob went missing is refetched or missed).
-        Feeds, counters and everything outside the entry and blob directories are left alone.
-        """
-        from ..codec import blob_digests
-        from .tiered import parse_manifest
+        self.repairing(path, "appending to", append)
 
-        now = time.time() if now is None else now
-        report = PruneReport()
-        entries: list[_File] = []
-        blobs: dict[tuple[str, str], _File] = {}
-        released: set[tuple[str, str]] = set()  # blobs of the expired entries removed
+    def read_log(self, namespace: str, log: str) -> list[bytes]:
+        path = self._file(namespace, f"{log}.log")
+        return (self.repairing(path, "reading", lambda: read_file(path)) or b"").splitlines()
 
-        def remove(file: _File) -> None:
-            report.freed_bytes += file.size
-            if not dry_run:
-                file.path.unlink(missing_ok=True)
+    def counter_namespaces(self, limit: int) -> set[str]:
+        """The folders under root that hold a counters file."""
+        found: set[str] = set()
+        with self._errors(f"listing {self.root}"):
+            try:
+                with os.scandir(self.root) as entries:
+                    for entry in entries:
+                        if not NAMESPACE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                            continue
+                        if os.path.isfile(os.path.join(entry.path, _STATS)):
+                            found.add(entry.name)
+                            if len(found) > limit:
+                                break
+            except FileNotFoundError:  # nothing stored yet
+                pass
+        return found
 
-        with self._errors(f"pruning {self.root}"):
-            for namespace, kind, path in self._stored_files():
-                try:
-                    info = path.lstat()
-                    is_id = HEX_ID.fullmatch(path.name) is not None
-                    if not stat.S_ISREG(info.st_mode):
-                        report.invalid += 1
-                        if not dry_run:
-                            self._clear(path)
-                        continue
-                    raw = (read_file(path) or b"") if kind == ENTRY and is_id else b""
-                except FileNotFoundError:  # removed by another process meanwhile
-                    continue
-                file = _File(path, info.st_size, info.st_mtime)
-                if not is_id:
-                    if _TEMPORARY.fullmatch(path.name) and file.mtime < now - grace:
-                        report.temporaries += 1
-                        remove(file)
-                elif kind == BLOB:
-                    blobs[namespace, path.name] = file
-                else:
-                    try:
-                        manifest: dict[str, Any] = parse_manifest(raw, path.name)
-                    except CorruptData:
-                        report.invalid += 1
-                        remove(file)
-                        continue
-                    needed = [*blob_digests(manifest["result"]),
-                              *(image["fp"] for image in manifest.get("images", []))]
-                    file.refs = tuple(dict.fromkeys((namespace, d) for d in needed))
-                    if manifest["expires"] is not None and manifest["expires"] <= now:
-                        report.expired += 1
-                        remove(file)
-                        released.update(file.refs)
-                        continue
-                    entries.append(file)
+    def blob_url(self, key: str, data: bytes, lifetime: int) -> str | None:
+        """The blob's file, written first if absent, as a ``file://`` URL."""
+        path = self.path_for(key)
+        if not path.exists():
+            self.set(key, data)
+        return path.resolve().as_uri()
 
-            users: dict[tuple[str, str], int] = {}
-            for entry in entries:
-                for ref in entry.refs:
-                    users[ref] = users.get(ref, 0) + 1
+    def keep_secret(self, name: str, fresh: bytes) -> bytes:
+        """``<root>/.<name>``, written whole or not at all, so a concurrent reader never sees
+        it half written; the first process's secret is everyone's."""
+        path = self.root / f".{name}"
+        with self._errors(f"keeping {path}"):
+            try:  # private to this user whatever file_mode says
+                write_file(path, fresh, DEFAULT_FILE_MODE, exclusive=True)
+                return fresh
+            except FileExistsError:
+                stored = read_file(path) or b""
+        if len(stored) < 16:
+            raise CorruptData(self.name, f"{path} does not hold a secret")
+        return stored
 
-            def drop_unused(refs: list[tuple[str, str]], *, referenced: bool) -> None:
-                """Remove the blobs among ``refs`` that no remaining entry needs: those of a
-                removed entry (``referenced``) whatever their age, others past the grace."""
-                for ref in refs:
-                    blob = blobs.get(ref)
-                    if blob is not None and not users.get(ref) and (referenced or blob.mtime < now - grace):
-                        report.orphans += 1
-                        remove(blobs.pop(ref))
+    def claims(self, namespace: str, scope: str, *, lease: float, refusal_ttl: float) -> FileClaims:
+        """``flock`` claims, which need no lease, and refusal files (see :mod:`imgcache.store.claims`)."""
+        from .claims import FileClaims
 
-            drop_unused(list(released), referenced=True)  # expired entries' blobs
-            drop_unused(list(blobs), referenced=False)
-            size = sum(e.size for e in entries) + sum(b.size for b in blobs.values())
-            if max_bytes is not None and size > max_bytes:
-                entries.sort(key=lambda e: e.mtime)
-                evicted = 0
-                for entry in entries:
-                    if size <= max_bytes:
-                        break
-                    before = report.freed_bytes
-                    remove(entry)
-                    for ref in entry.refs:
-                        users[ref] -= 1
-                    drop_unused(list(entry.refs), referenced=True)  # they go with their entry
-                    size -= report.freed_bytes - before
-                    evicted += 1
-                report.evicted = evicted
-                del entries[:evicted]
-        report.entries, report.blobs = len(entries), len(blobs)
-        report.kept_bytes = sum(e.size for e in entries) + sum(b.size for b in blobs.values())
-        pending = [b for ref, b in blobs.items() if not users.get(ref)]
-        report.pending_blobs, report.pending_bytes = len(pending), sum(b.size for b in pending)
-        if max_bytes is not None:
-            report.over_limit_bytes = max(0, report.kept_bytes - max_bytes)
-        return report
+        return FileClaims(self.root, namespace, scope, refusal_ttl=refusal_ttl, file_mode=self.file_mode)
 
-    def _stored_files(self) -> Iterator[tuple[str, str, Path]]:
-        """(namespace, kind, path) of every file in the entry and blob directories under root."""
-        if not self.root.is_dir():
-            return
-        for namespace in sorted(self.root.iterdir()):
-            for kind in (ENTRY, BLOB):
-                directory = namespace / kind
-                shards = sorted(directory.iterdir()) if directory.is_dir() else []
-                for shard in shards:
-                    if shard.is_dir():
-                        for path in sorted(shard.iterdir()):
-                            yield namespace.name, kind, path
+    # -- Scannable: what prune walks (see :mod:`imgcache.store.prune`) ---------------------
+
+    def stored_files(self) -> Iterator[StoredFile]:
+        """Every file in the entry and blob directories under root, namespace by namespace."""
+        with self._errors(f"scanning {self.root}"):
+            if not self.root.is_dir():
+                return
+            for namespace in sorted(self.root.iterdir()):
+                for kind in (ENTRY, BLOB):
+                    directory = namespace / kind
+                    for shard in sorted(directory.iterdir()) if directory.is_dir() else []:
+                        for path in sorted(shard.iterdir()) if shard.is_dir() else []:
+                            try:
+                                info = path.lstat()
+                            except FileNotFoundError:  # removed by another process meanwhile
+                                continue
+                            yield StoredFile(namespace.name, kind, path.name, info.st_size, info.st_mtime,
+                                             path, regular=stat.S_ISREG(info.st_mode),
+                                             temporary=_TEMPORARY.fullmatch(path.name) is not None)
+
+    def read_stored(self, file: StoredFile) -> bytes | None:
+        with self._errors(f"reading {file.handle}"):
+            try:
+                return read_file(file.handle)
+            except FileNotFoundError:
+                return None
+
+    def remove_stored(self, file: StoredFile) -> None:
+        with self._errors(f"removing {file.handle}"):
+            if file.regular:
+                file.handle.unlink(missing_ok=True)
+            else:
+                self._clear(file.handle)
 
     def _file(self, namespace: str, name: str) -> Path:
         """A namespace's file beside its entries: counters, feeds."""

@@ -7,7 +7,6 @@ memory hit costs no parsing and no second lookup.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -20,25 +19,9 @@ from .base import MISSING, BaseTier
 _OVERHEAD = 160
 
 
-def deep_size(value: Any) -> int:
-    """Bytes a tree of dicts, lists, strings, bytes and numbers (a parsed manifest) takes in
-    this process, walked without recursion (a deeply nested value cannot overflow the stack).
-    Objects shared within the tree are counted each time: an upper bound."""
-    size, todo = 0, [value]
-    while todo:
-        item = todo.pop()
-        size += sys.getsizeof(item)
-        if isinstance(item, dict):
-            todo.extend(item.keys())
-            todo.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            todo.extend(item)
-    return size
-
-
 class MemoryTier(BaseTier):
     name = "memory"
-    shared = False
+    scope = "process"
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from .._vocabulary import NAMESPACE
 from ..errors import ConfigError, CorruptData, TierTimeout, TierUnavailable
 from ..stats import counter_value
 from .base import ENTRY, MISSING, BaseTier, _Missing, log_corrupt, split_key
+
+if TYPE_CHECKING:
+    from .claims import RedisClaims
+    from .rate import RedisBuckets
 
 try:
     from redis.lock import Lock
@@ -36,6 +42,8 @@ except ImportError:  # the tier's constructor says what to install
     Lock = object  # type: ignore[assignment,misc]
 
 T = TypeVar("T")
+_PAGE = 10_000
+_SCAN_COUNT = 1000
 
 _BAD_VALUE = ("WRONGTYPE", "hash value is not", "value is not a valid float",
               "value is not an integer", "increment would produce NaN or Infinity")
@@ -55,10 +63,11 @@ expiry): one atomic step, so that a key another process has just repaired is lef
 
 
 class RedisTier(BaseTier):
-    """Bytes under Redis string keys; also a :class:`~imgcache.store.base.CounterStore`."""
+    """Bytes under Redis string keys; also shared counters, feeds, locks, secrets, claims and
+    token buckets."""
 
     name = "redis"
-    shared = True
+    scope = "fleet"
 
     def __init__(
         self,
@@ -169,6 +178,12 @@ class RedisTier(BaseTier):
             with self.translate_errors():
                 client.close()
 
+    def try_mutex(self, key: str, timeout: float) -> Lock | None:
+        """The lock on entry ``key`` if it was free (now taken), else None."""
+        with self.translate_errors():
+            lock = self.mutex(key, timeout)
+            return lock if lock.acquire(blocking=False) else None
+
     def mutex(self, key: str, timeout: float) -> Lock:
         """A distributed lock for entry ``key`` that expires after ``timeout`` seconds (see
         :meth:`lock`)."""
@@ -266,6 +281,56 @@ class RedisTier(BaseTier):
         """Newest first."""
         name = self._feed_key(namespace, feed)
         return list(self.repairing(name, "list", lambda: self.client.lrange(name, 0, -1)))
+
+    def append_log(self, namespace: str, log: str, record: bytes, *, max_records: int,
+                   max_bytes: int) -> None:
+        """A stream trimmed to about ``max_records`` (by whole stream nodes)."""
+        self.append_records(namespace, log, [record], max_records)
+
+    def read_log(self, namespace: str, log: str) -> list[bytes]:
+        cursor: str | None = None
+        found: list[bytes] = []
+        while True:
+            records, cursor = self.read_records(namespace, log, cursor, _PAGE)
+            found += records
+            if len(records) < _PAGE:
+                return found
+
+    def counter_namespaces(self, limit: int) -> set[str]:
+        """Namespaces with a ``<prefix><namespace>:stats`` hash, found with SCAN (``count``
+        1,000 a step, every primary of a Cluster), never KEYS."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*:stats"
+        found: set[str] = set()
+        with self.translate_errors():
+            for key in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                name = key.decode(errors="replace")[len(self.prefix):-len(":stats")]
+                if NAMESPACE.fullmatch(name):
+                    found.add(name)
+                    if len(found) > limit:
+                        break
+        return found
+
+    def keep_secret(self, name: str, fresh: bytes) -> bytes:
+        """``SET NX``: the first process's secret is everyone's."""
+        key = f"{self.prefix}{name}"
+        with self.translate_errors(key):
+            self.client.set(key, fresh, nx=True)
+            stored = self.client.get(key)
+        if not isinstance(stored, bytes) or len(stored) < 16:
+            raise CorruptData(self.name, f"{key} does not hold a secret")
+        return stored
+
+    def claims(self, namespace: str, scope: str, *, lease: float, refusal_ttl: float) -> RedisClaims:
+        """Leased locks and expiring refusals (see :mod:`imgcache.store.claims`)."""
+        from .claims import RedisClaims
+
+        return RedisClaims(self, namespace, scope, lease=lease, refusal_ttl=refusal_ttl)
+
+    def rate_buckets(self, namespace: str, scope: str) -> RedisBuckets:
+        """Token buckets on the server's clock (see :mod:`imgcache.store.rate`)."""
+        from .rate import RedisBuckets
+
+        return RedisBuckets(self, namespace, scope)
 
     def _feed_key(self, namespace: str, feed: str) -> str:
         return f"{self.prefix}{namespace}:{feed}"

@@ -26,7 +26,7 @@ _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer
 
 class S3Tier(BaseTier):
     name = "s3"
-    shared = True
+    scope = "fleet"
 
     def __init__(
         self,
@@ -130,6 +130,13 @@ class S3Tier(BaseTier):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def blob_url(self, key: str, data: bytes, lifetime: int) -> str | None:
+        """A presigned URL, once the object is there (its write may still be queued, or may
+        have failed: then it is written now)."""
+        if not self.contains(key):
+            self.set(key, data)
+        return self.presigned_url(key, lifetime)
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         """A GET URL for ``key`` valid for ``expires_in`` seconds (clamped to 1 s .. 7 days).

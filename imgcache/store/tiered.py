@@ -16,36 +16,48 @@ and costs that key only.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import codec
-from ..errors import CorruptData, TierError
-from ..stats import MATCHES, Stats
-from .base import MISSING, Tier, blob_key, entry_key, log_corrupt
-from .memory import MemoryTier, deep_size
+from .._memo import deep_size
+from .._vocabulary import Sentinel
+from ..errors import CorruptData, TierError, TierUnavailable
+from ..manifest import Hit, dump, expired, parse, remaining_ttl
+from ..stats import Stats
+from .base import (
+    FAILED,
+    MISSING,
+    SCOPES,
+    BlobUrls,
+    Leases,
+    Mutexes,
+    RateBuckets,
+    Scannable,
+    Secrets,
+    SharedCounters,
+    SharedFeeds,
+    Tier,
+    blob_key,
+    entry_key,
+    log_corrupt,
+)
+from .memory import MemoryTier
+
+if TYPE_CHECKING:
+    from .claims import GuardedClaims
+    from .prune import PruneReport
+    from .rate import SharedBuckets
 
 log = logging.getLogger("imgcache")
 T = TypeVar("T")
-MANIFEST_VERSION = 1
-
-
-class _Failed:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "FAILED"
-
-
-FAILED = _Failed()
+C = TypeVar("C")
+_Failed = Sentinel
 """What :meth:`TieredStore.guarded` returns when the tier was skipped or failed."""
 _HIT_BYTES = 360
 """A :class:`Hit` object and its attribute dict (what they refer to is counted apart)."""
@@ -95,14 +107,6 @@ class Breaker:
         log.warning("imgcache: %s tier is back", self.tier.name)
 
 
-@dataclass(frozen=True)
-class Hit:
-    manifest: dict[str, Any]
-    blobs: dict[str, bytes]
-    tier: str
-    """The slowest tier that served part of the hit."""
-
-
 class TieredStore:
     """Entries and blobs over an in-process memory tier and ordered byte tiers.
 
@@ -128,10 +132,18 @@ class TieredStore:
         for tier in self.tiers:
             tier.corrupt_sink = self.corrupt  # what tiers repair themselves is counted too
         self.max_blob_bytes = dict(max_blob_bytes or {})
+        self._offering: dict[type[Any], list[Tier]] = {
+            capability: [tier for tier in self.tiers if isinstance(tier, capability)]
+            for capability in (SharedCounters, SharedFeeds, Mutexes, BlobUrls, Secrets, Leases, RateBuckets)}
         self._pool = ThreadPoolExecutor(background_workers, thread_name_prefix="imgcache-write")
         self._pending: set[Future[Any]] = set()
         self._pending_lock = threading.Lock()
         self._max_background = max_background
+
+    def health(self) -> dict[str, str]:
+        """Each tier's state: ``up``, or ``down`` while its breaker is open."""
+        return {name: "up" if name == "memory" or self.breakers[name].closed else "down"
+                for name in self.tier_names}
 
     @property
     def tier_names(self) -> list[str]:
@@ -160,17 +172,133 @@ class TieredStore:
         self.stats.add({"corrupt": 1})
         log_corrupt(exc)
 
-    def shared_store(self) -> Any:
-        """Where counters and feeds shared between processes live: Redis if it is up,
-        else the local directory, else None."""
-        return self.available("redis") or self.available("disk")
+    def capable(self, capability: type[C]) -> C | None:
+        """The tier to use for a capability (see :mod:`imgcache.store.base`): among the tiers
+        that offer it and are up, the one that reaches widest (a fleet's Redis before a
+        machine's directory), the first configured among equals; None if there is none."""
+        best = None
+        for tier in self._offering[capability]:
+            if self.breakers[tier.name].closed and (best is None or SCOPES[tier.scope] > SCOPES[best.scope]):
+                best = tier
+        return best  # type: ignore[return-value]
 
-    def available(self, name: str) -> Tier | None:
-        """The tier called ``name`` if it is configured and its breaker is closed."""
-        for tier in self.tiers:
-            if tier.name == name and self.breakers[name].closed:
-                return tier
+    def _use(self, capability: type[Any], op: str, *args: Any, default: Any = FAILED) -> Any:
+        """Call ``op`` of the tier chosen for ``capability``, guarded; ``default`` if there
+        is none, FAILED if it failed."""
+        tier = self.capable(capability)
+        return default if tier is None else self.guarded(tier, getattr(tier, op), *args)
+
+    # -- shared state: counters, feeds, locks, URLs, secrets ---------------------------------
+
+    def shares(self) -> bool:
+        """Whether counters and feeds reach other processes (a directory or Redis is up)."""
+        return self.capable(SharedFeeds) is not None
+
+    def add_counters(self, namespace: str, deltas: Mapping[str, float]) -> bool:
+        """Whether the deltas were added to the shared counters (False: nowhere, or failed)."""
+        return self._use(SharedCounters, "add_counters", namespace, deltas) is not FAILED
+
+    def read_counters(self, namespace: str) -> dict[str, float] | None:
+        """The shared counters; None where nothing is shared (TierUnavailable if they could
+        not be read)."""
+        return self._read_shared(SharedCounters, "read_counters", namespace, what="the shared stats")
+
+    def namespaces(self, limit: int) -> tuple[list[str], bool] | None:
+        """The namespaces with shared counters, sorted, at most ``limit``, and whether there
+        were more; None where nothing is shared (TierUnavailable if they could not be listed)."""
+        found = self._read_shared(SharedCounters, "counter_namespaces", limit, what="the shared namespaces")
+        return None if found is None else (sorted(found)[:limit], len(found) > limit)
+
+    def _read_shared(self, capability: type[Any], op: str, *args: Any, what: str) -> Any:
+        tier = self.capable(capability)
+        if tier is None:
+            return None
+        found = self.guarded(tier, getattr(tier, op), *args)
+        if found is FAILED:
+            raise TierUnavailable(tier.name, f"{what} could not be read")
+        return found
+
+    def feed_tier(self) -> SharedFeeds | None:
+        """The tier feeds are kept in now (a feed reader's cursor belongs to it)."""
+        return self.capable(SharedFeeds)
+
+    def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None:
+        self._use(SharedFeeds, "append_records", namespace, feed, records, max_len, default=None)
+
+    def read_records(self, tier: SharedFeeds, namespace: str, feed: str, cursor: str | None
+                     ) -> tuple[list[bytes], str | None] | Sentinel:
+        return self.guarded(tier, tier.read_records, namespace, feed, cursor)  # type: ignore[arg-type]
+
+    def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
+        self._use(SharedFeeds, "push_recent", namespace, feed, record, keep, default=None)
+
+    def read_recent(self, namespace: str, feed: str) -> list[bytes]:
+        records = self._use(SharedFeeds, "read_recent", namespace, feed, default=[])
+        return records if isinstance(records, list) else []
+
+    def append_log(self, namespace: str, log: str, record: bytes, *, max_records: int, max_bytes: int) -> None:
+        tier = self.capable(SharedFeeds)
+        if tier is not None:
+            self.guarded(tier, lambda: tier.append_log(namespace, log, record, max_records=max_records,
+                                                       max_bytes=max_bytes))
+
+    def read_log(self, namespace: str, log: str) -> list[bytes]:
+        records = self._use(SharedFeeds, "read_log", namespace, log, default=[])
+        return records if isinstance(records, list) else []
+
+    def try_mutex(self, namespace: str, key_hex: str, timeout: float) -> Any:
+        """The cross-process lock on an entry if it was free (now held), None if another
+        process holds it, FAILED where there are no such locks or they failed."""
+        return self._use(Mutexes, "try_mutex", entry_key(namespace, key_hex), timeout)
+
+    def blob_url(self, namespace: str, data: bytes, lifetime: int) -> str | None:
+        """A URL serving ``data`` for ``lifetime`` seconds from the widest-reaching tier that
+        can give one (presigned S3 before a local file); None if none can."""
+        key = blob_key(namespace, codec.digest(data))
+        url = self._first_answer(BlobUrls, "blob_url", key, data, lifetime)
+        return url if isinstance(url, str) else None
+
+    def keep_secret(self, name: str, fresh: bytes) -> bytes | None:
+        """The secret every process sharing a tier agrees on (the first one kept), in the
+        widest-reaching tier that can keep it; None if there is nowhere to keep it."""
+        secret = self._first_answer(Secrets, "keep_secret", name, fresh)
+        return secret if isinstance(secret, bytes) else None
+
+    def claims(self, namespace: str, scope: str, *, lease: float, refusal_ttl: float) -> GuardedClaims | None:
+        """Claims of ``namespace`` for ``scope`` (see :mod:`imgcache.store.claims`) in the
+        widest-reaching up tier that keeps them (Redis before a directory), their calls behind
+        its breaker; None if no tier can keep them."""
+        from .claims import GuardedClaims  # loaded by the jobs that use claims only
+
+        tier = self.capable(Leases)
+        if tier is None:
+            return None
+        made = tier.claims(namespace, scope, lease=lease, refusal_ttl=refusal_ttl)
+        return GuardedClaims(made, lambda op: self.guarded(tier, op))  # type: ignore[arg-type]
+
+    def rate_buckets(self, namespace: str, scope: str) -> SharedBuckets | None:
+        """Token buckets of ``namespace`` for ``scope`` that every process sharing the
+        widest-reaching up tier that keeps them draws from; None if none can. Their calls raise
+        TierError, unguarded: the caller falls back to buckets of its own while they fail."""
+        tier = self.capable(RateBuckets)
+        return None if tier is None else tier.rate_buckets(namespace, scope)
+
+    def _first_answer(self, capability: type[Any], op: str, *args: Any) -> Any:
+        """``op`` of each up tier offering ``capability``, widest first, until one answers."""
+        tiers = [t for t in self._offering[capability] if self.breakers[t.name].closed]
+        for tier in sorted(tiers, key=lambda t: -SCOPES[t.scope]):
+            found = self.guarded(tier, getattr(tier, op), *args)
+            if found is not FAILED and found is not None:
+                return found
         return None
+
+    def prune(self, **policy: Any) -> PruneReport | None:
+        """Prune the tier that can be scanned (the local directory) as
+        :func:`imgcache.store.prune.prune` says; None if no tier can be. TierError raised."""
+        from .prune import prune
+
+        tier = next((t for t in self.tiers if isinstance(t, Scannable)), None)
+        return None if tier is None else prune(tier, **policy)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -182,8 +310,7 @@ class TieredStore:
         hit = self.memory.get(ekey)
         if hit is MISSING:
             return None
-        expires = hit.manifest["expires"]
-        if expires is not None and expires <= time.time():
+        if expired(hit.manifest):
             self.memory.delete(ekey)
             return None
         return hit  # type: ignore[no-any-return]
@@ -200,10 +327,10 @@ class TieredStore:
             if raw is FAILED or raw is MISSING:
                 continue
             try:
-                manifest = parse_manifest(raw, key_hex)
+                manifest = parse(raw, key_hex)
             except CorruptData:
                 continue
-            if manifest["expires"] is None or manifest["expires"] > now:
+            if not expired(manifest, now):
                 return True
         return False
 
@@ -219,13 +346,12 @@ class TieredStore:
             if raw is FAILED or raw is MISSING:
                 continue
             try:
-                manifest = parse_manifest(raw, key_hex)
+                manifest = parse(raw, key_hex)
             except CorruptData as exc:
                 self.corrupt(exc)
                 self._background(tier, tier.delete, ekey)
                 continue
-            expires = manifest["expires"]
-            if expires is not None and expires <= now:
+            if expired(manifest, now):
                 self._background(tier, tier.delete, ekey)
                 continue
             found = self._fetch_blobs(namespace, codec.blob_digests(manifest["result"]), manifest)
@@ -313,7 +439,7 @@ class TieredStore:
         entry (other processes can see it there); otherwise synchronously, so that the entry
         is visible to other processes by the time the caller's single-flight lock is released.
         """
-        raw = dump_manifest(manifest)
+        raw = dump(manifest)
         ekey = entry_key(namespace, key_hex)
         self._remember(ekey, manifest, blobs)
         entry_ttl, blob_ttl = remaining_ttl(manifest), remaining_ttl(manifest, blob=True)
@@ -327,7 +453,7 @@ class TieredStore:
                 self._write(tier, ekey, raw, entry_ttl, background=True)
                 continue
             written = self.guarded(tier, tier.set, ekey, raw, entry_ttl) is not FAILED
-            if tier.shared and written and len(fits) == len(blobs) and self.breakers[tier.name].closed:
+            if tier.scope != "process" and written and len(fits) == len(blobs) and self.breakers[tier.name].closed:
                 shared_complete = True
 
     def _fits(self, tier: Tier, blob: bytes) -> bool:
@@ -336,7 +462,7 @@ class TieredStore:
 
     def rewrite_manifest(self, namespace: str, key_hex: str, manifest: dict[str, Any]) -> None:
         """Store an updated manifest (a longer lifetime) everywhere, off the caller's path."""
-        raw = dump_manifest(manifest)
+        raw = dump(manifest)
         ekey = entry_key(namespace, key_hex)
         if self.memory is not None:
             held = self.memory.get(ekey)
@@ -401,55 +527,25 @@ class TieredStore:
                 log.debug("imgcache: closing %s: %r", tier.name, exc)
 
 
-def dump_manifest(manifest: Mapping[str, Any]) -> bytes:
-    return json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
+def open_store(stats: Stats, *, memory_bytes: int, directory: Path | None, redis_url: str | None,
+               s3_bucket: str | None, s3_endpoint_url: str | None, s3_prefix: str, file_mode: int,
+               redis_max_blob_bytes: int | None) -> TieredStore:
+    """The tiers a configuration names, fastest first; tier modules are imported only when used."""
+    tiers: list[Tier] = []
+    if directory is not None:
+        from .disk import DiskTier
 
+        tiers.append(DiskTier(directory, file_mode=file_mode))
+    if redis_url:
+        from .redis import RedisTier
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-_RESULT_TYPES = frozenset({"bytes", "str", "json"})
-_NUMBER_FIELDS = ("created", "ttl", "expires", "max_expires", "cost_usd", "elapsed")
+        tiers.append(RedisTier(redis_url))
+    if s3_bucket:
+        from .s3 import S3Tier
 
-
-def _number_or_none(value: Any) -> bool:
-    return value is None or (type(value) in (int, float) and math.isfinite(value))
-
-
-def parse_manifest(raw: bytes, key_hex: str) -> dict[str, Any]:
-    """Parse and check a manifest read back from a tier: its whole shape, since everything in
-    it came from a shared store. Anything off is CorruptData (a miss), never a caller's error."""
-    try:
-        manifest = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptData("manifest", f"entry {key_hex[:12]} does not parse: {exc}") from exc
-    result = manifest.get("result") if isinstance(manifest, dict) else None
-    ok = (
-        isinstance(result, dict)
-        and manifest.get("v") == MANIFEST_VERSION
-        and manifest.get("key") == key_hex
-        and result.get("type") in _RESULT_TYPES
-        and isinstance(result.get("body"), str)
-        and _DIGEST.fullmatch(result["body"]) is not None
-        and isinstance(result.get("blobs"), list)
-        and all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in result["blobs"])
-        and all(_number_or_none(manifest.get(name)) for name in _NUMBER_FIELDS)
-        and type(manifest.get("hits", 0)) is int
-        and manifest.get("match", "exact") in MATCHES
-        and _images_ok(manifest.get("images", []))
-    )
-    if not ok:
-        raise CorruptData("manifest", f"entry {key_hex[:12]} is not a valid manifest for its key")
-    return manifest  # type: ignore[no-any-return]
-
-
-def _images_ok(images: Any) -> bool:
-    """A vision entry's ``images``: per input image its digest and its fingerprint blob's."""
-    return isinstance(images, list) and all(
-        isinstance(image, dict) and all(isinstance(image.get(name), str) and _DIGEST.fullmatch(image[name])
-                                        for name in ("sha256", "fp"))
-        for image in images)
-
-
-def remaining_ttl(manifest: Mapping[str, Any], *, blob: bool = False) -> float | None:
-    """Seconds a manifest (or, with ``blob``, its blobs: until the lifetime cap) has left."""
-    deadline = manifest.get("max_expires") if blob else manifest.get("expires")
-    return None if deadline is None else deadline - time.time()
+        tiers.append(S3Tier(s3_bucket, endpoint_url=s3_endpoint_url, prefix=s3_prefix))
+    # With S3 behind it, Redis keeps only small blobs; without, it must keep them all.
+    if redis_max_blob_bytes is None and s3_bucket:
+        redis_max_blob_bytes = 4 << 20
+    return TieredStore(MemoryTier(memory_bytes) if memory_bytes else None, tiers, stats,
+                       max_blob_bytes={"redis": redis_max_blob_bytes})

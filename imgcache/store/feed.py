@@ -2,8 +2,8 @@
 
 Near-duplicate indexes (semantic, perceptual) live in each process's memory; what one process
 adds must reach the others. Records travel through the shared store
-(:meth:`~imgcache.store.tiered.TieredStore.shared_store`): a Redis stream where Redis is
-configured, otherwise an append-only file in the local directory. A record is bytes (JSON by
+(the tier that offers :class:`~imgcache.store.base.SharedFeeds` and reaches widest): a Redis
+stream where Redis is configured, otherwise an append-only file in the local directory. A record is bytes (JSON by
 convention, never pickled); a reader validates every record it gets.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..store.tiered import TieredStore
+    from .tiered import TieredStore
 
 PAGE = 10_000
 """Records read per request while catching up."""
@@ -24,7 +24,7 @@ PAGE = 10_000
 
 @dataclass
 class _Cursor:
-    tier: str
+    tier: object
     position: str | None = None
     synced_at: float = 0.0
 
@@ -45,28 +45,25 @@ class SharedFeed:
         self._lock = threading.Lock()
 
     def append(self, records: list[bytes]) -> None:
-        tier = self.store.shared_store()
-        if tier is not None and records:
-            self.store.guarded(tier, tier.append_records, self.namespace, self.name, records,
-                               self.max_entries)
+        if records:
+            self.store.append_records(self.namespace, self.name, records, self.max_entries)
 
     def sync(self, handle: Callable[[list[bytes]], int], *, force: bool = False) -> int:
         """Pass the records added since the last sync to ``handle`` (page by page), at most
         once per ``sync_interval`` unless ``force``; returns what ``handle`` returned, summed.
         A process reads its own records back too: ``handle`` must be idempotent."""
-        tier = self.store.shared_store()
+        tier = self.store.feed_tier()
         if tier is None:
             return 0
         with self._lock:
             cursor = self._cursor
-            if cursor is None or cursor.tier != tier.name:
-                cursor = self._cursor = _Cursor(tier.name)
+            if cursor is None or cursor.tier is not tier:  # a cursor is a position in one tier's feed
+                cursor = self._cursor = _Cursor(tier)
             elif not force and time.monotonic() - cursor.synced_at < self.sync_interval:
                 return 0
             handled = 0
             while True:
-                page = self.store.guarded(tier, tier.read_records, self.namespace, self.name,
-                                          cursor.position)
+                page = self.store.read_records(tier, self.namespace, self.name, cursor.position)
                 if not isinstance(page, tuple):  # the tier failed: try again on a later lookup
                     break
                 records, cursor.position = page

@@ -1,6 +1,17 @@
-"""Vision calls of the OpenAI SDK: ``chat.completions.create`` and ``responses.create``.
+"""The OpenAI API's requests and answers in the cache's terms: pure functions of a call's
+arguments (the SDK's keyword arguments, or the JSON body / form fields the proxy receives),
+shared by the SDK wrapper (:mod:`.client`, :mod:`.vision`), the HTTP proxy
+(:mod:`imgcache.proxy`) and prewarm (:mod:`imgcache.prewarm`), so that a call made through one
+is a hit for the others. No SDK object is held here and no cache is touched; the only I/O is
+fetching images (remote image inputs, ``url`` answers) to key and store their bytes.
 
-A call is cached when its input holds images (or always, with ``cache_text_only``). Its key:
+Images (``images.generate``, ``images.edit``): :func:`generate_request` and
+:func:`edit_request` (arguments -> :class:`Request`), :func:`response_to_storable`,
+:func:`body_to_storable` and :func:`storable_to_body` (an ``ImagesResponse`` <-> what is
+stored: each image's bytes, never an upstream URL, as those expire within hours).
+
+Vision (``chat.completions.create``, ``responses.create``): a call is cached when its input
+holds images (or always, with ``cache_text_only``). Its key:
 
 * every image by content (sha256 of its bytes, perceptually matched on an exact miss): data
   URLs are decoded; remote URLs are fetched once (size limit, timeout) and the fetched bytes
@@ -12,37 +23,171 @@ A call is cached when its input holds images (or always, with ``cache_text_only`
   response format, instructions, ...). Arguments that cannot (user, metadata, store,
   service tier, prompt cache keys, timeouts, headers) are left out.
 
-Passed through uncached: streaming, ``background`` responses, and calls on a server-side
-``conversation`` (its state changes between calls). A hit rebuilds the SDK's response type
-from the stored JSON (``ChatCompletion``, ``Response``), ids and usage as first answered.
-
-The keying is pure and shared with the HTTP proxy (:mod:`imgcache.proxy`):
+Passed through uncached (:func:`passes_through` says why): streaming, ``background``
+responses, and calls on a server-side ``conversation`` (its state changes between calls).
 :func:`chat_request` and :func:`responses_request` turn keyword arguments or a JSON body into
-a :class:`VisionCall` (request, what to send upstream, how to price the answer), and
-:func:`passes_through` says why a call is not cached.
+a :class:`VisionCall` (request, what to send upstream, how to price the answer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import base64
+import binascii
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidRequest, UnstorableResult
-from ..images import ImageInput, data_url, image_input, image_reference
-from ..normalize import normalize_text
-from ..pricing import token_cost, vision_cost
-from ..request import Request
-from .openai import CachedCall, CachedResource, _is_given
+from ...errors import InvalidRequest, UnstorableResult
+from ...images import ImageInput, data_url, image_input, image_reference
+from ...normalize import normalize_text
+from ...pricing import token_cost, vision_cost
+from ...request import Request
 
 if TYPE_CHECKING:
-    from ..match.config import VisionOptions
-    from ..store.tiered import Hit
+    from ...match.config import VisionOptions
 
+GENERATE_OPERATION = "openai.images.generate"
+EDIT_OPERATION = "openai.images.edit"
 CHAT_OPERATION = "openai.chat.completions.create"
 RESPONSES_OPERATION = "openai.responses.create"
+MAX_DOWNLOAD_BYTES = 64 << 20
+DOWNLOAD_TIMEOUT = 60.0
 
-_NOT_IN_KEY = frozenset({
+
+def _is_given(value: Any) -> bool:
+    """False for None and for the SDK's ``omit`` / ``NOT_GIVEN`` sentinels."""
+    return value is not None and type(value).__name__ not in ("Omit", "NotGiven")
+
+
+# images.generate, images.edit
+
+# Arguments that do not change the images: left out of the key.
+_IMAGE_NOT_IN_KEY = frozenset({
+    "prompt", "user", "safety_identifier", "response_format", "stream", "partial_images",
+    "extra_headers", "extra_query", "extra_body", "timeout",
+})
+_DALL_E_DEFAULTS = {"dall-e-2": {"size": "1024x1024", "quality": "standard"},
+                    "dall-e-3": {"size": "1024x1024", "quality": "standard", "style": "vivid"}}
+_GPT_IMAGE_DEFAULTS = {"size": "auto", "quality": "auto", "background": "auto",
+                       "moderation": "auto", "output_format": "png", "output_compression": 100}
+
+
+def image_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The output-changing parameters of an images.generate call, defaults resolved."""
+    params = {k: v for k, v in kwargs.items() if k not in _IMAGE_NOT_IN_KEY and _is_given(v)}
+    extra_body = kwargs.get("extra_body")
+    if isinstance(extra_body, Mapping):  # sent as body fields, so they may change the output
+        params.update({k: v for k, v in extra_body.items() if k not in _IMAGE_NOT_IN_KEY})
+    model = params.get("model")
+    defaults: Mapping[str, Any] = {"n": 1}
+    if isinstance(model, str):
+        if model in _DALL_E_DEFAULTS:
+            defaults = {"n": 1, **_DALL_E_DEFAULTS[model]}
+        elif model.startswith(("gpt-image", "chatgpt-image")):
+            defaults = {"n": 1, **_GPT_IMAGE_DEFAULTS}
+    for key, value in defaults.items():
+        params.setdefault(key, value)
+    return params
+
+
+def response_format(kwargs: Mapping[str, Any]) -> str:
+    """What the caller will get: DALL-E models answered with URLs unless told otherwise."""
+    fmt = kwargs.get("response_format")
+    if _is_given(fmt):
+        return str(fmt)
+    model = kwargs.get("model")
+    return "url" if isinstance(model, str) and model.startswith("dall-e") else "b64_json"
+
+
+def _download(url: str) -> bytes:
+    import httpx
+
+    with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True) as response:
+        response.raise_for_status()
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_DOWNLOAD_BYTES:
+                raise UnstorableResult(f"image at {url[:60]} is larger than {MAX_DOWNLOAD_BYTES} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def generate_request(body: Mapping[str, Any]) -> Request:
+    """The request of an ``images.generate`` call, from its keyword arguments (the SDK's) or
+    its JSON body (the proxy's): the prompt and the output-changing parameters."""
+    if "prompt" not in body:
+        raise InvalidRequest("images.generate: the keyword argument 'prompt' is required")
+    return Request.build("generation", GENERATE_OPERATION, body["prompt"], image_params(body))
+
+
+def edit_request(fields: Mapping[str, Any], images: Sequence[bytes], mask: bytes | None,
+                 options: VisionOptions) -> Request:
+    """The request of an ``images.edit`` call: its input images (by content, in order), the
+    mask (by digest), the prompt and the other parameters (``fields``: keyword arguments or
+    the form's fields, typed; ``image`` and ``mask`` in them are ignored)."""
+    if "prompt" not in fields:
+        raise InvalidRequest("images.edit: the keyword arguments 'image' and 'prompt' are required")
+    inputs = tuple(image_input(data, options) for data in images)
+    params = image_params({k: v for k, v in fields.items() if k not in ("image", "mask")})
+    if mask is not None:
+        params["mask"] = mask  # keyed by its digest
+    return Request.build("vision", EDIT_OPERATION, fields["prompt"], params, inputs)
+
+
+def response_to_storable(response: Any) -> dict[str, Any]:
+    """An ImagesResponse as JSON data with each image's bytes under ``image``."""
+    try:
+        body = response.model_dump(mode="json", exclude_unset=True)
+    except AttributeError as exc:
+        raise UnstorableResult(f"not an OpenAI response: {type(response).__name__}") from exc
+    return body_to_storable(body)
+
+
+def body_to_storable(body: dict[str, Any]) -> dict[str, Any]:
+    """An ImagesResponse's JSON body as JSON data with each image's bytes under ``image``
+    (``b64_json`` decoded, a ``url`` downloaded once); ``body`` is changed in place."""
+    if not isinstance(body, dict) or not isinstance(body.get("data", []), list):
+        raise UnstorableResult("not an images response body")
+    for item in body.get("data") or []:
+        if not isinstance(item, dict):
+            raise UnstorableResult("an image in the response is not an object")
+        b64, url = item.pop("b64_json", None), item.pop("url", None)
+        try:
+            if b64:
+                item["image"] = base64.b64decode(b64, validate=True)
+            elif url:
+                item["image"] = _download(url)
+            else:
+                raise UnstorableResult("an image in the response has neither b64_json nor url")
+        except (binascii.Error, OSError, ValueError) as exc:
+            raise UnstorableResult(f"could not read an image of the response: {exc!r}") from exc
+        except Exception as exc:  # httpx errors: the caller still gets the upstream response
+            if isinstance(exc, UnstorableResult):
+                raise
+            raise UnstorableResult(f"could not download an image of the response: {exc!r}") from exc
+    return body
+
+
+def storable_to_body(stored: Mapping[str, Any], fmt: str, url_for: Callable[[bytes], str]) -> dict[str, Any]:
+    """The JSON body of an ImagesResponse from its stored form, each image given as ``fmt``
+    asks: ``b64_json``, or (``url``) the URL that ``url_for(image_bytes)`` gives."""
+    out = dict(stored)
+    out["data"] = []
+    for item in stored.get("data") or []:
+        item = dict(item)
+        image = item.pop("image")
+        if fmt == "url":
+            item["url"] = url_for(image)
+        else:
+            item["b64_json"] = base64.b64encode(image).decode()
+        out["data"].append(item)
+    return out
+
+
+# chat.completions.create, responses.create
+
+_VISION_NOT_IN_KEY = frozenset({
     "messages", "input", "stream", "stream_options", "user", "safety_identifier", "metadata", "store",
     "service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options",
     "extra_headers", "extra_query", "extra_body", "timeout",
@@ -51,7 +196,7 @@ _SERVER_STATE = ("conversation",)
 """Arguments naming server-side state that changes between calls: such calls are not cached."""
 
 
-class _Images:
+class _VisionImages:
     """The images of one call, collected while its messages are canonicalized."""
 
     def __init__(self, options: VisionOptions) -> None:
@@ -95,19 +240,12 @@ def _as_list(value: Any, what: str) -> list[Any]:
     return list(value)
 
 
-def _params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    params = {k: v for k, v in kwargs.items() if k not in _NOT_IN_KEY and _is_given(v)}
+def _vision_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in kwargs.items() if k not in _VISION_NOT_IN_KEY and _is_given(v)}
     extra_body = kwargs.get("extra_body")
     if isinstance(extra_body, Mapping):  # sent as body fields, so they may change the answer
-        params.update({k: v for k, v in extra_body.items() if k not in _NOT_IN_KEY})
+        params.update({k: v for k, v in extra_body.items() if k not in _VISION_NOT_IN_KEY})
     return params
-
-
-def _to_json(response: Any) -> dict[str, Any]:
-    try:
-        return response.model_dump(mode="json", exclude_unset=True)  # type: ignore[no-any-return]
-    except AttributeError as exc:
-        raise UnstorableResult(f"not an OpenAI response: {type(response).__name__}") from exc
 
 
 def _field(value: Any, name: str) -> Any:
@@ -143,7 +281,7 @@ class VisionCall:
     sent: dict[str, Any]
     """The arguments (or JSON body) to send upstream: the caller's, with each fetched remote
     image replaced by a data URL of the bytes that were keyed."""
-    images: _Images
+    images: _VisionImages
     model: Any
     prompt: str
     usage_names: tuple[str, str]
@@ -161,7 +299,7 @@ class _Api:
     argument: str
     """The argument that holds the conversation."""
     usage_names: tuple[str, str]
-    conversation: Callable[[Mapping[str, Any], _Images], tuple[Any, Any, str]]
+    conversation: Callable[[Mapping[str, Any], _VisionImages], tuple[Any, Any, str]]
 
 
 def chat_request(body: Mapping[str, Any], options: VisionOptions, cache_text_only: bool = False
@@ -180,11 +318,11 @@ def responses_request(body: Mapping[str, Any], options: VisionOptions, cache_tex
 
 def _vision_call(api: _Api, body: Mapping[str, Any], options: VisionOptions,
                  cache_text_only: bool) -> VisionCall | None:
-    images = _Images(options)
+    images = _VisionImages(options)
     conversation, sent, prompt = api.conversation(body, images)
     if not images.inputs and not cache_text_only:
         return None
-    params = _params(body)
+    params = _vision_params(body)
     params[api.argument] = conversation
     request = Request.build("vision", api.operation, prompt, params, tuple(images.inputs))
     upstream = dict(body)
@@ -193,26 +331,7 @@ def _vision_call(api: _Api, body: Mapping[str, Any], options: VisionOptions,
     return VisionCall(request, upstream, images, body.get("model"), prompt, api.usage_names)
 
 
-class _VisionResource(CachedResource):
-    api: _Api
-
-    def create(self, **kwargs: Any) -> Any:
-        return self._run("create", kwargs, self._call)
-
-    def _call(self, kwargs: dict[str, Any]) -> CachedCall | None:
-        if passes_through(kwargs) is not None:
-            self._bypass()
-            return None
-        call = _vision_call(self.api, kwargs, self._cache.vision_options, self._options.cache_text_only)
-        if call is None:
-            return None
-        return CachedCall(call.request, call.sent, _to_json, self._rebuild, call.cost)
-
-    def _rebuild(self, body: dict[str, Any], hit: Hit) -> Any:
-        raise NotImplementedError
-
-
-def _chat_conversation(kwargs: Mapping[str, Any], images: _Images) -> tuple[Any, Any, str]:
+def _chat_conversation(kwargs: Mapping[str, Any], images: _VisionImages) -> tuple[Any, Any, str]:
     """(canonical conversation, what to send upstream, the last user text) of a chat call."""
     if "messages" not in kwargs:
         raise InvalidRequest("chat.completions.create: the keyword argument 'messages' is required")
@@ -252,7 +371,7 @@ def _chat_conversation(kwargs: Mapping[str, Any], images: _Images) -> tuple[Any,
     return canonical, sent, last_user
 
 
-def _responses_conversation(kwargs: Mapping[str, Any], images: _Images) -> tuple[Any, Any, str]:
+def _responses_conversation(kwargs: Mapping[str, Any], images: _VisionImages) -> tuple[Any, Any, str]:
     """(canonical input, what to send upstream, the last user text) of a responses call."""
     given = kwargs.get("input")
     if isinstance(given, str):
@@ -299,25 +418,3 @@ def _responses_conversation(kwargs: Mapping[str, Any], images: _Images) -> tuple
 
 _CHAT = _Api(CHAT_OPERATION, "messages", ("prompt_tokens", "completion_tokens"), _chat_conversation)
 _RESPONSES = _Api(RESPONSES_OPERATION, "input", ("input_tokens", "output_tokens"), _responses_conversation)
-
-
-class ChatCompletions(_VisionResource):
-    """``client.chat.completions`` with ``create`` cached for image inputs."""
-
-    api = _CHAT
-
-    def _rebuild(self, body: dict[str, Any], hit: Hit) -> Any:
-        from openai.types.chat import ChatCompletion
-
-        return ChatCompletion.model_validate(body)
-
-
-class Responses(_VisionResource):
-    """``client.responses`` with ``create`` cached for image inputs."""
-
-    api = _RESPONSES
-
-    def _rebuild(self, body: dict[str, Any], hit: Hit) -> Any:
-        from openai.types.responses import Response
-
-        return Response.model_validate(body)

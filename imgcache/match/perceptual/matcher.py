@@ -1,16 +1,17 @@
 """Perceptual matching of vision requests: the same question about the same picture.
 
 After an exact miss (the image bytes differ), each input image is fingerprinted
-(:mod:`imgcache.match.perceptual`). Requests are grouped into *scopes*: namespace, operation,
-normalized text, every output-changing parameter and the number of images; only requests of
-one scope can answer each other. Within a scope a :class:`~imgcache.match.hamming.HammingIndex`
-of the first image's phash proposes the stored entries within ``radius`` bits, nearest first;
-each candidate's stored fingerprints (blobs named in its manifest, checked against their
-digests) are compared with the query's, image by image in order, by
-:func:`~imgcache.match.perceptual.same_picture`. Only an entry whose every image is verified
-the same picture answers. The Hamming distance alone never decides.
+(:mod:`imgcache.match.perceptual.fingerprint`). Requests are grouped into *scopes*: namespace,
+operation, normalized text, every output-changing parameter and the number of images; only
+requests of one scope can answer each other. Within a scope a
+:class:`~imgcache.match.perceptual.hamming.HammingIndex` of the first image's phash proposes
+the stored entries within ``radius`` bits, nearest first; each candidate's stored fingerprints
+(blobs named in its manifest, checked against their digests) are compared with the query's,
+image by image in order, by :func:`~imgcache.match.perceptual.verifier.same_picture`. Only an
+entry whose every image is verified the same picture answers. The Hamming distance alone
+never decides.
 
-Index records travel through a shared feed (:class:`~imgcache.match.feed.SharedFeed`) as JSON
+Index records travel through a shared feed (:class:`~imgcache.store.feed.SharedFeed`) as JSON
 ``{"s": scope, "k": key, "h": phash}``, about 130 bytes; the fingerprints themselves (4-64 KiB)
 stay in the tiers as content-addressed blobs of the entry and are read only for candidates.
 """
@@ -25,17 +26,18 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..request import Request, canonical_json
-from .config import PERCEPTUAL_FEED, VisionOptions
-from .feed import SharedFeed
+from ..._vocabulary import HEX_ID, compact_json
+from ...request import Request, canonical_json
+from ..config import PERCEPTUAL_FEED, VisionOptions
+from .fingerprint import Fingerprint
 from .hamming import HammingIndex
-from .perceptual import Fingerprint, same_picture
+from .verifier import same_picture
 
 if TYPE_CHECKING:
-    from ..store.tiered import Hit, TieredStore
+    from ...manifest import Hit
+    from ..entries import Entries
 
 log = logging.getLogger("imgcache")
-_KEY = re.compile(r"[0-9a-f]{64}")
 _HASH = re.compile(r"[0-9a-f]{16}")
 MATCHER_VERSION = 2
 """Part of every scope id: bump it when fingerprints change, so old records stop matching."""
@@ -56,12 +58,12 @@ class PerceptualMatch:
 class PerceptualMatcher:
     """The perceptual side of one cache object (one namespace)."""
 
-    def __init__(self, namespace: str, store: TieredStore, options: VisionOptions) -> None:
-        self.namespace = namespace
-        self.store = store
+    def __init__(self, entries: Entries, options: VisionOptions) -> None:
+        self.namespace = entries.namespace
+        self.entries = entries
         self.options = options
-        self.feed = SharedFeed(store, namespace, PERCEPTUAL_FEED, max_entries=options.max_entries,
-                               sync_interval=options.sync_interval)
+        self.feed = entries.feed(PERCEPTUAL_FEED, max_entries=options.max_entries,
+                                 sync_interval=options.sync_interval)
         self._indexes: dict[str, HammingIndex] = {}
         self._lock = threading.Lock()
 
@@ -88,7 +90,7 @@ class PerceptualMatcher:
         for key, distance in index.search(query[0].phash, self.options.radius)[: self.options.candidates]:
             if key == request.key:
                 continue
-            hit = self.store.get(self.namespace, key)
+            hit = self.entries.get(key)
             if hit is None:  # expired or purged: stop proposing it
                 index.remove(key)
                 continue
@@ -105,7 +107,7 @@ class PerceptualMatcher:
         belong to the images the manifest names (counted as corrupt)."""
         images = hit.manifest.get("images") or []
         digests = [image["fp"] for image in images]
-        blobs = self.store.get_blobs(self.namespace, hit, digests) if digests else None
+        blobs = self.entries.get_blobs(hit, digests) if digests else None
         if blobs is None:
             return None
         try:
@@ -113,10 +115,10 @@ class PerceptualMatcher:
         except ValueError as exc:
             log.warning("imgcache: stored fingerprint of %s does not parse: %r",
                         hit.manifest.get("key", "?")[:12], exc)
-            self.store.stats.add({"corrupt": 1})
+            self.entries.corrupt()
             return None
         if any(fp.sha256 != image["sha256"] for fp, image in zip(stored, images)):
-            self.store.stats.add({"corrupt": 1})
+            self.entries.corrupt()
             return None
         return stored
 
@@ -139,7 +141,7 @@ class PerceptualMatcher:
         scope_id = self.scope_id(request)
         self._index(scope_id).add(request.key, phash)
         record = {"s": scope_id, "k": request.key, "h": f"{phash:016x}"}
-        self.feed.append([json.dumps(record, separators=(",", ":")).encode()])
+        self.feed.append([compact_json(record)])
 
     def sync(self, *, force: bool = False) -> int:
         """Index the records other processes added since the last sync; returns how many."""
@@ -160,7 +162,7 @@ class PerceptualMatcher:
                 data = json.loads(record)
                 scope_id, key, phash = data["s"], data["k"], data["h"]
                 if not (isinstance(scope_id, str) and len(scope_id) == 32 and isinstance(key, str)
-                        and _KEY.fullmatch(key) and isinstance(phash, str) and _HASH.fullmatch(phash)):
+                        and HEX_ID.fullmatch(key) and isinstance(phash, str) and _HASH.fullmatch(phash)):
                     raise ValueError("bad field")
             except (ValueError, KeyError, TypeError):
                 corrupt += 1
@@ -169,5 +171,5 @@ class PerceptualMatcher:
         for scope_id, items in by_scope.items():
             self._index(scope_id).add_many(items)
         if corrupt:
-            self.store.stats.add({"corrupt": corrupt})
+            self.entries.corrupt(corrupt)
         return sum(len(items) for items in by_scope.values())

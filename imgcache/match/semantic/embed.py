@@ -16,9 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .._quiet import quiet_progress_bars
-from ..errors import ConfigError
-from .optional import DEFAULT_MODEL, Unavailable, describe
+from ..._quiet import quiet_progress_bars
+from ...errors import ConfigError
+from ..optional import DEFAULT_MODEL, Unavailable, describe
 
 # Models are shared by every cache object of a process: loading one takes seconds.
 _LOADED: dict[tuple[str, str], Any] = {}

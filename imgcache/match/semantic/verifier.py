@@ -9,8 +9,8 @@ dog on a cat" embed almost identically. :func:`verify` decides, by lexical align
    and every other symbol - emoji included - as a token of its own; hyphens, quotes and
    brackets are dropped, so "photo-realistic" == "photo realistic");
 3. articles are dropped, and each token or short phrase is mapped to a canonical spelling
-   from a small curated lexicon (:mod:`imgcache.match.lexicon`: photograph -> photo, couch ->
-   sofa, atop -> on top of, grey -> gray, two -> 2, sits/sitting/sat -> sit, ...);
+   from a small curated lexicon (:mod:`imgcache.match.semantic.lexicon`: photograph -> photo,
+   couch -> sofa, atop -> on top of, grey -> gray, two -> 2, sits/sitting/sat -> sit, ...);
 4. a "<medium> of" leading a part becomes a part of its own ("a photo of a fox" == "fox,
    photo"); a part made only of colour or size words stays glued to the part before it;
 5. two prompts are the same iff their multisets of parts are equal, each part an *ordered*

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._config import parse_bytes
-from ..errors import ImageError
+from ..._config import parse_bytes
+from ..._files import NotAFile, open_file
+from ...errors import ImageError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -97,3 +98,20 @@ def decoding(img: Image, limit: int) -> Iterator[None]:
                          f"over max_decode_bytes={limit:,} (a decompression bomb?)")
     with DECODES.reserve(cost):
         yield
+
+
+def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes`` + 1 of them; ImageError otherwise.
+    Opened without blocking, so a FIFO or a device (``/dev/zero``, a pipe nobody writes to)
+    is refused instead of hanging the caller or filling its memory."""
+    try:
+        fd = open_file(path, os.O_RDONLY, follow_symlinks=True)
+    except NotAFile:
+        raise ImageError(f"image file {os.fspath(path)!r} is not a regular file") from None
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc
+    with open(fd, "rb") as fh:
+        try:
+            return fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(f"cannot read image file {os.fspath(path)!r}: {exc}") from exc

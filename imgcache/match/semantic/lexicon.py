@@ -1,4 +1,4 @@
-"""Curated word lists for the prompt verifier (:mod:`imgcache.match.verify`).
+"""Curated word lists for the prompt verifier (:mod:`imgcache.match.semantic.verifier`).
 
 Kept deliberately small and conservative: a pair of words belongs in ``SYNONYMS`` only when
 swapping one for the other can never change the picture (spelling variants, true synonyms).

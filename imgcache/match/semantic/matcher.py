@@ -2,8 +2,8 @@
 
 After an exact miss, the prompt's content (filler removed) is embedded; the vector index of
 its *scope* (namespace, operation, output-changing parameters, embedder) proposes the most
-similar stored prompts; :func:`~imgcache.match.verify.verify` accepts a candidate only if
-the two prompts ask for the same picture. Cosine similarity alone never decides.
+similar stored prompts; :func:`~imgcache.match.semantic.verifier.verify` accepts a candidate
+only if the two prompts ask for the same picture. Cosine similarity alone never decides.
 
 Index records travel through a shared *feed* so that every process sees every other
 process's entries: a Redis stream where Redis is configured, otherwise an append-only file in
@@ -20,7 +20,6 @@ import binascii
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -29,18 +28,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..request import Request, canonical_json
+from ..._vocabulary import HEX_ID, compact_json
+from ...request import Request, canonical_json
+from ..config import FEED, RECENT, SemanticOptions
 from .embed import Embedder, make_embedder
-from .feed import SharedFeed
 from .index import Candidate, SemanticIndex
-from .config import FEED, SemanticOptions, record_recent_hit
-from .verify import Verdict, content_text, verify
+from .verifier import Verdict, content_text, verify
 
 if TYPE_CHECKING:
-    from ..store.tiered import TieredStore
+    from ..entries import Entries
 
 log = logging.getLogger("imgcache")
-_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -62,14 +60,13 @@ class InFlight:
 class SemanticMatcher:
     """The semantic side of one cache object (one namespace)."""
 
-    def __init__(self, namespace: str, store: TieredStore, options: SemanticOptions) -> None:
-        self.namespace = namespace
-        self.store = store
+    def __init__(self, entries: Entries, options: SemanticOptions) -> None:
+        self.namespace = entries.namespace
+        self.entries = entries
         self.options = options
         self.embedder: Embedder = make_embedder(options.embedder)
         self.index = SemanticIndex()
-        self.feed = SharedFeed(store, namespace, FEED, max_entries=options.max_entries,
-                               sync_interval=options.sync_interval)
+        self.feed = entries.feed(FEED, max_entries=options.max_entries, sync_interval=options.sync_interval)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
         self._dim: int | None = None  # the embedder's vector length, once it has embedded
@@ -149,10 +146,10 @@ class SemanticMatcher:
         assert scope is not None
         scope.add(request.key, request.prompt, vector)
         self._dim = len(vector)
-        record = json.dumps({
+        record = compact_json({
             "s": scope_id, "k": request.key, "p": request.prompt,
             "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
-        }, separators=(",", ":"), ensure_ascii=False).encode()
+        })
         self.feed.append([record])
 
     def sync(self, *, force: bool = False) -> int:
@@ -169,7 +166,7 @@ class SemanticMatcher:
                 data = json.loads(record)
                 scope_id, key, prompt = data["s"], data["k"], data["p"]
                 raw = base64.b64decode(data["v"], validate=True)
-                if not (isinstance(scope_id, str) and isinstance(prompt, str) and _KEY.fullmatch(key)
+                if not (isinstance(scope_id, str) and isinstance(prompt, str) and HEX_ID.fullmatch(key)
                         and raw and len(raw) % 2 == 0):
                     raise ValueError("bad field")
                 vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
@@ -191,19 +188,16 @@ class SemanticMatcher:
             scope.add_many(fitting)
             added += len(fitting)
         if corrupt:
-            self.store.stats.add({"corrupt": corrupt})
+            self.entries.corrupt(corrupt)
         return added
 
     # -- recent hits, for stats and inspect ------------------------------------------------
 
     def record_hit(self, request: Request, proposal: Proposal) -> None:
-        tier = self.store.shared_store()
-        if tier is None:
-            return
         item = {
             "at": round(time.time(), 3), "query": request.prompt[:500],
             "matched": proposal.candidate.prompt[:500],
             "similarity": round(proposal.candidate.similarity, 4),
             "verdict": proposal.verdict.reason, "key": request.key, "matched_key": proposal.candidate.key,
         }
-        self.store.guarded(tier, record_recent_hit, tier, self.namespace, item, self.options.recent)
+        self.entries.push_recent(RECENT, compact_json(item), self.options.recent)

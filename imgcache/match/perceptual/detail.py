@@ -1,0 +1,358 @@
+"""Text-like detail: which tiles of an image hold text, and the detail image kept of them.
+
+Hashes and a 128 px thumbnail show a page, not its digits, so an image holding text keeps the
+tiles around its text at up to :data:`DOC_THUMB` pixels (quantized, PNG), with the height of
+its lines, for the verifier to compare at glyph scale. The scan errs towards missing text: text
+it misses is left to the thumbnails, and a photo it mistakes for text only loses small copies.
+What it fires on, and the sizes kept: README.md, "Vision: fingerprints and the verifier".
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+DOC_THUMB = 1024
+"""Longest side of the detail image kept for an image holding text-like detail (documents,
+screenshots, a photographed receipt, a caption): grayscale, the tiles around text kept,
+PNG-compressed (about 10-70 KiB)."""
+
+# -- text-like detail (see _analyse) ----------------------------------------------------------
+_TILE = 16            # detail pixels per tile side
+_CALM_WINDOW = 16     # a tile's background: the 16-level window holding most of its pixels
+_INK_LEVEL = 40       # a pixel this far from its tile's background is ink
+_TEXT_CALM = 0.4      # share of a text tile's pixels on its background
+_TEXT_INK = (0.03, 0.6)   # share of ink in a text tile
+_TEXT_CROSSINGS = 2.5     # ink/background crossings per inked row of a text tile (strokes)
+_HALO_LEVEL = 100     # ... and, over texture, this far from its median (see _scan)
+_TEXT_POLARITY = 0.9  # share of a text tile's ink on one side of its background (dark or light)
+_TEXT_GAP_ROWS = 2    # rows without ink in a text tile (between its lines)
+_TEXT_ALIGNED = 0.6   # share of inked rows a text tile has in common with one beside it
+_LINE_TILES = 3       # text tiles side by side from which an image holds text to verify (or
+_TEXT_STRONG = 12     # text tiles in all, at one scale) ...
+_READABLE = 4.0       # ... if its lines are this many pixels high in the image itself
+_LARGE_TEXT = 10      # the half-size scan counts text whose lines are this high (the other is
+                      # found by the full-size one)
+_GLYPH_RUNS = 4       # line heights needed for a line height
+_KEEP_AROUND = 2      # tiles kept around text tiles (near them, flat ones as their mean)
+_FLAT_RANGE = 24      # a flat tile: all its pixels within this many levels
+_QUANT = 4            # the stored detail keeps every _QUANT-th gray level
+
+_KEEP, _FLAT, _TEXT, _MARK = 1, 2, 4, 8  # tile flags
+_POPCOUNT = np.array([i.bit_count() for i in range(256)], np.int32)
+_DETAIL_MAGIC = b"IMGD\x02"
+
+
+@dataclass(frozen=True)
+class _Detail:
+    """A detail image and what :func:`_analyse` found in it."""
+
+    pixels: np.ndarray  # (h, w) uint8; tiles not kept hold their mean
+    flags: np.ndarray   # (ceil(h / _TILE), ceil(w / _TILE)) uint8: _KEEP | _FLAT | _TEXT | _MARK
+    glyph: float        # height of the text's lines, in pixels of ``pixels``; 0 if unknown
+    text: int           # text tiles
+    scale: float        # pixels of the image per pixel of ``pixels`` (1 or more)
+    strong: bool        # holds readable text, which must be verified at glyph scale (see _analyse)
+
+    def data(self) -> np.ndarray:
+        """Tiles whose pixels are stored (kept, or flat and stored as their mean)."""
+        return (self.flags & (_KEEP | _FLAT)) > 0
+
+
+def _tiles(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as (rows of tiles, _TILE, columns of tiles, _TILE), edges repeated to fill."""
+    h, w = arr.shape
+    ty, tx = -(-h // _TILE), -(-w // _TILE)
+    if (ty * _TILE, tx * _TILE) != (h, w):
+        arr = np.pad(arr, ((0, ty * _TILE - h), (0, tx * _TILE - w)), mode="edge")
+    return arr.reshape(ty, _TILE, tx, _TILE)
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` grown by ``steps`` tiles (a square neighbourhood)."""
+    for _ in range(steps):
+        p = np.pad(mask, 1, constant_values=False)
+        rows = p[:-2] | p[1:-1] | p[2:]
+        mask = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
+    return mask
+
+
+def _row_bits(mask: np.ndarray) -> np.ndarray:
+    """(k, _TILE, _TILE) booleans as (k, _TILE) 16-bit rows. (Packing the flat array, two bytes
+    a row, is many times faster than ``np.packbits(mask, axis=2)``.)"""
+    return np.packbits(np.ascontiguousarray(mask).reshape(-1)).view(">u2").reshape(mask.shape[:2]).astype(np.uint16)
+
+
+def _popcount(bits: np.ndarray) -> np.ndarray:
+    return _POPCOUNT[bits & 0xFF] + _POPCOUNT[bits >> 8]
+
+
+@functools.lru_cache(maxsize=8)
+def _histogram_bins(ty: int, tx: int) -> np.ndarray:
+    """For every other pixel (rows and columns 0, 2, 4, ...) of an image of (ty, tx) tiles, the
+    first of the histogram bins of its tile: with its level's bin added, an index for
+    ``np.bincount`` that counts every tile's histogram at once. Cached: images come in few sizes."""
+    per, bins = _TILE // 2, 256 // (_CALM_WINDOW // 2)
+    tile = (np.arange(ty * per, dtype=np.int32) // per * tx)[:, None] + np.arange(tx * per, dtype=np.int32) // per
+    tile *= bins
+    tile.flags.writeable = False
+    return tile
+
+
+def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per (array, halos) of ``images``: its text tiles, its tiles with strokes, and the heights
+    of its text's lines (see :func:`_analyse`; ``halos``: also text set off from texture by a
+    halo). The arrays' tiles are measured together (one pass of each step for all of them)."""
+    half = _CALM_WINDOW // 2
+    bins = 256 // half
+    grids = [_tiles(arr) for arr, _ in images]
+    shapes = [(g.shape[0], g.shape[2]) for g in grids]
+    sizes = [ty * tx for ty, tx in shapes]
+    first = np.cumsum([0, *sizes])  # the first tile of each image in the joint numbering
+    n = int(first[-1])
+    samples = (_TILE // 2) ** 2
+    counts = np.concatenate([  # per tile, a histogram of every other pixel, in bins of ``half`` levels
+        np.bincount((_histogram_bins(ty, tx) + g.reshape(ty * _TILE, tx * _TILE)[::2, ::2] // half).ravel(),
+                    minlength=ty * tx * bins).reshape(ty * tx, bins)
+        for g, (ty, tx) in zip(grids, shapes)])
+    cum = np.zeros((n, bins + 1), np.int32)
+    np.cumsum(counts, axis=1, out=cum[:, 1:])
+    pairs = cum[:, 2:] - cum[:, :-2]  # pixels in bins (i, i + 1)
+    best = pairs.argmax(axis=1)
+    rows_n = np.arange(n)
+    calm = pairs[rows_n, best] / samples
+    level = np.minimum(best * half + half, 255)
+    median = np.argmax(cum[:, 1:] * 2 >= samples, axis=1) * half + half // 2
+
+    def beyond(centre: np.ndarray, step: int) -> np.ndarray:
+        """Sampled pixels in bins wholly more than ``step`` levels off ``centre``."""
+        low = np.clip((centre - step) // half, 0, bins)  # bins below index ``low`` lie below
+        high = np.clip((centre + step) // half + 1, 0, bins)  # and from ``high`` on, above
+        return cum[rows_n, low] + samples - cum[rows_n, high]
+
+    calm_ink = (calm >= _TEXT_CALM) & (beyond(level, _INK_LEVEL) > 0)
+    # text over texture (a watermark, a caption on a photo) is set off by a halo or an outline:
+    # there, ink is what lies _HALO_LEVEL off the tile's median, on the side that has more of it
+    halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0)
+    for (ty, tx), start, size, (_, halos) in zip(shapes, first, sizes, images):
+        grid = halo[start:start + size].reshape(ty, tx)
+        beside = np.zeros_like(grid)  # text over texture only counts in lines: a tile of it beside
+        beside[:, 1:] |= grid[:, :-1]
+        beside[:, :-1] |= grid[:, 1:]
+        grid &= beside & halos
+    cand = np.flatnonzero(calm_ink | halo)
+    image = np.searchsorted(first, cand, side="right") - 1  # which image each candidate is of
+    local = cand - first[image]
+    tiles = np.empty((len(cand), _TILE, _TILE), np.uint8)
+    for i, g in enumerate(grids):
+        mine = image == i
+        tiles[mine] = g[local[mine] // shapes[i][1], :, local[mine] % shapes[i][1], :]
+    haloed = halo[cand]
+    centre = np.where(haloed, median[cand], level[cand])
+    step = np.where(haloed, _HALO_LEVEL, _INK_LEVEL)
+    low = np.clip(centre - step, 0, 255).astype(np.uint8)[:, None, None]
+    high = np.minimum(centre + step, 255).astype(np.uint8)[:, None, None]  # nothing lies above 255
+    dark, light = _row_bits(tiles < low), _row_bits(tiles > high)
+    n_dark, n_light = _popcount(dark).sum(axis=1), _popcount(light).sum(axis=1)
+    one_sided = haloed | (np.maximum(n_dark, n_light) >= _TEXT_POLARITY * (n_dark + n_light))
+    # haloed tiles: the side with more ink is the glyphs (the other, their outline)
+    bits = np.where(~haloed[:, None], dark | light, np.where((n_light >= n_dark)[:, None], light, dark))
+    share = np.where(~haloed, n_dark + n_light, np.where(n_light >= n_dark, n_light, n_dark)) / (_TILE * _TILE)
+    rows = bits != 0  # (k, _TILE): the tile's inked rows
+    inked = rows.sum(axis=1)
+    crossings = _popcount((bits ^ (bits >> 1)) & 0x7FFF).sum(axis=1) / np.maximum(inked, 1)  # ink to paper
+    marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
+    strokes = marked & (inked <= _TILE - _TEXT_GAP_ROWS)
+    found = []
+    for i, ((ty, tx), (arr, _)) in enumerate(zip(shapes, images)):
+        mine = np.flatnonzero(image == i)
+        at = local[mine]
+        text = np.zeros(ty * tx, bool)
+        text[at[strokes[mine]]] = True
+        text = text.reshape(ty, tx)
+        marks = np.zeros(ty * tx, bool)  # strokes on a calm background, in a line or not (a lone number)
+        marks[at[marked[mine] & ~haloed[mine]]] = True
+        marks = marks.reshape(ty, tx)
+        if not text.any():
+            found.append((text, marks, np.zeros(0, np.intp)))
+            continue
+        # a line of text: a tile's inked rows are mostly those of a text tile beside it
+        profile = np.zeros((ty * tx, _TILE), bool)
+        profile[at] = rows[mine]
+        profile = profile.reshape(ty, tx, _TILE)
+        both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
+        either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
+        aligned = text[:, 1:] & text[:, :-1] & (both >= _TEXT_ALIGNED * np.maximum(either, 1))
+        text[:] = False
+        text[:, 1:] |= aligned
+        text[:, :-1] |= aligned
+        found.append((text, marks, _line_heights(arr, text, at, mine, haloed, low, high, n_dark, n_light, tx)))
+    return found
+
+
+def _line_heights(arr: np.ndarray, text: np.ndarray, at: np.ndarray, mine: np.ndarray, haloed: np.ndarray,
+                  low: np.ndarray, high: np.ndarray, n_dark: np.ndarray, n_light: np.ndarray, tx: int) -> np.ndarray:
+    """In each text tile and half a tile above and below it, the runs of rows holding its ink
+    with a row clear of it on either side (a whole line, not one cut by the window)."""
+    keep = text.ravel()[at]
+    k = mine[keep]
+    if not k.size:
+        return np.zeros(0, np.intp)
+    ty_k, tx_k = at[keep] // tx, at[keep] % tx
+    pad = _TILE // 2
+    h, w = arr.shape  # beyond its edges, the image's edge rows and columns repeat
+    ys = np.clip((ty_k * _TILE - pad)[:, None] + np.arange(2 * _TILE), 0, h - 1)
+    xs = np.clip((tx_k * _TILE)[:, None] + np.arange(_TILE), 0, w - 1)
+    strips = arr[ys[:, :, None], xs[:, None, :]]  # (k, 2 _TILE, _TILE)
+    dark, light = strips < low[k], strips > high[k]
+    lighter = (n_light[k] >= n_dark[k])[:, None, None]
+    ink = np.where(haloed[k][:, None, None], np.where(lighter, light, dark), dark | light)
+    r = np.pad(ink.any(axis=2).astype(np.int8), ((0, 0), (1, 1)))
+    edges = np.diff(r, axis=1)
+    starts, ends = np.nonzero(edges == 1)[1], np.nonzero(edges == -1)[1]
+    runs = ends - starts
+    whole = (starts > 0) & (ends < 2 * _TILE) & (starts < pad + _TILE) & (ends > pad)
+    return runs[(runs >= 2) & whole]
+
+
+def _lines(text: np.ndarray) -> bool:
+    """Whether ``text`` holds a line of text: _LINE_TILES text tiles side by side, or
+    _TEXT_STRONG text tiles in all."""
+    run = text[:, : text.shape[1] - _LINE_TILES + 1].copy()
+    for k in range(1, _LINE_TILES):
+        run &= text[:, k: text.shape[1] - _LINE_TILES + 1 + k]
+    return bool(run.any()) or int(text.sum()) >= _TEXT_STRONG
+
+
+def _analyse(arr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Text tiles, tiles with strokes, the height of the text's lines, and whether the image
+    holds readable text, of a detail image showing the image at 1 / ``scale``.
+
+    Per tile of _TILE x _TILE pixels: its background is the _CALM_WINDOW-level window holding
+    most of its pixels (sampled every other pixel); ink is what lies _INK_LEVEL or more off it.
+    A tile with strokes has a calm background (_TEXT_CALM of its pixels), ink covering
+    _TEXT_INK of it, nearly all on one side of the background (dark on light or light on dark:
+    _TEXT_POLARITY), and many crossings between ink and background along its inked rows (not
+    an object's outline). A text tile also has rows without ink (between lines: not a railing
+    or a lattice), and a tile of the kind beside it whose inked rows are mostly its own (a line
+    of text, not the odd patch of a photo). The image is scanned at its size and at half of it
+    (text too large for a tile). The lines' height is the lower quartile of the runs of inked
+    rows (2+ pixels) in the text tiles of each column of tiles: dots and lower-case letters
+    only lower it, towards a miss. The image holds readable text if either scan finds a line of
+    text (see :func:`_lines`) whose lines are _READABLE pixels high in the image itself (and,
+    for the half-size scan, _LARGE_TEXT pixels of the detail image)."""
+    from PIL import Image
+
+    h, w = arr.shape
+    if min(h, w) >= 4 * _TILE:
+        half = np.asarray(Image.fromarray(arr).reduce(2))  # 2 x 2 means
+        (text, marks, runs), (text2, marks2, runs2) = _scan((arr, True), (half, False))
+        found = [(_lines(text), runs, 1), (_lines(text2), runs2, 2)]
+        for fine, coarse in ((text, text2), (marks, marks2)):
+            up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:fine.shape[0], :fine.shape[1]]
+            fine[:up.shape[0], :up.shape[1]] |= up
+    else:
+        [(text, marks, runs)] = _scan((arr, True))
+        found = [(_lines(text), runs, 1)]
+    glyph, strong = 0.0, False
+    for count, lines, factor in found:
+        height = factor * float(np.percentile(lines, 25)) if lines.size >= _GLYPH_RUNS else 0.0
+        if count and height * scale >= _READABLE and height >= (factor - 1) * _LARGE_TEXT:
+            return text, marks, height, True
+        glyph = glyph or height
+    return text, marks, glyph, strong
+
+
+def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: float, scale: float,
+                 strong: bool) -> bytes:
+    """The detail blob: _DETAIL_MAGIC, a 2-byte length and a JSON header (size, tile, line
+    height, text tiles, scale, readable text), a 4-byte length and the tile flags and the
+    tiles' mean levels (a byte each per tile, row by row; zlib), then a PNG of the kept tiles,
+    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text, and the
+    tiles with strokes near them (should the other copy read text there); around those, the
+    flat tiles (all pixels within _FLAT_RANGE levels) are recorded as their mean (paper, a
+    screen's background). Other tiles only have their mean, which compares with nothing."""
+    from PIL import Image
+
+    h, w = arr.shape
+    b = _tiles(arr)
+    means = np.asarray(Image.fromarray(arr).reduce(_TILE))
+    near = _dilate(text, _KEEP_AROUND)
+    marks = marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
+    keep = near | _dilate(marks, 1)
+    flat = np.zeros_like(keep)
+    around = np.argwhere(_dilate(keep, 1) & ~keep)
+    if len(around):
+        tiles = b[around[:, 0], :, around[:, 1], :]
+        spread = tiles.max(axis=(1, 2)).astype(np.int16) - tiles.min(axis=(1, 2))
+        flat[around[spread <= _FLAT_RANGE, 0], around[spread <= _FLAT_RANGE, 1]] = True
+    kept = np.argwhere(keep)
+    cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1
+    rows = max(1, -(-len(kept) // cols))
+    mosaic = np.zeros((rows * cols, _TILE, _TILE), np.uint8)
+    mosaic[:len(kept)] = (b[kept[:, 0], :, kept[:, 1], :].astype(np.uint16) + _QUANT // 2) // _QUANT
+    mosaic = mosaic.reshape(rows, cols, _TILE, _TILE).transpose(0, 2, 1, 3).reshape(rows * _TILE, cols * _TILE)
+    buf = io.BytesIO()
+    Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=3)
+    flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)
+             | np.where(marks, _MARK, 0)).astype(np.uint8)
+    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(glyph, 2), "text": int(text.sum()),
+                         "scale": round(scale, 4), "strong": strong}, sort_keys=True, separators=(",", ":")).encode()
+    table = zlib.compress(flags.tobytes() + means.tobytes(), 6)
+    return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
+            + buf.getvalue())
+
+
+@functools.lru_cache(maxsize=16)
+def _unpack_detail(blob: bytes) -> _Detail:
+    """The inverse of :func:`_pack_detail` (the last few are kept); ValueError for anything else."""
+    from PIL import Image
+
+    try:
+        if not blob.startswith(_DETAIL_MAGIC):
+            raise ValueError("no detail header")
+        start = len(_DETAIL_MAGIC) + 2
+        end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
+        head = json.loads(blob[start:end])
+        w, h, tile, text = head["w"], head["h"], head["tile"], head["text"]
+        glyph, scale, strong = float(head["glyph"]), float(head["scale"]), head["strong"]
+        if (not all(isinstance(v, int) for v in (w, h, tile, text)) or tile != _TILE or text < 0
+                or not isinstance(strong, bool) or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
+                or not 0 <= glyph <= DOC_THUMB or not 1 <= scale < 1e4):
+            raise ValueError("bad detail header")
+        ty, tx = -(-h // _TILE), -(-w // _TILE)
+        start, end = end + 4, end + 4 + int.from_bytes(blob[end:end + 4], "big")
+        table = zlib.decompressobj().decompress(blob[start:end], 2 * ty * tx + 1)
+        flags = np.frombuffer(table[:ty * tx], np.uint8)
+        means = np.frombuffer(table[ty * tx:], np.uint8)
+        if flags.size != ty * tx or means.size != ty * tx or flags.max(initial=0) > (_KEEP | _FLAT | _TEXT | _MARK):
+            raise ValueError("bad tile flags")
+        flags = flags.reshape(ty, tx)
+        kept = np.argwhere(flags & _KEEP)
+        cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1
+        rows = max(1, -(-len(kept) // cols))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(blob[end:]), formats=["PNG"])
+            im.load()
+        if im.mode != "L" or im.size != (cols * _TILE, rows * _TILE):
+            raise ValueError(f"a {im.mode} {im.size} mosaic, not L {(cols * _TILE, rows * _TILE)}")
+        levels = np.asarray(im)
+        if levels.max(initial=0) > 255 // _QUANT + 1:
+            raise ValueError("detail levels out of range")
+        tiles = levels.reshape(rows, _TILE, cols, _TILE).transpose(0, 2, 1, 3).reshape(-1, _TILE, _TILE)[:len(kept)]
+        full = np.repeat(np.repeat(means.reshape(ty, 1, tx, 1), _TILE, axis=1), _TILE, axis=3)
+        full[kept[:, 0], :, kept[:, 1], :] = np.minimum(tiles.astype(np.uint16) * _QUANT, 255)
+        pixels = np.ascontiguousarray(full.reshape(ty * _TILE, tx * _TILE)[:h, :w])
+        return _Detail(pixels, flags, glyph, text, scale, strong)
+    except ValueError:
+        raise
+    except Exception as exc:  # json, PIL and struct errors alike
+        raise ValueError(f"not a detail image: {exc!r}") from exc
