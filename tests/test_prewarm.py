@@ -506,6 +506,23 @@ def test_buckets_in_redis_are_shared_by_every_worker(redis_url: str) -> None:
     assert epoch == 1 and 29 < wait <= 30
 
 
+def test_shared_buckets_behind_a_dead_redis_trip_its_breaker_and_fall_back(tmp_path: Path) -> None:
+    """A Redis that is not there costs one counted tier error; while its breaker is open every
+    reservation goes to this process's buckets at once, instead of waiting out a timeout each."""
+    from imgcache.testing import free_port
+
+    with Cache(redis_url=f"redis://127.0.0.1:{free_port()}", directory=tmp_path, semantic=False) as cache:
+        shared = cache.rate_buckets("prewarm")
+        assert shared is not None
+        limiter = RateLimiter(Rates.per_minute(6000, None), shared)
+        stop = threading.Event()
+        started = time.monotonic()
+        assert all(limiter.acquire("dall-e-3", 1, stop) for _ in range(20))
+        assert time.monotonic() - started < 5
+        stats = cache.stats()
+        assert stats["tier_errors"]["redis"] == 1 and stats["tiers"]["redis"] == "down"
+
+
 # --- retries -------------------------------------------------------------------------------------
 
 

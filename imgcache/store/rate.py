@@ -5,15 +5,19 @@ requests and images per minute, which belong to the account, not to a process).
 runs the arithmetic of :func:`imgcache.prewarm.limiter.reserve` and ``pause`` in a Lua script,
 atomically and on the server's clock, so that workers on machines whose clocks disagree are
 still lined up at the configured rate. The policy (which buckets, what to do when the tier
-fails) is the caller's; calls raise TierError.
+fails) is the caller's; calls raise TierError. The tiered store hands them out behind the
+tier's breaker (:class:`GuardedBuckets`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._vocabulary import check_namespace
+from ..errors import TierUnavailable
+from .base import FAILED
 
 if TYPE_CHECKING:
     from .redis import RedisTier
@@ -123,3 +127,30 @@ class RedisBuckets:
 
     def epoch(self, bucket: str) -> int:
         return self._run(bucket, "epoch", _Unlimited())[1]
+
+
+class GuardedBuckets:
+    """A tier's buckets behind that tier's breaker, as the tiered store hands them out: a
+    failing call trips and counts like any tier call, and while the tier is down every call
+    raises at once (TierUnavailable) instead of waiting out a timeout, so the caller's
+    fallback buckets take over without delay."""
+
+    def __init__(self, buckets: SharedBuckets, tier_name: str, guard: Callable[[Callable[[], Any]], Any]) -> None:
+        self._buckets = buckets
+        self._tier_name = tier_name
+        self._guard = guard
+
+    def _guarded(self, op: Callable[[], Any]) -> Any:
+        result = self._guard(op)
+        if result is FAILED:
+            raise TierUnavailable(self._tier_name, "shared rate buckets unavailable; using local ones")
+        return result
+
+    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float) -> tuple[float, int]:
+        return self._guarded(lambda: self._buckets.reserve(bucket, rates, requests, images))  # type: ignore[no-any-return]
+
+    def pause(self, bucket: str, rates: BucketRates, seconds: float) -> None:
+        self._guarded(lambda: self._buckets.pause(bucket, rates, seconds))
+
+    def epoch(self, bucket: str) -> int:
+        return self._guarded(lambda: self._buckets.epoch(bucket))  # type: ignore[no-any-return]

@@ -278,10 +278,16 @@ class TieredStore:
 
     def rate_buckets(self, namespace: str, scope: str) -> SharedBuckets | None:
         """Token buckets of ``namespace`` for ``scope`` that every process sharing the
-        widest-reaching up tier that keeps them draws from; None if none can. Their calls raise
-        TierError, unguarded: the caller falls back to buckets of its own while they fail."""
+        widest-reaching up tier that keeps them draws from; None if none can. Their calls go
+        through the tier's breaker and raise TierError when it fails or is down: the caller
+        falls back to buckets of its own meanwhile."""
+        from .rate import GuardedBuckets
+
         tier = self.capable(RateBuckets)
-        return None if tier is None else tier.rate_buckets(namespace, scope)
+        if tier is None:
+            return None
+        return GuardedBuckets(tier.rate_buckets(namespace, scope), tier.name,  # type: ignore[attr-defined]
+                              lambda op: self.guarded(tier, op))  # type: ignore[arg-type]
 
     def _first_answer(self, capability: type[Any], op: str, *args: Any) -> Any:
         """``op`` of each up tier offering ``capability``, widest first, until one answers."""
