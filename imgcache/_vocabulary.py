@@ -38,6 +38,20 @@ class Sentinel:
         return False
 
 
+def json_records(lines: list[bytes]) -> list[dict[str, Any]]:
+    """The records among ``lines`` that are JSON objects, in order; the others are skipped
+    (what is read back from a shared list may be damaged)."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
     """JSON without spaces, UTF-8 kept as is: what records and manifests are stored as."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys).encode()

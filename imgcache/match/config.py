@@ -4,10 +4,10 @@ the shared list of recent semantic hits: light enough to import from ``imgcache 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from .._vocabulary import json_records
 from ..fetch import TRUSTED, FetchPolicy
 
 FEED = "semantic"
@@ -79,12 +79,4 @@ class VisionOptions:
 
 def read_recent_hits(store: Any, namespace: str) -> list[dict[str, Any]]:
     """Newest first; entries that do not parse are skipped."""
-    hits = []
-    for raw in store.read_recent(namespace, RECENT):
-        try:
-            item = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            hits.append(item)
-    return hits
+    return json_records(store.read_recent(namespace, RECENT))

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._vocabulary import json_records
 from .inputs import InputProblem, PrewarmItem
 
 if TYPE_CHECKING:
@@ -149,12 +150,4 @@ def publish_run(cache: Cache, report: PrewarmReport) -> None:
 
 def recent_runs(cache: Cache) -> list[dict[str, Any]]:
     """Summaries of the latest prewarm runs of every worker sharing the cache, newest first."""
-    runs = []
-    for line in cache.read_recent(RUNS_FEED):
-        try:
-            run = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(run, dict):
-            runs.append(run)
-    return runs
+    return json_records(cache.read_recent(RUNS_FEED))
