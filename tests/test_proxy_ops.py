@@ -177,6 +177,8 @@ def test_workers_metrics_are_summed_at_every_scrape(serve: Callable[..., Served]
             pytest.fail(f"after {sent} requests, one worker served them all: {requests_by_pid(directory)}")
         served.generate(f"an ops fox {sent % 4}")
         sent += 1
+    # A request is counted once its answer is sent: the last one's count may land just after.
+    assert wait_until(lambda: sum(requests_by_pid(directory).values()) == sent, 10), requests_by_pid(directory)
     per_worker = requests_by_pid(directory)
     assert len(per_worker) == 2 and sum(per_worker.values()) == sent and all(per_worker.values())
 
