@@ -365,7 +365,7 @@ def test_photographed_receipt_copies(receipt: Fingerprint) -> None:
     image = receipt_photo("12.50")
     for data in (encode(image, "JPEG", quality=75), encode(image, "WEBP", quality=80)):
         decision, reason = same_picture(receipt, fingerprint(data))
-        assert decision and "text-like detail" in reason, reason
+        assert decision and "document" in reason, reason
     decision, reason = same_picture(receipt, fingerprint(encode(scaled(image, 0.25))))
     assert not decision and "too small to verify" in reason
     assert len(receipt.to_bytes()) < 150 * 1024
@@ -588,3 +588,70 @@ def test_document_fingerprint_round_trip_and_damaged_detail() -> None:
     head["crc32"] = zlib.crc32(broken)
     with pytest.raises(ValueError):
         Fingerprint.from_bytes(json.dumps(head).encode() + b"\n" + broken)
+
+
+# -- photos with incidental text: found again, and refused where their text differs -------------
+
+
+def street_photo(sign: str, seed: int = 5, size: tuple[int, int] = (960, 640)) -> Image.Image:
+    """A textured street-like photo (sensor noise, foliage-like texture, a brick-like wall) with
+    a small shop sign on it: text that is a detail of the picture, not its content."""
+    rnd = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    leaves = np.asarray(Image.fromarray((rnd.random((h // 3, w // 3)) * 255).astype(np.uint8))
+                        .resize((w, h), Image.Resampling.BICUBIC), dtype=np.float64)
+    bricks = 30 * ((np.floor(y / 18) % 2 == 0) ^ (np.floor((x + 20 * (np.floor(y / 18) % 2)) / 40) % 2 == 0))
+    sky = y < h * 0.3
+    base = np.where(sky, 170 + 40 * (1 - y / h), 60 + 0.5 * leaves + bricks * (x > w / 2))
+    arr = np.stack([base * 0.9, base, base * 0.8], -1) + rnd.normal(0, 4, (h, w, 3))
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(img)
+    d.rectangle((w * 0.55, h * 0.35, w * 0.55 + 260, h * 0.35 + 60), fill=(235, 230, 215), outline=(40, 40, 40))
+    d.text((w * 0.55 + 12, h * 0.35 + 10), sign, fill=(25, 25, 25), font=ImageFont.load_default(size=18))
+    d.text((w * 0.55 + 12, h * 0.35 + 34), "open daily 9-18", fill=(25, 25, 25), font=ImageFont.load_default(size=14))
+    return img
+
+
+@pytest.fixture(scope="module")
+def street() -> Fingerprint:
+    return fingerprint(encode(street_photo("BAKERY 24 Main St"), "JPEG", quality=92))
+
+
+def test_a_sign_in_a_photo_does_not_make_it_a_document(street: Fingerprint) -> None:
+    """Copies of a photo holding a sign hit: re-encoded at every common quality, and resized
+    to half with any resampler, where a document in the same type would be too small to verify."""
+    image = street_photo("BAKERY 24 Main St")
+    copies = [encode(image, "JPEG", quality=q) for q in (50, 60, 75)] + [encode(image, "WEBP", quality=80)]
+    copies += [encode(image.resize((480, 320), flt), "JPEG", quality=90)
+               for flt in (Image.Resampling.LANCZOS, Image.Resampling.BILINEAR, Image.Resampling.BOX)]
+    for data in copies:
+        decision, reason = same_picture(street, fingerprint(data))
+        assert decision, reason
+
+
+@pytest.mark.parametrize("other", ["BAKERY 26 Main St", "BAKERY 24 Main Rd"])
+def test_a_photo_whose_sign_says_another_thing_is_refused(street: Fingerprint, other: str) -> None:
+    changed = street_photo(other)
+    for data in (encode(changed, "JPEG", quality=92), encode(changed, "JPEG", quality=60),
+                 encode(changed.resize((480, 320), Image.Resampling.LANCZOS), "JPEG", quality=90)):
+        decision, reason = same_picture(street, fingerprint(data))
+        assert not decision, reason
+
+
+def test_documents_are_told_from_photos_with_text() -> None:
+    """The detail records whether text is the image's content; a blob written before that was
+    recorded reads as a document whenever it holds readable text (the stricter rules)."""
+    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, _unpack_detail
+
+    page = _unpack_detail(fingerprint(encode(invoice("1,234.50"))).detail)
+    sign = _unpack_detail(fingerprint(encode(street_photo("BAKERY 24 Main St"))).detail)
+    assert page.document and not sign.document
+    blob = fingerprint(encode(invoice("1,234.50"))).detail
+    start = len(_DETAIL_MAGIC) + 2
+    end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
+    head = json.loads(blob[start:end])
+    del head["doc"]
+    old = json.dumps(head, separators=(",", ":")).encode()
+    legacy = _DETAIL_MAGIC + len(old).to_bytes(2, "big") + old + blob[end:]
+    assert _unpack_detail(legacy).document == head["strong"] is True

@@ -28,13 +28,29 @@ PNG-compressed (about 10-70 KiB)."""
 _TILE = 16            # detail pixels per tile side
 _CALM_WINDOW = 16     # a tile's background: the 16-level window holding most of its pixels
 _INK_LEVEL = 40       # a pixel this far from its tile's background is ink
-_TEXT_CALM = 0.4      # share of a text tile's pixels on its background
-_TEXT_INK = (0.03, 0.6)   # share of ink in a text tile
-_TEXT_CROSSINGS = 2.5     # ink/background crossings per inked row of a text tile (strokes)
 _HALO_LEVEL = 100     # ... and, over texture, this far from its median (see _scan)
-_TEXT_POLARITY = 0.9  # share of a text tile's ink on one side of its background (dark or light)
-_TEXT_GAP_ROWS = 2    # rows without ink in a text tile (between its lines)
-_TEXT_ALIGNED = 0.6   # share of inked rows a text tile has in common with one beside it
+_TEXT_INK = (0.03, 0.6)   # share of ink in a text tile
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """What a text tile must show (see :func:`_analyse`)."""
+
+    calm: float       # share of its pixels on its background
+    crossings: float  # ink/background crossings per inked row (strokes)
+    polarity: float   # share of its ink on one side of its background (dark or light)
+    gap_rows: int     # rows without ink (between its lines)
+    aligned: float    # share of inked rows it has in common with a text tile beside it
+
+
+_STRICT = _Rules(calm=0.4, crossings=2.5, polarity=0.9, gap_rows=2, aligned=0.6)
+"""Text: what is compared, and what makes an image hold readable text."""
+_LOOSE = _Rules(calm=0.3, crossings=1.8, polarity=0.75, gap_rows=1, aligned=0.4)
+"""Text that may be: kept (with its neighbours) but not compared. Re-encoding moves a tile's
+measures a little; a tile strict in one copy is loose in the other, so both keep its pixels."""
+_DOCUMENT_TEXT = 0.05   # share of tiles that are text in a document (a page, a receipt) ...
+_DOCUMENT_FLAT = 0.85   # ... or of flat tiles around its text (a screen, a sparse page)
+_FLAT_CALM = 0.9              # a flat tile: this share of its pixels on its background
 _LINE_TILES = 3       # text tiles side by side from which an image holds text to verify (or
 _TEXT_STRONG = 12     # text tiles in all, at one scale) ...
 _READABLE = 4.0       # ... if its lines are this many pixels high in the image itself
@@ -59,7 +75,8 @@ class _Detail:
     glyph: float        # height of the text's lines, in pixels of ``pixels``; 0 if unknown
     text: int           # text tiles
     scale: float        # pixels of the image per pixel of ``pixels`` (1 or more)
-    strong: bool        # holds readable text, which must be verified at glyph scale (see _analyse)
+    strong: bool        # holds readable text (see _analyse)
+    document: bool      # text is its content: it must be verified at glyph scale (see _analyse)
 
     def data(self) -> np.ndarray:
         """Tiles whose pixels are stored (kept, or flat and stored as their mean)."""
@@ -106,10 +123,21 @@ def _histogram_bins(ty: int, tx: int) -> np.ndarray:
     return tile
 
 
-def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per (array, halos) of ``images``: its text tiles, its tiles with strokes, and the heights
-    of its text's lines (see :func:`_analyse`; ``halos``: also text set off from texture by a
-    halo). The arrays' tiles are measured together (one pass of each step for all of them)."""
+@dataclass
+class _Found:
+    """What :func:`_scan` finds in one image."""
+
+    text: np.ndarray   # (rows, columns) of tiles: text by the _STRICT rules
+    maybe: np.ndarray  # ... text by the _LOOSE rules (text included)
+    marks: np.ndarray  # tiles with strokes on a calm background, in a line or not (a lone number)
+    runs: np.ndarray   # heights of the text's lines (see _line_heights)
+    flat: float        # share of tiles with _FLAT_CALM of their pixels on their background
+
+
+def _scan(*images: tuple[np.ndarray, bool]) -> list[_Found]:
+    """Per (array, halos) of ``images``: what it holds (see :func:`_analyse`; ``halos``: also
+    text set off from texture by a halo). The arrays' tiles are measured together (one pass of
+    each step for all of them)."""
     half = _CALM_WINDOW // 2
     bins = 256 // half
     grids = [_tiles(arr) for arr, _ in images]
@@ -137,7 +165,7 @@ def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray
         high = np.clip((centre + step) // half + 1, 0, bins)  # and from ``high`` on, above
         return cum[rows_n, low] + samples - cum[rows_n, high]
 
-    calm_ink = (calm >= _TEXT_CALM) & (beyond(level, _INK_LEVEL) > 0)
+    calm_ink = (calm >= _STRICT.calm) & (beyond(level, _INK_LEVEL) > 0)
     # text over texture (a watermark, a caption on a photo) is set off by a halo or an outline:
     # there, ink is what lies _HALO_LEVEL off the tile's median, on the side that has more of it
     halo = ~calm_ink & (beyond(median, _HALO_LEVEL) > 0)
@@ -147,7 +175,9 @@ def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray
         beside[:, 1:] |= grid[:, :-1]
         beside[:, :-1] |= grid[:, 1:]
         grid &= beside & halos
-    cand = np.flatnonzero(calm_ink | halo)
+    loose_calm = ~calm_ink & ~halo & (calm >= _LOOSE.calm) & (beyond(level, _INK_LEVEL) > 0)
+    cand = np.flatnonzero(calm_ink | halo | loose_calm)
+    strict_cand = ~loose_calm[cand]
     image = np.searchsorted(first, cand, side="right") - 1  # which image each candidate is of
     local = cand - first[image]
     tiles = np.empty((len(cand), _TILE, _TILE), np.uint8)
@@ -161,40 +191,52 @@ def _scan(*images: tuple[np.ndarray, bool]) -> list[tuple[np.ndarray, np.ndarray
     high = np.minimum(centre + step, 255).astype(np.uint8)[:, None, None]  # nothing lies above 255
     dark, light = _row_bits(tiles < low), _row_bits(tiles > high)
     n_dark, n_light = _popcount(dark).sum(axis=1), _popcount(light).sum(axis=1)
-    one_sided = haloed | (np.maximum(n_dark, n_light) >= _TEXT_POLARITY * (n_dark + n_light))
     # haloed tiles: the side with more ink is the glyphs (the other, their outline)
     bits = np.where(~haloed[:, None], dark | light, np.where((n_light >= n_dark)[:, None], light, dark))
     share = np.where(~haloed, n_dark + n_light, np.where(n_light >= n_dark, n_light, n_dark)) / (_TILE * _TILE)
     rows = bits != 0  # (k, _TILE): the tile's inked rows
     inked = rows.sum(axis=1)
     crossings = _popcount((bits ^ (bits >> 1)) & 0x7FFF).sum(axis=1) / np.maximum(inked, 1)  # ink to paper
-    marked = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1]) & (crossings >= _TEXT_CROSSINGS) & one_sided
-    strokes = marked & (inked <= _TILE - _TEXT_GAP_ROWS)
+    inky = (share >= _TEXT_INK[0]) & (share <= _TEXT_INK[1])
+    sided = np.maximum(n_dark, n_light) / np.maximum(n_dark + n_light, 1)
+
+    def marked(rules: _Rules) -> np.ndarray:
+        return inky & (crossings >= rules.crossings) & (haloed | (sided >= rules.polarity))
+
+    strict, loose = marked(_STRICT) & strict_cand, marked(_LOOSE)
     found = []
-    for i, ((ty, tx), (arr, _)) in enumerate(zip(shapes, images)):
+    for i, ((ty, tx), start, (arr, _)) in enumerate(zip(shapes, first, images)):
         mine = np.flatnonzero(image == i)
         at = local[mine]
-        text = np.zeros(ty * tx, bool)
-        text[at[strokes[mine]]] = True
-        text = text.reshape(ty, tx)
         marks = np.zeros(ty * tx, bool)  # strokes on a calm background, in a line or not (a lone number)
-        marks[at[marked[mine] & ~haloed[mine]]] = True
-        marks = marks.reshape(ty, tx)
-        if not text.any():
-            found.append((text, marks, np.zeros(0, np.intp)))
-            continue
-        # a line of text: a tile's inked rows are mostly those of a text tile beside it
-        profile = np.zeros((ty * tx, _TILE), bool)
-        profile[at] = rows[mine]
-        profile = profile.reshape(ty, tx, _TILE)
-        both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
-        either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
-        aligned = text[:, 1:] & text[:, :-1] & (both >= _TEXT_ALIGNED * np.maximum(either, 1))
-        text[:] = False
-        text[:, 1:] |= aligned
-        text[:, :-1] |= aligned
-        found.append((text, marks, _line_heights(arr, text, at, mine, haloed, low, high, n_dark, n_light, tx)))
+        marks[at[strict[mine] & ~haloed[mine]]] = True
+        text, maybe = (_text_lines(rules, at, (flags & (inked <= _TILE - rules.gap_rows))[mine], rows[mine], ty, tx)
+                       for rules, flags in ((_STRICT, strict), (_LOOSE, loose)))
+        runs = (_line_heights(arr, text, at, mine, haloed, low, high, n_dark, n_light, tx) if text.any()
+                else np.zeros(0, np.intp))
+        flat = float((calm[start:start + ty * tx] >= _FLAT_CALM).mean())
+        found.append(_Found(text, maybe | text, marks.reshape(ty, tx), runs, flat))
     return found
+
+
+def _text_lines(rules: _Rules, at: np.ndarray, strokes: np.ndarray, rows: np.ndarray, ty: int, tx: int) -> np.ndarray:
+    """Of the tiles ``at`` with ``strokes`` (and their inked ``rows``), those in a line of text:
+    a tile's inked rows are mostly those of a tile with strokes beside it."""
+    text = np.zeros(ty * tx, bool)
+    text[at[strokes]] = True
+    text = text.reshape(ty, tx)
+    if not text.any():
+        return text
+    profile = np.zeros((ty * tx, _TILE), bool)
+    profile[at] = rows
+    profile = profile.reshape(ty, tx, _TILE)
+    both = (profile[:, 1:] & profile[:, :-1]).sum(axis=2)
+    either = (profile[:, 1:] | profile[:, :-1]).sum(axis=2)
+    aligned = text[:, 1:] & text[:, :-1] & (both >= rules.aligned * np.maximum(either, 1))
+    text[:] = False
+    text[:, 1:] |= aligned
+    text[:, :-1] |= aligned
+    return text
 
 
 def _line_heights(arr: np.ndarray, text: np.ndarray, at: np.ndarray, mine: np.ndarray, haloed: np.ndarray,
@@ -231,9 +273,10 @@ def _lines(text: np.ndarray) -> bool:
     return bool(run.any()) or int(text.sum()) >= _TEXT_STRONG
 
 
-def _analyse(arr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, float, bool]:
-    """Text tiles, tiles with strokes, the height of the text's lines, and whether the image
-    holds readable text, of a detail image showing the image at 1 / ``scale``.
+def _analyse(arr: np.ndarray, scale: float) -> _Scan:
+    """What a detail image showing the image at 1 / ``scale`` holds: text tiles, tiles with
+    strokes, the height of the text's lines, whether it holds readable text, and whether it is
+    a document.
 
     Per tile of _TILE x _TILE pixels: its background is the _CALM_WINDOW-level window holding
     most of its pixels (sampled every other pixel); ink is what lies _INK_LEVEL or more off it.
@@ -253,29 +296,47 @@ def _analyse(arr: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, flo
     h, w = arr.shape
     if min(h, w) >= 4 * _TILE:
         half = np.asarray(Image.fromarray(arr).reduce(2))  # 2 x 2 means
-        (text, marks, runs), (text2, marks2, runs2) = _scan((arr, True), (half, False))
-        found = [(_lines(text), runs, 1), (_lines(text2), runs2, 2)]
-        for fine, coarse in ((text, text2), (marks, marks2)):
-            up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:fine.shape[0], :fine.shape[1]]
-            fine[:up.shape[0], :up.shape[1]] |= up
+        fine, coarse = _scan((arr, True), (half, False))
+        scans = [(fine, _lines(fine.text), 1), (coarse, _lines(coarse.text), 2)]
+        for mask in ("text", "maybe", "marks"):
+            into = getattr(fine, mask)
+            up = np.repeat(np.repeat(getattr(coarse, mask), 2, axis=0), 2, axis=1)[:into.shape[0], :into.shape[1]]
+            into[:up.shape[0], :up.shape[1]] |= up
     else:
-        [(text, marks, runs)] = _scan((arr, True))
-        found = [(_lines(text), runs, 1)]
+        [fine] = _scan((arr, True))
+        scans = [(fine, _lines(fine.text), 1)]
     glyph, strong = 0.0, False
-    for count, lines, factor in found:
+    for found, in_lines, factor in scans:
+        lines = found.runs
         height = factor * float(np.percentile(lines, 25)) if lines.size >= _GLYPH_RUNS else 0.0
-        if count and height * scale >= _READABLE and height >= (factor - 1) * _LARGE_TEXT:
-            return text, marks, height, True
+        if in_lines and height * scale >= _READABLE and height >= (factor - 1) * _LARGE_TEXT:
+            glyph, strong = height, True
+            break
         glyph = glyph or height
-    return text, marks, glyph, strong
+    share = float(fine.text.mean())
+    document = strong and (share >= _DOCUMENT_TEXT or fine.flat >= _DOCUMENT_FLAT)
+    return _Scan(fine.text, fine.maybe, fine.marks, glyph, strong, document, fine.flat)
 
 
-def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: float, scale: float,
-                 strong: bool) -> bytes:
+@dataclass(frozen=True)
+class _Scan:
+    """What :func:`_analyse` finds in an image."""
+
+    text: np.ndarray   # text tiles (the _STRICT rules, either scan)
+    maybe: np.ndarray  # tiles that may be text (the _LOOSE rules): kept, not compared
+    marks: np.ndarray  # tiles with strokes on a calm background (a lone number)
+    glyph: float       # height of the text's lines in pixels of the detail image; 0 if unknown
+    strong: bool       # holds readable text
+    document: bool     # text is its content (a page, a screen, a receipt), not a detail of a photo
+    flat: float        # share of its tiles that are flat (see _Found)
+
+
+def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     """The detail blob: _DETAIL_MAGIC, a 2-byte length and a JSON header (size, tile, line
-    height, text tiles, scale, readable text), a 4-byte length and the tile flags and the
+    height, text tiles, scale, readable text, document), a 4-byte length and the tile flags and the
     tiles' mean levels (a byte each per tile, row by row; zlib), then a PNG of the kept tiles,
-    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text, and the
+    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text (or what may
+    be text, so that both copies of a picture keep the tiles either reads as text), and the
     tiles with strokes near them (should the other copy read text there); around those, the
     flat tiles (all pixels within _FLAT_RANGE levels) are recorded as their mean (paper, a
     screen's background). Other tiles only have their mean, which compares with nothing."""
@@ -284,8 +345,9 @@ def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: fl
     h, w = arr.shape
     b = _tiles(arr)
     means = np.asarray(Image.fromarray(arr).reduce(_TILE))
-    near = _dilate(text, _KEEP_AROUND)
-    marks = marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
+    text, strong = scan.text, scan.strong
+    near = _dilate(scan.maybe, _KEEP_AROUND)
+    marks = scan.marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
     keep = near | _dilate(marks, 1)
     flat = np.zeros_like(keep)
     around = np.argwhere(_dilate(keep, 1) & ~keep)
@@ -303,8 +365,8 @@ def _pack_detail(arr: np.ndarray, text: np.ndarray, marks: np.ndarray, glyph: fl
     Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=3)
     flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)
              | np.where(marks, _MARK, 0)).astype(np.uint8)
-    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(glyph, 2), "text": int(text.sum()),
-                         "scale": round(scale, 4), "strong": strong}, sort_keys=True, separators=(",", ":")).encode()
+    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(scan.glyph, 2), "text": int(text.sum()),
+                         "scale": round(scale, 4), "strong": strong, "doc": scan.document}, sort_keys=True, separators=(",", ":")).encode()
     table = zlib.compress(flags.tobytes() + means.tobytes(), 6)
     return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
             + buf.getvalue())
@@ -323,8 +385,9 @@ def _unpack_detail(blob: bytes) -> _Detail:
         head = json.loads(blob[start:end])
         w, h, tile, text = head["w"], head["h"], head["tile"], head["text"]
         glyph, scale, strong = float(head["glyph"]), float(head["scale"]), head["strong"]
+        document = head.get("doc", strong)  # written before documents were told from photos: as one
         if (not all(isinstance(v, int) for v in (w, h, tile, text)) or tile != _TILE or text < 0
-                or not isinstance(strong, bool) or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
+                or not isinstance(strong, bool) or not isinstance(document, bool) or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
                 or not 0 <= glyph <= DOC_THUMB or not 1 <= scale < 1e4):
             raise ValueError("bad detail header")
         ty, tx = -(-h // _TILE), -(-w // _TILE)
@@ -351,7 +414,7 @@ def _unpack_detail(blob: bytes) -> _Detail:
         full = np.repeat(np.repeat(means.reshape(ty, 1, tx, 1), _TILE, axis=1), _TILE, axis=3)
         full[kept[:, 0], :, kept[:, 1], :] = np.minimum(tiles.astype(np.uint16) * _QUANT, 255)
         pixels = np.ascontiguousarray(full.reshape(ty * _TILE, tx * _TILE)[:h, :w])
-        return _Detail(pixels, flags, glyph, text, scale, strong)
+        return _Detail(pixels, flags, glyph, text, scale, strong, document)
     except ValueError:
         raise
     except Exception as exc:  # json, PIL and struct errors alike

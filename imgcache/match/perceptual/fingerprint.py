@@ -281,14 +281,14 @@ def fingerprint(
             if method is not None:
                 thumb, detail = thumb.transpose(method), detail.transpose(method)
             arr = np.asarray(detail)
-            text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
-            if strong and raw is not None and decoded_side < min(DOC_THUMB, max(width, height)):
+            scan = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
+            if scan.strong and raw is not None and decoded_side < min(DOC_THUMB, max(width, height)):
                 with _gray(_open(raw), DOC_THUMB, max_decode_bytes) as gray:
                     detail = _fit(gray, DOC_THUMB)
                 arr = np.asarray(detail.transpose(method) if method is not None else detail)
-                text, marks, glyph, strong = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
+                scan = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
             scale = max(1.0, max(width, height) / max(arr.shape))
-            packed = _pack_detail(arr, text, marks, glyph, scale, strong) if text.any() else b""
+            packed = _pack_detail(arr, scan, scale) if scan.maybe.any() else b""
             if orientation >= 5:
                 width, height = height, width
             phash = imagehash.phash(thumb)

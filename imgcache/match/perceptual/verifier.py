@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ...errors import ImageError
-from .detail import _MARK, _TEXT, _TILE, _dilate, _unpack_detail
+from .detail import _KEEP, _MARK, _TEXT, _TILE, _dilate, _unpack_detail
 from .fingerprint import THUMB, Fingerprint
 
 __all__ = ["same_picture", "thumb_evidence"]
@@ -34,6 +34,10 @@ _RESIZED_GRID = 0.75  # ... at most this share of the smaller copy's detail when
 _DETAIL_BLUR = 0.3    # sigma (grid pixels) of the blur both sides get before comparing
 _TEXT_LIMITS = {"d1": 96.0, "d2": 34.0}
 _FINE_TEXT_LIMITS = {"d1": 40.0, "d2": 12.0}
+# -- a photo's incidental text (signs, labels): compared at the scale both copies show -------
+_PHOTO_TEXT_LIMITS = {"d1": 96.0, "d2": 34.0}
+_MISSING_PHOTO_TILES = 12  # text tiles of one copy the other holds no pixels for, in a photo
+_PHOTO_LEGIBLE = 2.0  # lines (pixels) under which a copy cannot show which glyph is there
 
 
 def _window_max(diff: np.ndarray, k: int) -> float:
@@ -120,29 +124,38 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     """The detail comparison's figures (see :func:`thumb_evidence`)."""
     da = _unpack_detail(a.detail) if a.detail else None
     db = _unpack_detail(b.detail) if b.detail else None
-    ev: dict[str, float] = {"doc": float(bool(da is not None and da.strong or db is not None and db.strong))}
-    if not ev["doc"]:
+    doc = any(d is not None and d.document for d in (da, db))
+    ev: dict[str, float] = {"doc": float(doc),
+                            "text": float(any(d is not None and d.text > 0 for d in (da, db)))}
+    if not ev["text"]:
         return ev
     if da is None or db is None:  # one copy shows no text-like detail at all
         (have, fp), other = ((da, a), b) if da is not None else ((db, b), a)
         glyph = have.glyph * have.scale * min(other.width / fp.width, other.height / fp.height)
         ev.update(glyph=glyph, missing=float(have.text))
-        if glyph * _RESIZED_GRID < _GLYPH_GRID and other.width * other.height < fp.width * fp.height:
-            ev["small"] = 1.0
-        return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES or ev.get("small") else ev
+        smaller = other.width * other.height < fp.width * fp.height
+        doc = have.document and (smaller or other.width * other.height == fp.width * fp.height)
+        ev["doc"] = float(doc)
+        if smaller and glyph * (_RESIZED_GRID if doc else 1.0) < (_GLYPH_GRID if doc else _PHOTO_LEGIBLE):
+            ev["small"] = 1.0  # its text is too small to show in the other copy
+        if doc:
+            return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES or ev.get("small") else ev
+        return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES and not ev.get("small") else ev
     small, big = (da, db) if da.pixels.size <= db.pixels.size else (db, da)
     (sh, sw), (bh, bw) = small.pixels.shape, big.pixels.shape
     same = abs(sh - bh) <= 1 and abs(sw - bw) <= 1
     # the text's line height in pixels of the smaller detail image: that of the larger copy if it
     # holds readable text (more pixels to measure), the smaller of both when they are of one size
     if same:
-        glyph = min(d.glyph for d in (da, db) if d.strong)
+        glyph = min((d.glyph for d in (da, db) if d.strong), default=min(da.glyph, db.glyph))
     else:
-        glyph = big.glyph * sh / bh if big.strong else small.glyph
+        glyph = big.glyph * sh / bh if big.strong or not small.glyph else small.glyph
     ev.update(glyph=glyph, same=float(same), missing=0.0)
-    if glyph <= 0 or (not same and glyph * _RESIZED_GRID < _GLYPH_GRID):
+    doc = (da.document or db.document) if same else big.document  # resized: the larger copy shows more
+    ev["doc"] = float(doc)
+    if doc and (glyph <= 0 or (not same and glyph * _RESIZED_GRID < _GLYPH_GRID)):
         return {**ev, "small": 1.0, **_NO_DETAIL}
-    scale = min(1.0, _GLYPH_GRID / glyph)
+    scale = min(1.0, _GLYPH_GRID / glyph) if glyph > 0 else 1.0
     size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
     ev.update(small=0.0, grid=float(min(size)), fine=float(glyph < _GLYPH_GRID))
     # compared: the tiles around text in either copy, and its other tiles with strokes (a lone
@@ -159,8 +172,11 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     held = _at_grid(da.data(), da.pixels.shape, size) & _at_grid(db.data(), db.pixels.shape, size)
     tile = _TILE * size[0] / bw  # a tile of the larger copy, in grid pixels
     ev["missing"] = float((text & ~held).sum()) / (tile * tile)
-    if ev["missing"] > _MISSING_TILES:
+    if ev["missing"] > (_MISSING_TILES if doc else _MISSING_PHOTO_TILES) and (doc or same):
         return {**ev, **_NO_DETAIL}
+    if not doc:  # a photo: every tile both copies keep (a sign's digits need not read as text)
+        region |= _at_grid((big.flags & _KEEP) > 0, big.pixels.shape, size) | _at_grid(
+            (small.flags & _KEEP) > 0, small.pixels.shape, size)
     region &= held
     ev["region"] = float(region.mean())
     rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
@@ -221,22 +237,24 @@ def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
         return False, f"thumbnails differ: {', '.join(over)}; phash {dp}, dhash {dd}"
     photo = ", ".join(f"{k} {ev[k]:.1f}" for k in _PHOTO_LIMITS)
     dev = _detail_evidence(a, b)
-    if not dev["doc"]:
+    if not dev["text"]:
         return True, f"same picture (photo): {photo}; phash {dp}, dhash {dd}"
-    if dev.get("small"):
-        return False, (f"text-like detail, too small to verify: its lines span {dev['glyph']:.1f} pixels of the "
+    doc = bool(dev["doc"])
+    if doc and dev.get("small"):
+        return False, (f"document, too small to verify: its lines span {dev['glyph']:.1f} pixels of the "
                        f"smaller copy, fewer than {_GLYPH_GRID / _RESIZED_GRID:.0f}, where a changed glyph would "
                        "not show")
-    if dev["missing"] > _MISSING_TILES:
+    if not math.isfinite(dev.get("d2", 0.0)):
         return False, (f"text-like detail in one copy only: {dev['missing']:.0f} tiles of text where the other "
                        "copy shows texture or nothing")
     if "d2" not in dev:
-        return True, (f"same picture (photo; {dev['missing']:.0f} tiles of text-like detail in one copy only): "
-                      f"{photo}; phash {dp}, dhash {dd}")
+        why = (f"its text, {dev['glyph']:.1f} px lines in the smaller copy, too small there to compare"
+               if dev.get("small") else f"{dev['missing']:.0f} tiles of text-like detail in one copy only")
+        return True, f"same picture (photo; {why}): {photo}; phash {dp}, dhash {dd}"
     fine = bool(dev["fine"])
-    limits = _FINE_TEXT_LIMITS if fine else _TEXT_LIMITS
-    kind = (f"text-like detail, {'fine' if fine else 'legible'} text ({dev['glyph']:.1f} px lines, "
-            f"grid {dev['grid']:.0f})")
+    limits = (_FINE_TEXT_LIMITS if fine else _TEXT_LIMITS) if doc else _PHOTO_TEXT_LIMITS
+    kind = (f"{'document' if doc else 'text in a photo'}, {'fine' if fine else 'legible'} text "
+            f"({dev['glyph']:.1f} px lines, grid {dev['grid']:.0f})")
     over = [f"{k} {dev[k]:.1f} > {v:g}" for k, v in limits.items() if dev[k] > v]
     if over:
         return False, f"detail differs ({kind}): {', '.join(over)}; {photo}; phash {dp}, dhash {dd}"
