@@ -662,6 +662,40 @@ def bench_accuracy(quick: bool, show_errors: bool, out: TextIO) -> Result:
     return result
 
 
+def bench_real_photos(quick: bool, show_errors: bool, out: TextIO) -> Result:
+    """Issue 14's population (see _real_photos.py), judged by this verifier and by the one before
+    it (the :data:`_real_photos.BASELINE` commit, run in a subprocess), side by side."""
+    import _real_photos as real
+
+    result = Result("perceptual_real_photos", "same_picture() on real photographs, documents and near captures "
+                    "(../shared/eval/photos, photos_more)", "this verifier", f"verifier at {real.BASELINE}")
+    print(f"\n== {result.name}: {result.title}", file=out)
+    if not real.sources():
+        result.notes.append("skipped: ../shared/eval/photos not found beside the repository")
+        print("   skipped: ../shared/eval/photos not found beside the repository", file=out)
+        return result
+    new = real.verdicts(quick)
+    old, where = real.baseline_verdicts(quick)
+    print(f"   new: this checkout; old: {where}; split: a quarter of the sources held apart (by a hash of "
+          "the name), never used for tuning", file=out)
+    print(table(["split", "population", "new", "old"], real.summary_rows(new, old)), file=out)
+    print("\nper kind (both splits)", file=out)
+    print(table(["group", "must be", "kind", "new", "old"], real.kind_rows(new, old)), file=out)
+    wrong = [r for r in new if r[5] != r[1]]
+    for row in wrong if show_errors else []:
+        print(f"  {'MISS' if row[1] else 'FALSE ACCEPT'} {row[0]}: {row[2]} [{row[3]}]: {row[6]}", file=out)
+    held = [r for r in new if r[3] == "held"]
+    photos = [r for r in held if not r[4] and r[1] and r[0] in real.SAME_TARGET_KINDS]
+    docs = [r for r in held if r[4] and r[1] and r[0] in real.DOCUMENT_TARGET_KINDS]
+    rate = (lambda rows: sum(r[5] for r in rows) / len(rows) if rows else 1.0)
+    result.target = "held-out photos >= 98%, documents' same-size copies >= 95%, 0 different pictures accepted"
+    result.passed = rate(photos) >= 0.98 and rate(docs) >= 0.95 and not any(r[5] for r in new if not r[1])
+    result.extra.update(held_photo_hit_rate=round(rate(photos), 4), held_document_hit_rate=round(rate(docs), 4),
+                        false_accepts=sum(r[5] for r in new if not r[1]), pairs=len(new), baseline=where)
+    print(f"target: {result.target}  ->  {result.verdict}", file=out)
+    return result
+
+
 # -- speed -------------------------------------------------------------------------------------
 
 
@@ -713,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     runs: list[tuple[str, Callable[[TextIO], Result]]] = [
         ("perceptual_accuracy", lambda out: bench_accuracy(args.quick, args.show_errors, out)),
+        ("perceptual_real_photos", lambda out: bench_real_photos(args.quick, args.show_errors, out)),
         ("fingerprint_jpeg_1024", lambda out: bench_speed("fingerprint_jpeg_1024", "JPEG", args.quick)),
         ("fingerprint_png_1024", lambda out: bench_speed("fingerprint_png_1024", "PNG", args.quick)),
     ]

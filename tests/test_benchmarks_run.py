@@ -263,7 +263,12 @@ def test_bench_hamming_quick_json() -> None:
 def test_bench_perceptual_quick_json() -> None:
     results, _ = _run_json("bench_perceptual.py")
     by_name = {r["name"]: r for r in results}
-    assert set(by_name) == {"perceptual_accuracy", "fingerprint_jpeg_1024", "fingerprint_png_1024"}
+    assert set(by_name) == {"perceptual_accuracy", "perceptual_real_photos", "fingerprint_jpeg_1024",
+                            "fingerprint_png_1024"}
+    real = by_name["perceptual_real_photos"]
+    if (ROOT.parent / "shared" / "eval" / "photos").is_dir():  # real photos beside the checkout
+        assert real["pairs"] > 0 and 0 <= real["held_photo_hit_rate"] <= 1, real
+        assert real["baseline"].startswith("imgcache at ") or "git" in real["baseline"], real
     accuracy = by_name["perceptual_accuracy"]
     assert _number(accuracy["hit_rate"]) and 0 <= accuracy["hit_rate"] <= 1
     assert _number(accuracy["false_accept_rate"]) and 0 <= accuracy["false_accept_rate"] <= 1

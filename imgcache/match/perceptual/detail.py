@@ -58,6 +58,8 @@ _LARGE_TEXT = 10      # the half-size scan counts text whose lines are this high
                       # found by the full-size one)
 _GLYPH_RUNS = 4       # line heights needed for a line height
 _KEEP_AROUND = 2      # tiles kept around text tiles (near them, flat ones as their mean)
+_LOOSE_ALONE = 24     # tiles of loose text that make an image without text keep its detail (twice
+                      # the text tiles the verifier lets go as text in one copy only, in a photo)
 _FLAT_RANGE = 24      # a flat tile: all its pixels within this many levels
 _QUANT = 4            # the stored detail keeps every _QUANT-th gray level
 
@@ -335,8 +337,8 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     """The detail blob: _DETAIL_MAGIC, a 2-byte length and a JSON header (size, tile, line
     height, text tiles, scale, readable text, document), a 4-byte length and the tile flags and the
     tiles' mean levels (a byte each per tile, row by row; zlib), then a PNG of the kept tiles,
-    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text (or what may
-    be text, so that both copies of a picture keep the tiles either reads as text), and the
+    quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text and next to
+    what may be text (so that both copies of a picture keep the tiles either reads as text), the
     tiles with strokes near them (should the other copy read text there); around those, the
     flat tiles (all pixels within _FLAT_RANGE levels) are recorded as their mean (paper, a
     screen's background). Other tiles only have their mean, which compares with nothing."""
@@ -346,9 +348,9 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     b = _tiles(arr)
     means = np.asarray(Image.fromarray(arr).reduce(_TILE))
     text, strong = scan.text, scan.strong
-    near = _dilate(scan.maybe, _KEEP_AROUND)
+    near = _dilate(text, _KEEP_AROUND)
     marks = scan.marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
-    keep = near | _dilate(marks, 1)
+    keep = near | _dilate(scan.maybe, 1) | _dilate(marks, 1)
     flat = np.zeros_like(keep)
     around = np.argwhere(_dilate(keep, 1) & ~keep)
     if len(around):
@@ -362,7 +364,7 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     mosaic[:len(kept)] = (b[kept[:, 0], :, kept[:, 1], :].astype(np.uint16) + _QUANT // 2) // _QUANT
     mosaic = mosaic.reshape(rows, cols, _TILE, _TILE).transpose(0, 2, 1, 3).reshape(rows * _TILE, cols * _TILE)
     buf = io.BytesIO()
-    Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=3)
+    Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=1)
     flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)
              | np.where(marks, _MARK, 0)).astype(np.uint8)
     header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(scan.glyph, 2), "text": int(text.sum()),
