@@ -310,13 +310,14 @@ def baseline_verdicts(quick: bool) -> tuple[list[tuple[str, bool, str, str, bool
 
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(root), "archive", BASELINE, "imgcache"], capture_output=True)
+        archive = subprocess.run(["git", "-C", str(root), "archive", BASELINE, "imgcache"], capture_output=True,
+                                 check=False)
         if archive.returncode:
             return None, f"git archive {BASELINE} failed: {archive.stderr.decode(errors='replace').strip()[:120]}"
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
         run = subprocess.run([sys.executable, __file__, "--verdicts"] + (["--quick"] if quick else []),
-                             capture_output=True, env={**__import__("os").environ, "PYTHONPATH": tmp}, timeout=3600)
+                             capture_output=True, check=False, env={**__import__("os").environ, "PYTHONPATH": tmp}, timeout=3600)
         if run.returncode:
             return None, f"baseline run failed: {run.stderr.decode(errors='replace').strip()[-200:]}"
         return [tuple(row) for row in json.loads(run.stdout)], f"imgcache at {BASELINE}"

@@ -37,7 +37,7 @@ _FINE_TEXT_LIMITS = {"d1": 40.0, "d2": 12.0}
 # -- a photo's incidental text (signs, labels): compared at the scale both copies show -------
 _PHOTO_TEXT_LIMITS = {"d1": 96.0, "d2": 34.0}
 _MISSING_PHOTO_TILES = 12  # text tiles of one copy the other holds no pixels for, in a photo
-_PHOTO_LEGIBLE = 2.0  # lines (pixels) under which a copy cannot show which glyph is there
+_PHOTO_LEGIBLE = 3.0  # lines (pixels) under which a copy cannot show which glyph is there
 
 
 def _window_max(diff: np.ndarray, k: int) -> float:
@@ -138,7 +138,7 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
         ev["doc"] = float(doc)
         if smaller and glyph * (_RESIZED_GRID if doc else 1.0) < (_GLYPH_GRID if doc else _PHOTO_LEGIBLE):
             ev["small"] = 1.0  # its text is too small to show in the other copy
-        if doc:
+        if doc or (ev.get("small") and have.strong):  # readable text the smaller copy cannot show
             return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES or ev.get("small") else ev
         return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES and not ev.get("small") else ev
     small, big = (da, db) if da.pixels.size <= db.pixels.size else (db, da)
@@ -154,6 +154,8 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     doc = (da.document or db.document) if same else big.document  # resized: the larger copy shows more
     ev["doc"] = float(doc)
     if doc and (glyph <= 0 or (not same and glyph * _RESIZED_GRID < _GLYPH_GRID)):
+        return {**ev, "small": 1.0, **_NO_DETAIL}
+    if not same and big.strong and glyph * small.scale < _PHOTO_LEGIBLE:  # a photo's readable text, too small
         return {**ev, "small": 1.0, **_NO_DETAIL}
     scale = min(1.0, _GLYPH_GRID / glyph) if glyph > 0 else 1.0
     size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
@@ -240,10 +242,11 @@ def same_picture(a: Fingerprint, b: Fingerprint) -> tuple[bool, str]:
     if not dev["text"]:
         return True, f"same picture (photo): {photo}; phash {dp}, dhash {dd}"
     doc = bool(dev["doc"])
-    if doc and dev.get("small"):
-        return False, (f"document, too small to verify: its lines span {dev['glyph']:.1f} pixels of the "
-                       f"smaller copy, fewer than {_GLYPH_GRID / _RESIZED_GRID:.0f}, where a changed glyph would "
-                       "not show")
+    if dev.get("small") and not math.isfinite(dev.get("d2", 0.0)):
+        least = _GLYPH_GRID / _RESIZED_GRID if doc else _PHOTO_LEGIBLE
+        return False, (f"{'document' if doc else 'readable text in a photo'}, too small to verify: its lines span "
+                       f"{dev['glyph']:.1f} pixels of the smaller copy, fewer than {least:.0f}, where a changed "
+                       "glyph would not show")
     if not math.isfinite(dev.get("d2", 0.0)):
         return False, (f"text-like detail in one copy only: {dev['missing']:.0f} tiles of text where the other "
                        "copy shows texture or nothing")
