@@ -266,7 +266,7 @@ def test_bench_perceptual_quick_json() -> None:
     assert set(by_name) == {"perceptual_accuracy", "perceptual_real_photos", "fingerprint_jpeg_1024",
                             "fingerprint_png_1024"}
     real = by_name["perceptual_real_photos"]
-    if (ROOT.parent / "shared" / "eval" / "photos").is_dir():  # real photos beside the checkout
+    if "pairs" in real:  # the real photos were beside the checkout (else: skipped, said in notes)
         assert real["pairs"] > 0 and 0 <= real["held_photo_hit_rate"] <= 1, real
         assert real["baseline"].startswith("imgcache at ") or "git" in real["baseline"], real
     accuracy = by_name["perceptual_accuracy"]
