@@ -317,7 +317,7 @@ def _analyse(arr: np.ndarray, scale: float) -> _Scan:
         glyph = glyph or height
     share = float(fine.text.mean())
     document = strong and (share >= _DOCUMENT_TEXT or fine.flat >= _DOCUMENT_FLAT)
-    return _Scan(fine.text, fine.maybe, fine.marks, glyph, strong, document, fine.flat)
+    return _Scan(fine.text, fine.maybe, fine.marks, glyph, strong, document)
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,11 @@ class _Scan:
     glyph: float       # height of the text's lines in pixels of the detail image; 0 if unknown
     strong: bool       # holds readable text
     document: bool     # text is its content (a page, a screen, a receipt), not a detail of a photo
-    flat: float        # share of its tiles that are flat (see _Found)
+
+    @property
+    def kept(self) -> bool:
+        """Whether the image keeps a detail image: it holds text, or loose text in _LOOSE_ALONE tiles."""
+        return bool(self.text.any()) or int(self.maybe.sum()) >= _LOOSE_ALONE
 
 
 def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:

@@ -26,7 +26,7 @@ import numpy as np
 from ..._vocabulary import HEX_ID
 from ...errors import ImageError
 from .decoding import decoding, read_image_file
-from .detail import _LOOSE_ALONE, DOC_THUMB, _analyse, _pack_detail, _unpack_detail
+from .detail import DOC_THUMB, _analyse, _pack_detail, _unpack_detail
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -288,8 +288,7 @@ def fingerprint(
                 arr = np.asarray(detail.transpose(method) if method is not None else detail)
                 scan = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
             scale = max(1.0, max(width, height) / max(arr.shape))
-            keep = scan.text.any() or int(scan.maybe.sum()) >= _LOOSE_ALONE
-            packed = _pack_detail(arr, scan, scale) if keep else b""
+            packed = _pack_detail(arr, scan, scale) if scan.kept else b""
             if orientation >= 5:
                 width, height = height, width
             phash = imagehash.phash(thumb)

@@ -136,11 +136,13 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
         smaller = other.width * other.height < fp.width * fp.height
         doc = have.document and (smaller or other.width * other.height == fp.width * fp.height)
         ev["doc"] = float(doc)
-        if smaller and glyph * (_RESIZED_GRID if doc else 1.0) < (_GLYPH_GRID if doc else _PHOTO_LEGIBLE):
-            ev["small"] = 1.0  # its text is too small to show in the other copy
-        if doc or (ev.get("small") and have.strong):  # readable text the smaller copy cannot show
-            return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES or ev.get("small") else ev
-        return {**ev, **_NO_DETAIL} if have.text > _MISSING_TILES and not ev.get("small") else ev
+        small = smaller and glyph * (_RESIZED_GRID if doc else 1.0) < (_GLYPH_GRID if doc else _PHOTO_LEGIBLE)
+        if small:  # its text is too small to show in the other copy: a miss if it is readable text
+            ev["small"] = 1.0
+            refused = doc or have.strong
+        else:
+            refused = have.text > _MISSING_TILES
+        return {**ev, **_NO_DETAIL} if refused else ev
     small, big = (da, db) if da.pixels.size <= db.pixels.size else (db, da)
     (sh, sw), (bh, bw) = small.pixels.shape, big.pixels.shape
     same = abs(sh - bh) <= 1 and abs(sw - bw) <= 1
@@ -202,7 +204,8 @@ def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     at edges): ``mad`` the mean absolute difference, ``p1`` the largest one, ``p2`` and ``p4``
     the largest |mean| of the signed difference over 2x2 and 4x4 windows.
 
-    ``doc`` is 1.0 when either copy holds readable text (see :func:`~imgcache.match.perceptual.detail._analyse`); then also:
+    ``text`` is 1.0 when either copy holds text tiles, ``doc`` when the pair is judged as a
+    document (see :func:`~imgcache.match.perceptual.detail._analyse`); with text, also:
     ``glyph``, the height of its lines in pixels of the smaller copy's detail image (0 if
     unknown); ``missing``, the text tiles of one copy the other holds no pixels for (all of
     them when a copy has no detail image); ``small`` (1.0 when the smaller copy's lines are too
