@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from imgcache.errors import ImageError
+from imgcache.match.perceptual.detail import _unpack_detail
 from imgcache.match.perceptual.fingerprint import THUMB, Fingerprint, fingerprint
 from imgcache.match.perceptual.verifier import same_picture, thumb_evidence
 
@@ -440,7 +441,7 @@ def test_half_size_copy_of_a_document_is_too_small_to_verify() -> None:
 def test_photo_without_text_keeps_the_photo_path() -> None:
     img = photo(23, (800, 600))
     fp = fingerprint(encode(img))
-    assert not fp.detail and len(fp.to_bytes()) < 17 * 1024
+    assert _unpack_detail(fp.detail).plain and len(fp.to_bytes()) < 64 * 1024  # thumbnail, plain detail
     for data in (encode(scaled(img, 0.25), "JPEG", quality=80), encode(img, "JPEG", quality=50)):
         decision, reason = same_picture(fp, fingerprint(data))
         assert decision and "(photo)" in reason, reason
@@ -566,7 +567,7 @@ def test_large_jpeg_draft_matches_full_decode() -> None:
 
 def test_fingerprint_bytes_round_trip_and_rejects_garbage() -> None:
     fp = fingerprint(encode(photo()))
-    assert not fp.detail and len(fp.to_bytes()) < 17 * 1024  # a photo: the thumbnail alone
+    assert _unpack_detail(fp.detail).plain and len(fp.to_bytes()) < 64 * 1024  # a photo: thumbnail, plain detail
     assert Fingerprint.from_bytes(fp.to_bytes()) == fp
     encoded = fp.to_bytes()
     flipped = bytearray(encoded)
@@ -655,3 +656,66 @@ def test_documents_are_told_from_photos_with_text() -> None:
     old = json.dumps(head, separators=(",", ":")).encode()
     legacy = _DETAIL_MAGIC + len(old).to_bytes(2, "big") + old + blob[end:]
     assert _unpack_detail(legacy).document == head["strong"] is True
+
+
+def price_plate(img: Image.Image, price: str, px: int, at: tuple[int, int] = (700, 300)) -> Image.Image:
+    """``img`` with a small plate reading "EUR <price>" in ``px`` px type at ``at``."""
+    out = img.convert("RGB")
+    d = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=px)
+    box = d.textbbox((0, 0), f"EUR {price}", font=font)
+    x, y = at
+    d.rectangle((x, y, x + box[2] + px, y + box[3] + px), fill=(235, 232, 220), outline=(30, 30, 30))
+    d.text((x + px // 2, y + px // 2 - box[1] // 2), f"EUR {price}", fill=(30, 30, 30), font=font)
+    return out
+
+
+@pytest.mark.parametrize(("seed", "px"), [(2, 12), (4, 14)])
+def test_a_price_changed_in_a_halved_copy_is_compared_with_the_whole_picture(seed: int, px: int) -> None:
+    """The stored photo's scan finds no text (its plate is small), the halved copy's finds a
+    little: the halved copy's text is compared with the stored copy's plain detail image (the
+    whole picture), so another price is refused and the same one found. (Before plain detail
+    images, two tiles of text in one copy only were let go as texture: the price was answered.)"""
+    from imgcache.match.perceptual.detail import _unpack_detail
+
+    base = photo(seed, (1280, 960))
+    stored = fingerprint(encode(price_plate(base, "12.50", px), "JPEG", quality=92))
+    assert _unpack_detail(stored.detail).plain
+    for price, want in (("12.80", False), ("12.50", True)):
+        half = price_plate(base, price, px).resize((640, 480), Image.Resampling.LANCZOS)
+        decision, reason = same_picture(stored, fingerprint(encode(half, "JPEG", quality=90)))
+        assert decision is want, reason
+        assert "text in a photo" in reason
+
+
+def test_plain_detail_images_are_checked_when_read() -> None:
+    """A plain detail blob parses only as written: grayscale JPEG of the header's size (at most
+    PLAIN_SIDE), no tile flags, no text claimed."""
+    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, PLAIN_SIDE, _pack_plain
+
+    arr = np.asarray(photo(7, (900, 600)).convert("L"))
+    blob = _pack_plain(arr, 1.0)
+    plain = _unpack_detail(blob)
+    assert plain.plain and max(plain.pixels.shape) == PLAIN_SIDE and plain.scale == pytest.approx(900 / 512, 1e-3)
+    assert plain.data().all() and not plain.text and not plain.document
+    start = len(_DETAIL_MAGIC) + 2
+    end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
+    head, rest = json.loads(blob[start:end]), blob[end:]
+
+    def with_header(**changes: object) -> bytes:
+        text = json.dumps({**head, **changes}, separators=(",", ":")).encode()
+        return _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + rest
+
+    table_end = 4 + int.from_bytes(rest[:4], "big")
+    rgb = io.BytesIO()
+    Image.new("RGB", (head["w"], head["h"])).save(rgb, "JPEG")
+    text = json.dumps(head, separators=(",", ":")).encode()
+    prefix = _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + rest[:table_end]
+    flags = zlib.compress(b"\x01" * (len(zlib.decompress(rest[4:table_end]))))
+    for bad in (with_header(w=head["w"] + 1), with_header(text=3), with_header(strong=True), with_header(doc=True),
+                with_header(w=2 * PLAIN_SIDE, h=2 * head["h"]), prefix + rgb.getvalue(),
+                prefix + b"\xff\xd8 not a jpeg",
+                _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + len(flags).to_bytes(4, "big") + flags
+                + rest[table_end:]):
+        with pytest.raises(ValueError):
+            _unpack_detail(bad)

@@ -2,8 +2,10 @@
 
 Hashes and a 128 px thumbnail show a page, not its digits, so an image holding text keeps the
 tiles around its text at up to :data:`DOC_THUMB` pixels (quantized, PNG), with the height of
-its lines, for the verifier to compare at glyph scale. The scan errs towards missing text: text
-it misses is left to the thumbnails, and a photo it mistakes for text only loses small copies.
+its lines, for the verifier to compare at glyph scale; any other image keeps a plain detail
+image, the whole picture at up to :data:`PLAIN_SIDE` pixels, which stands for its pixels should
+a copy of it read as text. The scan errs towards missing text: text it misses is left to the
+thumbnails, and a photo it mistakes for text only loses small copies.
 What it fires on, and the sizes kept: README.md, "Vision: fingerprints and the verifier".
 """
 
@@ -23,6 +25,12 @@ DOC_THUMB = 1024
 """Longest side of the detail image kept for an image holding text-like detail (documents,
 screenshots, a photographed receipt, a caption): grayscale, the tiles around text kept,
 PNG-compressed (about 10-70 KiB)."""
+
+PLAIN_SIDE = 512
+"""Longest side of the plain detail image every other image keeps: the whole picture,
+grayscale, JPEG (about 20-45 KiB), so that a copy of it that does hold text (or loses some
+in re-encoding) is compared with pixels rather than with nothing."""
+_PLAIN_QUALITY = 85
 
 # -- text-like detail (see _analyse) ----------------------------------------------------------
 _TILE = 16            # detail pixels per tile side
@@ -79,10 +87,11 @@ class _Detail:
     scale: float        # pixels of the image per pixel of ``pixels`` (1 or more)
     strong: bool        # holds readable text (see _analyse)
     document: bool      # text is its content: it must be verified at glyph scale (see _analyse)
+    plain: bool = False  # the whole picture, no text found (see _pack_plain)
 
     def data(self) -> np.ndarray:
-        """Tiles whose pixels are stored (kept, or flat and stored as their mean)."""
-        return (self.flags & (_KEEP | _FLAT)) > 0
+        """Tiles whose pixels are stored (kept, or flat and stored as their mean; all, if plain)."""
+        return np.ones(self.flags.shape, bool) if self.plain else (self.flags & (_KEEP | _FLAT)) > 0
 
 
 def _tiles(arr: np.ndarray) -> np.ndarray:
@@ -342,8 +351,8 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     height, text tiles, scale, readable text, document), a 4-byte length and the tile flags and the
     tiles' mean levels (a byte each per tile, row by row; zlib), then a PNG of the kept tiles,
     quantized to every _QUANT-th level. Kept: the tiles within _KEEP_AROUND of text and next to
-    what may be text (so that both copies of a picture keep the tiles either reads as text), the
-    tiles with strokes near them (should the other copy read text there); around those, the
+    what may be text (so that both copies of a picture keep the tiles either reads as text), and
+    every tile with strokes and its neighbours (a lone price on a sign, anywhere); around those, the
     flat tiles (all pixels within _FLAT_RANGE levels) are recorded as their mean (paper, a
     screen's background). Other tiles only have their mean, which compares with nothing."""
     from PIL import Image
@@ -353,7 +362,7 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     means = np.asarray(Image.fromarray(arr).reduce(_TILE))
     text, strong = scan.text, scan.strong
     near = _dilate(text, _KEEP_AROUND)
-    marks = scan.marks & ~text & (True if strong else _dilate(near, _KEEP_AROUND))  # all of them with readable text
+    marks = scan.marks & ~text
     keep = near | _dilate(scan.maybe, 1) | _dilate(marks, 1)
     flat = np.zeros_like(keep)
     around = np.argwhere(_dilate(keep, 1) & ~keep)
@@ -378,6 +387,29 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
             + buf.getvalue())
 
 
+def _pack_plain(arr: np.ndarray, scale: float) -> bytes:
+    """The plain detail blob of an image without text-like detail: the layout of
+    :func:`_pack_detail` (header with ``"plain": true``, no tile flags set) with the whole
+    picture brought within PLAIN_SIDE, as a grayscale JPEG, instead of a mosaic of tiles."""
+    from PIL import Image
+
+    im = Image.fromarray(arr)
+    h, w = arr.shape
+    if max(h, w) > PLAIN_SIDE:
+        factor = PLAIN_SIDE / max(h, w)
+        w, h = max(1, round(w * factor)), max(1, round(h * factor))
+        im = im.resize((w, h), Image.Resampling.LANCZOS)
+        scale *= arr.shape[1] / w
+    ty, tx = -(-h // _TILE), -(-w // _TILE)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=_PLAIN_QUALITY)
+    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": 0, "text": 0, "scale": round(scale, 4),
+                         "strong": False, "doc": False, "plain": True}, sort_keys=True, separators=(",", ":")).encode()
+    table = zlib.compress(bytes(2 * ty * tx), 6)  # no flags; the means are not needed
+    return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
+            + buf.getvalue())
+
+
 @functools.lru_cache(maxsize=16)
 def _unpack_detail(blob: bytes) -> _Detail:
     """The inverse of :func:`_pack_detail` (the last few are kept); ValueError for anything else."""
@@ -392,8 +424,11 @@ def _unpack_detail(blob: bytes) -> _Detail:
         w, h, tile, text = head["w"], head["h"], head["tile"], head["text"]
         glyph, scale, strong = float(head["glyph"]), float(head["scale"]), head["strong"]
         document = head.get("doc", strong)  # written before documents were told from photos: as one
+        plain = head.get("plain", False)
         if (not all(isinstance(v, int) for v in (w, h, tile, text)) or tile != _TILE or text < 0
-                or not isinstance(strong, bool) or not isinstance(document, bool) or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
+                or not isinstance(strong, bool) or not isinstance(document, bool) or not isinstance(plain, bool)
+                or (plain and (text or strong or document or max(w, h) > PLAIN_SIDE))
+                or not 0 < max(w, h) <= DOC_THUMB or min(w, h) < 1
                 or not 0 <= glyph <= DOC_THUMB or not 1 <= scale < 1e4):
             raise ValueError("bad detail header")
         ty, tx = -(-h // _TILE), -(-w // _TILE)
@@ -404,6 +439,10 @@ def _unpack_detail(blob: bytes) -> _Detail:
         if flags.size != ty * tx or means.size != ty * tx or flags.max(initial=0) > (_KEEP | _FLAT | _TEXT | _MARK):
             raise ValueError("bad tile flags")
         flags = flags.reshape(ty, tx)
+        if plain:
+            if flags.any():
+                raise ValueError("tile flags in a plain detail image")
+            return _Detail(_decode_plain(blob[end:], (w, h)), flags, 0.0, 0, scale, False, False, True)
         kept = np.argwhere(flags & _KEEP)
         cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1
         rows = max(1, -(-len(kept) // cols))
@@ -425,3 +464,16 @@ def _unpack_detail(blob: bytes) -> _Detail:
         raise
     except Exception as exc:  # json, PIL and struct errors alike
         raise ValueError(f"not a detail image: {exc!r}") from exc
+
+
+def _decode_plain(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """The plain detail's JPEG, which must be grayscale and of ``size`` (checked before decoding)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        im = Image.open(io.BytesIO(data), formats=["JPEG"])
+        if im.mode != "L" or im.size != size:
+            raise ValueError(f"a {im.mode} {im.size} plain image, not L {size}")
+        im.load()
+    return np.asarray(im)

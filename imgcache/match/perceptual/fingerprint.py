@@ -4,7 +4,8 @@ Any image input is untrusted: it is decoded within bounds (its size read from th
 decode memory budgeted, see :mod:`~imgcache.match.perceptual.decoding`) and reduced to a small
 grayscale thumbnail with two 64-bit hashes, which find and compare photos; an image holding
 text also keeps a detail image (:mod:`~imgcache.match.perceptual.detail`), since a thumbnail
-cannot show a changed digit. Sizes, figures and limits: README.md, "Vision: fingerprints and
+cannot show a changed digit, and any other a plain one (the whole picture, smaller), for a
+copy of it in which text is found. Sizes, figures and limits: README.md, "Vision: fingerprints and
 the verifier".
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 from ..._vocabulary import HEX_ID
 from ...errors import ImageError
 from .decoding import decoding, read_image_file
-from .detail import DOC_THUMB, _analyse, _pack_detail, _unpack_detail
+from .detail import DOC_THUMB, _analyse, _pack_detail, _pack_plain, _Scan, _unpack_detail
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -47,8 +48,8 @@ _BACKGROUND = 255  # transparency is composited on white
 @dataclass(frozen=True)
 class Fingerprint:
     """What :func:`~imgcache.match.perceptual.verifier.same_picture` needs to know of an image:
-    16 KiB for a photo, some 20-90 KiB with the detail image of a document or a photo holding
-    text."""
+    the 16 KiB thumbnail and a detail image (about 20-50 KiB plain, up to a few hundred KiB for
+    a textured photo with text-like detail). Figures: README.md, "Vision"."""
 
     sha256: str
     """Hex digest of the input bytes (of mode, size and pixels for a PIL image)."""
@@ -64,8 +65,9 @@ class Fingerprint:
     detail: bytes = b""
     """For an image holding text-like detail, its detail image (at most DOC_THUMB a side,
     grayscale, the tiles around text PNG-compressed) with its tile flags and line height, in a
-    checked binary layout (see :func:`~imgcache.match.perceptual.detail._pack_detail`); empty
-    for other images."""
+    checked binary layout (see :func:`~imgcache.match.perceptual.detail._pack_detail`); for
+    other images the plain detail image (see ``_pack_plain``); empty in fingerprints written
+    before plain detail images."""
 
     def to_bytes(self) -> bytes:
         """A compact, self-describing encoding (a JSON header line, then the thumbnail and the
@@ -192,14 +194,20 @@ def _to_gray(img: PILImage.Image) -> PILImage.Image:
     return img.convert("L")
 
 
+def _draft_scale(size: tuple[int, int], side: int) -> int:
+    """The largest of 1, 2, 4 or 8 that leaves the longest side of ``size`` at least ``side``."""
+    scale = 1
+    while scale < 8 and max(size) // (2 * scale) >= side:
+        scale *= 2
+    return scale
+
+
 def _draft(img: PILImage.Image, side: int | None) -> None:
     """Have a JPEG decode at the smallest 1/2, 1/4 or 1/8 scale whose longest side still
     reaches ``side``, and only its luma (``draft``; other formats decode whole)."""
     if side and img.format in ("JPEG", "MPO"):
         width, height = img.size
-        scale = 1
-        while scale < 8 and max(width, height) // (2 * scale) >= side:
-            scale *= 2
+        scale = _draft_scale(img.size, side)
         if scale > 1 or img.mode in ("RGB", "YCbCr"):
             img.draft("L" if img.mode in ("L", "RGB", "YCbCr") else None,
                       (-(-width // scale), -(-height // scale)))
@@ -270,25 +278,27 @@ def fingerprint(
             if getattr(img, "is_animated", False):
                 img.seek(0)
             width, height = img.size
-            # A JPEG is first decoded at about half the detail size (draft: fast); one that
-            # turns out to hold text is decoded again, at the full detail size.
+            # A JPEG is first decoded at about half the detail size (draft: fast), any other
+            # image reduced as a draft would have it (2 x 2 means), so that one picture gives
+            # one detail image whatever its format. Text found there is looked at again at the
+            # full detail size (a JPEG decoded again).
             with _gray(img, DOC_THUMB // 2 if raw is not None else None, max_decode_bytes) as gray:
                 orientation = _orientation(img)  # after decoding: a PNG's EXIF may follow its pixels
-                thumb = gray.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
-                detail = _fit(gray, DOC_THUMB)
-                decoded_side = max(gray.size)
-            method = getattr(Image.Transpose, _ORIENT[orientation]) if orientation != 1 else None
-            if method is not None:
-                thumb, detail = thumb.transpose(method), detail.transpose(method)
-            arr = np.asarray(detail)
-            scan = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
-            if scan.strong and raw is not None and decoded_side < min(DOC_THUMB, max(width, height)):
+                method = getattr(Image.Transpose, _ORIENT[orientation]) if orientation != 1 else None
+                factor = _draft_scale(gray.size, DOC_THUMB // 2)
+                reduced = gray.reduce(factor) if factor > 1 else gray
+                thumb = reduced.resize((THUMB, THUMB), Image.Resampling.BILINEAR, reducing_gap=2.0)
+                arr, scan = _scanned(reduced, method, max(width, height))
+                if scan.strong and factor > 1:
+                    arr, scan = _scanned(gray, method, max(width, height))
+                drafted = max(gray.size) < min(DOC_THUMB, max(width, height))
+            if scan.strong and drafted and raw is not None:
                 with _gray(_open(raw), DOC_THUMB, max_decode_bytes) as gray:
-                    detail = _fit(gray, DOC_THUMB)
-                arr = np.asarray(detail.transpose(method) if method is not None else detail)
-                scan = _analyse(arr, max(1.0, max(width, height) / max(arr.shape)))
+                    arr, scan = _scanned(gray, method, max(width, height))
+            if method is not None:
+                thumb = thumb.transpose(method)
             scale = max(1.0, max(width, height) / max(arr.shape))
-            packed = _pack_detail(arr, scan, scale) if scan.kept else b""
+            packed = _pack_detail(arr, scan, scale) if scan.kept else _pack_plain(arr, scale)
             if orientation >= 5:
                 width, height = height, width
             phash = imagehash.phash(thumb)
@@ -299,6 +309,14 @@ def fingerprint(
         raise ImageError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     return Fingerprint(sha256=sha, phash=_hash_int(phash), dhash=_hash_int(dhash),
                        width=width, height=height, thumb=thumb.tobytes(), detail=packed)
+
+
+def _scanned(gray: PILImage.Image, method: PILImage.Transpose | None, side: int) -> tuple[np.ndarray, _Scan]:
+    """``gray`` within DOC_THUMB, turned upright by ``method``, and what its text scan finds
+    (``side``: the image's longest side, for the scan's sense of scale)."""
+    detail = _fit(gray, DOC_THUMB)
+    arr = np.asarray(detail.transpose(method) if method is not None else detail)
+    return arr, _analyse(arr, max(1.0, side / max(arr.shape)))
 
 
 def _hash_int(h: Any) -> int:

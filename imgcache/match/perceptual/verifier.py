@@ -124,6 +124,12 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     """The detail comparison's figures (see :func:`thumb_evidence`)."""
     da = _unpack_detail(a.detail) if a.detail else None
     db = _unpack_detail(b.detail) if b.detail else None
+    # a plain detail image (no text found) stands for its copy's pixels against what a photo's
+    # scan may have taken for text; readable text must be found in both copies
+    if da is not None and da.plain and (db is None or db.plain or db.strong):
+        da = None
+    if db is not None and db.plain and (da is None or da.strong):
+        db = None
     doc = any(d is not None and d.document for d in (da, db))
     ev: dict[str, float] = {"doc": float(doc),
                             "text": float(any(d is not None and d.text > 0 for d in (da, db)))}
@@ -145,11 +151,12 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
         return {**ev, **_NO_DETAIL} if refused else ev
     small, big = (da, db) if da.pixels.size <= db.pixels.size else (db, da)
     (sh, sw), (bh, bw) = small.pixels.shape, big.pixels.shape
-    same = abs(sh - bh) <= 1 and abs(sw - bw) <= 1
+    same = abs(a.width - b.width) <= 1 and abs(a.height - b.height) <= 1
     # the text's line height in pixels of the smaller detail image: that of the larger copy if it
     # holds readable text (more pixels to measure), the smaller of both when they are of one size
     if same:
-        glyph = min((d.glyph for d in (da, db) if d.strong), default=min(da.glyph, db.glyph))
+        glyphs = [(d.glyph * sh / d.pixels.shape[0], d.strong) for d in (da, db) if not d.plain]
+        glyph = min((g for g, strong in glyphs if strong), default=min(g for g, _ in glyphs))
     else:
         glyph = big.glyph * sh / bh if big.strong or not small.glyph else small.glyph
     ev.update(glyph=glyph, same=float(same), missing=0.0)
@@ -209,8 +216,8 @@ def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     ``glyph``, the height of its lines in pixels of the smaller copy's detail image (0 if
     unknown); ``missing``, the text tiles of one copy the other holds no pixels for (all of
     them when a copy has no detail image); ``small`` (1.0 when the smaller copy's lines are too
-    small to verify); ``same`` (1.0 when both detail images are of one size); and, when
-    compared, ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the lines span
+    small to verify: not compared); ``same`` (1.0 when both copies are
+    of one size); and, when compared, ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the lines span
     fewer than _GLYPH_GRID pixels even there), ``region`` (the share of the grid compared), and
     ``d1`` and ``d2``, the largest |mean| of the signed difference over 1x1 and 2x2 windows (a
     stroke), in gray levels, around the text; infinite when not compared.
