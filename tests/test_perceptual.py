@@ -719,3 +719,20 @@ def test_plain_detail_images_are_checked_when_read() -> None:
                 + rest[table_end:]):
         with pytest.raises(ValueError):
             _unpack_detail(bad)
+
+
+def test_line_height_is_measured_on_lines_of_text_tiles() -> None:
+    """Only text tiles standing three or more side by side set a line height (grass or brick
+    read as scattered pairs of text tiles must not bring a sign's line height down)."""
+    from imgcache.match.perceptual.detail import _in_lines
+
+    text = np.zeros((4, 8), bool)
+    text[0, 1:4] = True        # a line of three
+    text[1, 0:2] = True        # a pair
+    text[2, 3:8] = True        # a line of five, to the edge
+    text[3, [0, 2, 4, 6]] = True  # scattered
+    lined = _in_lines(text)
+    assert lined[0].tolist() == [False, True, True, True, False, False, False, False]
+    assert not lined[1].any() and not lined[3].any()
+    assert lined[2].tolist() == [False, False, False, True, True, True, True, True]
+    assert not _in_lines(np.ones((2, 2), bool)).any()

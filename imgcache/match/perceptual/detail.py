@@ -223,8 +223,9 @@ def _scan(*images: tuple[np.ndarray, bool]) -> list[_Found]:
         marks[at[strict[mine] & ~haloed[mine]]] = True
         text, maybe = (_text_lines(rules, at, (flags & (inked <= _TILE - rules.gap_rows))[mine], rows[mine], ty, tx)
                        for rules, flags in ((_STRICT, strict), (_LOOSE, loose)))
-        runs = (_line_heights(arr, text, at, mine, haloed, low, high, n_dark, n_light, tx) if text.any()
-                else np.zeros(0, np.intp))
+        lined = _in_lines(text)  # a line's height is measured on lines, not on scattered texture
+        runs = (_line_heights(arr, lined if lined.any() else text, at, mine, haloed, low, high, n_dark, n_light, tx)
+                if text.any() else np.zeros(0, np.intp))
         flat = float((calm[start:start + ty * tx] >= _FLAT_CALM).mean())
         found.append(_Found(text, maybe | text, marks.reshape(ty, tx), runs, flat))
     return found
@@ -275,13 +276,24 @@ def _line_heights(arr: np.ndarray, text: np.ndarray, at: np.ndarray, mine: np.nd
     return runs[(runs >= 2) & whole]
 
 
+def _in_lines(text: np.ndarray) -> np.ndarray:
+    """The text tiles that stand in a row of _LINE_TILES or more side by side."""
+    n = text.shape[1] - _LINE_TILES + 1
+    out = np.zeros_like(text)
+    if n <= 0:
+        return out
+    run = text[:, :n].copy()
+    for k in range(1, _LINE_TILES):
+        run &= text[:, k:n + k]
+    for k in range(_LINE_TILES):
+        out[:, k:n + k] |= run
+    return out
+
+
 def _lines(text: np.ndarray) -> bool:
     """Whether ``text`` holds a line of text: _LINE_TILES text tiles side by side, or
     _TEXT_STRONG text tiles in all."""
-    run = text[:, : text.shape[1] - _LINE_TILES + 1].copy()
-    for k in range(1, _LINE_TILES):
-        run &= text[:, k: text.shape[1] - _LINE_TILES + 1 + k]
-    return bool(run.any()) or int(text.sum()) >= _TEXT_STRONG
+    return bool(_in_lines(text).any()) or int(text.sum()) >= _TEXT_STRONG
 
 
 def _analyse(arr: np.ndarray, scale: float) -> _Scan:
@@ -298,8 +310,9 @@ def _analyse(arr: np.ndarray, scale: float) -> _Scan:
     or a lattice), and a tile of the kind beside it whose inked rows are mostly its own (a line
     of text, not the odd patch of a photo). The image is scanned at its size and at half of it
     (text too large for a tile). The lines' height is the lower quartile of the runs of inked
-    rows (2+ pixels) in the text tiles of each column of tiles: dots and lower-case letters
-    only lower it, towards a miss. The image holds readable text if either scan finds a line of
+    rows (2+ pixels) in the text tiles that stand in lines (_LINE_TILES side by side; all text
+    tiles when none do: grass or brick read as scattered text tiles must not set a sign's line
+    height): dots and lower-case letters only lower it, towards a miss. The image holds readable text if either scan finds a line of
     text (see :func:`_lines`) whose lines are _READABLE pixels high in the image itself (and,
     for the half-size scan, _LARGE_TEXT pixels of the detail image)."""
     from PIL import Image

@@ -166,7 +166,8 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
         return {**ev, "small": 1.0, **_NO_DETAIL}
     if not same and big.strong and glyph * small.scale < _PHOTO_LEGIBLE:  # a photo's readable text, too small
         return {**ev, "small": 1.0, **_NO_DETAIL}
-    scale = min(1.0, _GLYPH_GRID / glyph) if glyph > 0 else 1.0
+    # a document at glyph scale; a photo's text at all the smaller copy shows
+    scale = min(1.0, _GLYPH_GRID / glyph) if glyph > 0 and doc else 1.0
     size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
     ev.update(small=0.0, grid=float(min(size)), fine=float(glyph < _GLYPH_GRID))
     # compared: the tiles around text in either copy, and its other tiles with strokes (a lone
