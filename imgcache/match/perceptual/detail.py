@@ -312,9 +312,10 @@ def _analyse(arr: np.ndarray, scale: float) -> _Scan:
     (text too large for a tile). The lines' height is the lower quartile of the runs of inked
     rows (2+ pixels) in the text tiles that stand in lines (_LINE_TILES side by side; all text
     tiles when none do: grass or brick read as scattered text tiles must not set a sign's line
-    height): dots and lower-case letters only lower it, towards a miss. The image holds readable text if either scan finds a line of
-    text (see :func:`_lines`) whose lines are _READABLE pixels high in the image itself (and,
-    for the half-size scan, _LARGE_TEXT pixels of the detail image)."""
+    height): dots and lower-case letters only lower it, towards a miss. The image holds
+    readable text if either scan finds a line of text (see :func:`_lines`) whose lines are
+    _READABLE pixels high in the image itself (and, for the half-size scan, _LARGE_TEXT pixels
+    of the detail image)."""
     from PIL import Image
 
     h, w = arr.shape
@@ -393,11 +394,9 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     Image.fromarray(mosaic, "L").save(buf, "PNG", compress_level=1)
     flags = (np.where(keep, _KEEP, 0) | np.where(flat, _FLAT, 0) | np.where(text, _TEXT, 0)
              | np.where(marks, _MARK, 0)).astype(np.uint8)
-    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": round(scan.glyph, 2), "text": int(text.sum()),
-                         "scale": round(scale, 4), "strong": strong, "doc": scan.document}, sort_keys=True, separators=(",", ":")).encode()
-    table = zlib.compress(flags.tobytes() + means.tobytes(), 6)
-    return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
-            + buf.getvalue())
+    header = {"w": w, "h": h, "tile": _TILE, "glyph": round(scan.glyph, 2), "text": int(text.sum()),
+              "scale": round(scale, 4), "strong": strong, "doc": scan.document}
+    return _blob(header, flags.tobytes() + means.tobytes(), buf.getvalue())
 
 
 def _pack_plain(arr: np.ndarray, scale: float) -> bytes:
@@ -416,11 +415,17 @@ def _pack_plain(arr: np.ndarray, scale: float) -> bytes:
     ty, tx = -(-h // _TILE), -(-w // _TILE)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=_PLAIN_QUALITY)
-    header = json.dumps({"w": w, "h": h, "tile": _TILE, "glyph": 0, "text": 0, "scale": round(scale, 4),
-                         "strong": False, "doc": False, "plain": True}, sort_keys=True, separators=(",", ":")).encode()
-    table = zlib.compress(bytes(2 * ty * tx), 6)  # no flags; the means are not needed
-    return (_DETAIL_MAGIC + len(header).to_bytes(2, "big") + header + len(table).to_bytes(4, "big") + table
-            + buf.getvalue())
+    header = {"w": w, "h": h, "tile": _TILE, "glyph": 0, "text": 0, "scale": round(scale, 4), "strong": False,
+              "doc": False, "plain": True}
+    return _blob(header, bytes(2 * ty * tx), buf.getvalue())  # no flags; the means are not needed
+
+
+def _blob(header: dict[str, object], table: bytes, image: bytes) -> bytes:
+    """_DETAIL_MAGIC, the JSON ``header`` and the zlib-compressed ``table`` (each after its
+    length), then the ``image``'s bytes: the layout :func:`_unpack_detail` reads."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    packed = zlib.compress(table, 6)
+    return _DETAIL_MAGIC + len(head).to_bytes(2, "big") + head + len(packed).to_bytes(4, "big") + packed + image
 
 
 @functools.lru_cache(maxsize=16)

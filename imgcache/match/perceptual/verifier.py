@@ -1,9 +1,10 @@
 """The verifier: whether two fingerprints are one picture (re-encoded, resized, converted).
 
 Hash distances only gate, they never decide: two invoices that differ only in their total hash
-nearly alike. The thumbnails decide for photos; where either copy holds readable text, it is
-compared again on a grid where its lines are a few pixels high, so one changed digit shows,
-and a copy too small to show it is a miss. A wrong "same" is worse than a miss. Figures and
+nearly alike. The thumbnails decide for photos; where either copy holds text-like detail, it
+is compared again in the detail images, a document's on a grid where its lines are a few
+pixels high and a photo's at all its smaller copy shows, so one changed digit shows, and a copy
+too small to show it is a miss. A wrong "same" is worse than a miss. Figures and
 limits: README.md, "Vision: fingerprints and the verifier".
 """
 
@@ -217,8 +218,8 @@ def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     ``glyph``, the height of its lines in pixels of the smaller copy's detail image (0 if
     unknown); ``missing``, the text tiles of one copy the other holds no pixels for (all of
     them when a copy has no detail image); ``small`` (1.0 when the smaller copy's lines are too
-    small to verify: not compared); ``same`` (1.0 when both copies are
-    of one size); and, when compared, ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the lines span
+    small to verify: not compared); ``same`` (1.0 when both copies are of one size); and, when
+    compared, ``grid`` (the comparison grid's shorter side), ``fine`` (1.0 when the lines span
     fewer than _GLYPH_GRID pixels even there), ``region`` (the share of the grid compared), and
     ``d1`` and ``d2``, the largest |mean| of the signed difference over 1x1 and 2x2 windows (a
     stroke), in gray levels, around the text; infinite when not compared.
