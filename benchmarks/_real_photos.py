@@ -69,8 +69,11 @@ def sources() -> list[Source]:
     return found
 
 
-def encode(img: Image.Image, fmt: str, **options: object) -> bytes:
+def encode(img: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    """``img`` saved as ``fmt`` (transparency put on white first for a JPEG)."""
     buf = io.BytesIO()
+    if fmt == "JPEG" and img.mode not in ("L", "RGB", "CMYK"):
+        img = flat_rgb(img)
     img.save(buf, fmt, **options)
     return buf.getvalue()
 

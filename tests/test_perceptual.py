@@ -643,12 +643,12 @@ def test_a_photo_whose_sign_says_another_thing_is_refused(street: Fingerprint, o
 def test_documents_are_told_from_photos_with_text() -> None:
     """The detail records whether text is the image's content; a blob written before that was
     recorded reads as a document whenever it holds readable text (the stricter rules)."""
-    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, _unpack_detail
+    from imgcache.match.perceptual.detail import _DETAIL_MAGIC
 
-    page = _unpack_detail(fingerprint(encode(invoice("1,234.50"))).detail)
+    blob = fingerprint(encode(invoice("1,234.50"))).detail
+    page = _unpack_detail(blob)
     sign = _unpack_detail(fingerprint(encode(street_photo("BAKERY 24 Main St"))).detail)
     assert page.document and not sign.document
-    blob = fingerprint(encode(invoice("1,234.50"))).detail
     start = len(_DETAIL_MAGIC) + 2
     end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
     head = json.loads(blob[start:end])
@@ -676,8 +676,6 @@ def test_a_price_changed_in_a_halved_copy_is_compared_with_the_whole_picture(see
     little: the halved copy's text is compared with the stored copy's plain detail image (the
     whole picture), so another price is refused and the same one found. (Before plain detail
     images, two tiles of text in one copy only were let go as texture: the price was answered.)"""
-    from imgcache.match.perceptual.detail import _unpack_detail
-
     base = photo(seed, (1280, 960))
     stored = fingerprint(encode(price_plate(base, "12.50", px), "JPEG", quality=92))
     assert _unpack_detail(stored.detail).plain
@@ -691,7 +689,7 @@ def test_a_price_changed_in_a_halved_copy_is_compared_with_the_whole_picture(see
 def test_plain_detail_images_are_checked_when_read() -> None:
     """A plain detail blob parses only as written: grayscale JPEG of the header's size (at most
     PLAIN_SIDE), no tile flags, no text claimed."""
-    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, PLAIN_SIDE, _pack_plain
+    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, PLAIN_SIDE, _blob, _pack_plain
 
     arr = np.asarray(photo(7, (900, 600)).convert("L"))
     blob = _pack_plain(arr, 1.0)
@@ -700,25 +698,19 @@ def test_plain_detail_images_are_checked_when_read() -> None:
     assert plain.data().all() and not plain.text and not plain.document
     start = len(_DETAIL_MAGIC) + 2
     end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
-    head, rest = json.loads(blob[start:end]), blob[end:]
-
-    def with_header(**changes: object) -> bytes:
-        text = json.dumps({**head, **changes}, separators=(",", ":")).encode()
-        return _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + rest
-
-    table_end = 4 + int.from_bytes(rest[:4], "big")
+    table_end = end + 4 + int.from_bytes(blob[end:end + 4], "big")
+    head, table, jpeg = json.loads(blob[start:end]), zlib.decompress(blob[end + 4:table_end]), blob[table_end:]
+    assert _blob(head, table, jpeg) == blob
     rgb = io.BytesIO()
     Image.new("RGB", (head["w"], head["h"])).save(rgb, "JPEG")
-    text = json.dumps(head, separators=(",", ":")).encode()
-    prefix = _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + rest[:table_end]
-    flags = zlib.compress(b"\x01" * (len(zlib.decompress(rest[4:table_end]))))
-    for bad in (with_header(w=head["w"] + 1), with_header(text=3), with_header(strong=True), with_header(doc=True),
-                with_header(w=2 * PLAIN_SIDE, h=2 * head["h"]), prefix + rgb.getvalue(),
-                prefix + b"\xff\xd8 not a jpeg",
-                _DETAIL_MAGIC + len(text).to_bytes(2, "big") + text + len(flags).to_bytes(4, "big") + flags
-                + rest[table_end:]):
+    changes: list[dict[str, object]] = [{"w": head["w"] + 1}, {"text": 3}, {"strong": True}, {"doc": True},
+                                        {"w": 2 * PLAIN_SIDE, "h": 2 * head["h"]}]
+    bad = [_blob({**head, **change}, table, jpeg) for change in changes]
+    bad += [_blob(head, table, rgb.getvalue()), _blob(head, table, b"\xff\xd8 not a jpeg"),
+            _blob(head, b"\x01" * len(table), jpeg)]  # a JPEG in colour, not a JPEG, tile flags set
+    for data in bad:
         with pytest.raises(ValueError):
-            _unpack_detail(bad)
+            _unpack_detail(data)
 
 
 def test_line_height_is_measured_on_lines_of_text_tiles() -> None:
