@@ -686,16 +686,38 @@ def test_a_price_changed_in_a_halved_copy_is_compared_with_the_whole_picture(see
         assert "text in a photo" in reason
 
 
+@pytest.mark.parametrize(("size", "seed", "px"), [((480, 360), 1, 9), ((400, 300), 2, 12)])
+def test_a_price_no_scan_reads_as_text_is_compared_where_it_has_strokes(size: tuple[int, int], seed: int,
+                                                                         px: int) -> None:
+    """A plate too small to read as text leaves both copies with plain detail images; its tiles
+    with strokes on a calm background are compared all the same, so another price is refused
+    and a re-encoded copy found. (Before, two plain copies were never compared: the price was
+    answered.)"""
+    base = photo(seed, size)
+    at = (size[0] // 2, size[1] // 3)
+    stored = fingerprint(encode(price_plate(base, "12.50", px, at), "JPEG", quality=92))
+    assert _unpack_detail(stored.detail).plain and not _unpack_detail(stored.detail).text
+    other = fingerprint(encode(price_plate(base, "12.80", px, at), "JPEG", quality=92))
+    decision, reason = same_picture(stored, other)
+    assert not decision and "detail differs" in reason, reason
+    decision, reason = same_picture(stored, fingerprint(encode(price_plate(base, "12.50", px, at), "JPEG", quality=60)))
+    assert decision, reason
+
+
 def test_plain_detail_images_are_checked_when_read() -> None:
     """A plain detail blob parses only as written: grayscale JPEG of the header's size (at most
-    PLAIN_SIDE), no tile flags, no text claimed."""
-    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, PLAIN_SIDE, _blob, _pack_plain
+    PLAIN_SIDE), no tile flags but marks (the scan's, on the plain image's tiles), no text claimed."""
+    from imgcache.match.perceptual.detail import _DETAIL_MAGIC, _MARK, PLAIN_SIDE, _blob, _pack_plain
 
     arr = np.asarray(photo(7, (900, 600)).convert("L"))
-    blob = _pack_plain(arr, 1.0)
+    marks = np.zeros((600 // 16, 900 // 16), bool)
+    marks[10, 20] = marks[36, 55] = True  # tiles centred on (168, 328) and (584, 888) px
+    blob = _pack_plain(arr, 1.0, marks)
     plain = _unpack_detail(blob)
     assert plain.plain and max(plain.pixels.shape) == PLAIN_SIDE and plain.scale == pytest.approx(900 / 512, 1e-3)
     assert plain.data().all() and not plain.text and not plain.document
+    assert np.argwhere(plain.flags).tolist() == [[5, 11], [20, 31]]  # 168 * 512 / 900 // 16 = 5, ...
+    assert (plain.flags[plain.flags > 0] == _MARK).all()
     start = len(_DETAIL_MAGIC) + 2
     end = start + int.from_bytes(blob[len(_DETAIL_MAGIC):start], "big")
     table_end = end + 4 + int.from_bytes(blob[end:end + 4], "big")

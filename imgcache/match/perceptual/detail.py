@@ -399,10 +399,11 @@ def _pack_detail(arr: np.ndarray, scan: _Scan, scale: float) -> bytes:
     return _blob(header, flags.tobytes() + means.tobytes(), buf.getvalue())
 
 
-def _pack_plain(arr: np.ndarray, scale: float) -> bytes:
+def _pack_plain(arr: np.ndarray, scale: float, marks: np.ndarray) -> bytes:
     """The plain detail blob of an image without text-like detail: the layout of
-    :func:`_pack_detail` (header with ``"plain": true``, no tile flags set) with the whole
-    picture brought within PLAIN_SIDE, as a grayscale JPEG, instead of a mosaic of tiles."""
+    :func:`_pack_detail` (header with ``"plain": true``; of the tile flags only _MARK, the
+    scan's ``marks`` on the plain image's tiles) with the whole picture brought within
+    PLAIN_SIDE, as a grayscale JPEG, instead of a mosaic of tiles."""
     from PIL import Image
 
     im = Image.fromarray(arr)
@@ -413,11 +414,16 @@ def _pack_plain(arr: np.ndarray, scale: float) -> bytes:
         im = im.resize((w, h), Image.Resampling.LANCZOS)
         scale *= arr.shape[1] / w
     ty, tx = -(-h // _TILE), -(-w // _TILE)
+    flags = np.zeros((ty, tx), np.uint8)
+    at = np.argwhere(marks)  # each marked tile of ``arr`` marks the plain tile its centre falls in
+    ry = np.minimum(((at[:, 0] + 0.5) * (h / arr.shape[0])).astype(np.intp), ty - 1)
+    rx = np.minimum(((at[:, 1] + 0.5) * (w / arr.shape[1])).astype(np.intp), tx - 1)
+    flags[ry, rx] = _MARK
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=_PLAIN_QUALITY)
     header = {"w": w, "h": h, "tile": _TILE, "glyph": 0, "text": 0, "scale": round(scale, 4), "strong": False,
               "doc": False, "plain": True}
-    return _blob(header, bytes(2 * ty * tx), buf.getvalue())  # no flags; the means are not needed
+    return _blob(header, flags.tobytes() + bytes(ty * tx), buf.getvalue())  # the means are not needed
 
 
 def _blob(header: dict[str, object], table: bytes, image: bytes) -> bytes:
@@ -458,8 +464,8 @@ def _unpack_detail(blob: bytes) -> _Detail:
             raise ValueError("bad tile flags")
         flags = flags.reshape(ty, tx)
         if plain:
-            if flags.any():
-                raise ValueError("tile flags in a plain detail image")
+            if (flags & (_KEEP | _FLAT | _TEXT)).any():
+                raise ValueError("tile flags other than marks in a plain detail image")
             return _Detail(_decode_plain(blob[end:], (w, h)), flags, 0.0, 0, scale, False, False, True)
         kept = np.argwhere(flags & _KEEP)
         cols = max(1, math.isqrt(len(kept) - 1) + 1) if len(kept) else 1

@@ -298,7 +298,7 @@ def fingerprint(
             if method is not None:
                 thumb = thumb.transpose(method)
             scale = max(1.0, max(width, height) / max(arr.shape))
-            packed = _pack_detail(arr, scan, scale) if scan.kept else _pack_plain(arr, scale)
+            packed = _pack_detail(arr, scan, scale) if scan.kept else _pack_plain(arr, scale, scan.marks)
             if orientation >= 5:
                 width, height = height, width
             phash = imagehash.phash(thumb)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ...errors import ImageError
-from .detail import _KEEP, _MARK, _TEXT, _TILE, _dilate, _unpack_detail
+from .detail import _KEEP, _MARK, _TEXT, _TILE, _Detail, _dilate, _unpack_detail
 from .fingerprint import THUMB, Fingerprint
 
 __all__ = ["same_picture", "thumb_evidence"]
@@ -121,19 +121,25 @@ def _at_grid(flags: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -
 _NO_DETAIL = {"d1": math.inf, "d2": math.inf}
 
 
+def _has_text(d: _Detail) -> bool:
+    """Whether a copy shows what must be compared: text tiles, or strokes on a calm background
+    (a price on a small sign, found in neither copy's text)."""
+    return d.text > 0 or bool((d.flags & _MARK).any())
+
+
 def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     """The detail comparison's figures (see :func:`thumb_evidence`)."""
     da = _unpack_detail(a.detail) if a.detail else None
     db = _unpack_detail(b.detail) if b.detail else None
-    # a plain detail image (no text found) stands for its copy's pixels against what a photo's
-    # scan may have taken for text; readable text must be found in both copies
-    if da is not None and da.plain and (db is None or db.plain or db.strong):
+    # a plain detail image (no text found) stands for its copy's pixels against what the other
+    # copy's scan took for text or strokes (or against its own strokes); readable text must be
+    # found in both copies
+    if da is not None and da.plain and (db is None or db.strong):
         da = None
     if db is not None and db.plain and (da is None or da.strong):
         db = None
     doc = any(d is not None and d.document for d in (da, db))
-    ev: dict[str, float] = {"doc": float(doc),
-                            "text": float(any(d is not None and d.text > 0 for d in (da, db)))}
+    ev: dict[str, float] = {"doc": float(doc), "text": float(any(d is not None and _has_text(d) for d in (da, db)))}
     if not ev["text"]:
         return ev
     if da is None or db is None:  # one copy shows no text-like detail at all
@@ -157,7 +163,7 @@ def _detail_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     # holds readable text (more pixels to measure), the smaller of both when they are of one size
     if same:
         glyphs = [(d.glyph * sh / d.pixels.shape[0], d.strong) for d in (da, db) if not d.plain]
-        glyph = min((g for g, strong in glyphs if strong), default=min(g for g, _ in glyphs))
+        glyph = min((g for g, strong in glyphs if strong), default=min((g for g, _ in glyphs), default=0.0))
     else:
         glyph = big.glyph * sh / bh if big.strong or not small.glyph else small.glyph
     ev.update(glyph=glyph, same=float(same), missing=0.0)
@@ -213,7 +219,7 @@ def thumb_evidence(a: Fingerprint, b: Fingerprint) -> dict[str, float]:
     at edges): ``mad`` the mean absolute difference, ``p1`` the largest one, ``p2`` and ``p4``
     the largest |mean| of the signed difference over 2x2 and 4x4 windows.
 
-    ``text`` is 1.0 when either copy holds text tiles, ``doc`` when the pair is judged as a
+    ``text`` is 1.0 when either copy holds text tiles or tiles with strokes, ``doc`` when the pair is judged as a
     document (see :func:`~imgcache.match.perceptual.detail._analyse`); with text, also:
     ``glyph``, the height of its lines in pixels of the smaller copy's detail image (0 if
     unknown); ``missing``, the text tiles of one copy the other holds no pixels for (all of
