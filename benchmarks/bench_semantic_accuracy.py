@@ -2,15 +2,20 @@
 
     python benchmarks/bench_semantic_accuracy.py [--quick] [--json] [--strict] [--pairs PATH]
 
-The pairs file (default ``<repo>/../shared/eval/prompt_pairs_dev.jsonl``, the evaluation data
-beside the repository, not in it) holds ``{"anchor", "query", "label": "same"|"different",
+The pairs file (default ``<repo>/../shared/eval/prompt_pairs_dev.jsonl`` and, after it, the
+hand-written ``prompt_pairs_natural_dev.jsonl``, whose kinds are reported per half of a split
+by anchor: "[dev]" tuned on, "[held]" a quarter kept apart; the evaluation data lives beside
+the repository, not in it) holds ``{"anchor", "query", "label": "same"|"different",
 "kind"}`` rows. Without ``--pairs`` and with no ``../shared/eval`` beside the repository, the
 benchmark prints ``skipped: ../shared/eval not found ...`` and exits 0. Every anchor and query is
 asked, in file order (anchor, then query), of ONE embedded ``Cache(semantic=True)`` through
 the public API: a ``@cache.cached()`` function that returns the prompt it was called with, so
 that every answer says which prompt it was made for. A query was answered from the cache when
 the function was not called for it; a *false hit* is an answer made for a prompt of another
-meaning. Meanings: a "same" query shares its anchor's meaning, a "different" query has its
+meaning that some pair labels "different" from it. An answer made for a prompt of another
+meaning that no pair labels against it is *unlabelled*: counted apart, for both imgcache and
+the reference, and listed in full for review (a hand-written negative of one anchor may ask
+for the same picture as a prompt of another: "a horse being ridden by an astronaut"). Meanings: a "same" query shares its anchor's meaning, a "different" query has its
 own, and prompts identical after normalization and after dropping articles (a, an, the)
 share one meaning - a "different" query so identical to a prompt of another meaning is
 counted apart ("norm-identical") and left out of the rates.
@@ -25,6 +30,7 @@ missed target also exits 1.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -47,6 +53,9 @@ from imgcache import Cache
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PAIRS = EVAL_DIR / "prompt_pairs_dev.jsonl"
+NATURAL_PAIRS = EVAL_DIR / "prompt_pairs_natural_dev.jsonl"
+"""Hand-written pairs (issue 15): reported per half of a split by anchor, "[dev]" (tuned on)
+and "[held]" (a quarter of the anchors, by a hash of the text, kept apart for checking)."""
 
 MAX_FALSE_HIT_RATE = 0.01  # "different" queries, overall and per kind
 MIN_HIT_RATE = {"pos_surface": 1.0}  # per "same" kind; others DEFAULT_MIN_HIT_RATE
@@ -65,6 +74,7 @@ class KindFigures:
     exact_hits: int = 0
     semantic_hits: int = 0
     false_hits: int = 0
+    unlabelled: int = 0  # answered for a prompt of another meaning the pairs never label against it
     norm_identical: int = 0
 
     @property
@@ -79,7 +89,7 @@ class KindFigures:
         return {"label": self.label, "n": self.n, "hits": self.hits, "hit_rate": round(self.hit_rate, 4),
                 "exact_hits": self.exact_hits, "semantic_hits": self.semantic_hits,
                 "false_hits": self.false_hits, "false_hit_rate": round(self.false_rate, 4),
-                "norm_identical": self.norm_identical}
+                "unlabelled": self.unlabelled, "norm_identical": self.norm_identical}
 
 
 @dataclass
@@ -101,6 +111,7 @@ class Replay:
     kinds: dict[str, KindFigures] = field(default_factory=dict)
     wrong_anchor: list[dict[str, Any]] = field(default_factory=list)
     false_hits: list[dict[str, Any]] = field(default_factory=list)
+    unlabelled: list[dict[str, Any]] = field(default_factory=list)
     norm_identical: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     anchors: int = 0
@@ -111,9 +122,21 @@ class Replay:
 # -- data ------------------------------------------------------------------------------------
 
 
-def load(path: Path, quick: bool) -> list[dict[str, str]]:
+def held_apart(anchor: str) -> bool:
+    """A quarter of the hand-written pairs' anchors, never looked at while tuning."""
+    return hashlib.sha256(anchor.encode()).digest()[0] % 4 == 0
+
+
+def load(path: Path, quick: bool, natural: Path | None = None) -> list[dict[str, str]]:
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
+    if natural is not None:
+        with natural.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    row["kind"] += " [held]" if held_apart(row["anchor"]) else " [dev]"
+                    rows.append(row)
     if not quick:
         return rows
     groups: dict[str, int] = {}
@@ -132,13 +155,20 @@ def meaning_key(prompt: str) -> str:
 
 
 class Meanings:
-    """Meaning ids by :func:`meaning_key`."""
+    """Meaning ids by :func:`meaning_key`, and which of them a pair labels "different".
+
+    A meaning is only known relative to its anchor: two hard negatives of one anchor may ask
+    for the same picture as each other or as a prompt of another anchor ("a horse being
+    ridden by an astronaut" / "an astronaut riding a horse"). An answer made for another
+    meaning counts as a false hit when some pair labels the two meanings different; otherwise
+    it is *unlabelled*, counted apart and listed in full for review."""
 
     def __init__(self, key_of: Any = None) -> None:
         self.key_of = lambda *, prompt: meaning_key(prompt)
         self.by_key: dict[str, int] = {}
         self.prompt_of: dict[int, str] = {}
         self.origin: dict[int, str] = {}  # how the meaning's first prompt came in, for the review
+        self.different: set[frozenset[int]] = set()
         self._next = 0
 
     def new(self) -> int:
@@ -147,6 +177,9 @@ class Meanings:
 
     def of(self, prompt: str) -> int | None:
         return self.by_key.get(self.key_of(prompt=prompt))
+
+    def labelled_different(self, a: int | None, b: int) -> bool:
+        return a is None or frozenset((a, b)) in self.different
 
     def assign(self, prompt: str, meaning: int, origin: str) -> None:
         self.by_key.setdefault(self.key_of(prompt=prompt), meaning)
@@ -176,10 +209,12 @@ def plan(rows: list[dict[str, str]], meanings: Meanings, replay: Replay) -> None
                                           "identical_is": meanings.origin[existing],
                                           "to_own_anchor": existing == meaning})
             replay.steps.append(Step(query, "query", kind, label, existing, anchor, counted=False))
+            meanings.different.add(frozenset((meaning, existing)))
         else:
             own = meanings.new()
             meanings.assign(query, own, f"a {kind} query of {anchor!r}")
             replay.steps.append(Step(query, "query", kind, label, own, anchor))
+            meanings.different.add(frozenset((meaning, own)))
 
 
 # -- the replay through the cache ----------------------------------------------------------------
@@ -241,6 +276,11 @@ def run_cache(cache: Cache, rows: list[dict[str, str]], out: TextIO) -> tuple[Re
             if recent:
                 detail["similarity"] = recent[0].get("similarity")
                 detail["verdict"] = recent[0].get("verdict")
+        if not meanings.labelled_different(answered, step.meaning):
+            replay.unlabelled.append(detail)
+            if step.role == "query":
+                replay.kinds[step.kind].unlabelled += 1
+            continue
         if step.role == "anchor" or step.label == "same":
             replay.wrong_anchor.append(detail)
         if step.role == "query":
@@ -269,7 +309,7 @@ def encode(embedder: Any, texts: list[str]) -> np.ndarray:
     return np.concatenate([embedder.embed(texts[i:i + BATCH]) for i in range(0, len(texts), BATCH)])
 
 
-def cosine_reference(replay: Replay, embedder: Any) -> tuple[dict[float, dict[str, Any]], float]:
+def cosine_reference(replay: Replay, meanings: Meanings, embedder: Any) -> tuple[dict[float, dict[str, Any]], float]:
     started = time.perf_counter()
     texts = list(dict.fromkeys(step.prompt for step in replay.steps))
     index = {text: i for i, text in enumerate(texts)}
@@ -295,7 +335,7 @@ def cosine_reference(replay: Replay, embedder: Any) -> tuple[dict[float, dict[st
                 stored[count], stored_meaning[count] = position, step.meaning
                 count += 1
                 continue
-            wrong = answered != step.meaning
+            wrong = answered != step.meaning and meanings.labelled_different(answered, step.meaning)
             if step.role == "anchor":
                 anchors_wrong += wrong
             elif step.counted:
@@ -333,6 +373,7 @@ def totals(replay: Replay) -> dict[str, dict[str, Any]]:
                       "exact_hits": sum(k.exact_hits for k in members),
                       "semantic_hits": sum(k.semantic_hits for k in members),
                       "false_hits": false, "false_hit_rate": round(false / n, 4) if n else 0.0,
+                      "unlabelled": sum(k.unlabelled for k in members),
                       "norm_identical": sum(k.norm_identical for k in members)}
     return out
 
@@ -367,7 +408,7 @@ def print_report(replay: Replay, total: dict[str, Any], cosine: dict[float, dict
     print("\n== semantic_accuracy: the pairs replayed through one Cache(semantic=True) "
           "(@cache.cached(), embedded, in a temporary directory)", file=out)
     headers = ["kind", "label", "n", "hits", "hit rate", "exact", "semantic", "false hits",
-               "false rate", "target", "result", *(f"cos>={t:g}" for t in THRESHOLDS)]
+               "false rate", "unlabelled", "target", "result", *(f"cos>={t:g}" for t in THRESHOLDS)]
     rows = []
     ordered = sorted(replay.kinds.values(), key=lambda k: (k.label != "same", k.kind))
     for figures in ordered:
@@ -378,7 +419,7 @@ def print_report(replay: Replay, total: dict[str, Any], cosine: dict[float, dict
             reference.append(pct(ref["hit_rate"] if figures.label == "same" else ref["false_hit_rate"]))
         rows.append([figures.kind, figures.label, str(figures.n), str(figures.hits), pct(figures.hit_rate),
                      str(figures.exact_hits), str(figures.semantic_hits), str(figures.false_hits),
-                     pct(figures.false_rate), target, "PASS" if ok else "FAIL", *reference])
+                     pct(figures.false_rate), str(figures.unlabelled), target, "PASS" if ok else "FAIL", *reference])
     for label in ("same", "different"):
         t = total[label]
         reference = [pct(cosine[th]["totals"][label]["hit_rate" if label == "same" else "false_hit_rate"])
@@ -390,8 +431,8 @@ def print_report(replay: Replay, total: dict[str, Any], cosine: dict[float, dict
             target, ok = "none wrong", all(k.false_hits == 0 for k in ordered if k.label == "same")
         rows.append([f"ALL {label}", label, str(t["n"]), str(t["hits"]), pct(t["hit_rate"]),
                      str(t["exact_hits"]), str(t["semantic_hits"]), str(t["false_hits"]),
-                     pct(t["false_hit_rate"]), target, "PASS" if ok else "FAIL", *reference])
-    print(table(headers, rows, "llrrrrrrrllrrr"), file=out)
+                     pct(t["false_hit_rate"]), str(t["unlabelled"]), target, "PASS" if ok else "FAIL", *reference])
+    print(table(headers, rows, "llrrrrrrrrllrrr"), file=out)
     print("cos>=t columns: a cosine-only cache (GPTCache's rule; stores what it misses) over the same "
           "sequence: the HIT rate for 'same' kinds, the FALSE-HIT rate for 'different' kinds", file=out)
     anchors_ref = ", ".join(f"{cosine[t]['anchors_wrong']} at {t:g}" for t in THRESHOLDS)
@@ -417,6 +458,13 @@ def print_report(replay: Replay, total: dict[str, Any], cosine: dict[float, dict
               file=out)
         for item in replay.conflicts[:20]:
             print(f"  [{item['kind']}] {item['query'][:110]!r}", file=out)
+    if replay.unlabelled:
+        print(f"\nunlabelled: answered with the result of a prompt of another meaning that no pair labels "
+              f"against it ({len(replay.unlabelled)}; not in the rates: review that each asks for the same picture)",
+              file=out)
+        for item in replay.unlabelled:
+            print(f"  [{item['kind']}] {item['query']!r}\n      answered for {item['matched']!r} "
+                  f"({item['verdict']})", file=out)
     print(f"\nfalse hits ({len(replay.false_hits)}):" if replay.false_hits else "\nfalse hits: none", file=out)
     for item in replay.false_hits:
         similarity = "-" if item["similarity"] is None else f"{item['similarity']:.4f}"
@@ -452,19 +500,22 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"labelled pairs, JSONL (default {DEFAULT_PAIRS}, from ../shared/eval beside the "
                         "repository: without it and without --pairs, the benchmark is skipped, exit 0)")
     args = p.parse_args(argv)
+    natural: Path | None = None  # with --pairs, that file alone
     if args.pairs is None:
         if not DEFAULT_PAIRS.is_file():
             return skip_run(["semantic_accuracy"], f"../shared/eval not found (no {DEFAULT_PAIRS}); "
                             "the labelled pairs live beside the repository: pass --pairs PATH to use "
                             "another file", args.json)
         args.pairs = DEFAULT_PAIRS
+        natural = NATURAL_PAIRS if NATURAL_PAIRS.is_file() else None
     elif not args.pairs.is_file():
         p.error(f"--pairs: no such file: {args.pairs}")
     with report_stream(args.json) as (out, data):
         print(f"imgcache semantic accuracy ({f'quick: every {QUICK_EVERY}th anchor group' if args.quick else 'all pairs'})",
               file=out)
-        rows = load(args.pairs, args.quick)
-        print_facts([*_versions(), ("pairs", f"{args.pairs} ({len(rows):,} used)")], out)
+        rows = load(args.pairs, args.quick, natural)
+        used = f"{args.pairs}" + (f" and {natural}" if natural is not None else "")
+        print_facts([*_versions(), ("pairs", f"{used} ({len(rows):,} used)")], out)
         tmp = Path(tempfile.mkdtemp(prefix="imgcache-accuracy-"))
         try:
             with Cache(namespace="bench-accuracy", directory=tmp, semantic=True) as cache:
@@ -474,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                 loading = time.perf_counter()
                 matcher.embedder.embed(["warm up"])
                 print(f"model loaded in {time.perf_counter() - loading:.1f} s (before the replay)", file=out)
-                replay, _ = run_cache(cache, rows, out)
-                cosine, embed_seconds = cosine_reference(replay, matcher.embedder)
+                replay, meanings = run_cache(cache, rows, out)
+                cosine, embed_seconds = cosine_reference(replay, meanings, matcher.embedder)
                 stats = cache.stats()
         except Exception as exc:  # noqa: BLE001 - reported, exit 1
             traceback.print_exc(file=out)
@@ -503,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                             "wrong": sum(1 for w in replay.wrong_anchor if w["role"] == "anchor")},
                 "norm_identical": replay.norm_identical,
                 "false_hits": replay.false_hits,
+                "unlabelled": replay.unlabelled,
                 "cosine_reference": {str(t): v for t, v in cosine.items()},
                 "checks": results,
                 "pass": passed,

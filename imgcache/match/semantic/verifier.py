@@ -30,10 +30,13 @@ from functools import lru_cache
 from itertools import chain
 
 from . import lexicon as lx
+from .scene import scene
 
 __all__ = ["Verdict", "content_text", "verify"]
 
 SAME_REASON = "same content (filler, synonyms, order of comma-separated parts ignored)"
+SCENE_REASON = ("same scene in another sentence (the same things, modifiers and relations: voice, "
+                "possessives, 'made of', 'with ... on it' and clause order ignored)")
 EMPTY_REASON = "no content left after removing filler (semantic matching declines)"
 
 
@@ -250,6 +253,9 @@ def verify(stored: str, query: str) -> Verdict:
         return Verdict(False, EMPTY_REASON)
     if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
         return Verdict(True, SAME_REASON)
+    stored_scene = scene(stored_parts)
+    if stored_scene is not None and stored_scene == scene(query_parts):
+        return Verdict(True, SCENE_REASON)
     return Verdict(False, _explain(stored_parts, query_parts))
 
 

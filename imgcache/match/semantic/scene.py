@@ -1,0 +1,345 @@
+"""The scene a prompt describes, for prompts that build one scene with different sentences.
+
+:func:`~imgcache.match.semantic.verifier.verify` first compares prompts part by part, word by
+word. People also rebuild the sentence: "a cardboard spaceship" / "a spaceship made of
+cardboard", "a witch riding a broom" / "a broom being ridden by a witch", "a rabbit sitting on
+a turtle's back" / "... on the back of a turtle", "four teacups surrounding a kettle" / "a
+kettle with four teacups around it". :func:`scene` reads the prompt's words (classed by
+:mod:`~imgcache.match.semantic.sentence`) as a small scene graph:
+
+* *things*: a run of a thing's words, the last the head and the others its modifiers in their
+  order ("yellow tiger"). "X made of Y" puts Y before X's head; "X's Y" and "Y of X" give Y an
+  owner, unless Y depicts X ("Monet's painting" is not "a painting of Monet": left to the
+  word-by-word comparison); "X that is Y" is "Y X";
+* *relations*: a verb and/or a relation word from the thing before it to the thing after it
+  ("rabbit -sit on-> back of turtle"). A passive "Y (being) V-ed by X" is "X V Y"; "X with Y
+  <relation> it / its Z" is "Y <relation> X / Z of X"; "its Z" elsewhere is the part's first
+  thing's Z; "left of" / "right of", "above" / "below", "in front of" / "behind" are one
+  relation read one way; "surrounding" is "around", "featuring" is "with"; things joined by
+  "and" act together ("with A and B" is "with A" and "with B"). A sentence that starts with
+  where ("on the grass sit two cats") is read in the usual order;
+* *styles*: "in the style of X", "X-style <medium>", "..., X style".
+
+Two prompts describe the same scene when their facts are equal as multisets. Anything the
+reader cannot place (a pronoun with nothing to stand for, a passive with no agent, a relation
+word with nothing after it, "X of Y of Z") makes it unsure, and unsure is "different": the
+scene only ever turns a miss into a hit where every word stands in the same role.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from . import lexicon as lx
+from .sentence import (
+    AND,
+    COPULA,
+    MADE_OF,
+    POSSESSIVE_S,
+    PRONOUN,
+    RELATION,
+    REVERSED,
+    STYLE_OF,
+    VERB,
+    WHICH_IS,
+    WORD,
+    Word,
+    classify,
+    stem,
+)
+
+__all__ = ["scene"]
+
+Fact = tuple[object, ...]
+_INVERSE = {"right of": "left of", "below": "above", "behind": "in front of"}
+_VERB_RELATIONS = {"surround": "around", "featur": "with", "say": "say", "read": "say"}
+_POSSESSIVE = frozenset({"its", "his", "her", "their"})
+# "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
+_DEPICTIONS = lx.MEDIA | frozenset({
+    "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
+    "replica", "miniature", "tattoo", "costume", "mask", "cake", "carving", "bust", "version", "copy",
+    "book", "story", "map", "image", "video", "film", "movie", "song", "dream", "memory", "idea",
+})
+
+
+@dataclass(frozen=True)
+class _Thing:
+    """A thing: its words (modifiers, then the head) and its owner ("back" of "turtle")."""
+
+    words: tuple[str, ...]
+    owner: _Thing | None = None
+
+    def key(self) -> Fact:
+        return (self.words, self.owner.key() if self.owner is not None else None)
+
+
+Node = _Thing | tuple[_Thing, ...]  # a thing, or things joined by "and"
+Unit = tuple[str, object]  # a Word, or ("thing", _Thing) / ("style", words)
+_PICTURE = _Thing(("=picture",))  # what a part that starts with "by" is said of
+
+
+def _key(node: Node) -> Fact:
+    if isinstance(node, tuple):
+        return ("and", *sorted(thing.key() for thing in node))
+    return node.key()
+
+
+def _members(node: Node | None) -> tuple[_Thing, ...]:
+    return node if isinstance(node, tuple) else (node,) if node is not None else ()
+
+
+class _Unsure(Exception):
+    """The reader cannot place a word: no verdict from the scene."""
+
+
+@lru_cache(maxsize=4096)
+def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | None:
+    """The facts of a prompt's parts (:func:`~imgcache.match.semantic.verifier._analyse`'s
+    output), with their counts; None when unsure."""
+    pieces = classify(parts)
+    if pieces is None:
+        return None
+    facts: Counter[Fact] = Counter()
+    try:
+        for words in pieces:
+            _Part(facts).read(_invert(_bind(_things(words))))
+    except _Unsure:
+        return None
+    return frozenset(facts.items())
+
+
+def _things(words: list[Word]) -> list[Unit]:
+    """Runs of a thing's words as one thing."""
+    units: list[Unit] = []
+    for cls, word in words:
+        if cls == WORD and units and units[-1][0] == "thing":
+            last = units[-1][1]
+            assert isinstance(last, _Thing)
+            units[-1] = ("thing", _Thing((*last.words, word)))
+        else:
+            units.append(("thing", _Thing((word,))) if cls == WORD else (cls, word))
+    return units
+
+
+def _bind(units: list[Unit]) -> list[Unit]:
+    """Possessives, "of" owners, materials, "that is" qualities and styles folded into things."""
+    out: list[Unit] = []
+    i = 0
+    while i < len(units):
+        cls, value = units[i]
+        nxt = units[i + 1] if i + 1 < len(units) else ("", None)
+        after = out[-1][1] if out and out[-1][0] == "thing" else None
+        other = nxt[1] if nxt[0] == "thing" else None
+        if cls == STYLE_OF and isinstance(other, _Thing):
+            out.append(("style", other.words))
+            i += 2
+            continue
+        if cls in (POSSESSIVE_S, MADE_OF, WHICH_IS) or (cls, value) == (RELATION, "of"):
+            if not isinstance(after, _Thing):
+                raise _Unsure
+            if isinstance(other, _Thing):
+                if cls == WHICH_IS and not (i + 2 == len(units) or units[i + 2][0] == AND):
+                    raise _Unsure  # "a cat that is a pet of ..."
+                out[-1] = ("thing", _joined(cls, after, other))
+                i += 2
+                continue
+            if cls == WHICH_IS and nxt[0] in (RELATION, VERB):
+                i += 1  # "a cat that is on a mat"
+                continue
+            raise _Unsure
+        if cls == "thing":
+            assert isinstance(value, _Thing)
+            words = value.words
+            if "style" in words[:-1] and words[0] != "style":  # "starry night style painting"
+                at = words.index("style")
+                out.append(("style", words[:at]))
+                value = _Thing(words[at + 1:])
+            elif words[-1] == "style" and len(words) > 1:  # "..., starry night style"
+                out.append(("style", words[:-1]))
+                i += 1
+                continue
+        out.append((cls, value))
+        i += 1
+    return out
+
+
+def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
+    """The thing "<before> <how> <after>" names."""
+    if how == POSSESSIVE_S:  # "turtle 's back"
+        owner, thing = before, after
+    elif how == RELATION:  # "back of turtle"
+        thing, owner = before, after
+    elif how == MADE_OF:  # "spaceship made of cardboard"
+        if before.owner is not None or after.owner is not None:
+            raise _Unsure
+        return _Thing((*before.words[:-1], *after.words, before.words[-1]))
+    else:  # WHICH_IS: "giraffe that is pink"
+        if after.owner is not None:
+            raise _Unsure
+        return _Thing((*after.words, *before.words), before.owner)
+    if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
+        raise _Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
+    return _Thing(thing.words, owner)
+
+
+def _invert(units: list[Unit]) -> list[Unit]:
+    """A sentence that starts with where ("on the grass sit two cats", "sitting on a table is a
+    cup", "in the box is a cat") in the usual order; "is", "being" before a verb or a relation
+    dropped ("a broom being ridden", "a cat is on a mat"); any other: unsure."""
+    classes = [cls for cls, _ in units]
+    if classes[:3] == [RELATION, "thing", VERB] and len(units) > 3:
+        return [*units[3:], units[2], units[0], units[1]]
+    if classes[:3] == [RELATION, "thing", COPULA] and len(units) > 3:
+        return [*units[3:], units[0], units[1]]
+    if classes[:4] == [VERB, RELATION, "thing", COPULA] and len(units) > 4:
+        return [*units[4:], units[0], units[1], units[2]]
+    for i, cls in enumerate(classes):
+        if cls == COPULA and not (0 < i < len(units) - 1 and classes[i + 1] in (VERB, RELATION)):
+            raise _Unsure
+    return [unit for unit in units if unit[0] != COPULA]
+
+
+@dataclass
+class _Part:
+    """Reads one part's units into ``facts``."""
+
+    facts: Counter[Fact]
+    things: list[Node] = field(default_factory=list)  # every thing or group, in order
+    related: set[int] = field(default_factory=set)   # ids of things in a relation (all alive)
+    last: Node | None = None     # the thing a relation starts from
+    first: Node | None = None    # the part's first thing: what "its" stands for
+    host: Node | None = None     # X of "X with Y ... it"
+    pending: tuple[Node, str, bool] | None = None  # subject, relation, whether a verb's
+
+    def relate(self, subject: Node, relation: str, obj: Node | None, verb: bool) -> None:
+        if relation == "with" and isinstance(obj, tuple):  # "with red hair and blue eyes"
+            for member in obj:
+                self.relate(subject, relation, member, verb)
+            return
+        if obj is not None and not verb and relation in _INVERSE:
+            subject, relation, obj = obj, _INVERSE[relation], subject
+        self.facts[("rel", _key(subject), relation, _key(obj) if obj is not None else None)] += 1
+        stack = [*_members(subject), *_members(obj)]
+        while stack:  # the things related, and their owners
+            thing = stack.pop()
+            self.related.add(id(thing))
+            if thing.owner is not None:
+                stack.append(thing.owner)
+
+    def read(self, units: list[Unit]) -> None:
+        i = 0
+        while i < len(units):
+            cls, value = units[i]
+            if cls == "style":
+                self.facts[("style", value)] += 1
+            elif cls == "thing":
+                i = self._thing(units, i)
+            elif cls == PRONOUN:
+                i = self._pronoun(units, i)
+            elif cls in (RELATION, VERB):
+                i = self._relation(units, i)
+            elif cls != AND:
+                raise _Unsure
+            i += 1
+        if self.pending is not None:
+            raise _Unsure
+        for node in self.things:
+            for thing in _members(node):
+                if id(thing) not in self.related:
+                    self.facts[("thing", thing.key())] += 1
+
+    def _thing(self, units: list[Unit], i: int) -> int:
+        node: Node = units[i][1]  # type: ignore[assignment]
+        while i + 2 < len(units) and units[i + 1][0] == AND and units[i + 2][0] == "thing":
+            node = (*_members(node), units[i + 2][1])  # type: ignore[misc]
+            i += 2
+        self.things.append(node)
+        self.first = self.first or node
+        if self.pending is not None:
+            subject, relation, verb = self.pending
+            if relation == "with" and _refers_back(units[i + 1:]):
+                self.host = subject  # "X with Y <relation> it": Y relates to X, not X to Y
+            else:
+                self.relate(subject, relation, node, verb)
+            self.pending = None
+        self.last = node
+        return i
+
+    def _pronoun(self, units: list[Unit], i: int) -> int:
+        if self.pending is None:
+            raise _Unsure
+        subject, relation, verb = self.pending
+        owned = units[i + 1][1] if i + 1 < len(units) and units[i + 1][0] == "thing" else None
+        if self.host is None and units[i][1] in _POSSESSIVE and owned is not None:
+            self.host = self.first  # "a donkey holding a rope in its mouth"
+        if self.host is None:
+            raise _Unsure
+        if units[i][1] in _POSSESSIVE and isinstance(owned, _Thing):
+            if owned.owner is not None or not isinstance(self.host, _Thing):
+                raise _Unsure
+            target: Node = _Thing(owned.words, self.host)
+            self.things.append(target)
+            self.last = target
+            i += 1
+        else:
+            target = self.host
+        self.relate(subject, relation, target, verb)
+        self.host = self.pending = None
+        return i
+
+    def _relation(self, units: list[Unit], i: int) -> int:
+        cls, word = units[i]
+        assert isinstance(word, str)
+        if self.last is None and (cls, word) == (RELATION, "by"):
+            self.last = _PICTURE  # "..., by Monet"
+        if self.last is None or self.pending is not None:
+            raise _Unsure  # nothing to relate, or two relations in a row
+        relation, verb = word, False
+        nxt = units[i + 1] if i + 1 < len(units) else ("", None)
+        if cls == VERB:
+            relation, verb = stem(word), True
+            if nxt == (RELATION, "by") or nxt[0] == REVERSED:
+                return self._passive(units, i, _VERB_RELATIONS.get(relation, relation))
+            if nxt[0] == RELATION:
+                relation = f"{relation} {nxt[1]}"
+                i += 1
+            relation = _VERB_RELATIONS.get(relation, relation)
+            verb = relation not in _VERB_RELATIONS.values()
+        self.pending = (self.last, relation, verb)
+        if i + 1 >= len(units) or units[i + 1][0] == AND:  # nothing after it
+            if relation == "on top" and self.host is not None:
+                self.relate(self.last, "on", self.host, False)  # "X with Y on top"
+                self.host = None
+            elif verb:
+                self.relate(self.last, relation, None, True)  # "a dog sleeping"
+            else:
+                raise _Unsure
+            self.pending = None
+        return i
+
+    def _passive(self, units: list[Unit], i: int, relation: str) -> int:
+        """"Y V-ed by X" is "X V Y"; "Y written on X" (or on it): X says Y."""
+        agent = units[i + 2] if i + 2 < len(units) else ("", None)
+        if agent[0] == PRONOUN and self.host is not None:
+            actor, self.host = self.host, None
+        elif agent[0] == "thing" and isinstance(agent[1], _Thing):
+            actor = agent[1]
+            self.things.append(actor)
+        else:
+            raise _Unsure
+        assert self.last is not None
+        self.relate(actor, relation, self.last, True)
+        self.last = actor
+        return i + 2
+
+
+def _refers_back(rest: list[Unit]) -> bool:
+    """Whether a "with" phrase ends in a pronoun for the thing before "with" (or "on top")."""
+    for cls, word in rest:
+        if cls == PRONOUN or word == "on top":
+            return True
+        if cls in ("thing", AND):
+            return False
+    return False

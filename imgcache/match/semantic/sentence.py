@@ -1,0 +1,275 @@
+"""A prompt's words as :mod:`~imgcache.match.semantic.scene` reads them: each word classed
+(a thing's word, a relation, a verb, a pronoun, ...) after phrases that say one thing in
+several words are rewritten to one form.
+
+Input: the parts of :func:`~imgcache.match.semantic.verifier._analyse` (lower case, articles
+dropped, synonyms and verb forms canonical). Rewrites, all meaning-preserving:
+
+* relation phrases become one word: "on top of" -> "on", "to the left of" -> "left of",
+  "inside (of)" -> "in", "made of / from / with", "carved in" (a material), "in the style of";
+* "3 5 mm" -> "35 mm", "1960 s" -> "1960s" (DiffusionDB's spacing), "a single rose" -> "1 rose";
+* "red in color", "colored red", "painted red" -> "red" (the latter as "that is red");
+* "a long-necked man" -> "a man with a long neck", "a winged frog" -> "a frog with wings";
+* "painted by X" at the start of a part -> "painting by X";
+* "by A, B and C": the names commas split into parts joined again by "and";
+* a part that starts with a relation word is read with the next part ("on the street, five
+  cars" is "five cars on the street"), or, when it is the last, with the part before it;
+  "..., by X" stays alone (the picture's author).
+"""
+
+from __future__ import annotations
+
+from . import lexicon as lx
+
+__all__ = ["AND", "COPULA", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
+           "VERB", "WHICH_IS", "WORD", "Word", "classify", "stem"]
+
+# Word classes.
+WORD = "word"            # a thing's word
+RELATION = "relation"    # a preposition or a relation phrase ("left of")
+VERB = "verb"
+PRONOUN = "pronoun"
+AND = "and"
+POSSESSIVE_S = "'s"      # "turtle s back"
+MADE_OF = "made of"      # "X made of Y": Y is X's material
+STYLE_OF = "style of"    # "in the style of X"
+WHICH_IS = "which is"    # "a giraffe that is pink"
+REVERSED = "written on"  # after a verb: its object comes first ("'open' written on a sign")
+COPULA = "is"            # any other "is", "are", "being"
+Word = tuple[str, str]   # (class, word)
+
+PREPOSITIONS = frozenset({
+    "on", "in", "at", "with", "without", "by", "from", "under", "over", "near", "behind",
+    "above", "below", "to", "into", "onto", "around", "through", "across", "against", "along",
+    "towards", "between", "among", "like", "off", "for", "about", "beyond", "past", "upon",
+    "inside", "outside", "within", "after", "before", "during", "amid", "amidst", "than", "as", "of",
+})
+_PHRASES: dict[tuple[str, ...], str] = {
+    ("on", "top", "of"): "on", ("on", "top"): "on top", ("inside", "of"): "in", ("inside",): "in",
+    ("within",): "in", ("upon",): "on", ("in", "front", "of"): "in front of",
+    ("next", "to"): "next to", ("out", "of"): "out of",
+    ("to", "left", "of"): "left of", ("on", "left", "of"): "left of", ("left", "of"): "left of",
+    ("to", "right", "of"): "right of", ("on", "right", "of"): "right of", ("right", "of"): "right of",
+    ("full", "of"): "full of", ("filled", "with"): "full of",
+    ("covered", "in"): "covered in", ("covered", "with"): "covered in", ("dressed", "in"): "wear",
+    ("made", "of"): MADE_OF, ("made", "out", "of"): MADE_OF, ("made", "from"): MADE_OF,
+    ("made", "with"): MADE_OF, ("carved", "in"): MADE_OF, ("carved", "from"): MADE_OF,
+    ("carved", "out", "of"): MADE_OF,
+    ("in", "style", "of"): STYLE_OF, ("style", "of"): STYLE_OF,
+    ("written", "on"): REVERSED, ("single",): "1",
+}
+_PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
+_PLACES = frozenset({"in front of", "next to", "left of", "right of", "out of"})
+_ITS_SIDE = {"left": "left of", "right": "right of"}  # "to its left" is "left of it"
+_MADE_BY = {"painted": "painting", "drawn": "drawing", "sketched": "sketch", "illustrated": "illustration",
+            "photographed": "photo", "rendered": "render"}
+# "a red-haired woman" is "a woman with red hair", "a winged frog" "a frog with wings".
+_HAVING = {
+    "haired": "hair", "winged": "wings", "feathered": "feathers", "eyed": "eyes", "horned": "horns",
+    "legged": "legs", "tailed": "tail", "necked": "neck", "striped": "stripes", "spotted": "spots",
+    "bearded": "beard", "skinned": "skin", "furred": "fur", "scaled": "scales", "hooded": "hood",
+    "clawed": "claws", "fanged": "fangs", "tusked": "tusks", "antlered": "antlers", "finned": "fins",
+}
+_DEGREE = frozenset({"very", "extremely", "really", "super"})
+_PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
+_RELATIVE = frozenset({"that", "which", "who"})
+_COPULAS = frozenset({"is", "are", "being", "be", "been", "was", "were"})
+_SAYS = frozenset({"says", "say", "saying", "reads", "read", "reading"})  # what a sign says
+# -ing words that are nouns far more often than verbs, or describe rather than act.
+_ING_NOUNS = frozenset({
+    "painting", "drawing", "building", "ceiling", "clothing", "evening", "morning", "wedding",
+    "king", "ring", "thing", "string", "spring", "wing", "swing", "sibling", "pudding", "lighting",
+    "rendering", "engraving", "etching", "landscaping", "stocking", "icing", "frosting", "awning",
+    "railing", "siding", "bedding", "dumpling", "earring", "ending", "opening", "setting",
+    "shading", "thanksgiving", "viking",
+})
+_ING_ADJECTIVES = frozenset({
+    "amazing", "stunning", "disgusting", "interesting", "charming", "terrifying", "breathtaking",
+    "striking", "loving", "shining", "sparkling", "dazzling", "menacing", "imposing", "towering",
+    "exciting", "relaxing", "calming", "inviting", "appealing", "fascinating", "captivating",
+    "haunting", "cunning", "daring", "boring", "annoying", "surprising", "astonishing", "alluring",
+    "enchanting", "mesmerizing", "intimidating", "threatening", "frightening", "horrifying",
+    "disturbing", "unsettling", "refreshing", "soothing", "gleaming", "glittering", "shimmering",
+    "blazing", "burning", "freezing", "flowing", "rolling", "winding", "sprawling", "bustling",
+    "thriving", "booming", "living", "dying", "missing", "matching", "contrasting", "outstanding",
+    "pleasing", "promising", "rising", "leading", "trending", "upcoming",
+})
+# Verbs whose "-s" form after a thing and before a relation word is the verb: "a man stands in".
+_S_VERBS = frozenset({"stand", "walk", "jump", "sit", "lie", "run", "fly", "swim", "hang", "look",
+                      "float", "lean", "climb", "dance", "rest", "hide", "play", "live", "work"})
+_IRREGULAR = {
+    "ridden": "ride", "rode": "ride", "eaten": "eat", "held": "hold", "worn": "wear",
+    "drawn": "draw", "written": "write", "taken": "take", "made": "make", "built": "build",
+    "bitten": "bite", "driven": "drive", "given": "give", "caught": "catch", "thrown": "throw",
+    "flown": "fly", "hidden": "hide", "fed": "feed", "brought": "bring", "chosen": "choose",
+    "frozen": "freeze", "stolen": "steal", "struck": "strike", "shaken": "shake", "seen": "see",
+    "sung": "sing", "spun": "spin", "torn": "tear", "woven": "weave", "broken": "break",
+    "hit": "hit", "led": "lead", "lit": "light", "sat": "sit", "stood": "stand",
+}
+
+
+def stem(word: str) -> str:
+    """One key for a verb's forms (riding, rides, ridden -> "rid"), only ever compared with
+    other verbs' keys."""
+    word = _IRREGULAR.get(word, word)
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if len(word) >= 3 and word[-1] == word[-2] and word[-1] not in "aeioulsz":
+        word = word[:-1]  # stopp -> stop
+    if word.endswith("i"):
+        word = word[:-1] + "y"  # carri -> carry
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+
+
+def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
+    """Each part's words, classed, after the rewrites of the module's docstring; None for a
+    prompt the reader leaves to the word-by-word comparison (a colour-only part glued on, a
+    noun whose plural is spelled alike)."""
+    pieces = [_having(_rewrite(list(part))) for part in parts]
+    if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
+        return None  # "the sheep is / are grazing": only the verb tells one from many
+    return [_classes(piece) for piece in _attach(_join_lists(pieces))]
+
+
+def _rewrite(tokens: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        word, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
+        if len(word) == 1 and word.isdigit() and i and len(tokens[i - 1]) == 1 and out and out[-1].isdigit():
+            out[-1] += word  # "3 5 mm"
+        elif word == "s" and out and out[-1].isdigit():
+            out[-1] += word  # "1960 s"
+        elif (word, nxt) == ("in", "color") and out and out[-1] in lx.COLORS:
+            i += 1
+        elif word in ("colored", "color") and nxt in lx.COLORS:
+            pass
+        elif word in ("painted", "dyed") and nxt in lx.COLORS and out:
+            out += ["that", "is"]
+        elif i == 0 and word in _MADE_BY and nxt == "by":
+            out.append(_MADE_BY[word])
+        elif word in ("to", "on") and nxt == "its" and i + 2 < len(tokens) and tokens[i + 2] in _ITS_SIDE:
+            out += [_ITS_SIDE[tokens[i + 2]], "it"]
+            i += 2
+        else:
+            for length in _PHRASE_LENGTHS:
+                phrase = tuple(tokens[i:i + length])
+                if len(phrase) == length and phrase in _PHRASES:
+                    out.append(_PHRASES[phrase])
+                    i += length - 1
+                    break
+            else:
+                out.append(word)
+        i += 1
+    return out
+
+
+def _plain(word: str) -> bool:
+    """Whether a word can only be a thing's."""
+    return not (word in PREPOSITIONS or " " in word or word in _PRONOUNS or word in _RELATIVE
+                or word in _COPULAS or word == "and")
+
+
+def _having(tokens: list[str]) -> list[str]:
+    """"a very long-necked old man" -> "an old man with a very long neck": the word before
+    the -ed word (and a degree word before that) goes with the part it names."""
+    for at, word in enumerate(tokens):
+        if word not in _HAVING:
+            continue
+        start = at
+        if start > 0 and _plain(tokens[start - 1]) and tokens[start - 1] not in _HAVING:
+            start -= 1
+            if start > 0 and tokens[start - 1] in _DEGREE:
+                start -= 1
+        end = at + 1
+        while end < len(tokens) and _plain(tokens[end]) and tokens[end] not in _HAVING:
+            end += 1
+        if end == at + 1:
+            return tokens  # nothing after it to have the part: "a frog, winged"
+        rest = tokens[end:]
+        if rest[:1] == ["with"]:
+            rest = ["and", *rest[1:]]  # "... with fair skin" joins the list of what it has
+        return _having([*tokens[:start], *tokens[at + 1:end], "with", *tokens[start:at], _HAVING[word], *rest])
+    return tokens
+
+
+def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
+    out: list[list[str]] = []
+    i = 0
+    while i < len(pieces):
+        piece = pieces[i]
+        if "by" in piece[:-1]:
+            j = i + 1
+            while j < len(pieces) and all(map(_plain, pieces[j])):
+                j += 1
+            if j < len(pieces):
+                last = pieces[j]
+                if "and" in last and all(_plain(w) or w == "and" for w in last):
+                    joined = list(piece)
+                    for more in pieces[i + 1:j + 1]:
+                        joined += ["and", *more]
+                    out.append(joined)
+                    i = j + 1
+                    continue
+        out.append(piece)
+        i += 1
+    return out
+
+
+def _attach(pieces: list[list[str]]) -> list[list[str]]:
+    out: list[list[str]] = []
+    pieces = list(pieces)
+    for i, piece in enumerate(pieces):
+        leading = bool(piece) and (piece[0] in PREPOSITIONS or piece[0] in _PLACES) and piece[0] != "by"
+        if leading and i + 1 < len(pieces):
+            pieces[i + 1] = [*pieces[i + 1], *piece]
+        elif leading and out:
+            out[-1] = [*out[-1], *piece]
+        else:
+            out.append(piece)
+    return out
+
+
+def _classes(tokens: list[str]) -> list[Word]:
+    out: list[Word] = []
+    for i, word in enumerate(tokens):
+        before = [cls for cls, _ in out if cls != COPULA]  # "a broom (being) ridden"
+        after_thing = bool(before) and before[-1] in (WORD, PRONOUN)
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if word in (MADE_OF, STYLE_OF):
+            out.append((word, word))
+        elif word == REVERSED:
+            out += [(VERB, "say"), (REVERSED, word)]  # "'open' written on a sign": the sign says it
+        elif word in _RELATIVE:
+            if nxt in _COPULAS:
+                out.append((WHICH_IS, word))
+        elif word in _COPULAS:
+            if not out or out[-1][0] != WHICH_IS:
+                out.append((COPULA, word))
+        elif word == "s" and after_thing:
+            out.append((POSSESSIVE_S, word))
+        elif word in _PRONOUNS:
+            out.append((PRONOUN, word))
+        elif word == "and":
+            out.append((AND, word))
+        elif word in PREPOSITIONS or " " in word:
+            out.append((RELATION, word))
+        elif word in _SAYS and after_thing or _is_verb(word, after_thing, nxt):
+            out.append((VERB, word))
+        else:
+            out.append((WORD, word))
+    return out
+
+
+def _is_verb(word: str, after_thing: bool, nxt: str | None) -> bool:
+    """Whether ``word`` acts as a verb here (``after_thing``: right after a thing)."""
+    if word in lx.VERB_FORMS or word in _IRREGULAR and (nxt == "by" or after_thing):
+        return after_thing or word.endswith("ing")
+    if word.endswith("ing") and len(word) > 4 and word not in _ING_NOUNS and word not in _ING_ADJECTIVES:
+        return after_thing  # "a dog sleeping"; not "in a recording booth"
+    if word.endswith("s") and (word[:-1] in lx.VERB_FORMS or word[:-1] in _S_VERBS) and after_thing:
+        return nxt in PREPOSITIONS  # "a man stands in the shade"
+    participle = word.endswith("ed") and len(word) > 4 or word in _IRREGULAR
+    return participle and after_thing and nxt in PREPOSITIONS

@@ -1,0 +1,111 @@
+"""The scene reader: prompts that build one scene with another sentence are the same request;
+look-alike rebuildings that move a role, an attribute, a count or a relation are not.
+
+All prompts are made up for these tests; every pair is checked in both directions.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from imgcache.match.semantic.scene import scene
+from imgcache.match.semantic.verifier import SCENE_REASON, _analyse, verify
+from imgcache.normalize import normalize_prompt
+
+REBUILT = [
+    ("a spaceship made of cardboard", "a cardboard spaceship"),
+    ("a statue carved from marble", "a marble statue"),
+    ("a cake made with chocolate", "a chocolate cake"),
+    ("a rabbit sitting on a turtle's back", "a rabbit sitting on the back of a turtle"),
+    ("a turtle with a rabbit sitting on its back", "a rabbit sitting on the back of a turtle"),
+    ("four teacups surrounding a kettle", "a kettle with four teacups around it"),
+    ("a witch riding a broom", "a broom being ridden by a witch"),
+    ("a man wearing a hat", "a hat worn by a man"),
+    ("a dog chasing a cat", "a cat chased by a dog"),
+    ("a cat eating a mouse", "a mouse eaten by a cat"),
+    ("a painting of a fox in the style of Starry Night", "Starry Night-style painting of a fox"),
+    ("A banana on the left of an apple.", "An apple on the right of a banana."),
+    ("a lamp above a desk", "a desk below a lamp"),
+    ("a cat on a table", "a table with a cat on it"),
+    ("a cat on a table", "a table with a cat on top"),
+    ("On the street, five cars.", "five cars on the street"),
+    ("On the grass sit two cats and two dogs.", "Two cats and two dogs sitting on the grass."),
+    ("a blue cup and a green phone", "a green phone and a blue cup"),
+    ("A giraffe that is pink.", "A pink giraffe."),
+    ("a car painted pink", "a pink car"),
+    ("a winged frog", "a frog with wings"),
+    ("a red-haired woman with green eyes", "a woman with red hair and green eyes"),
+    ("a painting by Monet, Renoir and Degas", "a painting by Degas and Renoir and Monet"),
+    ("painted by Monet and Degas", "a painting by Degas and Monet"),
+    ("A sign that says 'open'.", "'open' written on a sign."),
+    ("A sign that says 'open'.", "A sign reading 'open'."),
+    ("a single rose", "one rose"),
+    ("1 9 9 0 s fashion", "1990s fashion"),
+    ("a donkey holding a rope in its mouth", "a donkey holding a rope in the donkey's mouth"),
+]
+
+LOOK_ALIKE = [
+    ("a rabbit sitting on the back of a turtle", "a rabbit with a turtle sitting on its back"),
+    ("four teacups surrounding a kettle", "a teacup surrounded by four kettles"),
+    ("a yellow tiger with blue stripes", "a yellow-striped blue tiger"),
+    ("a spaceship made of cardboard", "a spaceship carrying cardboard boxes"),
+    ("a train on top of a surfboard", "a train with a surfboard on top of it"),
+    ("a car on the left of a bus", "a car with a bus to its left"),
+    ("a dog chasing a cat", "a dog chased by a cat"),
+    ("a horse ridden by an astronaut", "a horse riding an astronaut"),
+    ("a green cup and a blue phone", "a green phone and a blue cup"),
+    ("two cats and a dog on a mat", "two dogs and a cat on a mat"),
+    ("a toy cat", "a cat toy"),
+    ("a dog's toy", "a toy of a dog"),
+    ("a model of a car", "a car's model"),
+    ("a statue of a man", "a man's statue"),
+    ("Monet's painting of a bridge", "a painting of Monet on a bridge"),
+    ("a painting of Norman Rockwell by Monet", "a painting by Norman Rockwell and Monet"),
+    ("a cat in a cardboard box", "a cardboard cat in a box"),
+    ("a dog with a cat on its head", "a cat with a dog on its head"),
+    ("a house by the sea, a dog", "a dog by the sea, a house"),
+    ("a cat on a mat in a room", "a cat in a room on a mat"),
+    ("a blue-eyed cat with red fur", "a red-eyed cat with blue fur"),
+    ("a cat to the left of a dog", "a cat to the right of a dog"),
+    ("a tree in front of a house", "a house in front of a tree"),
+    ("a tree in front of a house", "a tree behind a house"),
+    ("a sign that says 'open'", "a sign that says 'closed'"),
+    ("a man holding a baby", "a baby holding a man"),
+    ("the sheep is grazing on a hill", "the sheep are grazing on a hill"),
+    ("a cat, a dog house", "a dog, a cat house"),
+]
+
+
+def same(a: str, b: str) -> bool:
+    a, b = normalize_prompt(a), normalize_prompt(b)
+    forward, backward = verify(a, b), verify(b, a)
+    assert forward.same == backward.same
+    return forward.same
+
+
+@pytest.mark.parametrize(("stored", "query"), REBUILT, ids=[f"{a} / {b}" for a, b in REBUILT])
+def test_a_rebuilt_sentence_is_the_same_request(stored: str, query: str) -> None:
+    assert same(stored, query)
+    assert verify(normalize_prompt(stored), normalize_prompt(query)).reason == SCENE_REASON
+
+
+@pytest.mark.parametrize(("stored", "query"), LOOK_ALIKE, ids=[f"{a} / {b}" for a, b in LOOK_ALIKE])
+def test_a_look_alike_rebuilding_is_another_request(stored: str, query: str) -> None:
+    assert not same(stored, query)
+
+
+@pytest.mark.parametrize("prompt", [
+    "a photo of a painting of a sculpture of a giraffe",  # "X of Y of Z"
+    "a cat that is a pet of a dog",
+    "it sits on a mat",                                   # a pronoun with nothing to stand for
+    "a cat on",                                           # a relation with nothing after it
+    "a box carried by",                                   # a passive with no agent
+    "Monet's painting",                                   # by Monet, or of him
+])
+def test_what_the_reader_cannot_place_is_left_to_the_word_comparison(prompt: str) -> None:
+    assert scene(_analyse(normalize_prompt(prompt))) is None
+
+
+def test_the_scene_lists_things_relations_and_styles() -> None:
+    facts = dict(scene(_analyse(normalize_prompt("a witch riding a broom, in the style of Turner"))) or ())
+    assert facts == {("rel", (("witch",), None), "rid", (("broom",), None)): 1, ("style", ("turner",)): 1}
