@@ -110,6 +110,7 @@ class Calls:
             _check_inputs(request)
             hit = await self._aget(request) if lookup else None
             if hit is None and lookup and store and self.lookup.near_wanted(request):
+                await self.lookup.embed_ahead(request)
                 hit = await asyncio.to_thread(self.lookup.near, request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)

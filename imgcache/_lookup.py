@@ -137,6 +137,20 @@ class Lookup:
             return self._semantic_hit(request)
         return None
 
+    async def embed_ahead(self, request: Request) -> None:
+        """From a coroutine, before :meth:`near` runs in a worker thread: embed the request's
+        prompt batched with the other coroutines' (see
+        :meth:`SemanticMatcher.embed_ahead <imgcache.match.semantic.matcher.SemanticMatcher.embed_ahead>`).
+        Only once the matcher exists (the first lookup creates it, in a thread); a failure is
+        logged and left to :meth:`near`, which embeds again."""
+        matcher = self._semantic if self.semantic_wanted(request) else None
+        if matcher is None:
+            return
+        try:
+            await matcher.embed_ahead(request)
+        except Exception as exc:  # an embedder that fails: near() meets it again and decides
+            log.debug("imgcache: embedding ahead failed for %s: %r", request.key[:12], exc)
+
     def _alias(self, request: Request, hit: Hit, match: str, matched: dict[str, Any]) -> Hit | None:
         """Store ``hit`` under ``request``'s key as a ``match`` hit; None if the stored entry
         was made for a request of another scope (the indexes never cross scopes; a damaged

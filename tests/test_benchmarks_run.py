@@ -249,6 +249,21 @@ def test_bench_semantic_speed_quick_json() -> None:
         assert name in stderr
 
 
+@pytest.mark.timeout(180)
+def test_bench_semantic_burst_quick_json() -> None:
+    _semantic_prerequisites()
+    results, stderr = _run_json("bench_semantic_burst.py")
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"semantic_burst", "semantic_burst_unbatched"}
+    for name, result in by_name.items():
+        assert "error" not in result, f"{name}: {result.get('error')}"
+        for side in ("candidate", "baseline"):
+            for key in FIGURES:
+                assert _number(result[side][key]) and result[side][key] > 0, f"{name} {side} {key}"
+        assert _number(result["ratio"]) and result["ratio"] > 0
+        assert name in stderr
+
+
 def test_bench_hamming_quick_json() -> None:
     results, _ = _run_json("bench_hamming.py")
     assert {r["name"] for r in results} == {"hamming_search_r6", "hamming_search_r8", "hamming_search_r10"}

@@ -36,6 +36,9 @@ class SemanticOptions:
     """How stale a process's view of other processes' entries may be, in seconds."""
     recent: int = 100
     """Semantic hits kept for ``imgcache stats`` and ``imgcache inspect``."""
+    batch_embeddings: bool = True
+    """Embed the prompts of concurrent lookups together, in one worker thread (False: each
+    lookup calls the embedder itself, in its own thread)."""
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ an embedder's ``name`` is part of every semantic scope, so vectors of two models
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -102,6 +104,98 @@ class CallableEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return _unit_rows(self.fn(list(texts)))
+
+
+class _Job:
+    """Texts waiting to be embedded, and what came of them."""
+
+    def __init__(self, texts: list[str], settled: Callable[[], None] | None = None) -> None:
+        self.texts = texts
+        self.vectors: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.settled = settled  # called (in the worker) once vectors or error are set
+
+    def settle(self, vectors: np.ndarray | None, error: BaseException | None) -> None:
+        self.vectors, self.error = vectors, error
+        self.done.set()
+        if self.settled is not None:
+            self.settled()
+
+    def result(self) -> np.ndarray:
+        if self.error is not None:
+            raise self.error
+        assert self.vectors is not None
+        return self.vectors
+
+
+class BatchingEmbedder:
+    """Embeds the texts of concurrent callers together, one batch at a time, in one worker
+    thread: a lone call waits for nothing, and a burst of lookups costs a batch or two
+    instead of one model call each (CPU models compete for the same cores: one at a time is
+    faster than all at once). The wrapped embedder's ``name`` is kept (vectors are the
+    same); it is only ever called from the worker."""
+
+    def __init__(self, inner: Embedder, *, max_batch: int = 64) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_batch = max_batch
+        self._jobs: deque[_Job] = deque()
+        self._lock = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._pid = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        job = _Job(list(texts))
+        self._submit(job)
+        job.done.wait()
+        return job.result()
+
+    async def embed_async(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`embed` for a coroutine: the event loop waits for the batch, not a thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settled() -> None:
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
+
+        job = _Job(list(texts), settled)
+        self._submit(job)
+        await future
+        return job.result()
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._worker is None or self._pid != os.getpid() or not self._worker.is_alive():
+                self._pid = os.getpid()  # a forked child has no worker of its parent's
+                self._worker = threading.Thread(target=self._work, name="imgcache-embed", daemon=True)
+                self._worker.start()
+            self._lock.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs:
+                    self._lock.wait()
+                batch = [self._jobs.popleft()]
+                size = len(batch[0].texts)
+                while self._jobs and size + len(self._jobs[0].texts) <= self.max_batch:
+                    size += len(self._jobs[0].texts)
+                    batch.append(self._jobs.popleft())
+            texts = [text for job in batch for text in job.texts]
+            try:
+                vectors = _unit_rows(self.inner.embed(texts)) if texts else np.zeros((0, 0), np.float32)
+                if len(vectors) != len(texts):
+                    raise ValueError(f"the embedder {self.name} returned {len(vectors)} vectors for {len(texts)} texts")
+            except Exception as exc:  # every caller of the batch gets the error
+                for job in batch:
+                    job.settle(None, exc)
+                continue
+            start = 0
+            for job in batch:
+                job.settle(vectors[start:start + len(job.texts)], None)
+                start += len(job.texts)
 
 
 def make_embedder(spec: str | Embedder | Callable[[list[str]], Any] | None) -> Embedder:

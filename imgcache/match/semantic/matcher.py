@@ -31,7 +31,7 @@ import numpy as np
 from ..._vocabulary import HEX_ID, compact_json
 from ...request import Request, canonical_json
 from ..config import FEED, RECENT, SemanticOptions
-from .embed import Embedder, make_embedder
+from .embed import BatchingEmbedder, Embedder, make_embedder
 from .index import Candidate, SemanticIndex
 from .verifier import Verdict, content_text, verify
 
@@ -64,7 +64,8 @@ class SemanticMatcher:
         self.namespace = entries.namespace
         self.entries = entries
         self.options = options
-        self.embedder: Embedder = make_embedder(options.embedder)
+        embedder = make_embedder(options.embedder)
+        self.embedder: Embedder = BatchingEmbedder(embedder) if options.batch_embeddings else embedder
         self.index = SemanticIndex()
         self.feed = entries.feed(FEED, max_entries=options.max_entries, sync_interval=options.sync_interval)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
@@ -86,15 +87,28 @@ class SemanticMatcher:
     def _embed(self, request: Request, text: str) -> np.ndarray:
         with self._vectors_lock:
             vector = self._vectors.get(request.key)
-        if vector is None:
-            vector = self.embedder.embed([text])[0]
-            if vector.ndim != 1 or not np.all(np.isfinite(vector)) or not np.any(vector):
-                raise ValueError(f"the embedder {self.embedder.name} returned an unusable vector")
-            self._dim = len(vector)
-            with self._vectors_lock:
-                self._vectors[request.key] = vector
-                while len(self._vectors) > 1024:
-                    self._vectors.popitem(last=False)
+        return vector if vector is not None else self._remember(request, self.embedder.embed([text])[0])
+
+    async def embed_ahead(self, request: Request) -> None:
+        """Embed a request's prompt from a coroutine, batched with the others in flight, so
+        that its lookup (in a worker thread) finds the vector made: a burst of concurrent
+        misses is a batch or two, not one model call per request in as many threads."""
+        text = self._text(request)
+        if not text or not isinstance(self.embedder, BatchingEmbedder):
+            return
+        with self._vectors_lock:
+            if request.key in self._vectors:
+                return
+        self._remember(request, (await self.embedder.embed_async([text]))[0])
+
+    def _remember(self, request: Request, vector: np.ndarray) -> np.ndarray:
+        if vector.ndim != 1 or not np.all(np.isfinite(vector)) or not np.any(vector):
+            raise ValueError(f"the embedder {self.embedder.name} returned an unusable vector")
+        self._dim = len(vector)
+        with self._vectors_lock:
+            self._vectors[request.key] = vector
+            while len(self._vectors) > 1024:
+                self._vectors.popitem(last=False)
         return vector
 
     # -- lookup ---------------------------------------------------------------------------

@@ -16,7 +16,11 @@ dog on a cat" embed almost identically. :func:`verify` decides, by lexical align
 5. two prompts are the same iff their multisets of parts are equal, each part an *ordered*
    token sequence: so comma-separated parts may be reordered, but any word that one prompt
    has and the other lacks (a colour, a number, "without", "woodcut", "sunset", "close up")
-   or a change of word order inside a part (who rides whom) makes them different.
+   or a change of word order inside a part (who rides whom) makes them different;
+6. prompts that step 5 finds different are compared once more as the scene they describe
+   (:mod:`imgcache.match.semantic.scene`: things, relations, styles), so a sentence rebuilt
+   in another voice or order is the same request, while a role, count or attribute moved to
+   another thing is not.
 
 Conservative by design: a wrong image is worse than a miss. Linear in the prompt's length.
 """
