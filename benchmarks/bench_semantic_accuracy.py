@@ -299,6 +299,7 @@ def run_cache(cache: Cache, rows: list[dict[str, str]], out: TextIO) -> tuple[Re
 
 def encode(embedder: Any, texts: list[str]) -> np.ndarray:
     """Unit rows, in batches of 64, with the cache's already loaded model."""
+    embedder = getattr(embedder, "inner", embedder)  # the model behind the cache's batching
     model = getattr(embedder, "_model", None)
     if model is None and hasattr(embedder, "_load"):
         model = embedder._load()

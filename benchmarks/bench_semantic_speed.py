@@ -206,6 +206,7 @@ class Corpus:
 
 
 def _model(embedder: Any) -> Any:
+    embedder = getattr(embedder, "inner", embedder)  # the model behind the cache's batching
     model = getattr(embedder, "_model", None)
     if model is None and hasattr(embedder, "_load"):
         model = embedder._load()
