@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -98,3 +99,57 @@ def test_a_burst_of_concurrent_misses_through_the_cache(tmp_path: Path, batched:
         assert len(record.batches) < 16
     else:
         assert len(record.batches) >= 32 and max(record.batches) == 1
+
+
+def test_a_caller_whose_event_loop_is_gone_leaves_the_worker_serving_the_others() -> None:
+    """An async caller gives up and its loop closes; a thread's job in the same batch is still
+    answered (settling the first must not kill the worker before the second)."""
+    batching = BatchingEmbedder(CallableEmbedder(Recorder(delay=0.2), name="r"))
+    busy = threading.Thread(target=batching.embed, args=(["keeps the worker busy"],))
+    busy.start()
+    time.sleep(0.05)
+
+    async def impatient() -> None:
+        await asyncio.wait_for(batching.embed_async(["gives up"]), timeout=0.05)
+
+    got: list[np.ndarray] = []
+    patient = threading.Thread(target=lambda: got.append(batching.embed(["waits"])))
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(impatient())  # queued behind the busy batch; its loop is closed when it is settled
+    patient.start()  # joins the impatient job's batch, or the next one
+    patient.join(timeout=10)
+    busy.join(timeout=10)
+    assert got and got[0].shape == (1, 3)
+    assert batching.embed(["after"]).shape == (1, 3)
+
+
+def test_the_worker_ends_when_idle_and_starts_again() -> None:
+    batching = BatchingEmbedder(CallableEmbedder(Recorder(delay=0), name="r"))
+    batching.IDLE_SECONDS = 0.05
+    batching.embed(["a"])
+    deadline = time.monotonic() + 5
+    while batching._working and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not batching._working  # no thread left behind by a closed cache's matcher
+    assert batching.embed(["b"]).shape == (1, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_embeds_with_a_worker_of_its_own() -> None:
+    batching = BatchingEmbedder(CallableEmbedder(Recorder(delay=0), name="r"))
+    batching.embed(["parent"])  # the parent's worker exists
+    pid = os.fork()
+    if pid == 0:  # the child: its own worker, or it would wait forever
+        try:
+            os._exit(0 if batching.embed(["child"]).shape == (1, 3) else 1)
+        except BaseException:  # noqa: BLE001 - the child reports any failure by its exit status
+            os._exit(2)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child never got its embedding")

@@ -9,9 +9,12 @@ an embedder's ``name`` is part of every semantic scope, so vectors of two models
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import hashlib
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -109,22 +112,27 @@ class CallableEmbedder:
 class _Job:
     """Texts waiting to be embedded, and what came of them."""
 
-    def __init__(self, texts: list[str], settled: Callable[[], None] | None = None) -> None:
+    def __init__(self, texts: list[str], on_done: Callable[[], None] | None = None) -> None:
         self.texts = texts
         self.vectors: np.ndarray | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
-        self.settled = settled  # called (in the worker) once vectors or error are set
+        self.on_done = on_done  # called in the worker once vectors or error are set
 
     def settle(self, vectors: np.ndarray | None, error: BaseException | None) -> None:
         self.vectors, self.error = vectors, error
         self.done.set()
-        if self.settled is not None:
-            self.settled()
+        if self.on_done is not None:
+            with contextlib.suppress(RuntimeError):  # the caller's event loop is gone
+                self.on_done()
 
     def result(self) -> np.ndarray:
         if self.error is not None:
-            raise self.error
+            try:  # each caller its own copy: one exception raised in many threads grows one traceback
+                error = copy.copy(self.error)
+            except Exception:  # noqa: BLE001 - an exception that cannot be copied is raised as it is
+                error = self.error
+            raise error.with_traceback(None) from self.error
         assert self.vectors is not None
         return self.vectors
 
@@ -134,16 +142,22 @@ class BatchingEmbedder:
     thread: a lone call waits for nothing, and a burst of lookups costs a batch or two
     instead of one model call each (CPU models compete for the same cores: one at a time is
     faster than all at once). The wrapped embedder's ``name`` is kept (vectors are the
-    same); it is only ever called from the worker."""
+    same); it is only ever called from the worker, which ends after IDLE_SECONDS without
+    work and starts again with the next call (also in a forked child)."""
+
+    IDLE_SECONDS = 30.0
 
     def __init__(self, inner: Embedder, *, max_batch: int = 64) -> None:
         self.inner = inner
         self.name = inner.name
         self.max_batch = max_batch
+        self._reset()
+        _BATCHERS.add(self)
+
+    def _reset(self) -> None:
         self._jobs: deque[_Job] = deque()
         self._lock = threading.Condition()
-        self._worker: threading.Thread | None = None
-        self._pid = 0
+        self._working = False
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         job = _Job(list(texts))
@@ -156,10 +170,10 @@ class BatchingEmbedder:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
-        def settled() -> None:
+        def done() -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
 
-        job = _Job(list(texts), settled)
+        job = _Job(list(texts), done)
         self._submit(job)
         await future
         return job.result()
@@ -167,35 +181,60 @@ class BatchingEmbedder:
     def _submit(self, job: _Job) -> None:
         with self._lock:
             self._jobs.append(job)
-            if self._worker is None or self._pid != os.getpid() or not self._worker.is_alive():
-                self._pid = os.getpid()  # a forked child has no worker of its parent's
-                self._worker = threading.Thread(target=self._work, name="imgcache-embed", daemon=True)
-                self._worker.start()
+            if not self._working:
+                self._working = True
+                threading.Thread(target=self._work, name="imgcache-embed", daemon=True).start()
             self._lock.notify()
 
+    def _next_batch(self) -> list[_Job]:
+        """The jobs of the next batch (at most max_batch texts, one job at least); none after
+        IDLE_SECONDS without work, and the worker ends."""
+        with self._lock:
+            if not self._jobs:
+                self._lock.wait(self.IDLE_SECONDS)
+            if not self._jobs:
+                self._working = False
+                return []
+            batch = [self._jobs.popleft()]
+            size = len(batch[0].texts)
+            while self._jobs and size + len(self._jobs[0].texts) <= self.max_batch:
+                size += len(self._jobs[0].texts)
+                batch.append(self._jobs.popleft())
+            return batch
+
     def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._jobs:
-                    self._lock.wait()
-                batch = [self._jobs.popleft()]
-                size = len(batch[0].texts)
-                while self._jobs and size + len(self._jobs[0].texts) <= self.max_batch:
-                    size += len(self._jobs[0].texts)
-                    batch.append(self._jobs.popleft())
+        while batch := self._next_batch():
             texts = [text for job in batch for text in job.texts]
             try:
-                vectors = _unit_rows(self.inner.embed(texts)) if texts else np.zeros((0, 0), np.float32)
+                vectors = np.asarray(self.inner.embed(texts), dtype=np.float32)
                 if len(vectors) != len(texts):
                     raise ValueError(f"the embedder {self.name} returned {len(vectors)} vectors for {len(texts)} texts")
-            except Exception as exc:  # every caller of the batch gets the error
+            except BaseException as exc:  # every caller of the batch gets the error
                 for job in batch:
                     job.settle(None, exc)
+                if not isinstance(exc, Exception):
+                    with self._lock:
+                        self._working = False
+                    raise
                 continue
             start = 0
             for job in batch:
                 job.settle(vectors[start:start + len(job.texts)], None)
                 start += len(job.texts)
+
+
+_BATCHERS: weakref.WeakSet[BatchingEmbedder] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """A forked child has none of its parent's threads, and may hold a copy of a lock one of
+    them had: every batcher starts afresh (its parent's waiting jobs are the parent's)."""
+    for batcher in list(_BATCHERS):
+        batcher._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def make_embedder(spec: str | Embedder | Callable[[list[str]], Any] | None) -> Embedder:

@@ -9,21 +9,23 @@ kettle with four teacups around it". :func:`scene` reads the prompt's words (cla
 
 * *things*: a run of a thing's words, the last the head and the others its modifiers in their
   order ("yellow tiger"). "X made of Y" puts Y before X's head; "X's Y" and "Y of X" give Y an
-  owner, unless Y depicts X ("Monet's painting" is not "a painting of Monet": left to the
-  word-by-word comparison); "X that is Y" is "Y X";
+  owner, unless Y depicts X ("Monet's painting" is not "a painting of Monet"); "X that is
+  pink" is "pink X" (colours and sizes only: "a house that is a boat" is no "boat house");
 * *relations*: a verb and/or a relation word from the thing before it to the thing after it
-  ("rabbit -sit on-> back of turtle"). A passive "Y (being) V-ed by X" is "X V Y"; "X with Y
-  <relation> it / its Z" is "Y <relation> X / Z of X"; "its Z" elsewhere is the part's first
-  thing's Z; "left of" / "right of", "above" / "below", "in front of" / "behind" are one
-  relation read one way; "surrounding" is "around", "featuring" is "with"; things joined by
-  "and" act together ("with A and B" is "with A" and "with B"). A sentence that starts with
-  where ("on the grass sit two cats") is read in the usual order;
+  ("rabbit -ride-> broom"). A passive "Y (being) ridden by X" is "X ride Y"; "X with Y
+  <relation> it / its Z" is "Y <relation> X / Z of X"; "left of" / "right of", "above" /
+  "below", "in front of" / "behind" are one relation read one way; "surrounding" is
+  "around", "featuring" is "with"; things joined by "and" before a relation act together,
+  "with A and B" is "with A" and "with B", "by A and B" keeps its order;
 * *styles*: "in the style of X", "X-style <medium>", "..., X style".
 
-Two prompts describe the same scene when their facts are equal as multisets. Anything the
-reader cannot place (a pronoun with nothing to stand for, a passive with no agent, a relation
-word with nothing after it, "X of Y of Z") makes it unsure, and unsure is "different": the
-scene only ever turns a miss into a hit where every word stands in the same role.
+Two prompts describe the same scene when their facts are equal as multisets. What a reader
+of English could attach two ways makes it unsure, and unsure is "different": a relation after
+a relation's object ("a cat on a mat chased by a dog": the cat or the mat?), things joined by
+"and" after a relation ("wearing a hat and a woman"), "his" / "her", "its" with two things to
+stand for, "-ing by" (walking by a woman), a passive with several agents, "X of Y of Z",
+"that is" after "and" or a relation, a copula it does not know, and (in the verifier) quoted
+text, which must match as written.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .sentence import (
     WORD,
     Word,
     classify,
+    is_participle,
     stem,
 )
 
@@ -54,8 +57,15 @@ __all__ = ["scene"]
 
 Fact = tuple[object, ...]
 _INVERSE = {"right of": "left of", "below": "above", "behind": "in front of"}
-_VERB_RELATIONS = {"surround": "around", "featur": "with", "say": "say", "read": "say"}
-_POSSESSIVE = frozenset({"its", "his", "her", "their"})
+_VERB_RELATIONS = {"surround": "around", "feature": "with"}
+_NEUTER = frozenset({"it", "its", "them", "their"})  # "his" / "her" would need a gender: unsure
+# What "X written on Y" can say of Y ("Y says X"): signs and the like, not a person.
+_TEXT_BEARERS = frozenset({
+    "sign", "signs", "board", "billboard", "banner", "poster", "storefront", "shopfront", "label", "note",
+    "card", "cover", "page", "paper", "wall", "door", "screen", "shirt", "t", "plaque", "placard", "menu",
+    "book", "cake", "mug", "cup", "box", "bag", "flag", "sticker", "tag", "ticket", "letter", "envelope",
+})
+_QUALITIES = lx.COLORS | lx.SIZES | lx.PALETTE  # what "X that is Y" may say of X
 # "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
 _DEPICTIONS = lx.MEDIA | frozenset({
     "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
@@ -137,11 +147,11 @@ def _bind(units: list[Unit]) -> list[Unit]:
             i += 2
             continue
         if cls in (POSSESSIVE_S, MADE_OF, WHICH_IS) or (cls, value) == (RELATION, "of"):
-            if not isinstance(after, _Thing):
-                raise _Unsure
+            if not isinstance(after, _Thing) or (cls in (MADE_OF, WHICH_IS) and len(out) > 1 and out[-2][0] == AND):
+                raise _Unsure  # "a cup and a plate made of gold": the plate, or both?
             if isinstance(other, _Thing):
-                if cls == WHICH_IS and not (i + 2 == len(units) or units[i + 2][0] == AND):
-                    raise _Unsure  # "a cat that is a pet of ..."
+                if cls == WHICH_IS and (i + 2 < len(units) or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
+                    raise _Unsure  # "painted red and white"; "a man with a dog who is happy": who is?
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
                 continue
@@ -152,7 +162,7 @@ def _bind(units: list[Unit]) -> list[Unit]:
         if cls == "thing":
             assert isinstance(value, _Thing)
             words = value.words
-            if "style" in words[:-1] and words[0] != "style":  # "starry night style painting"
+            if "style" in words[:-1] and words[0] != "style" and words[-1] in lx.MEDIA:  # "starry night style painting"
                 at = words.index("style")
                 out.append(("style", words[:at]))
                 value = _Thing(words[at + 1:])
@@ -176,8 +186,8 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
             raise _Unsure
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
-        if after.owner is not None:
-            raise _Unsure
+        if after.owner is not None or not set(after.words) <= _QUALITIES:
+            raise _Unsure  # "a house that is a boat" is not "a boat house"
         return _Thing((*after.words, *before.words), before.owner)
     if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
         raise _Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
@@ -212,15 +222,21 @@ class _Part:
     first: Node | None = None    # the part's first thing: what "its" stands for
     host: Node | None = None     # X of "X with Y ... it"
     pending: tuple[Node, str, bool] | None = None  # subject, relation, whether a verb's
+    last_is_object: bool = False  # ``last`` ends a relation: what follows may be about either
 
     def relate(self, subject: Node, relation: str, obj: Node | None, verb: bool) -> None:
-        if relation == "with" and isinstance(obj, tuple):  # "with red hair and blue eyes"
-            for member in obj:
-                self.relate(subject, relation, member, verb)
-            return
+        if isinstance(obj, tuple):
+            if relation == "with":  # "with red hair and blue eyes"
+                for member in obj:
+                    self.relate(subject, relation, member, verb)
+                return
+            if relation != "by":  # "wearing a hat and a woman": the woman worn, or beside?
+                raise _Unsure
         if obj is not None and not verb and relation in _INVERSE:
             subject, relation, obj = obj, _INVERSE[relation], subject
-        self.facts[("rel", _key(subject), relation, _key(obj) if obj is not None else None)] += 1
+        target = obj if relation != "by" or not isinstance(obj, tuple) else ("by", *(t.key() for t in obj))
+        self.facts[("rel", _key(subject), relation, None if target is None else
+                    target if relation == "by" and isinstance(obj, tuple) else _key(target))] += 1
         stack = [*_members(subject), *_members(obj)]
         while stack:  # the things related, and their owners
             thing = stack.pop()
@@ -257,26 +273,28 @@ class _Part:
             i += 2
         self.things.append(node)
         self.first = self.first or node
+        self.last_is_object = False
         if self.pending is not None:
             subject, relation, verb = self.pending
             if relation == "with" and _refers_back(units[i + 1:]):
                 self.host = subject  # "X with Y <relation> it": Y relates to X, not X to Y
             else:
                 self.relate(subject, relation, node, verb)
+                self.last_is_object = True
             self.pending = None
         self.last = node
         return i
 
     def _pronoun(self, units: list[Unit], i: int) -> int:
-        if self.pending is None:
+        if self.pending is None or units[i][1] not in _NEUTER:
             raise _Unsure
         subject, relation, verb = self.pending
         owned = units[i + 1][1] if i + 1 < len(units) and units[i + 1][0] == "thing" else None
-        if self.host is None and units[i][1] in _POSSESSIVE and owned is not None:
-            self.host = self.first  # "a donkey holding a rope in its mouth"
+        if self.host is None and units[i][1] != "it" and owned is not None and len(self.things) == 1:
+            self.host = self.first  # "a fox sleeping on its tail": nothing else it could be
         if self.host is None:
             raise _Unsure
-        if units[i][1] in _POSSESSIVE and isinstance(owned, _Thing):
+        if units[i][1] != "it" and isinstance(owned, _Thing):
             if owned.owner is not None or not isinstance(self.host, _Thing):
                 raise _Unsure
             target: Node = _Thing(owned.words, self.host)
@@ -294,13 +312,13 @@ class _Part:
         assert isinstance(word, str)
         if self.last is None and (cls, word) == (RELATION, "by"):
             self.last = _PICTURE  # "..., by Monet"
-        if self.last is None or self.pending is not None:
-            raise _Unsure  # nothing to relate, or two relations in a row
+        if self.last is None or self.pending is not None or self.last_is_object:
+            raise _Unsure  # nothing to relate; two relations in a row; "a cat on a mat chased by ..."
         relation, verb = word, False
         nxt = units[i + 1] if i + 1 < len(units) else ("", None)
         if cls == VERB:
             relation, verb = stem(word), True
-            if nxt == (RELATION, "by") or nxt[0] == REVERSED:
+            if nxt[0] == REVERSED or (nxt == (RELATION, "by") and is_participle(word)):
                 return self._passive(units, i, _VERB_RELATIONS.get(relation, relation))
             if nxt[0] == RELATION:
                 relation = f"{relation} {nxt[1]}"
@@ -322,13 +340,19 @@ class _Part:
     def _passive(self, units: list[Unit], i: int, relation: str) -> int:
         """"Y V-ed by X" is "X V Y"; "Y written on X" (or on it): X says Y."""
         agent = units[i + 2] if i + 2 < len(units) else ("", None)
-        if agent[0] == PRONOUN and self.host is not None:
+        if i + 3 < len(units) and units[i + 3][0] == AND:
+            raise _Unsure  # "carried by a man and a woman": the reader takes one agent
+        if agent[0] == PRONOUN and agent[1] in _NEUTER and self.host is not None:
             actor, self.host = self.host, None
         elif agent[0] == "thing" and isinstance(agent[1], _Thing):
             actor = agent[1]
             self.things.append(actor)
         else:
             raise _Unsure
+        if units[i + 1][0] == REVERSED:
+            if not isinstance(actor, _Thing) or actor.words[-1] not in _TEXT_BEARERS:
+                raise _Unsure  # "a poem written on a girl" is not "a girl saying a poem"
+            relation = "say"
         assert self.last is not None
         self.relate(actor, relation, self.last, True)
         self.last = actor

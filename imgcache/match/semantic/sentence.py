@@ -6,15 +6,16 @@ Input: the parts of :func:`~imgcache.match.semantic.verifier._analyse` (lower ca
 dropped, synonyms and verb forms canonical). Rewrites, all meaning-preserving:
 
 * relation phrases become one word: "on top of" -> "on", "to the left of" -> "left of",
-  "inside (of)" -> "in", "made of / from / with", "carved in" (a material), "in the style of";
-* "3 5 mm" -> "35 mm", "1960 s" -> "1960s" (DiffusionDB's spacing), "a single rose" -> "1 rose";
+  "inside (of)" -> "in", "made of / from", "carved from" (a material), "in the style of";
+* "3 5 mm" -> "35 mm", "1960 s" -> "1960s" (DiffusionDB's spacing);
 * "red in color", "colored red", "painted red" -> "red" (the latter as "that is red");
-* "a long-necked man" -> "a man with a long neck", "a winged frog" -> "a frog with wings";
+* "a long-necked man" -> "a man with a long neck", "a winged frog" -> "a frog with wings"
+  (the word before goes with the part only if it describes one: a colour, a number, "long");
 * "painted by X" at the start of a part -> "painting by X";
 * "by A, B and C": the names commas split into parts joined again by "and";
-* a part that starts with a relation word is read with the next part ("on the street, five
-  cars" is "five cars on the street"), or, when it is the last, with the part before it;
-  "..., by X" stays alone (the picture's author).
+* a first part that starts with a relation word is read after the second when that one only
+  names things ("on the street, five cars" is "five cars on the street"), a last one after the
+  one before it on the same terms; "..., by X" stays alone (the picture's author).
 """
 
 from __future__ import annotations
@@ -53,10 +54,9 @@ _PHRASES: dict[tuple[str, ...], str] = {
     ("full", "of"): "full of", ("filled", "with"): "full of",
     ("covered", "in"): "covered in", ("covered", "with"): "covered in", ("dressed", "in"): "wear",
     ("made", "of"): MADE_OF, ("made", "out", "of"): MADE_OF, ("made", "from"): MADE_OF,
-    ("made", "with"): MADE_OF, ("carved", "in"): MADE_OF, ("carved", "from"): MADE_OF,
-    ("carved", "out", "of"): MADE_OF,
+    ("carved", "from"): MADE_OF, ("carved", "out", "of"): MADE_OF,
     ("in", "style", "of"): STYLE_OF, ("style", "of"): STYLE_OF,
-    ("written", "on"): REVERSED, ("single",): "1",
+    ("written", "on"): REVERSED,
 }
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
 _PLACES = frozenset({"in front of", "next to", "left of", "right of", "out of"})
@@ -74,7 +74,12 @@ _DEGREE = frozenset({"very", "extremely", "really", "super"})
 _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
 _RELATIVE = frozenset({"that", "which", "who"})
 _COPULAS = frozenset({"is", "are", "being", "be", "been", "was", "were"})
-_SAYS = frozenset({"says", "say", "saying", "reads", "read", "reading"})  # what a sign says
+_SAYS = frozenset({"says", "say", "saying"})  # what a sign says ("reading" a poem is not)
+# Words before an "-ed" word that describe the part it names ("red-haired", "one-eyed",
+# "long-necked"); any other stays with the thing ("a big striped cat": big cat, or big stripes?).
+_PART_WORDS = lx.COLORS | frozenset({"long", "short", "curly", "straight", "wavy", "dark", "light",
+                                     "blond", "blonde", "bald", "thick", "thin"})
+_UNITS = frozenset({"mm", "k", "s", "px", "fps", "d", "p"})  # "3 5 mm", "1 9 9 0 s"
 # -ing words that are nouns far more often than verbs, or describe rather than act.
 _ING_NOUNS = frozenset({
     "painting", "drawing", "building", "ceiling", "clothing", "evening", "morning", "wedding",
@@ -109,18 +114,24 @@ _IRREGULAR = {
 
 
 def stem(word: str) -> str:
-    """One key for a verb's forms (riding, rides, ridden -> "rid"), only ever compared with
-    other verbs' keys."""
+    """One key for a verb's forms (riding, rides, ridden -> "ride"; tapping -> "tap", taping
+    -> "tape"), only ever compared with other verbs' keys. Where the rules guess wrong
+    ("opening" -> "opene") two forms of one verb differ: a miss, never a false match."""
     word = _IRREGULAR.get(word, word)
-    for suffix in ("ing", "ed", "es", "s"):
+    for suffix in ("ing", "ed"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            break
-    if len(word) >= 3 and word[-1] == word[-2] and word[-1] not in "aeioulsz":
-        word = word[:-1]  # stopp -> stop
-    if word.endswith("i"):
-        word = word[:-1] + "y"  # carri -> carry
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+            base = word[: -len(suffix)]
+            if base[-1] == base[-2] and base[-1] not in "lsz":
+                return base[:-1]  # tapping -> tap
+            if base.endswith("i"):
+                return base[:-1] + "y"  # carried -> carry
+            vowels = "aeiou"
+            if base[-1] not in vowels + "wxy" and base[-2] in vowels and base[-3] not in vowels:
+                return base + "e"  # taping -> tape, riding -> ride
+            return base
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]  # rides -> ride
+    return word
 
 
 def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
@@ -138,8 +149,8 @@ def _rewrite(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         word, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
-        if len(word) == 1 and word.isdigit() and i and len(tokens[i - 1]) == 1 and out and out[-1].isdigit():
-            out[-1] += word  # "3 5 mm"
+        if len(word) == 1 and word.isdigit() and _spaced_number(tokens, i):
+            out[-1] += word  # "3 5 mm" (not "two 5 cent coins")
         elif word == "s" and out and out[-1].isdigit():
             out[-1] += word  # "1960 s"
         elif (word, nxt) == ("in", "color") and out and out[-1] in lx.COLORS:
@@ -166,6 +177,23 @@ def _rewrite(tokens: list[str]) -> list[str]:
     return out
 
 
+def _spaced_number(tokens: list[str], i: int) -> bool:
+    """Whether digit ``i`` continues a number DiffusionDB spelled digit by digit: a run of
+    single digits that a unit ends ("3 5 mm", "1 9 9 0 s")."""
+    start = i
+    while start > 0 and len(tokens[start - 1]) == 1 and tokens[start - 1].isdigit():
+        start -= 1
+    end = i
+    while end + 1 < len(tokens) and len(tokens[end + 1]) == 1 and tokens[end + 1].isdigit():
+        end += 1
+    return start < i and end + 1 < len(tokens) and tokens[end + 1] in _UNITS
+
+
+def is_participle(word: str) -> bool:
+    """"ridden", "chased": a verb form a passive is made of (not "riding")."""
+    return word in _IRREGULAR or (word.endswith("ed") and len(word) > 4)
+
+
 def _plain(word: str) -> bool:
     """Whether a word can only be a thing's."""
     return not (word in PREPOSITIONS or " " in word or word in _PRONOUNS or word in _RELATIVE
@@ -179,12 +207,12 @@ def _having(tokens: list[str]) -> list[str]:
         if word not in _HAVING:
             continue
         start = at
-        if start > 0 and _plain(tokens[start - 1]) and tokens[start - 1] not in _HAVING:
+        if start > 0 and (tokens[start - 1] in _PART_WORDS or tokens[start - 1].isdigit()):
             start -= 1
             if start > 0 and tokens[start - 1] in _DEGREE:
                 start -= 1
         end = at + 1
-        while end < len(tokens) and _plain(tokens[end]) and tokens[end] not in _HAVING:
+        while end < len(tokens) and _plain(tokens[end]) and tokens[end] not in _HAVING and not _verbal(tokens[end]):
             end += 1
         if end == at + 1:
             return tokens  # nothing after it to have the part: "a frog, winged"
@@ -193,6 +221,11 @@ def _having(tokens: list[str]) -> list[str]:
             rest = ["and", *rest[1:]]  # "... with fair skin" joins the list of what it has
         return _having([*tokens[:start], *tokens[at + 1:end], "with", *tokens[start:at], _HAVING[word], *rest])
     return tokens
+
+
+def _verbal(word: str) -> bool:
+    """A word that may be a verb ("holding", "sits", "ridden"): where a thing's words end."""
+    return word.endswith("ing") or word in lx.VERBS or word in lx.VERB_FORMS or is_participle(word)
 
 
 def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
@@ -219,17 +252,23 @@ def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
 
 
 def _attach(pieces: list[list[str]]) -> list[list[str]]:
-    out: list[list[str]] = []
-    pieces = list(pieces)
-    for i, piece in enumerate(pieces):
-        leading = bool(piece) and (piece[0] in PREPOSITIONS or piece[0] in _PLACES) and piece[0] != "by"
-        if leading and i + 1 < len(pieces):
-            pieces[i + 1] = [*pieces[i + 1], *piece]
-        elif leading and out:
-            out[-1] = [*out[-1], *piece]
-        else:
-            out.append(piece)
+    out = [list(piece) for piece in pieces]
+    if len(out) > 1 and _leading(out[0]) and _bare(out[1]):
+        place = out.pop(0)
+        out[0] += place  # "On the street, five cars."
+    if len(out) > 1 and _leading(out[-1]) and _bare(out[-2]):
+        place = out.pop()
+        out[-1] += place  # "Five cars, on the street."
     return out
+
+
+def _leading(piece: list[str]) -> bool:
+    return bool(piece) and (piece[0] in PREPOSITIONS or piece[0] in _PLACES) and piece[0] != "by"
+
+
+def _bare(piece: list[str]) -> bool:
+    """A part that names things and nothing else: where a fronted place can only belong."""
+    return all((_plain(word) and not _verbal(word)) or word == "and" for word in piece)
 
 
 def _classes(tokens: list[str]) -> list[Word]:

@@ -154,6 +154,7 @@ _EXPAND.update({word: tuple(value.split(" ")) for word, value in lx.SYNONYMS.ite
 # Short double-quoted text is text to draw ('a sign saying "stop, go"'): its punctuation
 # stays in place as tokens (private-use stand-ins), so it is never split and reordered.
 _QUOTED = re.compile(r'"[^"]{1,40}"')
+_QUOTED_TEXT = re.compile(r"""(?:^|[\s(])(["'])[^"']+\1""")  # '"open"' or "'open'", not "turtle's"
 _QUOTED_PUNCT = str.maketrans({ch: chr(0xE000 + i) for i, ch in enumerate(",;:.!?")})
 _SHOWN_PUNCT = str.maketrans({chr(0xE000 + i): ch for i, ch in enumerate(",;:.!?")})
 _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
@@ -257,9 +258,10 @@ def verify(stored: str, query: str) -> Verdict:
         return Verdict(False, EMPTY_REASON)
     if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
         return Verdict(True, SAME_REASON)
-    stored_scene = scene(stored_parts)
-    if stored_scene is not None and stored_scene == scene(query_parts):
-        return Verdict(True, SCENE_REASON)
+    if not (_QUOTED_TEXT.search(stored) or _QUOTED_TEXT.search(query)):  # text to draw is compared as written
+        stored_scene = scene(stored_parts)
+        if stored_scene is not None and stored_scene == scene(query_parts):
+            return Verdict(True, SCENE_REASON)
     return Verdict(False, _explain(stored_parts, query_parts))
 
 
