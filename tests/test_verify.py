@@ -5,7 +5,6 @@ All prompts here are made up for these tests. Every pair is checked in both dire
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -185,6 +184,8 @@ ACCEPT = {
         ("a photorealistic portrait of a chef", "a photo-realistic portrait of a chef"),
         ("a close-up of a bee", "a closeup of a bee"),
         ("a sci-fi city, 8 k", "a sci fi city, 8k"),
+        ("1 9 9 0 s fashion", "1990s fashion"),  # DiffusionDB's digit-by-digit spelling
+        ("a portrait, 3 5 mm film", "a portrait, 35mm film"),
         ("a (beautiful) garden", "a beautiful garden"),
         ("a bee!!! on a flower", "a bee on a flower"),
     ],

@@ -148,40 +148,51 @@ PHRASES: dict[tuple[str, ...], str] = {
 }
 
 # Verb forms that differ only in tense or agreement (never in count: "sits" is not a noun
-# plural) -> one canonical form. Forms that double as plural nouns ("drinks", "flies",
-# "dances", "stands", "looks") are left out on purpose.
+# plural) -> one canonical form. Left out on purpose: forms that double as plural nouns
+# ("runs", "holds", "eats", "reads", "drinks", "flies", "stands", "looks"), and participles
+# of verbs that take an object, whose "-ed by" is a passive ("a dog walked by a man" is not
+# "a dog walking by a man").
 VERB_FORMS: dict[str, tuple[str, ...]] = {
-    "sit": ("sits", "sitting", "sat", "seated"),
+    "sit": ("sits", "sitting", "sat"),
     "stand": ("standing", "stood"),
     "lie": ("lying",),
-    "run": ("runs", "running", "ran"),
-    "walk": ("walking", "walked"),
+    "run": ("running", "ran"),
+    "walk": ("walking",),
     "fly": ("flying", "flew"),
     "swim": ("swims", "swimming", "swam"),
-    "hold": ("holds", "holding", "held"),
+    "hold": ("holding",),
     "wear": ("wears", "wearing", "wore"),
     "ride": ("riding", "rode"),
     "sleep": ("sleeps", "sleeping", "slept"),
-    "eat": ("eats", "eating", "ate"),
-    "read": ("reads", "reading"),
-    "climb": ("climbs", "climbing", "climbed"),
+    "eat": ("eating", "ate"),
+    "read": ("reading",),
+    "climb": ("climbing",),
     "float": ("floating", "floated"),
     "lean": ("leans", "leaning", "leaned", "leant"),
-    "carry": ("carries", "carrying", "carried"),
+    "carry": ("carries", "carrying"),
     "smile": ("smiling", "smiled"),
-    "laugh": ("laughing", "laughed"),
+    "laugh": ("laughing",),
     "cry": ("crying", "cried"),
-    "jump": ("jumping", "jumped"),
-    "chase": ("chasing", "chased"),
-    "hug": ("hugging", "hugged"),
-    "kiss": ("kissing", "kissed"),
-    "stare": ("stares", "staring", "stared"),
-    "gaze": ("gazes", "gazing", "gazed"),
+    "jump": ("jumping",),
+    "chase": ("chasing",),
+    "hug": ("hugging",),
+    "kiss": ("kissing",),
+    "stare": ("staring",),
+    "gaze": ("gazing",),
     "perch": ("perched", "perching"),
     "hang": ("hangs", "hanging"),
     "glow": ("glows", "glowing"),
 }
 VERBS: dict[str, str] = {form: base for base, forms in VERB_FORMS.items() for form in forms}
+# "-s" forms that double as plural nouns ("ski runs", "climbing holds"): a verb only where
+# its object's article or determiner follows ("a girl holds a lantern").
+VERBS_BEFORE_OBJECT: dict[str, str] = {
+    "runs": "run", "holds": "hold", "eats": "eat", "reads": "read", "climbs": "climb",
+    "stares": "stare", "gazes": "gaze", "rides": "ride", "walks": "walk", "chases": "chase",
+    "hugs": "hug", "kisses": "kiss", "jumps": "jump",
+}
+DETERMINERS = frozenset({"a", "an", "the", "his", "her", "its", "their", "my", "your", "our",
+                         "this", "that", "these", "those"})
 
 # Nouns whose plural is spelled like the singular: with one of these in a part, only the verb
 # tells one from many ("the sheep is grazing" / "the sheep are grazing"), so such a part

@@ -37,6 +37,7 @@ from functools import lru_cache
 from . import lexicon as lx
 from .sentence import (
     AND,
+    BARE,
     COPULA,
     MADE_OF,
     POSSESSIVE_S,
@@ -72,6 +73,40 @@ _DEPICTIONS = lx.MEDIA | frozenset({
     "replica", "miniature", "tattoo", "costume", "mask", "cake", "carving", "bust", "version", "copy",
     "book", "story", "map", "image", "video", "film", "movie", "song", "dream", "memory", "idea",
 })
+# "Y of X" is X's Y only for a part of a thing; "a plate of chicken", "a group of cats" and "a
+# leg of lamb" name a quantity or a dish: one thing, its words as written.
+_PARTS = frozenset({
+    "back", "top", "side", "bottom", "edge", "corner", "surface", "base", "peak", "roof", "wall",
+    "door", "window", "deck", "hull", "handle", "lid", "head", "tail", "face", "nose", "mouth",
+    "eye", "eyes", "ear", "ears", "hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet",
+    "paw", "paws", "wing", "wings", "shoulder", "shoulders", "lap", "neck", "belly", "horn", "horns",
+    "fur", "hair", "shell", "trunk", "branch", "branches", "shore", "bank",
+})
+_MEATS = frozenset({"lamb", "chicken", "beef", "pork", "veal", "mutton", "venison", "turkey", "duck",
+                    "goose", "rabbit", "crab", "lobster"})
+# What "X made of Y" may make X of, so that it is "a Y X": "a house made from a boat" is no
+# "boat house", "a house made of light" no "light house".
+_MATERIALS = frozenset({
+    "cardboard", "paper", "wood", "stone", "stones", "marble", "granite", "brick", "bricks",
+    "concrete", "glass", "crystal", "metal", "steel", "iron", "gold", "silver", "bronze", "copper",
+    "brass", "tin", "aluminum", "plastic", "rubber", "clay", "porcelain", "ceramic", "jade", "ivory",
+    "bone", "ice", "snow", "sand", "chocolate", "candy", "sugar", "cheese", "bread", "lego", "legos",
+    "wool", "yarn", "felt", "cotton", "silk", "leather", "fabric", "denim", "lace", "straw",
+    "bamboo", "wax", "origami", "diamond", "diamonds", "pearl", "pearls", "obsidian",
+})
+# Verbs whose "-ed by X" often says where, not who: "displayed by a window", "built by a
+# lake", "a dog walked by the river". Their passive is not read.
+_PLACED_BY = frozenset({
+    "display", "place", "put", "set", "position", "locate", "situate", "park", "seat", "hang",
+    "mount", "station", "build", "erect", "leave", "keep", "store", "lay", "plant", "install",
+    "moor", "dock", "anchor", "abandon", "found", "bury", "hide", "scatter", "arrange", "gather",
+    "line", "stack", "pile", "walk", "pass", "sit", "stand", "lie", "rest", "float", "photograph",
+    "film", "shoot", "capture", "show", "frame", "paint", "draw", "sketch", "stop", "strand", "wash",
+})
+# Verbs that say where a thing is, the only ones a sentence may front its place with: "on the
+# grass sit two cats" (but "in the park walking a dog" is not "a dog walking in the park").
+_POSITION_VERBS = frozenset({"sit", "stand", "lie", "lay", "hang", "float", "perch", "lean", "rest",
+                             "sleep", "stay", "wait", "grow", "live", "glow", "loom", "tower"})
 
 
 @dataclass(frozen=True)
@@ -143,15 +178,20 @@ def _bind(units: list[Unit]) -> list[Unit]:
         after = out[-1][1] if out and out[-1][0] == "thing" else None
         other = nxt[1] if nxt[0] == "thing" else None
         if cls == STYLE_OF and isinstance(other, _Thing):
+            if i + 2 < len(units) and units[i + 2][0] == AND:
+                raise _Unsure  # "in the style of Monet and Picasso": both styles, or a Picasso?
             out.append(("style", other.words))
             i += 2
             continue
         if cls in (POSSESSIVE_S, MADE_OF, WHICH_IS) or (cls, value) == (RELATION, "of"):
             if not isinstance(after, _Thing) or (cls in (MADE_OF, WHICH_IS) and len(out) > 1 and out[-2][0] == AND):
                 raise _Unsure  # "a cup and a plate made of gold": the plate, or both?
+            if cls != POSSESSIVE_S and i + 2 < len(units) and units[i + 2][0] == AND:
+                raise _Unsure  # "a bowl of cherries and grapes", "carved from marble and gold"
             if isinstance(other, _Thing):
-                if cls == WHICH_IS and (i + 2 < len(units) or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
-                    raise _Unsure  # "painted red and white"; "a man with a dog who is happy": who is?
+                if cls == WHICH_IS and (i + 2 < len(units) or after.owner is not None
+                                        or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
+                    raise _Unsure  # "the roof of a house that is red": which is?  # "painted red and white"; "a man with a dog who is happy": who is?
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
                 continue
@@ -182,15 +222,20 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
     elif how == RELATION:  # "back of turtle"
         thing, owner = before, after
     elif how == MADE_OF:  # "spaceship made of cardboard"
-        if before.owner is not None or after.owner is not None:
+        if (before.owner is not None or after.owner is not None or after.words[-1] not in _MATERIALS
+                or "of" in before.words):
             raise _Unsure
+        if len(after.words) > 1:
+            raise _Unsure  # "a castle made of huge stones" is not "a huge stone castle"
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
-        if after.owner is not None or not set(after.words) <= _QUALITIES:
-            raise _Unsure  # "a house that is a boat" is not "a boat house"
+        if after.owner is not None or not set(after.words) <= _QUALITIES or "of" in before.words:
+            raise _Unsure  # "a house that is a boat" is not "a boat house"; "a bowl of cherries that is red"
         return _Thing((*after.words, *before.words), before.owner)
     if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
         raise _Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
+    if how == RELATION and (thing.words[-1] not in _PARTS or owner.words[-1] in _MEATS):
+        return _Thing((*thing.words, "of", *owner.words))  # "a plate of chicken", "a leg of lamb"
     return _Thing(thing.words, owner)
 
 
@@ -199,7 +244,8 @@ def _invert(units: list[Unit]) -> list[Unit]:
     cup", "in the box is a cat") in the usual order; "is", "being" before a verb or a relation
     dropped ("a broom being ridden", "a cat is on a mat"); any other: unsure."""
     classes = [cls for cls, _ in units]
-    if classes[:3] == [RELATION, "thing", VERB] and len(units) > 3:
+    if (classes[:3] == [RELATION, "thing", VERB] and len(units) > 3 and set(classes[3:]) <= {"thing", AND}
+            and stem(str(units[2][1])) in _POSITION_VERBS):
         return [*units[3:], units[2], units[0], units[1]]
     if classes[:3] == [RELATION, "thing", COPULA] and len(units) > 3:
         return [*units[3:], units[0], units[1]]
@@ -317,7 +363,11 @@ class _Part:
         relation, verb = word, False
         nxt = units[i + 1] if i + 1 < len(units) else ("", None)
         if cls == VERB:
-            relation, verb = stem(word), True
+            relation, verb = stem(word.removesuffix(BARE)), True
+            if word.endswith(BARE) and relation not in _VERB_RELATIONS:
+                relation += BARE
+            if nxt == (RELATION, "by") and is_participle(word) and relation in _PLACED_BY:
+                raise _Unsure  # "a sculpture displayed by a window": beside it
             if nxt[0] == REVERSED or (nxt == (RELATION, "by") and is_participle(word)):
                 return self._passive(units, i, _VERB_RELATIONS.get(relation, relation))
             if nxt[0] == RELATION:

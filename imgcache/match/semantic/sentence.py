@@ -7,22 +7,27 @@ dropped, synonyms and verb forms canonical). Rewrites, all meaning-preserving:
 
 * relation phrases become one word: "on top of" -> "on", "to the left of" -> "left of",
   "inside (of)" -> "in", "made of / from", "carved from" (a material), "in the style of";
-* "3 5 mm" -> "35 mm", "1960 s" -> "1960s" (DiffusionDB's spacing);
+* "1960 s" -> "1960s" (DiffusionDB's spacing);
 * "red in color", "colored red", "painted red" -> "red" (the latter as "that is red");
 * "a long-necked man" -> "a man with a long neck", "a winged frog" -> "a frog with wings"
-  (the word before goes with the part only if it describes one: a colour, a number, "long");
+  (the word before goes with the part only if it describes one: a colour, a number, "long";
+  never across a possessive: "a bearded man's dog");
 * "painted by X" at the start of a part -> "painting by X";
 * "by A, B and C": the names commas split into parts joined again by "and";
-* a first part that starts with a relation word is read after the second when that one only
-  names things ("on the street, five cars" is "five cars on the street"), a last one after the
-  one before it on the same terms; "..., by X" stays alone (the picture's author).
+* of two parts, a first that starts with a relation word is read after the second when that
+  one only names things ("on the street, five cars" is "five cars on the street"), a last one
+  after the one before it on the same terms; "..., by X" stays alone (the picture's author).
+
+The verifier keeps an article after a verb as "a": a verb followed by a bare noun ("a man
+eating shark", "cat scratching post") may be a compound, so the verb is marked :data:`BARE`
+and only ever equals another bare one (never "a shark eaten by a man").
 """
 
 from __future__ import annotations
 
 from . import lexicon as lx
 
-__all__ = ["AND", "COPULA", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
+__all__ = ["AND", "BARE", "COPULA", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
            "VERB", "WHICH_IS", "WORD", "Word", "classify", "stem"]
 
 # Word classes.
@@ -38,6 +43,7 @@ WHICH_IS = "which is"    # "a giraffe that is pink"
 REVERSED = "written on"  # after a verb: its object comes first ("'open' written on a sign")
 COPULA = "is"            # any other "is", "are", "being"
 Word = tuple[str, str]   # (class, word)
+BARE = "+bare"           # ends a verb whose object has no article: it may be a compound
 
 PREPOSITIONS = frozenset({
     "on", "in", "at", "with", "without", "by", "from", "under", "over", "near", "behind",
@@ -70,6 +76,7 @@ _HAVING = {
     "bearded": "beard", "skinned": "skin", "furred": "fur", "scaled": "scales", "hooded": "hood",
     "clawed": "claws", "fanged": "fangs", "tusked": "tusks", "antlered": "antlers", "finned": "fins",
 }
+_MATERIAL_ADJECTIVES = {"wooden": "wood", "woolen": "wool", "woollen": "wool", "silken": "silk"}
 _DEGREE = frozenset({"very", "extremely", "really", "super"})
 _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
 _RELATIVE = frozenset({"that", "which", "who"})
@@ -79,7 +86,6 @@ _SAYS = frozenset({"says", "say", "saying"})  # what a sign says ("reading" a po
 # "long-necked"); any other stays with the thing ("a big striped cat": big cat, or big stripes?).
 _PART_WORDS = lx.COLORS | frozenset({"long", "short", "curly", "straight", "wavy", "dark", "light",
                                      "blond", "blonde", "bald", "thick", "thin"})
-_UNITS = frozenset({"mm", "k", "s", "px", "fps", "d", "p"})  # "3 5 mm", "1 9 9 0 s"
 # -ing words that are nouns far more often than verbs, or describe rather than act.
 _ING_NOUNS = frozenset({
     "painting", "drawing", "building", "ceiling", "clothing", "evening", "morning", "wedding",
@@ -99,9 +105,6 @@ _ING_ADJECTIVES = frozenset({
     "thriving", "booming", "living", "dying", "missing", "matching", "contrasting", "outstanding",
     "pleasing", "promising", "rising", "leading", "trending", "upcoming",
 })
-# Verbs whose "-s" form after a thing and before a relation word is the verb: "a man stands in".
-_S_VERBS = frozenset({"stand", "walk", "jump", "sit", "lie", "run", "fly", "swim", "hang", "look",
-                      "float", "lean", "climb", "dance", "rest", "hide", "play", "live", "work"})
 _IRREGULAR = {
     "ridden": "ride", "rode": "ride", "eaten": "eat", "held": "hold", "worn": "wear",
     "drawn": "draw", "written": "write", "taken": "take", "made": "make", "built": "build",
@@ -134,14 +137,21 @@ def stem(word: str) -> str:
     return word
 
 
+class _Unsure(Exception):
+    """A phrase the rewrites cannot place."""
+
+
 def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
     """Each part's words, classed, after the rewrites of the module's docstring; None for a
     prompt the reader leaves to the word-by-word comparison (a colour-only part glued on, a
-    noun whose plural is spelled alike)."""
-    pieces = [_having(_rewrite(list(part))) for part in parts]
-    if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
-        return None  # "the sheep is / are grazing": only the verb tells one from many
-    return [_classes(piece) for piece in _attach(_join_lists(pieces))]
+    noun whose plural is spelled alike, a phrase it cannot place)."""
+    try:
+        pieces = [_having(_rewrite(list(part))) for part in parts]
+        if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
+            return None  # "the sheep is / are grazing": only the verb tells one from many
+        return [_classes(piece) for piece in _attach(_join_lists(pieces))]
+    except _Unsure:
+        return None
 
 
 def _rewrite(tokens: list[str]) -> list[str]:
@@ -149,14 +159,14 @@ def _rewrite(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         word, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
-        if len(word) == 1 and word.isdigit() and _spaced_number(tokens, i):
-            out[-1] += word  # "3 5 mm" (not "two 5 cent coins")
-        elif word == "s" and out and out[-1].isdigit():
+        if word == "s" and out and out[-1].isdigit():
             out[-1] += word  # "1960 s"
         elif (word, nxt) == ("in", "color") and out and out[-1] in lx.COLORS:
             i += 1
         elif word in ("colored", "color") and nxt in lx.COLORS:
             pass
+        elif word in _MATERIAL_ADJECTIVES:
+            out.append(_MATERIAL_ADJECTIVES[word])  # "a wooden house" is "a house made of wood"
         elif word in ("painted", "dyed") and nxt in lx.COLORS and out:
             out += ["that", "is"]
         elif i == 0 and word in _MADE_BY and nxt == "by":
@@ -175,18 +185,6 @@ def _rewrite(tokens: list[str]) -> list[str]:
                 out.append(word)
         i += 1
     return out
-
-
-def _spaced_number(tokens: list[str], i: int) -> bool:
-    """Whether digit ``i`` continues a number DiffusionDB spelled digit by digit: a run of
-    single digits that a unit ends ("3 5 mm", "1 9 9 0 s")."""
-    start = i
-    while start > 0 and len(tokens[start - 1]) == 1 and tokens[start - 1].isdigit():
-        start -= 1
-    end = i
-    while end + 1 < len(tokens) and len(tokens[end + 1]) == 1 and tokens[end + 1].isdigit():
-        end += 1
-    return start < i and end + 1 < len(tokens) and tokens[end + 1] in _UNITS
 
 
 def is_participle(word: str) -> bool:
@@ -212,10 +210,13 @@ def _having(tokens: list[str]) -> list[str]:
             if start > 0 and tokens[start - 1] in _DEGREE:
                 start -= 1
         end = at + 1
-        while end < len(tokens) and _plain(tokens[end]) and tokens[end] not in _HAVING and not _verbal(tokens[end]):
+        while (end < len(tokens) and _plain(tokens[end]) and tokens[end] not in _HAVING and tokens[end] != "s"
+           and not _verbal(tokens[end])):
             end += 1
         if end == at + 1:
             return tokens  # nothing after it to have the part: "a frog, winged"
+        if end < len(tokens) and tokens[end] == "s":
+            raise _Unsure  # "a bearded man's dog": the man's beard, or the dog's?
         rest = tokens[end:]
         if rest[:1] == ["with"]:
             rest = ["and", *rest[1:]]  # "... with fair skin" joins the list of what it has
@@ -253,12 +254,12 @@ def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
 
 def _attach(pieces: list[list[str]]) -> list[list[str]]:
     out = [list(piece) for piece in pieces]
-    if len(out) > 1 and _leading(out[0]) and _bare(out[1]):
-        place = out.pop(0)
-        out[0] += place  # "On the street, five cars."
-    if len(out) > 1 and _leading(out[-1]) and _bare(out[-2]):
-        place = out.pop()
-        out[-1] += place  # "Five cars, on the street."
+    if len(out) != 2:
+        return out  # "in a box, a cat, a dog": which of them is in it?
+    if _leading(out[0]) and _bare(out[1]):
+        return [out[1] + out[0]]  # "On the street, five cars."
+    if _leading(out[1]) and _bare(out[0]):
+        return [out[0] + out[1]]  # "Five cars, on the street."
     return out
 
 
@@ -274,6 +275,10 @@ def _bare(piece: list[str]) -> bool:
 def _classes(tokens: list[str]) -> list[Word]:
     out: list[Word] = []
     for i, word in enumerate(tokens):
+        if word == "a":  # the verifier's mark of a verb's object
+            if not out or out[-1][0] != VERB:
+                raise _Unsure  # "a man painted a wall": "painted" read as a thing's word
+            continue
         before = [cls for cls, _ in out if cls != COPULA]  # "a broom (being) ridden"
         after_thing = bool(before) and before[-1] in (WORD, PRONOUN)
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
@@ -295,7 +300,11 @@ def _classes(tokens: list[str]) -> list[Word]:
             out.append((AND, word))
         elif word in PREPOSITIONS or " " in word:
             out.append((RELATION, word))
-        elif word in _SAYS and after_thing or _is_verb(word, after_thing, nxt):
+        elif word in _SAYS and after_thing:
+            out.append((VERB, word))  # what a sign says is text, not a compound
+        elif _is_verb(word, after_thing, nxt):
+            if nxt is not None and _plain(nxt) and nxt != "a" and not nxt.isdigit() and not is_participle(word):
+                word += BARE  # "a man eating shark", "cat scratching post": maybe a compound
             out.append((VERB, word))
         else:
             out.append((WORD, word))
@@ -308,7 +317,5 @@ def _is_verb(word: str, after_thing: bool, nxt: str | None) -> bool:
         return after_thing or word.endswith("ing")
     if word.endswith("ing") and len(word) > 4 and word not in _ING_NOUNS and word not in _ING_ADJECTIVES:
         return after_thing  # "a dog sleeping"; not "in a recording booth"
-    if word.endswith("s") and (word[:-1] in lx.VERB_FORMS or word[:-1] in _S_VERBS) and after_thing:
-        return nxt in PREPOSITIONS  # "a man stands in the shade"
     participle = word.endswith("ed") and len(word) > 4 or word in _IRREGULAR
     return participle and after_thing and nxt in PREPOSITIONS

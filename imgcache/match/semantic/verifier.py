@@ -140,6 +140,9 @@ _TOKEN = re.compile(
     r"|[^\W\d_]+"
     r"|[^\s\w'\"`()\[\]{}<>\-/\\|*~.,:;!?\ufe0e\ufe0f]"
 )
+# DiffusionDB spells some numbers digit by digit before a unit: "3 5 mm", "1 9 9 0 s".
+# Joined in the text, so "two 5 mm screws" (a number word) stays two numbers.
+_SPACED_DIGITS = re.compile(r"(?<![\w.])\d(?: \d)+(?= ?(?:mm|k|s|px|fps|d|p)\b)")
 _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under", "over",
                        "and", "of", "to", "near", "behind", "above", "below"})
 _VERB_BASES = frozenset(lx.VERB_FORMS)
@@ -161,7 +164,8 @@ _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
 _PHRASE_LAST = frozenset(key[-1] for key in _PHRASES)
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
 _COLOR_WORDS = frozenset({"colored", "color"})
-_SPECIAL = frozenset(_EXPAND) | _PHRASE_LAST | _COLOR_WORDS | frozenset(lx.VERBS) | lx.AUXILIARIES
+_SPECIAL = (frozenset(_EXPAND) | _PHRASE_LAST | _COLOR_WORDS | frozenset(lx.VERBS) | frozenset(lx.VERBS_BEFORE_OBJECT)
+            | lx.AUXILIARIES)
 # With a noun like "sheep" in a part, "a", verb agreement and "is"/"are" carry the count.
 _SPECIAL_KEEP_NUMBER = _SPECIAL - frozenset(lx.VERBS) - lx.AUXILIARIES - {"a", "an"}
 
@@ -185,19 +189,47 @@ def _push(out: list[str], token: str, after_aux: bool) -> bool:
     return token in lx.AUXILIARIES
 
 
+def _verbal(token: str) -> bool:
+    """A canonical token that may be a verb taking an object ("eat", "chasing", "painted")."""
+    return token in _VERB_BASES or (len(token) > 4 and token.endswith(("ing", "ed")))
+
+
+def _kept_article(out: list[str], following: str | None) -> str | None:
+    """The token an article stays as, where it tells two meanings apart: after a verb it
+    marks the verb's object ("a man eating a shark", not "a man-eating shark"), and "in the
+    front of" a car is not "in front of" it."""
+    if not out:
+        return None
+    if _verbal(out[-1]):
+        return "a"
+    if out[-1] == "in" and following in ("front", "back"):
+        return "the"
+    return None
+
+
 def _canonical_tokens(words: list[str]) -> list[str]:
-    """Articles dropped; synonyms, phrases and verb forms mapped to canonical tokens."""
+    """Articles dropped (but for :func:`_kept_article`); synonyms, phrases and verb forms
+    mapped to canonical tokens."""
     keep_number = not lx.SAME_PLURAL.isdisjoint(words)
     special = _SPECIAL_KEEP_NUMBER if keep_number else _SPECIAL
     out: list[str] = []
     after_aux = False
-    for word in words:
+    for at, word in enumerate(words):
         if word not in special:  # the common case, kept cheap
             if after_aux and word.endswith("ing"):
                 out.pop()
             out.append(word)
             after_aux = False
             continue
+        following = words[at + 1] if at + 1 < len(words) else None
+        if word in lx.VERBS_BEFORE_OBJECT and following in lx.DETERMINERS:
+            word = lx.VERBS_BEFORE_OBJECT[word]  # "a girl holds a lantern" (not "climbing holds")
+        if word in lx.DROPPED:
+            kept = _kept_article(out, following)
+            if kept is not None:
+                out.append(kept)
+                after_aux = False
+                continue
         tokens = _EXPAND.get(word, (word,))
         if not tokens:
             after_aux = False  # an article: "is a sleeping cat" keeps its "is"
@@ -228,7 +260,7 @@ def _split_medium(tokens: list[str]) -> list[list[str]]:
 @lru_cache(maxsize=4096)
 def _analyse(prompt: str) -> tuple[tuple[str, ...], ...]:
     """The prompt's parts, each an ordered tuple of canonical tokens (empty: no content)."""
-    text = content_text(prompt)
+    text = _SPACED_DIGITS.sub(lambda match: match.group().replace(" ", ""), content_text(prompt))
     if '"' in text:
         text = _QUOTED.sub(lambda match: match.group().translate(_QUOTED_PUNCT), text)
     parts: list[tuple[str, ...]] = []
