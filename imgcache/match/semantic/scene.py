@@ -149,10 +149,24 @@ def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | N
     facts: Counter[Fact] = Counter()
     try:
         for words in pieces:
-            _Part(facts).read(_invert(_bind(_things(words))))
+            part: Counter[Fact] = Counter()
+            try:
+                _Part(part).read(_invert(_bind(_things(words))))
+            except _Unsure:
+                part = Counter({_as_written(words): 1})
+            facts.update(part)
     except _Unsure:
         return None
     return frozenset(facts.items())
+
+
+def _as_written(words: list[Word]) -> Fact:
+    """A part the reader cannot take apart, as one fact: its classed words in their order.
+    Two prompts share it only by saying it alike, ambiguities and all; a part that leans on
+    another (it starts with a relation or a verb, or has a pronoun) is not compared at all."""
+    if not words or words[0][0] != WORD or any(cls == PRONOUN for cls, _ in words):
+        raise _Unsure
+    return ("as written", tuple(words))
 
 
 def _things(words: list[Word]) -> list[Unit]:
@@ -184,14 +198,17 @@ def _bind(units: list[Unit]) -> list[Unit]:
             i += 2
             continue
         if cls in (POSSESSIVE_S, MADE_OF, WHICH_IS) or (cls, value) == (RELATION, "of"):
-            if not isinstance(after, _Thing) or (cls in (MADE_OF, WHICH_IS) and len(out) > 1 and out[-2][0] == AND):
+            one = (cls, value) == (WHICH_IS, "is")  # "a cup and a phone that is blue": the phone
+            if not isinstance(after, _Thing) or (cls in (MADE_OF, WHICH_IS) and not one and len(out) > 1
+                                                 and out[-2][0] == AND):
                 raise _Unsure  # "a cup and a plate made of gold": the plate, or both?
-            if cls != POSSESSIVE_S and i + 2 < len(units) and units[i + 2][0] == AND:
+            then_and = i + 2 < len(units) and units[i + 2][0] == AND
+            if cls != POSSESSIVE_S and then_and and not (cls == WHICH_IS and _names_a_thing(units, i + 3)):
                 raise _Unsure  # "a bowl of cherries and grapes", "carved from marble and gold"
             if isinstance(other, _Thing):
-                if cls == WHICH_IS and (i + 2 < len(units) or after.owner is not None
+                if cls == WHICH_IS and ((i + 2 < len(units) and not then_and) or after.owner is not None
                                         or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
-                    raise _Unsure  # "the roof of a house that is red": which is?  # "painted red and white"; "a man with a dog who is happy": who is?
+                    raise _Unsure  # "the roof of a house that is red", "a man with a dog who is happy"
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
                 continue
@@ -213,6 +230,14 @@ def _bind(units: list[Unit]) -> list[Unit]:
         out.append((cls, value))
         i += 1
     return out
+
+
+def _names_a_thing(units: list[Unit], at: int) -> bool:
+    """Whether ``units[at]`` is a thing, not one more quality ("that is red and white")."""
+    if at >= len(units) or units[at][0] != "thing":
+        return False
+    thing = units[at][1]
+    return isinstance(thing, _Thing) and thing.words[-1] not in _QUALITIES
 
 
 def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:

@@ -64,6 +64,10 @@ _PHRASES: dict[tuple[str, ...], str] = {
     ("in", "style", "of"): STYLE_OF, ("style", "of"): STYLE_OF,
     ("written", "on"): REVERSED,
 }
+# "a cupcake that has a mouth" is "a cupcake with a mouth", when nothing but one thing comes
+# before ("a man with a dog that has a hat" says whose hat; "with" would not).
+_HAS = {("that", "has"), ("that", "have"), ("which", "has"), ("which", "have"), ("who", "has"),
+        ("who", "have"), ("having",)}
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
 _PLACES = frozenset({"in front of", "next to", "left of", "right of", "out of"})
 _ITS_SIDE = {"left": "left of", "right": "right of"}  # "to its left" is "left of it"
@@ -168,7 +172,7 @@ def _rewrite(tokens: list[str]) -> list[str]:
         elif word in _MATERIAL_ADJECTIVES:
             out.append(_MATERIAL_ADJECTIVES[word])  # "a wooden house" is "a house made of wood"
         elif word in ("painted", "dyed") and nxt in lx.COLORS and out:
-            out += ["that", "is"]
+            out += ["that", "be"]  # of one thing, or of a list
         elif i == 0 and word in _MADE_BY and nxt == "by":
             out.append(_MADE_BY[word])
         elif word in ("to", "on") and nxt == "its" and i + 2 < len(tokens) and tokens[i + 2] in _ITS_SIDE:
@@ -177,6 +181,10 @@ def _rewrite(tokens: list[str]) -> list[str]:
         else:
             for length in _PHRASE_LENGTHS:
                 phrase = tuple(tokens[i:i + length])
+                if phrase in _HAS and out and all(_plain(w) and not _verbal(w) for w in out):
+                    out.append("with")
+                    i += length - 1 + (tokens[i + length:i + length + 1] == ["a"])  # "having a hat"
+                    break
                 if len(phrase) == length and phrase in _PHRASES:
                     out.append(_PHRASES[phrase])
                     i += length - 1
@@ -288,7 +296,7 @@ def _classes(tokens: list[str]) -> list[Word]:
             out += [(VERB, "say"), (REVERSED, word)]  # "'open' written on a sign": the sign says it
         elif word in _RELATIVE:
             if nxt in _COPULAS:
-                out.append((WHICH_IS, word))
+                out.append((WHICH_IS, nxt))  # "is": said of one thing
         elif word in _COPULAS:
             if not out or out[-1][0] != WHICH_IS:
                 out.append((COPULA, word))
