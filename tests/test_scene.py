@@ -39,6 +39,10 @@ REBUILT = [
     ("A sign that says open.", "open written on a sign."),
     ("a fox sleeping on its tail", "a fox sleeping on the fox's tail"),
     ("a wooden spaceship", "a spaceship made of wood"),
+    ("A sign that says 'NeurIPS'.", "'NeurIPS' written on a sign."),
+    ("A sign that says 'NeurIPS'.", "A sign reading 'NeurIPS'."),
+    ("a storefront with 'Text to Image' written on it", "a storefront that reads 'Text to Image'"),
+    ("a sign that says 'hello world'", "a sign with the words 'hello world' on it"),
     ("a giant cupcake with a mouth", "a giant cupcake that has a mouth"),
     ("a cat having a hat", "a cat with a hat"),
     ("a cup that is green and a phone that is blue", "a green cup and a blue phone"),
@@ -104,6 +108,12 @@ LOOK_ALIKE = [
     ("a man with a dog that has a hat", "a man with a hat and a dog"),
     ("a cup and a phone that are blue", "a cup and a blue phone"),
     ("a cup and a phone painted blue", "a cup and a blue phone"),
+    ("a girl reading 'Hamlet'", "'Hamlet' written on a girl"),
+    ("a girl reading 'Hamlet'", "a sign reading 'Hamlet'"),
+    ("a sign that says 'open'", "a sign that says 'open now'"),
+    ("a sign that says 'up' above a sign that says 'down'", "a sign that says 'down' above a sign that says 'up'"),
+    ("a man holding a sign that says 'stop'", "a man that says 'stop' holding a sign"),
+    ("a shirt with 'hi' on it", "a shirt with 'hi' on its back"),
     ('a sign saying "cats and dogs"', 'a sign saying "dogs and cats"'),  # quoted text: as written
     ("a sign that says 'Joe's Pizza'", "a sign that says 'pizza of Joe'"),
     # found by a second review: each was once answered "same"

@@ -38,6 +38,7 @@ from . import lexicon as lx
 from .sentence import (
     AND,
     BARE,
+    QUOTE,
     COPULA,
     MADE_OF,
     POSSESSIVE_S,
@@ -296,6 +297,10 @@ class _Part:
     last_is_object: bool = False  # ``last`` ends a relation: what follows may be about either
 
     def relate(self, subject: Node, relation: str, obj: Node | None, verb: bool) -> None:
+        if _bears(subject) and _quotation(obj) and relation in _SHOWS_TEXT:
+            relation = "say"  # "a sign reading 'open'", "a shirt with 'hi'"
+        elif _quotation(subject) and _bears(obj) and relation == "on":
+            subject, relation, obj = obj, "say", subject  # "a sign with 'open' on it"
         if isinstance(obj, tuple):
             if relation == "with":  # "with red hair and blue eyes"
                 for member in obj:
@@ -432,6 +437,18 @@ class _Part:
         self.relate(actor, relation, self.last, True)
         self.last = actor
         return i + 2
+
+
+_SHOWS_TEXT = frozenset({"say", "read", "spell", "bear", "display", "show", "with"})
+
+
+def _quotation(node: Node | None) -> bool:
+    return isinstance(node, _Thing) and len(node.words) == 1 and node.words[0].startswith(QUOTE)
+
+
+def _bears(node: Node | None) -> bool:
+    """Whether a thing is one that text is written on (a sign, not a girl)."""
+    return isinstance(node, _Thing) and node.words[-1] in _TEXT_BEARERS
 
 
 def _refers_back(rest: list[Unit]) -> bool:

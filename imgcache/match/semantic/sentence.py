@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from . import lexicon as lx
 
-__all__ = ["AND", "BARE", "COPULA", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
+__all__ = ["AND", "BARE", "COPULA", "QUOTE", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
            "VERB", "WHICH_IS", "WORD", "Word", "classify", "stem"]
 
 # Word classes.
@@ -44,6 +44,7 @@ REVERSED = "written on"  # after a verb: its object comes first ("'open' written
 COPULA = "is"            # any other "is", "are", "being"
 Word = tuple[str, str]   # (class, word)
 BARE = "+bare"           # ends a verb whose object has no article: it may be a compound
+QUOTE = "qtext"          # starts the word the verifier puts for a quotation ("qtexta")
 
 PREPOSITIONS = frozenset({
     "on", "in", "at", "with", "without", "by", "from", "under", "over", "near", "behind",
@@ -86,6 +87,12 @@ _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "hi
 _RELATIVE = frozenset({"that", "which", "who"})
 _COPULAS = frozenset({"is", "are", "being", "be", "been", "was", "were"})
 _SAYS = frozenset({"says", "say", "saying"})  # what a sign says ("reading" a poem is not)
+# Verbs a sign "says" a quotation with ("a sign reading 'open'"); the scene decides whether
+# the thing is one that bears text.
+_WRITES = frozenset({"reads", "read", "reading", "spells", "spell", "spelling", "bears", "bearing",
+                     "displays", "displaying", "shows", "showing"})
+# "the words 'open'" is the quotation itself.
+_TEXT_NOUNS = frozenset({"word", "words", "text", "phrase", "letters", "message", "slogan", "caption"})
 # Words before an "-ed" word that describe the part it names ("red-haired", "one-eyed",
 # "long-necked"); any other stays with the thing ("a big striped cat": big cat, or big stripes?).
 _PART_WORDS = lx.COLORS | frozenset({"long", "short", "curly", "straight", "wavy", "dark", "light",
@@ -163,7 +170,9 @@ def _rewrite(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         word, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
-        if word == "s" and out and out[-1].isdigit():
+        if word in _TEXT_NOUNS and nxt is not None and nxt.startswith(QUOTE):
+            pass  # "the words 'open'"
+        elif word == "s" and out and out[-1].isdigit():
             out[-1] += word  # "1960 s"
         elif (word, nxt) == ("in", "color") and out and out[-1] in lx.COLORS:
             i += 1
@@ -308,7 +317,7 @@ def _classes(tokens: list[str]) -> list[Word]:
             out.append((AND, word))
         elif word in PREPOSITIONS or " " in word:
             out.append((RELATION, word))
-        elif word in _SAYS and after_thing:
+        elif after_thing and (word in _SAYS or word in _WRITES and nxt is not None and nxt.startswith(QUOTE)):
             out.append((VERB, word))  # what a sign says is text, not a compound
         elif _is_verb(word, after_thing, nxt):
             if nxt is not None and _plain(nxt) and nxt != "a" and not nxt.isdigit() and not is_participle(word):

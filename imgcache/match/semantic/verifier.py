@@ -35,6 +35,7 @@ from itertools import chain
 
 from . import lexicon as lx
 from .scene import scene
+from .sentence import QUOTE
 
 __all__ = ["Verdict", "content_text", "verify"]
 
@@ -158,6 +159,9 @@ _EXPAND.update({word: tuple(value.split(" ")) for word, value in lx.SYNONYMS.ite
 # stays in place as tokens (private-use stand-ins), so it is never split and reordered.
 _QUOTED = re.compile(r'"[^"]{1,40}"')
 _QUOTED_TEXT = re.compile(r"""(?:^|[\s(])(["'])[^"']+\1""")  # '"open"' or "'open'", not "turtle's"
+# A quotation the scene reader takes as one word: after a space or at the start, and closed
+# before a space, punctuation or the end.
+_QUOTATION = re.compile(r"""(?:^|(?<=[\s(]))(["'])([^"'\s][^"']{0,199})\1(?=[\s.,;:!?)]|$)""")
 _QUOTED_PUNCT = str.maketrans({ch: chr(0xE000 + i) for i, ch in enumerate(",;:.!?")})
 _SHOWN_PUNCT = str.maketrans({chr(0xE000 + i): ch for i, ch in enumerate(",;:.!?")})
 _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
@@ -290,11 +294,27 @@ def verify(stored: str, query: str) -> Verdict:
         return Verdict(False, EMPTY_REASON)
     if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
         return Verdict(True, SAME_REASON)
-    if not (_QUOTED_TEXT.search(stored) or _QUOTED_TEXT.search(query)):  # text to draw is compared as written
-        stored_scene = scene(stored_parts)
-        if stored_scene is not None and stored_scene == scene(query_parts):
-            return Verdict(True, SCENE_REASON)
+    if _same_scene(stored, query):
+        return Verdict(True, SCENE_REASON)
     return Verdict(False, _explain(stored_parts, query_parts))
+
+
+def _same_scene(stored: str, query: str) -> bool:
+    """Step 6. Text to draw ('a sign that says "open"') must be quoted alike in both prompts,
+    as written; each quotation is then one word to the scene reader."""
+    quotations = sorted(match.group(2) for match in _QUOTATION.finditer(stored))
+    if quotations != sorted(match.group(2) for match in _QUOTATION.finditer(query)):
+        return False
+    names = {text: QUOTE + chr(ord("a") + i) for i, text in enumerate(sorted(set(quotations))[:26])}
+    stored, query = _named_quotations(stored, names), _named_quotations(query, names)
+    if _QUOTED_TEXT.search(stored) or _QUOTED_TEXT.search(query):
+        return False  # quote marks left that no quotation explains: "a sign that says 'joe's pizza'"
+    stored_scene = scene(_analyse(stored))
+    return stored_scene is not None and stored_scene == scene(_analyse(query))
+
+
+def _named_quotations(prompt: str, names: dict[str, str]) -> str:
+    return _QUOTATION.sub(lambda match: names.get(match.group(2), match.group()), prompt)
 
 
 def _quote(words: Counter[str], limit: int = 4) -> str:
