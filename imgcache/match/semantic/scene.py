@@ -38,11 +38,11 @@ from . import lexicon as lx
 from .sentence import (
     AND,
     BARE,
-    QUOTE,
     COPULA,
     MADE_OF,
     POSSESSIVE_S,
     PRONOUN,
+    QUOTE,
     RELATION,
     REVERSED,
     STYLE_OF,

@@ -27,8 +27,24 @@ from __future__ import annotations
 
 from . import lexicon as lx
 
-__all__ = ["AND", "BARE", "COPULA", "QUOTE", "MADE_OF", "POSSESSIVE_S", "PRONOUN", "RELATION", "REVERSED", "STYLE_OF",
-           "VERB", "WHICH_IS", "WORD", "Word", "classify", "stem"]
+__all__ = [
+    "AND",
+    "BARE",
+    "COPULA",
+    "MADE_OF",
+    "POSSESSIVE_S",
+    "PRONOUN",
+    "QUOTE",
+    "RELATION",
+    "REVERSED",
+    "STYLE_OF",
+    "VERB",
+    "WHICH_IS",
+    "WORD",
+    "Word",
+    "classify",
+    "stem",
+]
 
 # Word classes.
 WORD = "word"            # a thing's word
