@@ -67,7 +67,8 @@ _TEXT_BEARERS = frozenset({
     "card", "cover", "page", "paper", "wall", "door", "screen", "shirt", "t", "plaque", "placard", "menu",
     "book", "cake", "mug", "cup", "box", "bag", "flag", "sticker", "tag", "ticket", "letter", "envelope",
 })
-_QUALITIES = lx.COLORS | lx.SIZES | lx.PALETTE  # what "X that is Y" may say of X
+_QUALITIES = lx.COLORS | lx.SIZES | lx.PALETTE  # what "X that is Y" may say of X, whatever follows
+_DEGREES = frozenset({"very", "extremely", "super", "quite", "rather", "so"})
 # "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
 _DEPICTIONS = lx.MEDIA | frozenset({
     "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
@@ -210,6 +211,8 @@ def _bind(units: list[Unit]) -> list[Unit]:
                 if cls == WHICH_IS and ((i + 2 < len(units) and not then_and) or after.owner is not None
                                         or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
                     raise _Unsure  # "the roof of a house that is red", "a man with a dog who is happy"
+                if cls == WHICH_IS and not _a_quality(other.words, str(value), then_and):
+                    raise _Unsure  # "a house that is a boat" is not "a boat house"
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
                 continue
@@ -231,6 +234,17 @@ def _bind(units: list[Unit]) -> list[Unit]:
         out.append((cls, value))
         i += 1
     return out
+
+
+def _a_quality(words: tuple[str, ...], copula: str, then_and: bool) -> bool:
+    """Whether "that is <words>" says a quality ("pink", "very simple"), not what a thing is
+    ("a boat": the verifier keeps that article). Before "and", only colours and sizes: "fast
+    and shiny" may be two qualities or a quality and a thing."""
+    if set(words) <= _QUALITIES:
+        return True
+    *degree, word = words
+    return (copula in ("is", "are", "be") and not then_and and len(degree) <= 1 and set(degree) <= _DEGREES
+            and not word.isdigit() and not (word.endswith("s") and not word.endswith(("ous", "ss"))))
 
 
 def _names_a_thing(units: list[Unit], at: int) -> bool:
@@ -255,8 +269,8 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
             raise _Unsure  # "a castle made of huge stones" is not "a huge stone castle"
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
-        if after.owner is not None or not set(after.words) <= _QUALITIES or "of" in before.words:
-            raise _Unsure  # "a house that is a boat" is not "a boat house"; "a bowl of cherries that is red"
+        if after.owner is not None or "of" in before.words:
+            raise _Unsure  # "a bowl of cherries that is red"
         return _Thing((*after.words, *before.words), before.owner)
     if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
         raise _Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."

@@ -25,6 +25,8 @@ and only ever equals another bare one (never "a shark eaten by a man").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from . import lexicon as lx
 
 __all__ = [
@@ -173,12 +175,40 @@ def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
     prompt the reader leaves to the word-by-word comparison (a colour-only part glued on, a
     noun whose plural is spelled alike, a phrase it cannot place)."""
     try:
-        pieces = [_having(_rewrite(list(part))) for part in parts]
+        pieces = _qualities_after(_having(_rewrite(list(part))) for part in parts)
         if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
             return None  # "the sheep is / are grazing": only the verb tells one from many
         return [_classes(piece) for piece in _attach(_join_lists(pieces))]
     except _Unsure:
         return None
+
+
+def _qualities_after(pieces: Iterable[list[str]]) -> list[list[str]]:
+    """"A car, red (in color)" is "a car that is red" when the part before names one thing
+    and nothing else; glued on anything else ("a cat and a dog, black"), it stays glued."""
+    out: list[list[str]] = []
+    for piece in pieces:
+        head, glue, tail = _split_glue(piece)
+        if head and tail and set(tail) <= lx.COLORS | lx.SIZES and _one_thing(head):
+            piece = [*head, "that", "is", *tail]
+        elif not head and set(tail) <= lx.COLORS | lx.SIZES and out and _one_thing(out[-1]):
+            out[-1] = [*out[-1], "that", "is", *tail]
+            continue
+        out.append(piece if head or glue else tail)
+    return out
+
+
+def _split_glue(piece: list[str]) -> tuple[list[str], bool, list[str]]:
+    """A part as the words before the verifier's glue mark and those after it (a part with
+    no mark: nothing before it, its words after)."""
+    if "\x00" not in piece:
+        return [], False, piece
+    at = piece.index("\x00")
+    return piece[:at], True, piece[at + 1:]
+
+
+def _one_thing(piece: list[str]) -> bool:
+    return bool(piece) and all(_plain(word) and not _verbal(word) for word in piece)
 
 
 def _rewrite(tokens: list[str]) -> list[str]:
@@ -198,6 +228,12 @@ def _rewrite(tokens: list[str]) -> list[str]:
             out.append(_MATERIAL_ADJECTIVES[word])  # "a wooden house" is "a house made of wood"
         elif word in ("painted", "dyed") and nxt in lx.COLORS and out:
             out += ["that", "be"]  # of one thing, or of a list
+        elif word in ("painted", "dyed") and nxt == "in" and tokens[i + 2:i + 3] and tokens[i + 2] in lx.COLORS and out:
+            out += ["that", "be"]  # "painted in black"
+            i += 1
+        elif (word, nxt) == ("whose", "color") and tokens[i + 2:i + 3] == ["is"]:
+            out += ["that", "is"]  # "a car whose color is black"
+            i += 2
         elif i == 0 and word in _MADE_BY and nxt == "by":
             out.append(_MADE_BY[word])
         elif word in ("to", "on") and nxt == "its" and i + 2 < len(tokens) and tokens[i + 2] in _ITS_SIDE:
@@ -308,8 +344,10 @@ def _bare(piece: list[str]) -> bool:
 def _classes(tokens: list[str]) -> list[Word]:
     out: list[Word] = []
     for i, word in enumerate(tokens):
-        if word == "a":  # the verifier's mark of a verb's object
-            if not out or out[-1][0] != VERB:
+        if word == "a":  # the verifier's mark of a verb's object, or of a noun after "that is"
+            if out and out[-1][0] == WHICH_IS:
+                out[-1] = (WHICH_IS, out[-1][1] + " a")  # "a house that is a boat": not a quality
+            elif not out or out[-1][0] != VERB:
                 raise _Unsure  # "a man painted a wall": "painted" read as a thing's word
             continue
         before = [cls for cls, _ in out if cls != COPULA]  # "a broom (being) ridden"

@@ -200,12 +200,12 @@ def _verbal(token: str) -> bool:
 
 def _kept_article(out: list[str], following: str | None) -> str | None:
     """The token an article stays as, where it tells two meanings apart: after a verb it
-    marks the verb's object ("a man eating a shark", not "a man-eating shark"), and "in the
-    front of" a car is not "in front of" it."""
+    marks the verb's object ("a man eating a shark", not "a man-eating shark"), after "that
+    is" a noun ("a boat", not a quality), and "in the front of" a car is not "in front of" it."""
     if not out:
         return None
-    if _verbal(out[-1]):
-        return "a"
+    if _verbal(out[-1]) or (out[-1] in lx.AUXILIARIES and len(out) > 1 and out[-2] in ("that", "which", "who")):
+        return "a"  # "a man eating a shark"; "a house that is a boat" (not a quality)
     if out[-1] == "in" and following in ("front", "back"):
         return "the"
     return None
