@@ -37,6 +37,7 @@ REJECT = {
         ("a dog in a park", "dogs in a park"),
         ("a cat on a sofa", "one cat on a sofa"),
         ("a castle with four towers", "a castle with 5 towers"),
+        ("a red and blue car", "a red and a blue car"),
         ("the sheep is grazing on a hill", "the sheep are grazing on a hill"),
         ("a deer at the edge of a forest", "deer at the edge of a forest"),
         ("the moose stands in a lake", "the moose stand in a lake"),

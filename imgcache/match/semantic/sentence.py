@@ -188,6 +188,8 @@ def _qualities_after(pieces: Iterable[list[str]]) -> list[list[str]]:
     and nothing else; glued on anything else ("a cat and a dog, black"), it stays glued."""
     out: list[list[str]] = []
     for piece in pieces:
+        if len(piece) == 2 and piece[0] == "as" and piece[1] in lx.MEDIA:
+            piece = piece[1:]  # "..., as a painting"
         head, glue, tail = _split_glue(piece)
         if head and tail and set(tail) <= lx.COLORS | lx.SIZES and _one_thing(head):
             piece = [*head, "that", "is", *tail]
@@ -216,7 +218,14 @@ def _rewrite(tokens: list[str]) -> list[str]:
     i = 0
     while i < len(tokens):
         word, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
-        if word in _TEXT_NOUNS and nxt is not None and nxt.startswith(QUOTE):
+        after = tokens[i + 2:i + 4]
+        if (word in lx.COLORS and nxt == "and" and after[:1] and after[0] in lx.COLORS and len(after) == 2
+                and _plain(after[1]) and after[1] not in lx.COLORS):
+            out.append("+".join(sorted((word, after[0]))))  # "a yellow and black bus": one bus, two colours
+            i += 2
+        elif word == "as" and nxt in _MADE_BY and after[:1] == ["by"]:
+            i += 1  # "Indonesia as painted by X" is by X
+        elif word in _TEXT_NOUNS and nxt is not None and nxt.startswith(QUOTE):
             pass  # "the words 'open'"
         elif word == "s" and out and out[-1].isdigit():
             out[-1] += word  # "1960 s"
@@ -347,7 +356,7 @@ def _classes(tokens: list[str]) -> list[Word]:
         if word == "a":  # the verifier's mark of a verb's object, or of a noun after "that is"
             if out and out[-1][0] == WHICH_IS:
                 out[-1] = (WHICH_IS, out[-1][1] + " a")  # "a house that is a boat": not a quality
-            elif not out or out[-1][0] != VERB:
+            elif not out or out[-1][0] not in (VERB, AND):  # after "and": another thing
                 raise _Unsure  # "a man painted a wall": "painted" read as a thing's word
             continue
         before = [cls for cls, _ in out if cls != COPULA]  # "a broom (being) ridden"

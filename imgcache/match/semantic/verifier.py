@@ -148,6 +148,7 @@ _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under
                        "and", "of", "to", "near", "behind", "above", "below"})
 _VERB_BASES = frozenset(lx.VERB_FORMS)
 _MEDIUM_HEAD_MAX = 5  # "award winning hyperrealistic oil painting of": a medium, not a scene
+_DESCRIBING = lx.COLORS | lx.SIZES | lx.PALETTE
 _GLUE = "\x00"  # joins an attribute-only part to the part before it
 
 
@@ -201,13 +202,16 @@ def _verbal(token: str) -> bool:
 def _kept_article(out: list[str], following: str | None) -> str | None:
     """The token an article stays as, where it tells two meanings apart: after a verb it
     marks the verb's object ("a man eating a shark", not "a man-eating shark"), after "that
-    is" a noun ("a boat", not a quality), and "in the front of" a car is not "in front of" it."""
+    is" a noun ("a boat", not a quality), after "and" between qualities another thing, and
+    "in the front of" a car is not "in front of" it."""
     if not out:
         return None
     if _verbal(out[-1]) or (out[-1] in lx.AUXILIARIES and len(out) > 1 and out[-2] in ("that", "which", "who")):
         return "a"  # "a man eating a shark"; "a house that is a boat" (not a quality)
     if out[-1] == "in" and following in ("front", "back"):
         return "the"
+    if out[-1] == "and" and (following in _DESCRIBING or (len(out) > 1 and out[-2] in _DESCRIBING)):
+        return "a"  # "a red and a blue car" is two cars, "a red and blue car" one
     return None
 
 
