@@ -99,6 +99,9 @@ _HAVING = {
     "bearded": "beard", "skinned": "skin", "furred": "fur", "scaled": "scales", "hooded": "hood",
     "clawed": "claws", "fanged": "fangs", "tusked": "tusks", "antlered": "antlers", "finned": "fins",
 }
+# Verbs that say only where a thing is: "on a table, two glasses (are) sitting".
+_POSITIONS = frozenset({"sit", "stand", "lie", "hang", "float", "perch", "lean", "sleep", "glow",
+                        "parked", "resting", "waiting", "standing", "lying"})
 _MATERIAL_ADJECTIVES = {"wooden": "wood", "woolen": "wool", "woollen": "wool", "silken": "silk"}
 _DEGREE = frozenset({"very", "extremely", "really", "super"})
 _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
@@ -178,7 +181,7 @@ def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
         pieces = _qualities_after(_having(_rewrite(list(part))) for part in parts)
         if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
             return None  # "the sheep is / are grazing": only the verb tells one from many
-        return [_classes(piece) for piece in _attach(_join_lists(pieces))]
+        return [_classes(piece) for piece in _attach(_sided(_join_lists(pieces)))]
     except _Unsure:
         return None
 
@@ -330,14 +333,33 @@ def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def _sided(pieces: list[list[str]]) -> list[list[str]]:
+    """"A bus and a car, with the car on the left" is "a car left of a bus"."""
+    if len(pieces) != 2 or pieces[0].count("and") != 1 or not _one_thing([w for w in pieces[0] if w != "and"]):
+        return pieces
+    named, side = pieces
+    if len(side) < 4 or side[0] != "with" or side[-2:] not in (["on", "left"], ["on", "right"]):
+        return pieces
+    at = named.index("and")
+    first, second, which = named[:at], named[at + 1:], side[1:-2]
+    if which not in (first, second) or first == second:
+        return pieces
+    other = second if which == first else first
+    return [[*which, f"{side[-1]} of", *other]]
+
+
 def _attach(pieces: list[list[str]]) -> list[list[str]]:
     out = [list(piece) for piece in pieces]
     if len(out) != 2:
         return out  # "in a box, a cat, a dog": which of them is in it?
-    if _leading(out[0]) and _bare(out[1]):
-        return [out[1] + out[0]]  # "On the street, five cars."
+    if _leading(out[0]) and (_bare(out[1]) or _bare([w for w in out[1][:-1] if w != "of"]) and out[1][-1] in _POSITIONS):
+        return [out[1] + out[0]]  # "On the street, five cars (are parked)."
     if _leading(out[1]) and _bare(out[0]):
         return [out[0] + out[1]]  # "Five cars, on the street."
+    verb = out[0][0]
+    if (len(out[0]) > 1 and _bare(out[1]) and (verb in lx.VERB_FORMS and out[0][1] == "a" or verb.endswith("ing")
+                                               and verb not in _ING_NOUNS and verb not in _ING_ADJECTIVES)):
+        return [out[1] + out[0]]  # "Cruising through the rainforest, a bus."
     return out
 
 
