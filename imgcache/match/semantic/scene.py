@@ -421,8 +421,8 @@ class _Part:
             verb = relation not in _VERB_RELATIONS.values()
         self.pending = (self.last, relation, verb)
         if i + 1 >= len(units) or units[i + 1][0] == AND:  # nothing after it
-            if relation == "on top" and self.host is not None:
-                self.relate(self.last, "on", self.host, False)  # "X with Y on top"
+            if relation in _ENDING_PLACES and self.host is not None:
+                self.relate(self.last, _ENDING_PLACES[relation], self.host, False)  # "X with Y on top / inside"
                 self.host = None
             elif verb:
                 self.relate(self.last, relation, None, True)  # "a dog sleeping"
@@ -465,10 +465,15 @@ def _bears(node: Node | None) -> bool:
     return isinstance(node, _Thing) and node.words[-1] in _TEXT_BEARERS
 
 
+# A relation word that ends "X with Y <word>" and means Y <relation> X.
+_ENDING_PLACES = {"on top": "on", "in": "in", "under": "under", "behind": "behind"}
+
+
 def _refers_back(rest: list[Unit]) -> bool:
-    """Whether a "with" phrase ends in a pronoun for the thing before "with" (or "on top")."""
-    for cls, word in rest:
-        if cls == PRONOUN or word == "on top":
+    """Whether a "with" phrase ends in a pronoun for the thing before "with", or in a place
+    word ("on top", "inside")."""
+    for at, (cls, word) in enumerate(rest):
+        if cls == PRONOUN or word in _ENDING_PLACES and (at + 1 == len(rest) or rest[at + 1][0] == AND):
             return True
         if cls in ("thing", AND):
             return False
