@@ -4,7 +4,8 @@
 
 The pairs file (default ``<repo>/../shared/eval/prompt_pairs_dev.jsonl`` and, after it, the
 hand-written ``prompt_pairs_natural_dev.jsonl``, whose kinds are reported per half of a split
-by anchor: "[dev]" tuned on, "[held]" a quarter kept apart; the evaluation data lives beside
+by anchor - "dev" tuned on, "held" a quarter kept apart - and per shape of the anchor: "sentence"
+(one short sentence, like PartiPrompts') or "tags" (a DiffusionDB list); the evaluation data lives beside
 the repository, not in it) holds ``{"anchor", "query", "label": "same"|"different",
 "kind"}`` rows. Without ``--pairs`` and with no ``../shared/eval`` beside the repository, the
 benchmark prints ``skipped: ../shared/eval not found ...`` and exits 0. Every anchor and query is
@@ -127,6 +128,12 @@ def held_apart(anchor: str) -> bool:
     return hashlib.sha256(anchor.encode()).digest()[0] % 4 == 0
 
 
+def shape(anchor: str) -> str:
+    """"sentence" for a one-sentence anchor like PartiPrompts' (no comma, at most 15 words),
+    "tags" for a DiffusionDB-style list of tags."""
+    return "sentence" if "," not in anchor and len(anchor.split()) <= 15 else "tags"
+
+
 def load(path: Path, quick: bool, natural: Path | None = None) -> list[dict[str, str]]:
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
@@ -135,7 +142,8 @@ def load(path: Path, quick: bool, natural: Path | None = None) -> list[dict[str,
             for line in handle:
                 if line.strip():
                     row = json.loads(line)
-                    row["kind"] += " [held]" if held_apart(row["anchor"]) else " [dev]"
+                    half = "held" if held_apart(row["anchor"]) else "dev"
+                    row["kind"] += f" [{half}, {shape(row['anchor'])}]"
                     rows.append(row)
     if not quick:
         return rows
