@@ -58,8 +58,11 @@ from .sentence import (
 __all__ = ["scene"]
 
 Fact = tuple[object, ...]
-_INVERSE = {"right of": "left of", "below": "above", "behind": "in front of"}
-_VERB_RELATIONS = {"surround": "around", "feature": "with"}
+_INVERSE = {"right of": "left of", "below": "above", "behind": "in front of", "under": "over",
+            "contain": "in", "top with": "on"}  # "a box containing a cat": the cat in the box
+_SYMMETRIC = frozenset({"next to", "near"})  # "a cat next to a dog" is "a dog next to a cat"
+# Verbs read as relations: "surrounding" is "around", "containing" is "in" read backwards.
+_VERB_RELATIONS = {"surround": "around", "feature": "with", "contain": "contain", "top with": "top with"}
 _NEUTER = frozenset({"it", "its", "them", "their"})  # "his" / "her" would need a gender: unsure
 # What "X written on Y" can say of Y ("Y says X"): signs and the like, not a person.
 _TEXT_BEARERS = frozenset({
@@ -324,6 +327,8 @@ class _Part:
                 raise _Unsure
         if obj is not None and not verb and relation in _INVERSE:
             subject, relation, obj = obj, _INVERSE[relation], subject
+        if relation in _SYMMETRIC and not verb and isinstance(obj, _Thing) and isinstance(subject, _Thing):
+            subject, obj = sorted((subject, obj), key=_key)  # type: ignore[assignment]
         target = obj if relation != "by" or not isinstance(obj, tuple) else ("by", *(t.key() for t in obj))
         self.facts[("rel", _key(subject), relation, None if target is None else
                     target if relation == "by" and isinstance(obj, tuple) else _key(target))] += 1
