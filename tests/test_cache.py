@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import Upstream
 
 import imgcache
 from imgcache import Cache, ConfigError, InvalidRequest, UncachedResultWarning
-
-from _helpers import Upstream
 
 
 def fresh(n: int, prompt: str, **params: object) -> bytes:
@@ -357,7 +356,7 @@ def test_every_exception_is_under_the_error_root() -> None:
 
     internal = {"imgcache._files.NotAFile": OSError,  # the disk tier turns it into TierError
                 "imgcache.match.optional.Unavailable": ImportError,  # the optional-deps probe's
-                "imgcache.match.semantic.scene._Unsure": Exception}  # caught in scene(): "no verdict"
+                "imgcache.match.semantic.sentence.Unsure": Exception}  # caught in scene(): "no verdict"
     found = []
     for info in pkgutil.walk_packages(imgcache.__path__, "imgcache."):
         if info.name.startswith("imgcache.testing") or info.name.endswith("__main__"):

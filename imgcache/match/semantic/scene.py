@@ -49,6 +49,7 @@ from .sentence import (
     VERB,
     WHICH_IS,
     WORD,
+    Unsure,
     Word,
     classify,
     is_participle,
@@ -140,10 +141,6 @@ def _members(node: Node | None) -> tuple[_Thing, ...]:
     return node if isinstance(node, tuple) else (node,) if node is not None else ()
 
 
-class _Unsure(Exception):
-    """The reader cannot place a word: no verdict from the scene."""
-
-
 @lru_cache(maxsize=4096)
 def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | None:
     """The facts of a prompt's parts (:func:`~imgcache.match.semantic.verifier._analyse`'s
@@ -157,10 +154,10 @@ def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | N
             part: Counter[Fact] = Counter()
             try:
                 _Part(part).read(_invert(_bind(_things(words))))
-            except _Unsure:
+            except Unsure:
                 part = Counter({_as_written(words): 1})
             facts.update(part)
-    except _Unsure:
+    except Unsure:
         return None
     return frozenset(facts.items())
 
@@ -170,7 +167,7 @@ def _as_written(words: list[Word]) -> Fact:
     Two prompts share it only by saying it alike, ambiguities and all; a part that leans on
     another (it starts with a relation or a verb, or has a pronoun) is not compared at all."""
     if not words or words[0][0] != WORD or any(cls == PRONOUN for cls, _ in words):
-        raise _Unsure
+        raise Unsure
     return ("as written", tuple(words))
 
 
@@ -198,7 +195,7 @@ def _bind(units: list[Unit]) -> list[Unit]:
         other = nxt[1] if nxt[0] == "thing" else None
         if cls == STYLE_OF and isinstance(other, _Thing):
             if i + 2 < len(units) and units[i + 2][0] == AND:
-                raise _Unsure  # "in the style of Monet and Picasso": both styles, or a Picasso?
+                raise Unsure  # "in the style of Monet and Picasso": both styles, or a Picasso?
             out.append(("style", other.words))
             i += 2
             continue
@@ -206,23 +203,23 @@ def _bind(units: list[Unit]) -> list[Unit]:
             one = (cls, value) == (WHICH_IS, "is")  # "a cup and a phone that is blue": the phone
             if not isinstance(after, _Thing) or (cls in (MADE_OF, WHICH_IS) and not one and len(out) > 1
                                                  and out[-2][0] == AND):
-                raise _Unsure  # "a cup and a plate made of gold": the plate, or both?
+                raise Unsure  # "a cup and a plate made of gold": the plate, or both?
             then_and = i + 2 < len(units) and units[i + 2][0] == AND
             if cls != POSSESSIVE_S and then_and and not (cls == WHICH_IS and _names_a_thing(units, i + 3)):
-                raise _Unsure  # "a bowl of cherries and grapes", "carved from marble and gold"
+                raise Unsure  # "a bowl of cherries and grapes", "carved from marble and gold"
             if isinstance(other, _Thing):
                 if cls == WHICH_IS and ((i + 2 < len(units) and not then_and) or after.owner is not None
                                         or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
-                    raise _Unsure  # "the roof of a house that is red", "a man with a dog who is happy"
+                    raise Unsure  # "the roof of a house that is red", "a man with a dog who is happy"
                 if cls == WHICH_IS and not _a_quality(other.words, str(value), then_and):
-                    raise _Unsure  # "a house that is a boat" is not "a boat house"
+                    raise Unsure  # "a house that is a boat" is not "a boat house"
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
                 continue
             if cls == WHICH_IS and nxt[0] in (RELATION, VERB):
                 i += 1  # "a cat that is on a mat"
                 continue
-            raise _Unsure
+            raise Unsure
         if cls == "thing":
             assert isinstance(value, _Thing)
             words = value.words
@@ -267,16 +264,16 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
     elif how == MADE_OF:  # "spaceship made of cardboard"
         if (before.owner is not None or after.owner is not None or after.words[-1] not in _MATERIALS
                 or "of" in before.words):
-            raise _Unsure
+            raise Unsure
         if len(after.words) > 1:
-            raise _Unsure  # "a castle made of huge stones" is not "a huge stone castle"
+            raise Unsure  # "a castle made of huge stones" is not "a huge stone castle"
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
         if after.owner is not None or "of" in before.words:
-            raise _Unsure  # "a bowl of cherries that is red"
+            raise Unsure  # "a bowl of cherries that is red"
         return _Thing((*after.words, *before.words), before.owner)
     if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
-        raise _Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
+        raise Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
     if how == RELATION and (thing.words[-1] not in _PARTS or owner.words[-1] in _MEATS):
         return _Thing((*thing.words, "of", *owner.words))  # "a plate of chicken", "a leg of lamb"
     return _Thing(thing.words, owner)
@@ -296,7 +293,7 @@ def _invert(units: list[Unit]) -> list[Unit]:
         return [*units[4:], units[0], units[1], units[2]]
     for i, cls in enumerate(classes):
         if cls == COPULA and not (0 < i < len(units) - 1 and classes[i + 1] in (VERB, RELATION)):
-            raise _Unsure
+            raise Unsure
     return [unit for unit in units if unit[0] != COPULA]
 
 
@@ -324,7 +321,7 @@ class _Part:
                     self.relate(subject, relation, member, verb)
                 return
             if relation != "by":  # "wearing a hat and a woman": the woman worn, or beside?
-                raise _Unsure
+                raise Unsure
         if obj is not None and not verb and relation in _INVERSE:
             subject, relation, obj = obj, _INVERSE[relation], subject
         if relation in _SYMMETRIC and not verb and isinstance(obj, _Thing) and isinstance(subject, _Thing):
@@ -352,10 +349,10 @@ class _Part:
             elif cls in (RELATION, VERB):
                 i = self._relation(units, i)
             elif cls != AND:
-                raise _Unsure
+                raise Unsure
             i += 1
         if self.pending is not None:
-            raise _Unsure
+            raise Unsure
         for node in self.things:
             for thing in _members(node):
                 if id(thing) not in self.related:
@@ -382,16 +379,16 @@ class _Part:
 
     def _pronoun(self, units: list[Unit], i: int) -> int:
         if self.pending is None or units[i][1] not in _NEUTER:
-            raise _Unsure
+            raise Unsure
         subject, relation, verb = self.pending
         owned = units[i + 1][1] if i + 1 < len(units) and units[i + 1][0] == "thing" else None
         if self.host is None and units[i][1] != "it" and owned is not None and len(self.things) == 1:
             self.host = self.first  # "a fox sleeping on its tail": nothing else it could be
         if self.host is None:
-            raise _Unsure
+            raise Unsure
         if units[i][1] != "it" and isinstance(owned, _Thing):
             if owned.owner is not None or not isinstance(self.host, _Thing):
-                raise _Unsure
+                raise Unsure
             target: Node = _Thing(owned.words, self.host)
             self.things.append(target)
             self.last = target
@@ -408,7 +405,7 @@ class _Part:
         if self.last is None and (cls, word) == (RELATION, "by"):
             self.last = _PICTURE  # "..., by Monet"
         if self.last is None or self.pending is not None or self.last_is_object:
-            raise _Unsure  # nothing to relate; two relations in a row; "a cat on a mat chased by ..."
+            raise Unsure  # nothing to relate; two relations in a row; "a cat on a mat chased by ..."
         relation, verb = word, False
         nxt = units[i + 1] if i + 1 < len(units) else ("", None)
         if cls == VERB:
@@ -416,7 +413,7 @@ class _Part:
             if word.endswith(BARE) and relation not in _VERB_RELATIONS:
                 relation += BARE
             if nxt == (RELATION, "by") and is_participle(word) and relation in _PLACED_BY:
-                raise _Unsure  # "a sculpture displayed by a window": beside it
+                raise Unsure  # "a sculpture displayed by a window": beside it
             if nxt[0] == REVERSED or (nxt == (RELATION, "by") and is_participle(word)):
                 return self._passive(units, i, _VERB_RELATIONS.get(relation, relation))
             if nxt[0] == RELATION:
@@ -432,7 +429,7 @@ class _Part:
             elif verb:
                 self.relate(self.last, relation, None, True)  # "a dog sleeping"
             else:
-                raise _Unsure
+                raise Unsure
             self.pending = None
         return i
 
@@ -440,17 +437,17 @@ class _Part:
         """"Y V-ed by X" is "X V Y"; "Y written on X" (or on it): X says Y."""
         agent = units[i + 2] if i + 2 < len(units) else ("", None)
         if i + 3 < len(units) and units[i + 3][0] == AND:
-            raise _Unsure  # "carried by a man and a woman": the reader takes one agent
+            raise Unsure  # "carried by a man and a woman": the reader takes one agent
         if agent[0] == PRONOUN and agent[1] in _NEUTER and self.host is not None:
             actor, self.host = self.host, None
         elif agent[0] == "thing" and isinstance(agent[1], _Thing):
             actor = agent[1]
             self.things.append(actor)
         else:
-            raise _Unsure
+            raise Unsure
         if units[i + 1][0] == REVERSED:
             if not isinstance(actor, _Thing) or actor.words[-1] not in _TEXT_BEARERS:
-                raise _Unsure  # "a poem written on a girl" is not "a girl saying a poem"
+                raise Unsure  # "a poem written on a girl" is not "a girl saying a poem"
             relation = "say"
         assert self.last is not None
         self.relate(actor, relation, self.last, True)

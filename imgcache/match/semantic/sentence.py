@@ -169,8 +169,8 @@ def stem(word: str) -> str:
     return word
 
 
-class _Unsure(Exception):
-    """A phrase the rewrites cannot place."""
+class Unsure(Exception):
+    """A phrase the reader cannot place: no verdict from the scene (never leaves scene())."""
 
 
 def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
@@ -182,7 +182,7 @@ def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
         if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
             return None  # "the sheep is / are grazing": only the verb tells one from many
         return [_classes(piece) for piece in _attach(_sided(_join_lists(pieces)))]
-    except _Unsure:
+    except Unsure:
         return None
 
 
@@ -297,7 +297,7 @@ def _having(tokens: list[str]) -> list[str]:
         if end == at + 1:
             return tokens  # nothing after it to have the part: "a frog, winged"
         if end < len(tokens) and tokens[end] == "s":
-            raise _Unsure  # "a bearded man's dog": the man's beard, or the dog's?
+            raise Unsure  # "a bearded man's dog": the man's beard, or the dog's?
         rest = tokens[end:]
         if rest[:1] == ["with"]:
             rest = ["and", *rest[1:]]  # "... with fair skin" joins the list of what it has
@@ -379,7 +379,7 @@ def _classes(tokens: list[str]) -> list[Word]:
             if out and out[-1][0] == WHICH_IS:
                 out[-1] = (WHICH_IS, out[-1][1] + " a")  # "a house that is a boat": not a quality
             elif not out or out[-1][0] not in (VERB, AND):  # after "and": another thing
-                raise _Unsure  # "a man painted a wall": "painted" read as a thing's word
+                raise Unsure  # "a man painted a wall": "painted" read as a thing's word
             continue
         before = [cls for cls, _ in out if cls != COPULA]  # "a broom (being) ridden"
         after_thing = bool(before) and before[-1] in (WORD, PRONOUN)
