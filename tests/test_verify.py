@@ -51,6 +51,8 @@ REJECT = {
         ("a poster, version 2.0", "a poster, version 20"),
     ],
     "role swap": [
+        ("Monet's painting of a bridge", "a painting of Monet on a bridge"),
+        ("the queen's portrait, a golden frame", "a portrait, a golden frame by the queen"),
         ("a horse riding an astronaut", "an astronaut riding a horse"),
         ("an umbrella on top of a spoon", "a spoon on top of an umbrella"),
         ("an umbrella on top of a spoon", "a spoon atop an umbrella"),
@@ -164,6 +166,8 @@ ACCEPT = {
         ("a whale under a boat", "a whale beneath a boat"),
     ],
     "reordered parts": [
+        ("Monet's painting of a bridge", "a painting of a bridge by Monet"),
+        ("a 70s cartoon of a dinosaur", "a dinosaur, 70s cartoon"),
         ("a lone tree, misty morning, oil painting", "oil painting, a lone tree, misty morning"),
         ("a photo of a red fox in snow", "red fox in the snow, photo"),
         ("a photo of a red fox in snow", "Generate an image of a red fox in snow, photo"),

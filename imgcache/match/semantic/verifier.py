@@ -251,7 +251,8 @@ def _canonical_tokens(words: list[str]) -> list[str]:
 
 
 def _split_medium(tokens: list[str]) -> list[list[str]]:
-    """``[photo, of, red, fox]`` -> ``[[photo], [red, fox]]``: a leading "<...medium> of"."""
+    """``[photo, of, red, fox]`` -> ``[[photo], [red, fox]]``: a leading "<...medium> of"
+    (``[monet, s, painting, of, bridge]`` -> ``[[painting], [bridge, by, monet]]``)."""
     try:
         at = tokens.index("of", 1, _MEDIUM_HEAD_MAX + 1)
     except ValueError:
@@ -262,6 +263,8 @@ def _split_medium(tokens: list[str]) -> list[list[str]]:
     for word in head[:-1]:
         if word in _RELATION or word in _VERB_BASES or word.endswith("ing"):
             return [tokens]  # "a woman holding a portrait of a man": not a leading medium
+    if len(head) > 2 and head[-2] == "s" and not head[-3].isdigit():  # not "a 70s cartoon of"
+        return [head[-1:], [*rest, "by", *head[:-2]]]  # "Monet's painting of X": X by Monet
     return [head, rest]
 
 
