@@ -72,7 +72,6 @@ _TEXT_BEARERS = frozenset({
     "book", "cake", "mug", "cup", "box", "bag", "flag", "sticker", "tag", "ticket", "letter", "envelope",
 })
 _QUALITIES = lx.COLORS | lx.SIZES | lx.PALETTE  # what "X that is Y" may say of X, whatever follows
-_DEGREES = frozenset({"very", "extremely", "super", "quite", "rather", "so"})
 # "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
 _DEPICTIONS = lx.MEDIA | frozenset({
     "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
@@ -211,7 +210,7 @@ def _bind(units: list[Unit]) -> list[Unit]:
                 if cls == WHICH_IS and ((i + 2 < len(units) and not then_and) or after.owner is not None
                                         or (len(out) > 1 and out[-2][0] in (RELATION, VERB))):
                     raise Unsure  # "the roof of a house that is red", "a man with a dog who is happy"
-                if cls == WHICH_IS and not _a_quality(other.words, str(value), then_and):
+                if cls == WHICH_IS and not _a_quality(other.words, str(value)):
                     raise Unsure  # "a house that is a boat" is not "a boat house"
                 out[-1] = ("thing", _joined(cls, after, other))
                 i += 2
@@ -236,15 +235,10 @@ def _bind(units: list[Unit]) -> list[Unit]:
     return out
 
 
-def _a_quality(words: tuple[str, ...], copula: str, then_and: bool) -> bool:
-    """Whether "that is <words>" says a quality ("pink", "very simple"), not what a thing is
-    ("a boat": the verifier keeps that article). Before "and", only colours and sizes: "fast
-    and shiny" may be two qualities or a quality and a thing."""
-    if set(words) <= _QUALITIES:
-        return True
-    *degree, word = words
-    return (copula in ("is", "are", "be") and not then_and and len(degree) <= 1 and set(degree) <= _DEGREES
-            and not word.isdigit() and not (word.endswith("s") and not word.endswith(("ous", "ss"))))
+def _a_quality(words: tuple[str, ...], copula: str) -> bool:
+    """Whether "that is <words>" says a colour or size ("pink"), never what a thing is ("a
+    boat") nor an adjective that may make a compound ("a dog that is hot" is no "hot dog")."""
+    return set(words) <= _QUALITIES and copula in ("is", "are", "be")
 
 
 def _names_a_thing(units: list[Unit], at: int) -> bool:

@@ -102,7 +102,6 @@ _HAVING = {
 # Verbs that say only where a thing is: "on a table, two glasses (are) sitting".
 _POSITIONS = frozenset({"sit", "stand", "lie", "hang", "float", "perch", "lean", "sleep", "glow",
                         "parked", "resting", "waiting", "standing", "lying"})
-_MATERIAL_ADJECTIVES = {"wooden": "wood", "woolen": "wool", "woollen": "wool", "silken": "silk"}
 _DEGREE = frozenset({"very", "extremely", "really", "super"})
 _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
 _RELATIVE = frozenset({"that", "which", "who"})
@@ -236,8 +235,6 @@ def _rewrite(tokens: list[str]) -> list[str]:
             i += 1
         elif word in ("colored", "color") and nxt in lx.COLORS:
             pass
-        elif word in _MATERIAL_ADJECTIVES:
-            out.append(_MATERIAL_ADJECTIVES[word])  # "a wooden house" is "a house made of wood"
         elif word in ("painted", "dyed") and nxt in lx.COLORS and out:
             out += ["that", "be"]  # of one thing, or of a list
         elif word in ("painted", "dyed") and nxt == "in" and tokens[i + 2:i + 3] and tokens[i + 2] in lx.COLORS and out:
