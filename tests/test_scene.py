@@ -142,6 +142,7 @@ LOOK_ALIKE = [
     ("a bridge over a river", "a bridge under a river"),
     ("a cat next to a dog on a mat", "a dog next to a cat on a mat"),
     ("a dog that is hot", "a hot dog"),
+    ("a statue of a man", "a man and a statue"),
     ("a wood duck", "a wooden duck"),
     ("a girl reading 'Hamlet'", "'Hamlet' written on a girl"),
     ("a girl reading 'Hamlet'", "a sign reading 'Hamlet'"),

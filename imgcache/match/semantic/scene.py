@@ -348,8 +348,11 @@ class _Part:
         if self.pending is not None:
             raise Unsure
         for node in self.things:
-            for thing in _members(node):
-                if id(thing) not in self.related:
+            alone = [thing for thing in _members(node) if id(thing) not in self.related]
+            if isinstance(node, tuple) and len(alone) == len(node):
+                self.facts[("things", _key(node))] += 1  # "a man and a statue" is no "statue, man"
+            else:
+                for thing in alone:
                     self.facts[("thing", thing.key())] += 1
 
     def _thing(self, units: list[Unit], i: int) -> int:
