@@ -102,6 +102,7 @@ _HAVING = {
 # Verbs that say only where a thing is: "on a table, two glasses (are) sitting".
 _POSITIONS = frozenset({"sit", "stand", "lie", "hang", "float", "perch", "lean", "sleep", "glow",
                         "parked", "resting", "waiting", "standing", "lying"})
+_COLOURS_AND_SIZES = lx.COLORS | lx.SIZES
 _DEGREE = frozenset({"very", "extremely", "really", "super"})
 _PRONOUNS = frozenset({"it", "its", "them", "their", "itself", "themselves", "him", "his", "her"})
 _RELATIVE = frozenset({"that", "which", "who"})
@@ -193,9 +194,9 @@ def _qualities_after(pieces: Iterable[list[str]]) -> list[list[str]]:
         if len(piece) == 2 and piece[0] == "as" and piece[1] in lx.MEDIA:
             piece = piece[1:]  # "..., as a painting"
         head, glue, tail = _split_glue(piece)
-        if head and tail and set(tail) <= lx.COLORS | lx.SIZES and _one_thing(head):
+        if head and tail and set(tail) <= _COLOURS_AND_SIZES and _one_thing(head):
             piece = [*head, "that", "is", *tail]
-        elif not head and set(tail) <= lx.COLORS | lx.SIZES and out and _one_thing(out[-1]):
+        elif not head and set(tail) <= _COLOURS_AND_SIZES and out and _one_thing(out[-1]):
             out[-1] = [*out[-1], "that", "is", *tail]
             continue
         out.append(piece if head or glue else tail)
@@ -212,7 +213,8 @@ def _split_glue(piece: list[str]) -> tuple[list[str], bool, list[str]]:
 
 
 def _one_thing(piece: list[str]) -> bool:
-    return bool(piece) and all(_plain(word) and not _verbal(word) for word in piece)
+    """A part that names one thing and nothing else (no "and", no relation, no verb)."""
+    return bool(piece) and "and" not in piece and _bare(piece)
 
 
 def _rewrite(tokens: list[str]) -> list[str]:
@@ -251,7 +253,7 @@ def _rewrite(tokens: list[str]) -> list[str]:
         else:
             for length in _PHRASE_LENGTHS:
                 phrase = tuple(tokens[i:i + length])
-                if phrase in _HAS and out and all(_plain(w) and not _verbal(w) for w in out):
+                if phrase in _HAS and _one_thing(out):
                     out.append("with")
                     i += length - 1 + (tokens[i + length:i + length + 1] == ["a"])  # "having a hat"
                     break
@@ -332,7 +334,7 @@ def _join_lists(pieces: list[list[str]]) -> list[list[str]]:
 
 def _sided(pieces: list[list[str]]) -> list[list[str]]:
     """"A bus and a car, with the car on the left" is "a car left of a bus"."""
-    if len(pieces) != 2 or pieces[0].count("and") != 1 or not _one_thing([w for w in pieces[0] if w != "and"]):
+    if len(pieces) != 2 or pieces[0].count("and") != 1 or not _bare(pieces[0]):
         return pieces
     named, side = pieces
     if len(side) < 4 or side[0] != "with" or side[-2:] not in (["on", "left"], ["on", "right"]):
@@ -416,5 +418,4 @@ def _is_verb(word: str, after_thing: bool, nxt: str | None) -> bool:
         return after_thing or word.endswith("ing")
     if word.endswith("ing") and len(word) > 4 and word not in _ING_NOUNS and word not in _ING_ADJECTIVES:
         return after_thing  # "a dog sleeping"; not "in a recording booth"
-    participle = word.endswith("ed") and len(word) > 4 or word in _IRREGULAR
-    return participle and after_thing and nxt in PREPOSITIONS
+    return is_participle(word) and after_thing and nxt in PREPOSITIONS

@@ -301,23 +301,26 @@ def verify(stored: str, query: str) -> Verdict:
         return Verdict(False, EMPTY_REASON)
     if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
         return Verdict(True, SAME_REASON)
-    if _same_scene(stored, query):
+    if _same_scene(stored, query, stored_parts, query_parts):
         return Verdict(True, SCENE_REASON)
     return Verdict(False, _explain(stored_parts, query_parts))
 
 
-def _same_scene(stored: str, query: str) -> bool:
+def _same_scene(stored: str, query: str, stored_parts: tuple[tuple[str, ...], ...],
+                query_parts: tuple[tuple[str, ...], ...]) -> bool:
     """Step 6. Text to draw ('a sign that says "open"') must be quoted alike in both prompts,
     as written; each quotation is then one word to the scene reader."""
     quotations = sorted(match.group(2) for match in _QUOTATION.finditer(stored))
     if quotations != sorted(match.group(2) for match in _QUOTATION.finditer(query)):
         return False
-    names = {text: QUOTE + chr(ord("a") + i) for i, text in enumerate(sorted(set(quotations))[:26])}
-    stored, query = _named_quotations(stored, names), _named_quotations(query, names)
+    if quotations:
+        names = {text: QUOTE + chr(ord("a") + i) for i, text in enumerate(sorted(set(quotations))[:26])}
+        stored, query = _named_quotations(stored, names), _named_quotations(query, names)
+        stored_parts, query_parts = _analyse(stored), _analyse(query)
     if _QUOTED_TEXT.search(stored) or _QUOTED_TEXT.search(query):
         return False  # quote marks left that no quotation explains: "a sign that says 'joe's pizza'"
-    stored_scene = scene(_analyse(stored))
-    return stored_scene is not None and stored_scene == scene(_analyse(query))
+    stored_scene = scene(stored_parts)
+    return stored_scene is not None and stored_scene == scene(query_parts)
 
 
 def _named_quotations(prompt: str, names: dict[str, str]) -> str:
