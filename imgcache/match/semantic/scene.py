@@ -10,20 +10,27 @@ kettle with four teacups around it". :func:`scene` reads the prompt's words (cla
 * *things*: a run of a thing's words, the last the head and the others its modifiers in their
   order ("yellow tiger"). "X made of Y" puts Y before X's head; "X's Y" and "Y of X" give Y an
   owner, unless Y depicts X ("Monet's painting" is not "a painting of Monet"); "X that is
-  pink" is "pink X" (colours and sizes only: "a house that is a boat" is no "boat house");
+  pink" is "pink X" (colours and sizes only: "a house that is a boat" is no "boat house").
+  Neither rebuilding is made where the words name a compound noun of their own in WordNet
+  (:mod:`~imgcache.match.semantic.wordnet`: "a snow leopard", "a red panda", "a big cat");
 * *relations*: a verb and/or a relation word from the thing before it to the thing after it
   ("rabbit -ride-> broom"). A passive "Y (being) ridden by X" is "X ride Y"; "X with Y
   <relation> it / its Z" is "Y <relation> X / Z of X"; "left of" / "right of", "above" /
   "below", "in front of" / "behind" are one relation read one way; "surrounding" is
   "around", "featuring" is "with"; things joined by "and" before a relation act together,
-  "with A and B" is "with A" and "with B", "by A and B" keeps its order;
-* *styles*: "in the style of X", "X-style <medium>", "..., X style".
+  "with A and B" is "with A" and "with B", "by A and B" keeps its order. "Y V-ed by X" is
+  read as a passive only for verbs that take an agent ("ridden by"; "a tent pitched by a
+  lake" is beside it); "its Z" of the relation's own subject is its own ("a cat on its back"
+  is no "cat on the back of a cat");
+* *styles*: "in the style of X" at the end of a part, "X-style <medium>", "..., X style".
 
 Two prompts describe the same scene when their facts are equal as multisets. What a reader
 of English could attach two ways makes it unsure, and unsure is "different": a relation after
 a relation's object ("a cat on a mat chased by a dog": the cat or the mat?), things joined by
 "and" after a relation ("wearing a hat and a woman"), "his" / "her", "its" with two things to
-stand for, "-ing by" (walking by a woman), a passive with several agents, "X of Y of Z",
+stand for, "X with Y <verb> it" (who does what?), a verb spelled like a relation ("nearing"),
+"under" a state ("under arrest"), an object relative clause ("the pizza that a chef is
+tossing"), "-ing by" (walking by a woman), a passive with several agents, "X of Y of Z",
 "that is" after "and" or a relation, a copula it does not know, and (in the verifier) quoted
 text, which must match as written.
 """
@@ -41,6 +48,7 @@ from .sentence import (
     COPULA,
     MADE_OF,
     POSSESSIVE_S,
+    PREPOSITIONS,
     PRONOUN,
     QUOTE,
     RELATION,
@@ -55,6 +63,7 @@ from .sentence import (
     is_participle,
     stem,
 )
+from .wordnet import may_be_compound
 
 __all__ = ["scene"]
 
@@ -65,53 +74,11 @@ _SYMMETRIC = frozenset({"next to", "near"})  # "a cat next to a dog" is "a dog n
 # Verbs read as relations: "surrounding" is "around", "containing" is "in" read backwards.
 _VERB_RELATIONS = {"surround": "around", "feature": "with", "contain": "contain", "top with": "top with"}
 _NEUTER = frozenset({"it", "its", "them", "their"})  # "his" / "her" would need a gender: unsure
-# What "X written on Y" can say of Y ("Y says X"): signs and the like, not a person.
-_TEXT_BEARERS = frozenset({
-    "sign", "signs", "board", "billboard", "banner", "poster", "storefront", "shopfront", "label", "note",
-    "card", "cover", "page", "paper", "wall", "door", "screen", "shirt", "t", "plaque", "placard", "menu",
-    "book", "cake", "mug", "cup", "box", "bag", "flag", "sticker", "tag", "ticket", "letter", "envelope",
-})
 _QUALITIES = lx.COLORS | lx.SIZES | lx.PALETTE  # what "X that is Y" may say of X, whatever follows
-# "X of Y" names Y's X ("the back of a turtle") unless X depicts Y ("a toy of a dog").
-_DEPICTIONS = lx.MEDIA | frozenset({
-    "model", "models", "toy", "toys", "figurine", "figurines", "figure", "figures", "doll", "dolls",
-    "replica", "miniature", "tattoo", "costume", "mask", "cake", "carving", "bust", "version", "copy",
-    "book", "story", "map", "image", "video", "film", "movie", "song", "dream", "memory", "idea",
-})
-# "Y of X" is X's Y only for a part of a thing; "a plate of chicken", "a group of cats" and "a
-# leg of lamb" name a quantity or a dish: one thing, its words as written.
-_PARTS = frozenset({
-    "back", "top", "side", "bottom", "edge", "corner", "surface", "base", "peak", "roof", "wall",
-    "door", "window", "deck", "hull", "handle", "lid", "head", "tail", "face", "nose", "mouth",
-    "eye", "eyes", "ear", "ears", "hand", "hands", "arm", "arms", "leg", "legs", "foot", "feet",
-    "paw", "paws", "wing", "wings", "shoulder", "shoulders", "lap", "neck", "belly", "horn", "horns",
-    "fur", "hair", "shell", "trunk", "branch", "branches", "shore", "bank",
-})
-_MEATS = frozenset({"lamb", "chicken", "beef", "pork", "veal", "mutton", "venison", "turkey", "duck",
-                    "goose", "rabbit", "crab", "lobster"})
-# What "X made of Y" may make X of, so that it is "a Y X": "a house made from a boat" is no
-# "boat house", "a house made of light" no "light house".
-_MATERIALS = frozenset({
-    "cardboard", "paper", "wood", "stone", "stones", "marble", "granite", "brick", "bricks",
-    "concrete", "glass", "crystal", "metal", "steel", "iron", "gold", "silver", "bronze", "copper",
-    "brass", "tin", "aluminum", "plastic", "rubber", "clay", "porcelain", "ceramic", "jade", "ivory",
-    "bone", "ice", "snow", "sand", "chocolate", "candy", "sugar", "cheese", "bread", "lego", "legos",
-    "wool", "yarn", "felt", "cotton", "silk", "leather", "fabric", "denim", "lace", "straw",
-    "bamboo", "wax", "origami", "diamond", "diamonds", "pearl", "pearls", "obsidian",
-})
-# Verbs whose "-ed by X" often says where, not who: "displayed by a window", "built by a
-# lake", "a dog walked by the river". Their passive is not read.
-_PLACED_BY = frozenset({
-    "display", "place", "put", "set", "position", "locate", "situate", "park", "seat", "hang",
-    "mount", "station", "build", "erect", "leave", "keep", "store", "lay", "plant", "install",
-    "moor", "dock", "anchor", "abandon", "found", "bury", "hide", "scatter", "arrange", "gather",
-    "line", "stack", "pile", "walk", "pass", "sit", "stand", "lie", "rest", "float", "photograph",
-    "film", "shoot", "capture", "show", "frame", "paint", "draw", "sketch", "stop", "strand", "wash",
-})
-# Verbs that say where a thing is, the only ones a sentence may front its place with: "on the
-# grass sit two cats" (but "in the park walking a dog" is not "a dog walking in the park").
-_POSITION_VERBS = frozenset({"sit", "stand", "lie", "lay", "hang", "float", "perch", "lean", "rest",
-                             "sleep", "stay", "wait", "grow", "live", "glow", "loom", "tower"})
+# Verbs whose "-ed by X" says who does it ("a broom ridden by a witch"); only theirs is read as
+# a passive: with most others "by X" may say where ("a tent pitched by a lake", "a boat
+# anchored by a pier").
+_BY_AN_AGENT = frozenset(stem(word) for word in lx.AGENT_PARTICIPLES)
 
 
 @dataclass(frozen=True)
@@ -128,6 +95,7 @@ class _Thing:
 Node = _Thing | tuple[_Thing, ...]  # a thing, or things joined by "and"
 Unit = tuple[str, object]  # a Word, or ("thing", _Thing) / ("style", words)
 _PICTURE = _Thing(("=picture",))  # what a part that starts with "by" is said of
+_ITSELF = _Thing(("=itself",))  # the owner in "a cat lying on its back"
 
 
 def _key(node: Node) -> Fact:
@@ -193,8 +161,8 @@ def _bind(units: list[Unit]) -> list[Unit]:
         after = out[-1][1] if out and out[-1][0] == "thing" else None
         other = nxt[1] if nxt[0] == "thing" else None
         if cls == STYLE_OF and isinstance(other, _Thing):
-            if i + 2 < len(units) and units[i + 2][0] == AND:
-                raise Unsure  # "in the style of Monet and Picasso": both styles, or a Picasso?
+            if i + 2 < len(units):
+                raise Unsure  # "a cat in the style of Monet next to a dog": the cat's or the picture's?
             out.append(("style", other.words))
             i += 2
             continue
@@ -256,19 +224,24 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
     elif how == RELATION:  # "back of turtle"
         thing, owner = before, after
     elif how == MADE_OF:  # "spaceship made of cardboard"
-        if (before.owner is not None or after.owner is not None or after.words[-1] not in _MATERIALS
+        if (before.owner is not None or after.owner is not None or after.words[-1] not in lx.MATERIALS
                 or "of" in before.words):
             raise Unsure
         if len(after.words) > 1:
             raise Unsure  # "a castle made of huge stones" is not "a huge stone castle"
+        if may_be_compound((*after.words, before.words[-1])) or (
+                after.words[-1] in lx.CONTENTS and before.words[-1] in lx.HOLDERS):
+            raise Unsure  # "a leopard made of snow" is no "snow leopard", nor "a bucket of ice" an "ice bucket"
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
         if after.owner is not None or "of" in before.words:
             raise Unsure  # "a bowl of cherries that is red"
+        if any(may_be_compound((word, before.words[-1])) for word in after.words):
+            raise Unsure  # "a panda that is red" is no "red panda"
         return _Thing((*after.words, *before.words), before.owner)
-    if thing.words[-1] in _DEPICTIONS or thing.owner is not None:
+    if thing.words[-1] in lx.DEPICTIONS or thing.owner is not None:
         raise Unsure  # "Monet's painting" (by him, or of him); "a photo of a painting of ..."
-    if how == RELATION and (thing.words[-1] not in _PARTS or owner.words[-1] in _MEATS):
+    if how == RELATION and (thing.words[-1] not in lx.PARTS or owner.words[-1] in lx.MEATS):
         return _Thing((*thing.words, "of", *owner.words))  # "a plate of chicken", "a leg of lamb"
     return _Thing(thing.words, owner)
 
@@ -279,7 +252,7 @@ def _invert(units: list[Unit]) -> list[Unit]:
     dropped ("a broom being ridden", "a cat is on a mat"); any other: unsure."""
     classes = [cls for cls, _ in units]
     if (classes[:3] == [RELATION, "thing", VERB] and len(units) > 3 and set(classes[3:]) <= {"thing", AND}
-            and stem(str(units[2][1])) in _POSITION_VERBS):
+            and stem(str(units[2][1])) in lx.POSITION_VERBS):
         return [*units[3:], units[2], units[0], units[1]]
     if classes[:3] == [RELATION, "thing", COPULA] and len(units) > 3:
         return [*units[3:], units[0], units[1]]
@@ -316,6 +289,8 @@ class _Part:
                 return
             if relation != "by":  # "wearing a hat and a woman": the woman worn, or beside?
                 raise Unsure
+        if relation in ("under", "over") and isinstance(obj, _Thing) and obj.words[-1] in lx.STATES:
+            raise Unsure  # "a man under arrest" is not below it
         if obj is not None and not verb and relation in _INVERSE:
             subject, relation, obj = obj, _INVERSE[relation], subject
         if relation in _SYMMETRIC and not verb and isinstance(obj, _Thing) and isinstance(subject, _Thing):
@@ -386,11 +361,14 @@ class _Part:
         if units[i][1] != "it" and isinstance(owned, _Thing):
             if owned.owner is not None or not isinstance(self.host, _Thing):
                 raise Unsure
-            target: Node = _Thing(owned.words, self.host)
+            # "a cat on its back" is no "cat on the back of a cat": its own back is the subject's
+            target: Node = _Thing(owned.words, _ITSELF if self.host is subject else self.host)
             self.things.append(target)
             self.last = target
             i += 1
         else:
+            if verb and " " not in relation:
+                raise Unsure  # "a boy with a kite flying it": who flies what?
             target = self.host
         self.relate(subject, relation, target, verb)
         self.host = self.pending = None
@@ -407,9 +385,11 @@ class _Part:
         nxt = units[i + 1] if i + 1 < len(units) else ("", None)
         if cls == VERB:
             relation, verb = stem(word.removesuffix(BARE)), True
+            if relation in PREPOSITIONS:
+                raise Unsure  # "a ship nearing an island" is not "near" it
             if word.endswith(BARE) and relation not in _VERB_RELATIONS:
                 relation += BARE
-            if nxt == (RELATION, "by") and is_participle(word) and relation in _PLACED_BY:
+            if nxt == (RELATION, "by") and is_participle(word) and relation not in _BY_AN_AGENT:
                 raise Unsure  # "a sculpture displayed by a window": beside it
             if nxt[0] == REVERSED or (nxt == (RELATION, "by") and is_participle(word)):
                 return self._passive(units, i, _VERB_RELATIONS.get(relation, relation))
@@ -443,7 +423,7 @@ class _Part:
         else:
             raise Unsure
         if units[i + 1][0] == REVERSED:
-            if not isinstance(actor, _Thing) or actor.words[-1] not in _TEXT_BEARERS:
+            if not isinstance(actor, _Thing) or actor.words[-1] not in lx.TEXT_BEARERS:
                 raise Unsure  # "a poem written on a girl" is not "a girl saying a poem"
             relation = "say"
         assert self.last is not None
@@ -461,7 +441,7 @@ def _quotation(node: Node | None) -> bool:
 
 def _bears(node: Node | None) -> bool:
     """Whether a thing is one that text is written on (a sign, not a girl)."""
-    return isinstance(node, _Thing) and node.words[-1] in _TEXT_BEARERS
+    return isinstance(node, _Thing) and node.words[-1] in lx.TEXT_BEARERS
 
 
 # A relation word that ends "X with Y <word>" and means Y <relation> X.

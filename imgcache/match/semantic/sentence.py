@@ -5,13 +5,17 @@ several words are rewritten to one form.
 Input: the parts of :func:`~imgcache.match.semantic.verifier._analyse` (lower case, articles
 dropped, synonyms and verb forms canonical). Rewrites, all meaning-preserving:
 
-* relation phrases become one word: "on top of" -> "on", "to the left of" -> "left of",
-  "inside (of)" -> "in", "made of / from", "carved from" (a material), "in the style of";
+* relation phrases become one word: "on top of" -> "on", "to the left of" -> "left of" (not
+  a bare "left of": "what is left of"), "inside (of)" -> "in", "made of / from", "carved
+  from" (a material), "in the style of";
 * "1960 s" -> "1960s" (DiffusionDB's spacing);
 * "red in color", "colored red", "painted red" -> "red" (the latter as "that is red");
 * "a long-necked man" -> "a man with a long neck", "a winged frog" -> "a frog with wings"
-  (the word before goes with the part only if it describes one: a colour, a number, "long";
-  never across a possessive: "a bearded man's dog");
+  (the word before goes with the part only if it describes one: a colour, a number, "long",
+  and only a part every such creature has: "a blue eyed cat", but "two winged horses" may be
+  two horses; never across a possessive: "a bearded man's dog");
+* "a tall and thin man" is one man when the word before "and" may be an adjective (WordNet);
+  the verifier keeps the article of "a tall and a thin man" (two);
 * "painted by X" at the start of a part -> "painting by X";
 * "by A, B and C": the names commas split into parts joined again by "and";
 * of two parts, a first that starts with a relation word is read after the second when that
@@ -28,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import lexicon as lx
+from .wordnet import may_be_adjective
 
 __all__ = [
     "AND",
@@ -74,7 +79,7 @@ _PHRASES: dict[tuple[str, ...], str] = {
     ("on", "top", "of"): "on", ("on", "top"): "on top", ("inside", "of"): "in", ("inside",): "in",
     ("within",): "in", ("upon",): "on", ("in", "front", "of"): "in front of",
     ("next", "to"): "next to", ("out", "of"): "out of",
-    ("to", "left", "of"): "left of", ("on", "left", "of"): "left of", ("left", "of"): "left of",
+    ("to", "left", "of"): "left of", ("on", "left", "of"): "left of",
     ("to", "right", "of"): "right of", ("on", "right", "of"): "right of", ("right", "of"): "right of",
     ("full", "of"): "full of", ("filled", "with"): "full of",
     ("covered", "in"): "covered in", ("covered", "with"): "covered in", ("dressed", "in"): "wear",
@@ -99,6 +104,10 @@ _HAVING = {
     "bearded": "beard", "skinned": "skin", "furred": "fur", "scaled": "scales", "hooded": "hood",
     "clawed": "claws", "fanged": "fangs", "tusked": "tusks", "antlered": "antlers", "finned": "fins",
 }
+# Parts a creature has anyway, so that a word before them can only say which: "a blue eyed cat",
+# "four legged"; before a part it may lack the word may be the creature's ("two winged horses").
+_OWN_PARTS = frozenset({"haired", "eyed", "legged", "tailed", "necked", "skinned", "furred", "feathered",
+                        "scaled", "clawed"})
 # Verbs that say only where a thing is: "on a table, two glasses (are) sitting".
 _POSITIONS = frozenset({"sit", "stand", "lie", "hang", "float", "perch", "lean", "sleep", "glow",
                         "parked", "resting", "waiting", "standing", "lying"})
@@ -286,6 +295,8 @@ def _having(tokens: list[str]) -> list[str]:
             continue
         start = at
         if start > 0 and (tokens[start - 1] in _PART_WORDS or tokens[start - 1].isdigit()):
+            if word not in _OWN_PARTS:
+                raise Unsure  # "two winged horses", "a white winged horse": of the wings, or not?
             start -= 1
             if start > 0 and tokens[start - 1] in _DEGREE:
                 start -= 1
@@ -390,6 +401,9 @@ def _classes(tokens: list[str]) -> list[Word]:
         elif word in _RELATIVE:
             if nxt in _COPULAS:
                 out.append((WHICH_IS, nxt))  # "is": said of one thing
+            elif (nxt is not None and _plain(nxt) and not _verbal(nxt) and i + 2 < len(tokens)
+                  and (_verbal(tokens[i + 2]) or tokens[i + 2] in _COPULAS)):
+                raise Unsure  # "the pizza that a chef is tossing" is no "pizza chef tossing"
         elif word in _COPULAS:
             if not out or out[-1][0] != WHICH_IS:
                 out.append((COPULA, word))
@@ -398,7 +412,10 @@ def _classes(tokens: list[str]) -> list[Word]:
         elif word in _PRONOUNS:
             out.append((PRONOUN, word))
         elif word == "and":
-            out.append((AND, word))
+            # "a tall and thin man" is one man (the verifier keeps "a" in "a tall and a thin man")
+            one = (nxt not in (None, "a") and out and out[-1][0] == WORD and (len(out) < 2 or out[-2][0] != WORD)
+                   and may_be_adjective(str(out[-1][1])))
+            out.append((WORD if one else AND, word))
         elif word in PREPOSITIONS or " " in word:
             out.append((RELATION, word))
         elif after_thing and (word in _SAYS or word in _WRITES and nxt is not None and nxt.startswith(QUOTE)):

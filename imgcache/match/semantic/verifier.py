@@ -36,6 +36,7 @@ from itertools import chain
 from . import lexicon as lx
 from .scene import scene
 from .sentence import QUOTE
+from .wordnet import may_be_adjective
 
 __all__ = ["Verdict", "content_text", "verify"]
 
@@ -149,6 +150,7 @@ _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under
 _VERB_BASES = frozenset(lx.VERB_FORMS)
 _MEDIUM_HEAD_MAX = 5  # "award winning hyperrealistic oil painting of": a medium, not a scene
 _DESCRIBING = lx.COLORS | lx.SIZES | lx.PALETTE
+_MAYBE_COMPOUND = "~compound"  # starts a part that may be a compound ("man eating sharks")
 _GLUE = "\x00"  # joins an attribute-only part to the part before it
 
 
@@ -202,7 +204,8 @@ def _verbal(token: str) -> bool:
 def _kept_article(out: list[str], following: str | None) -> str | None:
     """The token an article stays as, where it tells two meanings apart: after a verb it
     marks the verb's object ("a man eating a shark", not "a man-eating shark"), after "that
-    is" a noun ("a boat", not a quality), after "and" between qualities another thing, and
+    is" a noun ("a boat", not a quality), after "and" after a word that may describe another
+    thing, and
     "in the front of" a car is not "in front of" it."""
     if not out:
         return None
@@ -210,8 +213,9 @@ def _kept_article(out: list[str], following: str | None) -> str | None:
         return "a"  # "a man eating a shark"; "a house that is a boat" (not a quality)
     if out[-1] == "in" and following in ("front", "back"):
         return "the"
-    if out[-1] == "and" and (following in _DESCRIBING or (len(out) > 1 and out[-2] in _DESCRIBING)):
-        return "a"  # "a red and a blue car" is two cars, "a red and blue car" one
+    if out[-1] == "and" and (following in _DESCRIBING or (len(out) > 1 and (
+            out[-2] in _DESCRIBING or may_be_adjective(out[-2])))):
+        return "a"  # "a tall and a thin man" is two men, "a tall and thin man" one
     return None
 
 
@@ -247,6 +251,9 @@ def _canonical_tokens(words: list[str]) -> list[str]:
         del out[:2]  # "there is a cat on a mat" == "a cat on a mat"
     if len(out) > 1 and out[0] in lx.LIST_GLUE:
         del out[0]  # ", and a black hat" is the list's glue, not content
+    if (len(words) > 2 and words[0] not in lx.DROPPED and words[1] in lx.VERBS and words[1].endswith("ing")
+            and words[2] not in lx.DROPPED):
+        out.insert(0, _MAYBE_COMPOUND)  # "man eating sharks" may be sharks; "a man eating sharks" is a man
     return out
 
 
