@@ -336,6 +336,8 @@ AGENT_PARTICIPLES = (
     "rowed", "hit", "struck", "punched", "slapped", "tickled", "swung", "juggled", "tossed",
     "devoured", "nibbled", "strummed", "rescued", "captured", "trapped", "defeated", "dragged",
     "hauled", "milked", "groomed", "brushed", "washed", "bathed", "cuddled", "embraced", "adored",
+    "designed", "crafted", "sculpted", "knitted", "abducted", "kidnapped",
+    "terrified",
 )
 
 # Verbs that say where a thing is, the only ones a sentence may front its place with: "on the
