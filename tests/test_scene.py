@@ -208,6 +208,8 @@ LOOK_ALIKE = [
     ("a tent pitched by a lake", "a lake pitching a tent"),  # "by" a place, not an agent
     ("a boat anchored by a pier", "a pier anchoring a boat"),
     ("a cake made by a lake", "a lake making a cake"),
+    ("a dress designed by a child", "a child designing a dress"),  # a finished thing, not the act
+    ("a striped bass on ice", "a bass with stripes on ice"),  # a species (WordNet)
     ("a ship nearing an island", "a ship near an island"),  # a verb spelled like a relation
     ("a cat liking a dog", "a cat like a dog"),
     ("a cat in the style of Monet next to a dog in the style of Picasso",

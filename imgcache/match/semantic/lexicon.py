@@ -330,14 +330,13 @@ HOLDERS = frozenset({
 AGENT_PARTICIPLES = (
     "ridden", "worn", "bitten", "eaten", "chased", "carried", "pulled", "pushed", "hugged", "kissed",
     "kicked", "caught", "attacked", "hunted", "fed", "driven", "flown", "led", "followed",
-    "guarded", "lifted", "thrown", "grabbed", "licked", "petted", "stroked", "cooked",
+    "guarded", "lifted", "thrown", "grabbed", "licked", "petted", "stroked",
     "fought", "protected", "surrounded", "chewed", "swallowed", "towed", "sniffed", "trampled",
     "scratched", "squeezed", "scared", "frightened", "stalked", "pursued", "piloted", "steered",
     "rowed", "hit", "struck", "punched", "slapped", "tickled", "swung", "juggled", "tossed",
     "devoured", "nibbled", "strummed", "rescued", "captured", "trapped", "defeated", "dragged",
     "hauled", "milked", "groomed", "brushed", "washed", "bathed", "cuddled", "embraced", "adored",
-    "designed", "crafted", "sculpted", "knitted", "abducted", "kidnapped",
-    "terrified",
+    "abducted", "kidnapped", "terrified",
 )
 
 # Verbs that say where a thing is, the only ones a sentence may front its place with: "on the
