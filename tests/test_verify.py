@@ -116,6 +116,17 @@ REJECT = {
         ("a wave 👋🏽", "a wave 👋🏿"),
         ("a door sign that says please", "a door sign that says"),
     ],
+    "quoted text is compared as written (but for case)": [
+        ("a sign that says 'colour'", "a sign that says 'color'"),
+        ('a street sign reading "one way"', 'a street sign reading "1 way"'),
+        ('a sign saying "STOP!"', 'a sign saying "stop"'),
+        ('a t-shirt that says "AC/DC"', 'a t-shirt that says "AC DC"'),
+        ('a mug with "couch potato" on it', 'a mug with "sofa potato" on it'),
+    ],
+    "per-part styles": [
+        ("a cat in the style of monet, a dog in the style of picasso",
+         "a cat in the style of picasso, a dog in the style of monet"),
+    ],
     "a comma part that describes the thing before it": [
         ("left: a cat, right: a dog", "left: a dog, right: a cat"),
         ("panel 1: a boy, panel 2: a girl", "panel 1: a girl, panel 2: a boy"),
@@ -205,6 +216,11 @@ ACCEPT = {
         ("a portrait, 3 5 mm film", "a portrait, 35mm film"),
         ("a (beautiful) garden", "a beautiful garden"),
         ("a bee!!! on a flower", "a bee on a flower"),
+    ],
+    "quoted text": [
+        ("A sign that says 'Text to Image'", "A SIGN THAT SAYS 'TEXT TO IMAGE'"),
+        ('Please draw “a tiger running towards the camera”', '"a tiger running towards the camera"'),
+        ("a sign that says 'hi'", 'a sign saying "hi"'),
     ],
     "comma parts that go with the whole picture, or with the one thing": [
         ("a castle, digital art, trending on artstation, 4k", "4k, a castle, trending on artstation, digital art"),

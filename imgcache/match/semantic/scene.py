@@ -116,6 +116,7 @@ def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | N
     if pieces is None:
         return None
     facts: Counter[Fact] = Counter()
+    styled_parts = 0
     try:
         for words in pieces:
             part: Counter[Fact] = Counter()
@@ -123,9 +124,12 @@ def scene(parts: tuple[tuple[str, ...], ...]) -> frozenset[tuple[Fact, int]] | N
                 _Part(part).read(_invert(_bind(_things(words))))
             except Unsure:
                 part = Counter({_as_written(words): 1})
+            styled_parts += any(fact[0] == "style" for fact in part)
             facts.update(part)
     except Unsure:
         return None
+    if styled_parts > 1:
+        return None  # "a cat in the style of Monet, a dog in the style of Picasso": whose style?
     return frozenset(facts.items())
 
 

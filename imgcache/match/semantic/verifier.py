@@ -169,11 +169,11 @@ _EXPAND.update({word: tuple(value.split(" ")) for word, value in lx.SYNONYMS.ite
 # stays in place as tokens (private-use stand-ins), so it is never split and reordered.
 _QUOTED = re.compile(r'"[^"]{1,40}"')
 _QUOTED_TEXT = re.compile(r"""(?:^|[\s(])(["'])[^"']+\1""")  # '"open"' or "'open'", not "turtle's"
-# A quotation the scene reader takes as one word: after a space or at the start, and closed
-# before a space, punctuation or the end.
-_QUOTATION = re.compile(r"""(?:^|(?<=[\s(]))(["'])([^"'\s][^"']{0,199})\1(?=[\s.,;:!?)]|$)""")
 _QUOTED_PUNCT = str.maketrans({ch: chr(0xE000 + i) for i, ch in enumerate(",;:.!?")})
 _SHOWN_PUNCT = str.maketrans({chr(0xE000 + i): ch for i, ch in enumerate(",;:.!?")})
+# Quoted text to draw ('a sign that says "open"'): opened after a space, a bracket or the
+# start, closed before a space, punctuation or the end (so not "a turtle's back").
+_QUOTATION = re.compile(r"""(?:^|(?<=[\s(]))(["'])([^"'\s][^"']{0,199})\1(?=[\s.,;:!?)]|$)""")
 _PHRASES = {key: tuple(value.split(" ")) for key, value in lx.PHRASES.items()}
 _PHRASE_LAST = frozenset(key[-1] for key in _PHRASES)
 _PHRASE_LENGTHS = sorted({len(key) for key in _PHRASES}, reverse=True)
@@ -361,6 +361,9 @@ def verify(stored: str, query: str) -> Verdict:
     stored_parts, query_parts = _analyse(stored), _analyse(query)
     if not stored_parts or not query_parts:
         return Verdict(False, EMPTY_REASON)
+    quotations = _quotations(stored)
+    if quotations != _quotations(query):
+        return Verdict(False, f"quoted text: {_quote(Counter(quotations))} here, {_quote(Counter(_quotations(query)))} there")
     if len(stored_parts) == len(query_parts) and sorted(stored_parts) == sorted(query_parts):
         return Verdict(True, SAME_REASON)
     if _same_scene(stored, query, stored_parts, query_parts):
@@ -370,11 +373,8 @@ def verify(stored: str, query: str) -> Verdict:
 
 def _same_scene(stored: str, query: str, stored_parts: tuple[tuple[str, ...], ...],
                 query_parts: tuple[tuple[str, ...], ...]) -> bool:
-    """Step 6. Text to draw ('a sign that says "open"') must be quoted alike in both prompts,
-    as written; each quotation is then one word to the scene reader."""
-    quotations = sorted(match.group(2) for match in _QUOTATION.finditer(stored))
-    if quotations != sorted(match.group(2) for match in _QUOTATION.finditer(query)):
-        return False
+    """Step 6. Each quotation (the same in both prompts) is one word to the scene reader."""
+    quotations = _quotations(stored)
     if quotations:
         names = {text: QUOTE + chr(ord("a") + i) for i, text in enumerate(sorted(set(quotations))[:26])}
         stored, query = _named_quotations(stored, names), _named_quotations(query, names)
@@ -383,6 +383,16 @@ def _same_scene(stored: str, query: str, stored_parts: tuple[tuple[str, ...], ..
         return False  # quote marks left that no quotation explains: "a sign that says 'joe's pizza'"
     stored_scene = scene(stored_parts)
     return stored_scene is not None and stored_scene == scene(query_parts)
+
+
+def _quotations(prompt: str) -> list[str]:
+    """Text to draw, as written but for case (folded like the whole prompt): 'a sign that says
+    "stop!"' is no 'a sign that says "stop"', nor "colour" "color". A prompt quoted whole is
+    no text to draw."""
+    if "'" not in prompt and '"' not in prompt:
+        return []
+    text = content_text(prompt)
+    return sorted(match.group(2) for match in _QUOTATION.finditer(text) if match.end() - match.start() < len(text))
 
 
 def _named_quotations(prompt: str, names: dict[str, str]) -> str:
