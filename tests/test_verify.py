@@ -271,6 +271,13 @@ def test_reason_names_the_difference() -> None:
         ("a photo of a teapot", "a photo of a teapot"),
         ("a picture frame on a wall", "a picture frame on a wall"),
         ("render of a cube", "render of a cube"),
+        ("hello, draw a cat", "a cat"),
+        ("hi there can you draw a cat", "a cat"),
+        ("hello kitty plush toy", "hello kitty plush toy"),  # a greeting goes with punctuation or a request
+        ("hey arnold fan art", "hey arnold fan art"),
+        ("draw bridge over a river", "draw bridge over a river"),  # WordNet's drawbridge
+        ("make believe castle", "make believe castle"),
+        ("render photo of a cat", "photo of a cat"),
         ("generate an image of", ""),
         ("", ""),
     ],

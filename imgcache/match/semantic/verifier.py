@@ -39,7 +39,7 @@ from itertools import chain
 from . import lexicon as lx
 from .scene import scene
 from .sentence import PREPOSITIONS, QUOTE
-from .wordnet import may_be_adjective, may_be_adverb
+from .wordnet import may_be_adjective, may_be_adverb, may_be_compound
 
 __all__ = ["Verdict", "content_text", "verify"]
 
@@ -63,7 +63,8 @@ class Verdict:
 _LEAD = re.compile(
     r"""(?:
         /imagine(?:\s+prompt)?\s*:?
-      | (?:hey|hi|hello)(?:\s+there)?\b[\s,!:]*
+      | (?:hey|hi|hello)(?:\s+there)?(?:\s*[,!:.]|(?=\s+(?:please|pls|can|could|would|will|i|let|lets|let's
+            |help|generate|create|make|draw|render|imagine|depict|show|give)\b))[\s,!:.]*
       | (?:please|pls|plz|kindly)\b[\s,:]*
       | (?:can|could|would|will)\s+you\b
       | i(?:\s+would|\s*'d|\s+will|\s*'ll|\s+really)?\s+(?:like|love|want|need)(?:\s+you)?
@@ -82,6 +83,7 @@ _LEAD = re.compile(
     )[\s,]*""",
     re.VERBOSE,
 )
+_WORD = re.compile(r"[^\W\d_]+")
 _LEAD_WINDOW = 300  # filler is short: look only at the start, so a long prompt costs nothing
 
 # Trailing polite filler: "..., please", "... for me", "...! thanks".
@@ -97,11 +99,19 @@ _TAIL = re.compile(
 _TAIL_WINDOW = 80
 
 
+def _names_a_thing(filler: str, rest: str) -> bool:
+    """A request verb that, with the word after it, names a thing ("draw bridge", "make
+    believe"; WordNet's compounds)."""
+    said = filler.split()
+    following = _WORD.match(rest)
+    return len(said) == 1 and said[0].isalpha() and following is not None and may_be_compound((said[0], following.group()))
+
+
 def _strip_filler(text: str) -> str:
     head, rest = text[:_LEAD_WINDOW], text[_LEAD_WINDOW:]
     for _ in range(8):
         match = _LEAD.match(head)
-        if match is None or match.end() == 0:
+        if match is None or match.end() == 0 or _names_a_thing(match.group(), head[match.end():]):
             break
         head = head[match.end():]
     text = head + rest
