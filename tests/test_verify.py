@@ -123,6 +123,21 @@ REJECT = {
         ('a t-shirt that says "AC/DC"', 'a t-shirt that says "AC DC"'),
         ('a mug with "couch potato" on it', 'a mug with "sofa potato" on it'),
     ],
+    "a hyphen groups number words": [
+        ("fifty one-dollar bills", "fifty-one dollar bills"),
+        ("twenty five-cent coins", "twenty-five cent coins"),
+    ],
+    "a verb's bare form after a singular word may be a noun": [
+        ("a dog run", "a dog running"),
+        ("an umbrella stand", "an umbrella standing"),
+        ("a cat walk", "a cat walking"),
+    ],
+    "nouns spelled alike in the plural": [
+        ("a goldfish in a bowl", "goldfish in a bowl"),
+        ("a jellyfish is glowing", "jellyfish are glowing"),
+        ("the caribou is running", "the caribou are running"),
+        ("a samurai with a sword", "samurai with a sword"),
+    ],
     "per-part styles": [
         ("a cat in the style of monet, a dog in the style of picasso",
          "a cat in the style of picasso, a dog in the style of monet"),
@@ -216,6 +231,11 @@ ACCEPT = {
         ("a portrait, 3 5 mm film", "a portrait, 35mm film"),
         ("a (beautiful) garden", "a beautiful garden"),
         ("a bee!!! on a flower", "a bee on a flower"),
+    ],
+    "numbers and verbs": [
+        ("twenty-five cats", "25 cats"),
+        ("two dogs run in a park", "two dogs running in a park"),
+        ("a cat sits on a mat", "a cat sitting on a mat"),
     ],
     "quoted text": [
         ("A sign that says 'Text to Image'", "A SIGN THAT SAYS 'TEXT TO IMAGE'"),

@@ -11,6 +11,8 @@ All entries are lower case, as produced by :func:`imgcache.normalize.normalize_p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # Articles carry no content once counts are spelled by nouns ("a dog" vs "dogs" still differ).
 DROPPED = frozenset({"a", "an", "the"})
 
@@ -211,9 +213,17 @@ SAME_PLURAL = frozenset(
     {
         "sheep", "deer", "fish", "moose", "bison", "buffalo", "elk", "reindeer", "salmon",
         "trout", "cod", "carp", "pike", "tuna", "shrimp", "squid", "swine", "aircraft",
-        "spacecraft", "hovercraft", "offspring", "species", "series", "you",
+        "spacecraft", "hovercraft", "offspring", "species", "series", "you", "samurai",
+        "ninja", "antelope", "caribou", "quail", "grouse", "wildebeest", "yak", "haddock",
+        "halibut", "mackerel", "herring", "krill", "plankton", "bass", "chassis", "corps",
     }
 )
+
+
+def same_in_plural(words: Iterable[str]) -> bool:
+    """Whether one of ``words`` is a noun spelled alike in the plural (also "goldfish",
+    "jellyfish" and every other "-fish")."""
+    return any(word in SAME_PLURAL or word.endswith("fish") for word in words)
 
 # "is"/"are" before a verb's -ing form is only an auxiliary: "a cat is sleeping" == "a cat
 # sleeping". (Left as content elsewhere: "the sheep is" / "the sheep are" carries a count.)

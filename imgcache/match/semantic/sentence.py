@@ -188,7 +188,7 @@ def classify(parts: tuple[tuple[str, ...], ...]) -> list[list[Word]] | None:
     noun whose plural is spelled alike, a phrase it cannot place)."""
     try:
         pieces = _qualities_after(_having(_rewrite(list(part))) for part in parts)
-        if any("\x00" in piece or not lx.SAME_PLURAL.isdisjoint(piece) for piece in pieces):
+        if any("\x00" in piece or lx.same_in_plural(piece) for piece in pieces):
             return None  # "the sheep is / are grazing": only the verb tells one from many
         return [_classes(piece) for piece in _attach(_sided(_join_lists(pieces)))]
     except Unsure:

@@ -161,6 +161,9 @@ _SPACED_DIGITS = re.compile(r"(?<![\w.])\d(?: \d)+(?= ?(?:mm|k|s|px|fps|d|p)\b)"
 _SEPARATOR_KEPT = re.compile(f"({_SEPARATOR.pattern})")
 # "left: a cat, right: a dog": with two or more colons, a label names the part after it.
 _LABEL_COLONS = (":", "\uff1a")
+# "fifty-one dollar bills" are 51, "fifty one-dollar bills" 50 (the hyphen says which words go).
+_HYPHENATED_NUMBER = re.compile(r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-"
+                                r"(one|two|three|four|five|six|seven|eight|nine)\b")
 _RELATION = frozenset({"in", "on", "at", "with", "without", "by", "from", "under", "over",
                        "and", "of", "to", "near", "behind", "above", "below"})
 _VERB_BASES = frozenset(lx.VERB_FORMS)
@@ -168,6 +171,9 @@ _MEDIUM_HEAD_MAX = 5  # "award winning hyperrealistic oil painting of": a medium
 _DESCRIBING = lx.COLORS | lx.SIZES | lx.PALETTE
 _BARE_THING_MAX = 3  # a tag as short as "old fisherman" may name a creature: a thing
 _MAYBE_COMPOUND = "~compound"  # starts a part that may be a compound ("man eating sharks")
+_MAYBE_NOUN = "~noun"  # ends a verb's bare form after a singular word: it may be a noun
+_BEFORE_A_VERB = frozenset({"to", "can", "could", "will", "would", "should", "must", "might", "may", "not",
+                            "i", "you", "we", "they", "who", "people", "children", "men", "women"})
 _GLUE = "\x00"  # joins an attribute-only part to the part before it
 
 
@@ -239,7 +245,7 @@ def _kept_article(out: list[str], following: str | None) -> str | None:
 def _canonical_tokens(words: list[str]) -> list[str]:
     """Articles dropped (but for :func:`_kept_article`); synonyms, phrases and verb forms
     mapped to canonical tokens."""
-    keep_number = not lx.SAME_PLURAL.isdisjoint(words)
+    keep_number = lx.same_in_plural(words)
     special = _SPECIAL_KEEP_NUMBER if keep_number else _SPECIAL
     out: list[str] = []
     after_aux = False
@@ -247,6 +253,8 @@ def _canonical_tokens(words: list[str]) -> list[str]:
         if word not in special:  # the common case, kept cheap
             if after_aux and word.endswith("ing"):
                 out.pop()
+            if word in _VERB_BASES and at and not (words[at - 1].endswith("s") or words[at - 1] in _BEFORE_A_VERB):
+                word += _MAYBE_NOUN  # "a dog run", "an umbrella stand" (but "two dogs run")
             out.append(word)
             after_aux = False
             continue
@@ -296,6 +304,8 @@ def _split_medium(tokens: list[str]) -> list[list[str]]:
 def _analyse(prompt: str) -> tuple[tuple[str, ...], ...]:
     """The prompt's parts, each an ordered tuple of canonical tokens (empty: no content)."""
     text = _SPACED_DIGITS.sub(lambda match: match.group().replace(" ", ""), content_text(prompt))
+    if "-" in text:
+        text = _HYPHENATED_NUMBER.sub(lambda match: str(int(lx.SYNONYMS[match[1]]) + int(lx.SYNONYMS[match[2]])), text)
     if '"' in text:
         text = _QUOTED.sub(lambda match: match.group().translate(_QUOTED_PUNCT), text)
     cut = _SEPARATOR_KEPT.split(text)  # part, separator, part, ...
