@@ -218,6 +218,16 @@ LOOK_ALIKE = [
     ("a cake left of a plate", "a plate right of a cake"),  # what is left of it, or beside it
     ("a man under arrest", "an arrest over a man"),
     ("a man eating sharks", "man-eating sharks"),
+    # found by a fourth review
+    ("a bearded dragon", "a dragon with a beard"),  # an animal named by a part it has: a species
+    ("a hooded crow", "a crow with a hood"),
+    ("a silver dealer", "a dealer made of silver"),  # a person: of the trade, not the material
+    ("a silk merchant", "a merchant made of silk"),
+    ("a woman on the phone", "a phone with a woman on it"),  # "on" a state or an activity
+    ("a thief on the run", "a run with a thief on it"),
+    ("a band on stage", "a stage with a band on it"),
+    ("a cat in the style of Monet, a dog in the style of Picasso",
+     "a cat in the style of Picasso, a dog in the style of Monet"),
 ]
 
 

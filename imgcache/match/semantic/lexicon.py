@@ -304,9 +304,19 @@ CATEGORIES: tuple[tuple[str, frozenset[str]], ...] = (
 
 # -- the scene reader (:mod:`imgcache.match.semantic.scene`) ---------------------------------
 
-# What "under" / "over" name a state with, not a place: "a house under construction".
-STATES = frozenset({"arrest", "construction", "attack", "pressure", "siege", "repair", "renovation",
-                    "investigation", "control", "fire", "threat", "stress", "spell", "influence", "moon"})
+# What a relation word names a state or an activity with, not a place: "a house under
+# construction", "a woman on the phone", "a band on stage".
+_UNDER_STATES = frozenset({"arrest", "construction", "attack", "pressure", "siege", "repair", "renovation",
+                           "investigation", "control", "fire", "threat", "stress", "spell", "influence", "moon"})
+_ON_STATES = frozenset({
+    "phone", "telephone", "radio", "tv", "television", "air", "fire", "run", "go", "way", "move", "job",
+    "line", "loose", "rocks", "date", "diet", "duty", "call", "break", "strike", "trial", "stage",
+    "leash", "display", "sale", "screen", "camera", "film", "patrol", "guard", "board", "hold", "foot",
+    "horseback", "time", "vacation", "holiday", "mission", "trip", "journey", "walk", "hike", "tour",
+    "edge", "verge", "lookout", "mend", "rise", "internet", "web", "fence", "spot", "drugs", "ice",
+    "menu", "air", "set", "watch", "alert", "record", "top", "show", "lam",
+})
+STATES: dict[str, frozenset[str]] = {"under": _UNDER_STATES, "over": _UNDER_STATES, "on": _ON_STATES}
 
 # What "X written on Y" can say of Y ("Y says X"): signs and the like, not a person.
 TEXT_BEARERS = frozenset({

@@ -63,7 +63,7 @@ from .sentence import (
     is_participle,
     stem,
 )
-from .wordnet import may_be_compound
+from .wordnet import may_be_compound, may_be_person
 
 __all__ = ["scene"]
 
@@ -233,9 +233,10 @@ def _joined(how: str, before: _Thing, after: _Thing) -> _Thing:
             raise Unsure
         if len(after.words) > 1:
             raise Unsure  # "a castle made of huge stones" is not "a huge stone castle"
-        if may_be_compound((*after.words, before.words[-1])) or (
+        if may_be_compound((*after.words, before.words[-1])) or may_be_person(before.words[-1]) or (
                 after.words[-1] in lx.CONTENTS and before.words[-1] in lx.HOLDERS):
-            raise Unsure  # "a leopard made of snow" is no "snow leopard", nor "a bucket of ice" an "ice bucket"
+            raise Unsure  # "a leopard made of snow" is no "snow leopard", "a silver dealer" no dealer made
+            # of silver, nor "a bucket of ice" an "ice bucket"
         return _Thing((*before.words[:-1], *after.words, before.words[-1]))
     else:  # WHICH_IS: "giraffe that is pink"
         if after.owner is not None or "of" in before.words:
@@ -293,8 +294,8 @@ class _Part:
                 return
             if relation != "by":  # "wearing a hat and a woman": the woman worn, or beside?
                 raise Unsure
-        if relation in ("under", "over") and isinstance(obj, _Thing) and obj.words[-1] in lx.STATES:
-            raise Unsure  # "a man under arrest" is not below it
+        if isinstance(obj, _Thing) and obj.words[-1] in lx.STATES.get(relation, ()):
+            raise Unsure  # "a man under arrest" is not below it, "a woman on the phone" not on top
         if obj is not None and not verb and relation in _INVERSE:
             subject, relation, obj = obj, _INVERSE[relation], subject
         if relation in _SYMMETRIC and not verb and isinstance(obj, _Thing) and isinstance(subject, _Thing):

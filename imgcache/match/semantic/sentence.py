@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import lexicon as lx
-from .wordnet import may_be_adjective, may_be_compound
+from .wordnet import may_be_adjective, may_be_animal, may_be_compound
 
 __all__ = [
     "AND",
@@ -306,8 +306,8 @@ def _having(tokens: list[str]) -> list[str]:
             end += 1
         if end == at + 1:
             return tokens  # nothing after it to have the part: "a frog, winged"
-        if may_be_compound((word, tokens[end - 1])):
-            raise Unsure  # "a bearded dragon" is no dragon with a beard
+        if may_be_compound((word, tokens[end - 1])) or (word not in _OWN_PARTS | {"winged"} and may_be_animal(tokens[end - 1])):
+            raise Unsure  # "a bearded dragon", "a hooded crow": species, not a dragon with a beard
         if end < len(tokens) and tokens[end] == "s":
             raise Unsure  # "a bearded man's dog": the man's beard, or the dog's?
         rest = tokens[end:]

@@ -253,7 +253,8 @@ def _canonical_tokens(words: list[str]) -> list[str]:
         if word not in special:  # the common case, kept cheap
             if after_aux and word.endswith("ing"):
                 out.pop()
-            if word in _VERB_BASES and at and not (words[at - 1].endswith("s") or words[at - 1] in _BEFORE_A_VERB):
+            if word in _VERB_BASES and at and not (words[at - 1].endswith("s") or words[at - 1] in _BEFORE_A_VERB
+                                                    or words[at - 1] in lx.DETERMINERS):
                 word += _MAYBE_NOUN  # "a dog run", "an umbrella stand" (but "two dogs run")
             out.append(word)
             after_aux = False

