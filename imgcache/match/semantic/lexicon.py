@@ -314,7 +314,7 @@ _ON_STATES = frozenset({
     "leash", "display", "sale", "screen", "camera", "film", "patrol", "guard", "board", "hold", "foot",
     "horseback", "time", "vacation", "holiday", "mission", "trip", "journey", "walk", "hike", "tour",
     "edge", "verge", "lookout", "mend", "rise", "internet", "web", "fence", "spot", "drugs", "ice",
-    "menu", "air", "set", "watch", "alert", "record", "top", "show", "lam",
+    "menu", "set", "watch", "alert", "record", "show", "lam",
 })
 STATES: dict[str, frozenset[str]] = {"under": _UNDER_STATES, "over": _UNDER_STATES, "on": _ON_STATES}
 
