@@ -22,6 +22,8 @@ logging.getLogger("imgcache").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
+    "Budget",
+    "BudgetExceeded",
     "Cache",
     "ConfigError",
     "CorruptData",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Budget": "imgcache.spend.budget",
     "Cache": "imgcache.cache",
     "FetchPolicy": "imgcache.fetch",
     "Request": "imgcache.request",
@@ -52,7 +55,7 @@ _LAZY = {
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
-        ["ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "SourceRefused",
+        ["BudgetExceeded", "ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "SourceRefused",
          "TierError", "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
         "imgcache.errors",
     ),
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     from .adapters.openai import wrap
     from .cache import Cache
     from .errors import (
+        BudgetExceeded,
         ConfigError,
         CorruptData,
         ImageError,
@@ -78,6 +82,7 @@ if TYPE_CHECKING:
     from .match.config import SemanticOptions, VisionOptions
     from .normalize import normalize_prompt
     from .request import Request
+    from .spend.budget import Budget
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -15,7 +15,7 @@ import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import codec
 from . import manifest as manifests
@@ -28,6 +28,7 @@ from .pricing import as_usd
 if TYPE_CHECKING:
     from ._lookup import Lookup
     from .request import Request
+    from .spend.spending import Hold, Spending
     from .stats import Stats
     from .store.tiered import TieredStore
 
@@ -53,8 +54,11 @@ class Calls:
     """One namespace's calls: its lookup, flights, counters and ``on_stored`` listeners."""
 
     def __init__(self, namespace: str, store: TieredStore, stats: Stats, lookup: Lookup, locks: SharedLocks, *,
-                 ttl: float | None, wait_timeout: float, touched: Callable[[], None]) -> None:
+                 ttl: float | None, wait_timeout: float, touched: Callable[[], None],
+                 spending: Spending | None = None) -> None:
         self.namespace = namespace
+        self.spending = spending
+        """The budget every upstream call draws on (None: no budget)."""
         self.store = store
         self.stats = stats
         self.lookup = lookup
@@ -69,8 +73,9 @@ class Calls:
 
     def fetch(self, request: Request, upstream: Callable[[], T], *, to_storable: Callable[[T], Any] = identity,
               from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-              lookup: bool = True, store: bool = True) -> T:
+              estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
         """See :meth:`Cache.fetch <imgcache.cache.Cache.fetch>`."""
+        price = _Price(cost_usd, estimate_usd)
         try:
             _check_inputs(request)
             hit = self.lookup.get(request.key) if lookup else None
@@ -78,21 +83,25 @@ class Calls:
                 hit = self.lookup.near(request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
-            return upstream()
+            hold = self._reserve(request, price)
+            result = self._paid(upstream, {}, hold)
+            self._settle(request, hold, price, result)
+            return result
         served = self._serve(request, hit, from_storable, first=True, renew=store)
         if served is not _NOT_SERVED:
             return served
         if not (lookup and store):  # no flight: this call's answer is not for others to share
             counts = self._direct_counts(lookup)
+            hold = self._reserve(request, price)
             started = time.perf_counter()
-            result = self._counted(upstream, counts)
-            return self._after_upstream(request, result, to_storable, cost_usd, time.perf_counter() - started,
-                                        counts=counts, store=store)
+            result = self._paid(upstream, counts, hold)
+            return self._after_upstream(request, result, to_storable, price, time.perf_counter() - started,
+                                        counts=counts, store=store, hold=hold)
         self.stats.add({"requests": 1})
         while True:
             with self.flight.lead(request.key) as flight:
                 if flight is None:
-                    return self._lead(request, upstream, to_storable, from_storable, cost_usd)
+                    return self._lead(request, upstream, to_storable, from_storable, price)
                 flight.done.wait(self.wait_timeout)
                 served = self._serve(request, self.lookup.get(request.key), from_storable, coalesced=True)
                 if served is not _NOT_SERVED:
@@ -104,8 +113,9 @@ class Calls:
     async def afetch(self, request: Request, upstream: Callable[[], Awaitable[T]], *,
                      to_storable: Callable[[T], Any] = identity,
                      from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-                     lookup: bool = True, store: bool = True) -> T:
+                     estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
+        price = _Price(cost_usd, estimate_usd)
         try:
             _check_inputs(request)
             hit = await self._aget(request) if lookup else None
@@ -114,21 +124,25 @@ class Calls:
                 hit = await asyncio.to_thread(self.lookup.near, request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
-            return await upstream()
+            hold = await self._areserve(request, price)
+            result = await self._apaid(upstream, {}, hold)
+            await asyncio.to_thread(self._settle, request, hold, price, result)
+            return result
         served = self._serve(request, hit, from_storable, first=True, renew=store)
         if served is not _NOT_SERVED:
             return served
         if not (lookup and store):
             counts = self._direct_counts(lookup)
+            hold = await self._areserve(request, price)
             started = time.perf_counter()
-            result = await self._acounted(upstream, counts)
-            return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd,
-                                           time.perf_counter() - started, counts=counts, store=store)
+            result = await self._apaid(upstream, counts, hold)
+            return await asyncio.to_thread(self._after_upstream, request, result, to_storable, price,
+                                           time.perf_counter() - started, counts=counts, store=store, hold=hold)
         self.stats.add({"requests": 1})
         while True:
             with self.async_flight.lead(request.key) as flight:
                 if flight is None:
-                    return await self._alead(request, upstream, to_storable, from_storable, cost_usd)
+                    return await self._alead(request, upstream, to_storable, from_storable, price)
                 try:
                     await asyncio.wait_for(flight.done.wait(), self.wait_timeout)
                 except asyncio.TimeoutError:
@@ -140,7 +154,7 @@ class Calls:
                     raise flight.error
 
     def _lead(self, request: Request, upstream: Callable[[], T], to_storable: Callable[[T], Any],
-              from_storable: Callable[[Any, Hit], T], cost_usd: Cost[T]) -> T:
+              from_storable: Callable[[Any, Hit], T], price: _Price[T]) -> T:
         """The call of this process's leader: wait for another process's leader (its store
         is looked at after each try), then for a paraphrase in flight, else call upstream."""
         deadline = time.monotonic() + self.wait_timeout
@@ -161,15 +175,17 @@ class Calls:
                     served = self._serve(request, self.lookup.near(request), from_storable, coalesced=True)
                     if served is not _NOT_SERVED:
                         return served
+                hold = self._reserve(request, price)
                 started = time.perf_counter()
-                result = self._counted(upstream, _MISS)
-                return self._after_upstream(request, result, to_storable, cost_usd, time.perf_counter() - started)
+                result = self._paid(upstream, _MISS, hold)
+                return self._after_upstream(request, result, to_storable, price, time.perf_counter() - started,
+                                            hold=hold)
         finally:
             self.locks.release(lock)
 
     async def _alead(self, request: Request, upstream: Callable[[], Awaitable[T]],
                      to_storable: Callable[[T], Any], from_storable: Callable[[Any, Hit], T],
-                     cost_usd: Cost[T]) -> T:
+                     price: _Price[T]) -> T:
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.01
         while True:
@@ -191,10 +207,11 @@ class Calls:
                     served = self._serve(request, hit, from_storable, coalesced=True)
                     if served is not _NOT_SERVED:
                         return served
+                hold = await self._areserve(request, price)
                 started = time.perf_counter()
-                result = await self._acounted(upstream, _MISS)
-                return await asyncio.to_thread(self._after_upstream, request, result, to_storable, cost_usd,
-                                               time.perf_counter() - started)
+                result = await self._apaid(upstream, _MISS, hold)
+                return await asyncio.to_thread(self._after_upstream, request, result, to_storable, price,
+                                               time.perf_counter() - started, hold=hold)
         finally:
             if lock is not None and lock is not WAIT:
                 await asyncio.to_thread(self.locks.release, lock)
@@ -209,38 +226,52 @@ class Calls:
         lock = self.locks.try_take(self.namespace, request.key)
         return lock, self.lookup.get(request.key)
 
-    def _counted(self, upstream: Callable[[], T], counts: Mapping[str, float]) -> T:
+    # -- the upstream call and its price ---------------------------------------------------------
+
+    def _reserve(self, request: Request, price: _Price[Any]) -> Hold | None:
+        """The call's hold on the budget (None: no budget, or not priced); BudgetExceeded."""
+        return None if self.spending is None else self.spending.reserve(price.estimate, request.operation)
+
+    async def _areserve(self, request: Request, price: _Price[Any]) -> Hold | None:
+        return None if self.spending is None else await asyncio.to_thread(self._reserve, request, price)
+
+    def _paid(self, upstream: Callable[[], T], counts: Mapping[str, float], hold: Hold | None) -> T:
+        """``upstream()``, counted; a failure settles the call's hold."""
         try:
             return upstream()
-        except BaseException:
+        except BaseException as exc:
             self.stats.add({**counts, "upstream_errors": 1})
+            if hold is not None:
+                self.spending.settle_failure(hold, exc)  # type: ignore[union-attr]
             raise
 
-    async def _acounted(self, upstream: Callable[[], Awaitable[T]], counts: Mapping[str, float]) -> T:
+    async def _apaid(self, upstream: Callable[[], Awaitable[T]], counts: Mapping[str, float],
+                     hold: Hold | None) -> T:
         try:
             return await upstream()
-        except BaseException:
+        except BaseException as exc:
             self.stats.add({**counts, "upstream_errors": 1})
+            if hold is not None:
+                await asyncio.to_thread(self.spending.settle_failure, hold, exc)  # type: ignore[union-attr]
             raise
+
+    def _settle(self, request: Request, hold: Hold | None, price: _Price[T], result: T) -> float | None:
+        """What the call cost (USD; None: unknown), its hold settled with it."""
+        usd = price.of(request, result)
+        if hold is not None:
+            self.spending.settle(hold, usd)  # type: ignore[union-attr]
+        return usd
 
     @staticmethod
     def _direct_counts(lookup: bool) -> dict[str, float]:
         """What a call made without a flight counts: a miss, or with no lookup a bypass."""
         return {"requests": 1, "upstream_calls": 1, ("misses" if lookup else "bypassed"): 1}
 
-    def _after_upstream(self, request: Request, result: T, to_storable: Callable[[T], Any], cost_usd: Cost[T],
-                        elapsed: float, *, counts: Mapping[str, float] | None = None, store: bool = True) -> T:
-        """Count an upstream call and store its result (when it can be stored faithfully)."""
-        if callable(cost_usd):
-            try:
-                cost_usd = cost_usd(result)
-            except Exception as exc:  # a pricing gap costs the figure, never the call
-                log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
-                cost_usd = None
-        usd = as_usd(cost_usd)
-        if usd is None and cost_usd is not None:
-            log.warning("imgcache: pricing %s gave %s, not a finite number of USD; ignored",
-                        request.operation, type(cost_usd).__name__)
+    def _after_upstream(self, request: Request, result: T, to_storable: Callable[[T], Any], price: _Price[T],
+                        elapsed: float, *, counts: Mapping[str, float] | None = None, store: bool = True,
+                        hold: Hold | None = None) -> T:
+        """Count and settle an upstream call and store its result (when it can be stored faithfully)."""
+        usd = self._settle(request, hold, price, result)
         self.stats.add({**(counts or _MISS), "spent_usd": usd or 0.0})
         if not store:
             return result
@@ -329,6 +360,29 @@ class Calls:
             except Exception as exc:  # a listener's failure is its own
                 log.warning("imgcache: on_stored listener %r failed: %r", listener, exc)
         return True
+
+
+class _Price(Generic[T]):
+    """What a call costs: ``cost`` (a number, or a function of the result) and the estimate
+    reserved before the call (``estimate``, else ``cost`` when it is a number)."""
+
+    def __init__(self, cost: Cost[T], estimate: float | None) -> None:
+        self.cost = cost
+        self.estimate = estimate if estimate is not None or callable(cost) else as_usd(cost)
+
+    def of(self, request: Request, result: T) -> float | None:
+        cost: Any = self.cost
+        if callable(cost):
+            try:
+                cost = cost(result)
+            except Exception as exc:  # a pricing gap costs the figure, never the call
+                log.warning("imgcache: pricing %s failed: %r", request.operation, exc)
+                return None
+        usd = as_usd(cost)
+        if usd is None and cost is not None:
+            log.warning("imgcache: pricing %s gave %s, not a finite number of USD; ignored",
+                        request.operation, type(cost).__name__)
+        return usd
 
 
 def _check_inputs(request: Request) -> None:

@@ -37,6 +37,7 @@ from .manifest import Hit
 from .match.config import SemanticOptions, VisionOptions
 from .request import Request
 from .request_log import RequestLog
+from .spend.budget import Budget
 from .stats import Stats, nest
 from .store.tiered import open_store
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .invalidation import Invalidations
     from .match.perceptual import PerceptualMatcher
     from .match.semantic import SemanticMatcher
+    from .spend.spending import Spending
     from .store.claims import GuardedClaims
     from .store.prune import PruneReport
     from .store.rate import SharedBuckets
@@ -65,6 +67,9 @@ class Cache:
     directory (``directory``, by default the user's cache directory) that persists across
     runs. With Redis and/or S3 it shares entries with every process that uses them; a local
     directory is then used only when ``directory`` is given.
+
+    ``budget`` (an :class:`imgcache.Budget`) limits what misses may spend upstream, shared by
+    every process of the store (see :mod:`imgcache.spend`).
 
     Local files are private to their user: created with ``file_mode`` (default ``0o600``),
     directories with the matching mode (``0o700``); ``0o640`` shares them with the group.
@@ -91,8 +96,12 @@ class Cache:
         wait_timeout: float = 600.0,
         stats_interval: float = 1.0,
         file_mode: int = DEFAULT_FILE_MODE,
+        budget: Budget | None = None,
     ) -> None:
         self.namespace = check_namespace(namespace)
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(f"budget must be an imgcache.Budget, not {type(budget).__name__}")
+        self.budget = budget
         self.file_mode = check_file_mode(file_mode)
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be positive seconds or None, not {ttl!r}")
@@ -119,8 +128,10 @@ class Cache:
         longest = None if self.ttl is None else self.ttl * manifests.TTL_EXTENSION_CAP
         self._lookup = Lookup(self.namespace, self.store, self.stats_counters, semantic=semantic,
                               vision=vision, sync_interval=self.stats_interval, max_age=longest)
+        self.spending = None if self.budget is None else self._spending(self.budget)
         self._calls = Calls(self.namespace, self.store, self.stats_counters, self._lookup, self._locks,
-                            ttl=self.ttl, wait_timeout=self.wait_timeout, touched=self._ensure_stats_thread)
+                            ttl=self.ttl, wait_timeout=self.wait_timeout, touched=self._ensure_stats_thread,
+                            spending=self.spending)
         self.request_log = RequestLog(self.store, self.namespace)
         self.on_stored = self._calls.on_stored
         self.on_stored.append(self.request_log.record)
@@ -128,6 +139,12 @@ class Cache:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         _live_caches.add(self)
+
+    def _spending(self, budget: Budget) -> Spending:
+        from .spend.spending import Spending
+
+        owner = self.namespace if budget.scope == "namespace" else "_shared"
+        return Spending(budget, owner, self.store.ledger(owner), self.stats_counters)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Cache:
@@ -174,26 +191,28 @@ class Cache:
 
     def fetch(self, request: Request, upstream: Callable[[], T], *, to_storable: Callable[[T], Any] = identity,
               from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-              lookup: bool = True, store: bool = True) -> T:
+              estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
         """Answer ``request`` from the cache, or call ``upstream`` once and store its result.
 
         ``to_storable`` turns an upstream result into JSON data with bytes inside (see
         :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
         caller's type from that data on a hit; ``cost_usd`` is a number or a function of the
-        upstream result. ``lookup=False`` (HTTP's no-cache) calls upstream without looking
-        and stores the answer; ``store=False`` (no-store) looks up the exact key only and
-        writes nothing. Upstream errors propagate unchanged.
+        upstream result, and ``estimate_usd`` what the budget reserves before the call when
+        ``cost_usd`` is a function. ``lookup=False`` (HTTP's no-cache) calls upstream without
+        looking and stores the answer; ``store=False`` (no-store) looks up the exact key only
+        and writes nothing. Upstream errors propagate unchanged; BudgetExceeded when the call
+        would pass the budget (raised before it).
         """
         return self._calls.fetch(request, upstream, to_storable=to_storable, from_storable=from_storable,
-                                 cost_usd=cost_usd, lookup=lookup, store=store)
+                                 cost_usd=cost_usd, estimate_usd=estimate_usd, lookup=lookup, store=store)
 
     async def afetch(self, request: Request, upstream: Callable[[], Awaitable[T]], *,
                      to_storable: Callable[[T], Any] = identity,
                      from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-                     lookup: bool = True, store: bool = True) -> T:
+                     estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
         return await self._calls.afetch(request, upstream, to_storable=to_storable, from_storable=from_storable,
-                                        cost_usd=cost_usd, lookup=lookup, store=store)
+                                        cost_usd=cost_usd, estimate_usd=estimate_usd, lookup=lookup, store=store)
 
     def store_result(self, request: Request, storable: Any, *, cost_usd: float | None = None,
                      elapsed: float = 0.0, ttl: float | None = None) -> bool:
@@ -310,6 +329,9 @@ class Cache:
             errors.setdefault(name, 0)
         figures["namespace"] = self.namespace
         figures["tiers"] = self.store.health()
+        if self.spending is not None:
+            counted = dict.fromkeys(("refused", "warnings", "unpriced", "ledger_errors"), 0)
+            figures["budget"] = {**counted, **figures.get("budget", {}), **self.spending.status()}
         return figures
 
     def flush_stats(self) -> None:

@@ -1,7 +1,9 @@
 """Every error imgcache raises, under one root.
 
     ImgcacheError
-    ├── ConfigError            bad configuration (namespace, URLs, environment values)
+    ├── ConfigError            bad configuration (namespace, URLs, environment values, budgets)
+    ├── BudgetExceeded         a miss whose upstream call would pass the budget (raised before
+    │                          the call; the proxy answers 429 budget_exceeded with Retry-After)
     ├── InvalidRequest         a request the cache cannot key: missing or non-string prompt,
     │   │                      parameters that are not JSON data (also a TypeError); raised
     │   │                      before any upstream call
@@ -38,6 +40,20 @@ class ImgcacheError(Exception):
 
 class ConfigError(ImgcacheError, ValueError):
     """The cache was configured with a value it cannot use."""
+
+
+class BudgetExceeded(ImgcacheError):
+    """The upstream call a miss needs would take spending past the budget. Raised before the
+    call; hits are still served. ``retry_after``: seconds until the window resets (None: a
+    fixed budget, it never does)."""
+
+    def __init__(self, message: str, *, limit_usd: float, spent_usd: float, window: str,
+                 retry_after: float | None) -> None:
+        super().__init__(message)
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.window = window
+        self.retry_after = retry_after
 
 
 class InvalidRequest(ImgcacheError, TypeError):

@@ -331,7 +331,7 @@ def test_bad_namespaces_are_refused(namespace: object, tmp_path: Path) -> None:
 
 
 PUBLIC = {
-    "Cache", "ConfigError", "CorruptData", "FetchPolicy", "ImageError", "ImgcacheError", "InvalidRequest",
+    "Budget", "BudgetExceeded", "Cache", "ConfigError", "CorruptData", "FetchPolicy", "ImageError", "ImgcacheError", "InvalidRequest",
     "Request", "SemanticOptions", "SourceRefused", "TierError", "TierTimeout", "TierUnavailable",
     "UncachedResultWarning", "UnstorableResult", "VisionOptions", "__version__", "normalize_prompt", "wrap",
 }

@@ -23,7 +23,7 @@ LAYERS = (
     ("storage and matching", {"imgcache.store", "imgcache.match", "imgcache.images", "imgcache.invalidation",
                               "imgcache.flight", "imgcache.request_log",
                               "imgcache.testing"}),  # fakes, servers and the tier contract
-    ("the front's parts", {"imgcache._lookup", "imgcache._calls"}),
+    ("the front's parts", {"imgcache._lookup", "imgcache._calls", "imgcache.spend"}),
     ("the front", {"imgcache.cache"}),
     ("adapters", {"imgcache.adapters"}),
     ("proxy and prewarm", {"imgcache.proxy", "imgcache.prewarm"}),

@@ -29,6 +29,7 @@ from ..errors import CorruptData
 
 if TYPE_CHECKING:
     from .claims import TierClaims
+    from .ledger import TierLedger
     from .rate import SharedBuckets
 
 log = logging.getLogger("imgcache")
@@ -187,6 +188,14 @@ class RateBuckets(Protocol):
 
     def rate_buckets(self, namespace: str, scope: str) -> SharedBuckets:
         """The buckets of ``namespace`` for ``scope`` (what they are for, a part of their names)."""
+
+
+@runtime_checkable
+class Ledgers(Protocol):
+    """Spending ledgers every process sharing the tier draws on. See :mod:`imgcache.store.ledger`."""
+
+    def ledger(self, owner: str) -> TierLedger:
+        """The ledger of ``owner`` (a namespace, or ``_shared``)."""
 
 
 @runtime_checkable

@@ -50,6 +50,7 @@ from .base import BLOB, ENTRY, MISSING, BaseTier, StoredFile, _Missing, log_corr
 
 if TYPE_CHECKING:
     from .claims import FileClaims
+    from .ledger import FileLedger
 
 T = TypeVar("T")
 _STATS = "stats.json"
@@ -57,7 +58,8 @@ _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")  # what write_file leaves if
 
 
 class DiskTier(BaseTier):
-    """Files under ``root``; also shared counters, feeds, secrets, URLs, claims and a scan for prune."""
+    """Files under ``root``; also shared counters, feeds, secrets, URLs, claims, budget ledgers and a
+    scan for prune."""
 
     name = "disk"
     scope = "host"
@@ -228,6 +230,12 @@ class DiskTier(BaseTier):
         from .claims import FileClaims
 
         return FileClaims(self.root, namespace, scope, refusal_ttl=refusal_ttl, file_mode=self.file_mode)
+
+    def ledger(self, owner: str) -> FileLedger:
+        """Budget windows as JSON files under ``flock`` (see :mod:`imgcache.store.ledger`)."""
+        from .ledger import FileLedger
+
+        return FileLedger(self.root, owner, file_mode=self.file_mode)
 
     # -- Scannable: what prune walks (see :mod:`imgcache.store.prune`) ---------------------
 

@@ -34,6 +34,7 @@ from .base import ENTRY, MISSING, BaseTier, _Missing, log_corrupt, split_key
 
 if TYPE_CHECKING:
     from .claims import RedisClaims
+    from .ledger import RedisLedger
     from .rate import RedisBuckets
 
 try:
@@ -331,6 +332,12 @@ class RedisTier(BaseTier):
         from .rate import RedisBuckets
 
         return RedisBuckets(self, namespace, scope)
+
+    def ledger(self, owner: str) -> RedisLedger:
+        """Budget windows as hashes changed by a Lua script (see :mod:`imgcache.store.ledger`)."""
+        from .ledger import RedisLedger
+
+        return RedisLedger(self, owner)
 
     def _feed_key(self, namespace: str, feed: str) -> str:
         return f"{self.prefix}{namespace}:{feed}"

@@ -36,6 +36,7 @@ from .base import (
     SCOPES,
     BlobUrls,
     Leases,
+    Ledgers,
     Mutexes,
     RateBuckets,
     Scannable,
@@ -51,6 +52,7 @@ from .memory import MemoryTier
 
 if TYPE_CHECKING:
     from .claims import GuardedClaims
+    from .ledger import GuardedLedger
     from .prune import PruneReport
     from .rate import SharedBuckets
 
@@ -134,7 +136,8 @@ class TieredStore:
         self.max_blob_bytes = dict(max_blob_bytes or {})
         self._offering: dict[type[Any], list[Tier]] = {
             capability: [tier for tier in self.tiers if isinstance(tier, capability)]
-            for capability in (SharedCounters, SharedFeeds, Mutexes, BlobUrls, Secrets, Leases, RateBuckets)}
+            for capability in (SharedCounters, SharedFeeds, Mutexes, BlobUrls, Secrets, Leases, RateBuckets,
+                                                            Ledgers)}
         self._pool = ThreadPoolExecutor(background_workers, thread_name_prefix="imgcache-write")
         self._pending: set[Future[Any]] = set()
         self._pending_lock = threading.Lock()
@@ -288,6 +291,19 @@ class TieredStore:
             return None
         return GuardedBuckets(tier.rate_buckets(namespace, scope), tier.name,  # type: ignore[attr-defined]
                               lambda op: self.guarded(tier, op))  # type: ignore[arg-type]
+
+    def ledger(self, owner: str) -> GuardedLedger | None:
+        """The spending ledger of ``owner`` (a namespace, or ``_shared``) in the widest-reaching
+        up tier that keeps ledgers (Redis before a directory), behind its breaker: it raises
+        TierError when that tier fails or is down (the budget keeps its own books meanwhile);
+        None if no tier can keep one."""
+        from .ledger import GuardedLedger
+
+        tier = self.capable(Ledgers)
+        if tier is None:
+            return None
+        return GuardedLedger(tier.ledger(owner), tier.name,  # type: ignore[attr-defined]
+                             lambda op: self.guarded(tier, op))  # type: ignore[arg-type]
 
     def _first_answer(self, capability: type[Any], op: str, *args: Any) -> Any:
         """``op`` of each up tier offering ``capability``, widest first, until one answers."""

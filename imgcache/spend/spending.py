@@ -1,0 +1,248 @@
+"""How a cache's upstream calls draw on its budget.
+
+Before a miss goes upstream, its list price (the pricing table's estimate) is reserved in the
+window's ledger; BudgetExceeded if that would pass the limit. After the call the hold is
+settled with the real cost (a chat's billed usage), with 0 when the call failed with an
+answer from the API, and with the estimate when no answer came (a timeout may have been
+billed). Hits never touch the budget.
+
+The ledger is the widest-reaching tier's (Redis, else the local directory; see
+:mod:`imgcache.store.ledger`), so every process sharing it shares the budget. While it is
+unreachable this process keeps its own books, starting from the last figure the shared
+ledger gave (logged once per outage): the fleet may then overspend by what each worker can
+spend of the remainder. What it spent meanwhile, and settlements that failed, are written to
+the shared ledger when it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BudgetExceeded, TierError
+from ..store.ledger import Ledgered, MemoryLedger, TierLedger
+from .alerts import Alerts
+from .budget import Budget, Window
+
+if TYPE_CHECKING:
+    from ..stats import Stats
+
+log = logging.getLogger("imgcache")
+
+MICRO = 1_000_000
+HOLD_SECONDS = 600.0
+"""How long a call's hold lasts without a settlement (its process died): then it is spent."""
+KEEP_SECONDS = 86400.0
+"""How long a window's ledger outlives the window (for ``imgcache stats``)."""
+_PENDING_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A reservation: where it was taken, and how much."""
+
+    window: Window
+    hold_id: str
+    micro: int
+    shared: bool
+
+
+class Spending:
+    """One budget's draws for a cache; see the module doc. ``shared`` is the tier's ledger
+    (None: this process's books only)."""
+
+    def __init__(self, budget: Budget, owner: str, shared: TierLedger | None, stats: Stats, *,
+                 clock: Callable[[], float] = time.time, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.budget = budget
+        self.owner = owner
+        self.shared = shared
+        self.stats = stats
+        self.clock = clock
+        self.hold_ms = int(hold_seconds * 1000)
+        self.limit = math.floor(round(budget.usd * MICRO, 3))
+        self.warn = -1 if budget.warn_at is None else math.floor(self.limit * budget.warn_at)
+        self.alerts = Alerts(budget.webhook) if budget.webhook else None
+        self.local = MemoryLedger(clock)
+        self._lock = threading.Lock()
+        self._last_known: dict[str, int] = {}  # window -> spent and held, as the shared ledger said last
+        self._pending: list[tuple[str, str, int, int]] = []  # settlements owed to the shared ledger
+        self._outage = False
+        self._said: set[tuple[str, str]] = set()  # (what, window) logged already
+
+    # -- a call's draw ---------------------------------------------------------------------------
+
+    def reserve(self, usd: float | None, operation: str) -> Hold | None:
+        """Hold ``usd`` for one upstream call (None: not priced; see ``Budget.unpriced``);
+        BudgetExceeded if it does not fit."""
+        now = self.clock()
+        window = self.budget.window(now)
+        if usd is None:
+            if self.budget.unpriced == "refuse":
+                self.stats.add({"budget.refused": 1})
+                raise BudgetExceeded(f"{operation} has no known price and the budget refuses unpriced calls",
+                                     limit_usd=self.budget.usd, spent_usd=0.0, window=window.name, retry_after=None)
+            self._say_once("unpriced", "", "imgcache: %s has no known price; it is not counted against the budget",
+                           operation)
+            self.stats.add({"budget.unpriced": 1})
+            return None
+        micro = math.ceil(round(usd * MICRO, 3))
+        hold_id = secrets.token_hex(8)
+        keep = self._keep_ms(window, now)
+        answer, shared = self._step(window, lambda ledger: ledger.reserve(
+            window.name, hold_id, micro, self.limit, self.warn, self.hold_ms, keep))
+        if not answer.granted:
+            self.stats.add({"budget.refused": 1})
+            spent = (answer.spent + answer.held) / MICRO
+            if self._say_once("exhausted", window.name, "imgcache: budget %s cannot pay for a %s in window %s "
+                              "($%.2f spent or held); misses that do not fit are refused until it resets",
+                              self.budget.describe(), operation, window.name, spent):
+                self._alert("budget_exhausted", window, answer)
+            retry = window.seconds_left(now)
+            raise BudgetExceeded(
+                f"this call (${usd:.4f}) would pass the budget of {self.budget.describe()}: ${spent:.4f} spent or held "
+                f"in window {window.name}" + (f"; it resets in {math.ceil(retry)} s" if retry is not None else ""),
+                limit_usd=self.budget.usd, spent_usd=spent, window=window.name, retry_after=retry)
+        self._after(window, answer)
+        return Hold(window, hold_id, micro, shared)
+
+    def settle(self, hold: Hold | None, usd: float | None) -> None:
+        """Settle ``hold`` with what the call cost (None: its estimate, the call may have been
+        billed; 0: refused by the API). Never raises."""
+        if hold is None:
+            return
+        actual = hold.micro if usd is None else math.ceil(round(max(usd, 0.0) * MICRO, 3))
+        now = self.clock()
+        keep = self._keep_ms(hold.window, now)
+        try:
+            if hold.shared:
+                answer, _ = self._step(hold.window, lambda ledger: ledger.settle(
+                    hold.window.name, hold.hold_id, hold.micro, actual, self.limit, self.warn, keep), shared_only=True)
+            else:
+                answer = self.local.settle(hold.window.name, hold.hold_id, hold.micro, actual, self.limit, self.warn, keep)
+                if self.shared is not None:  # spent while the shared ledger was away: owed to it
+                    self._owe(hold.window.name, f"local-{hold.hold_id}", 0, actual)
+        except TierError:
+            self._owe(hold.window.name, hold.hold_id, hold.micro, actual)
+            return
+        self._after(hold.window, answer)
+
+    def settle_failure(self, hold: Hold | None, exc: BaseException) -> None:
+        """Settle after the upstream call raised: 0 if the API answered (it does not bill a
+        refusal), the estimate if no answer may have come (a timeout, a dropped connection)."""
+        self.settle(hold, None if _may_have_run(exc) else 0.0)
+
+    # -- what it says ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The budget's figures for ``stats()``: limit, window, spent and held, reset time."""
+        now = self.clock()
+        window = self.budget.window(now)
+        try:
+            answer, shared = self._step(window, lambda ledger: ledger.read(window.name, self.limit))
+        except TierError:
+            answer, shared = self.local.read(window.name, self.limit), False
+        return {
+            "limit_usd": self.budget.usd, "per": self.budget.per, "scope": self.budget.scope,
+            "window": window.name, "spent_usd": answer.spent / MICRO, "held_usd": answer.held / MICRO,
+            "remaining_usd": max(0, self.limit - answer.spent - answer.held) / MICRO,
+            "warn_at": self.budget.warn_at, "shared": shared,
+            "resets_at": None if window.resets_at is None else _iso(window.resets_at),
+        }
+
+    # -- ledgers -------------------------------------------------------------------------------------
+
+    def _step(self, window: Window, op: Callable[[TierLedger], Ledgered], *, shared_only: bool = False
+              ) -> tuple[Ledgered, bool]:
+        """``op`` on the shared ledger, else (unreachable) on this process's books."""
+        if self.shared is not None:
+            try:
+                answer = op(self.shared)
+            except TierError as exc:
+                self.stats.add({"budget.ledger_errors": 1})
+                if not self._outage:
+                    self._outage = True
+                    log.warning("imgcache: the shared budget ledger is unreachable (%s); this process keeps its "
+                                "own books from the last known figure until it answers again", exc)
+                if shared_only:
+                    raise
+            else:
+                with self._lock:
+                    self._last_known[window.name] = answer.spent + answer.held
+                    self._outage = False
+                self._pay_debts()
+                return answer, True
+        with self._lock:
+            known = self._last_known.get(window.name, 0)
+        self.local.seed(window.name, known)
+        return op(self.local), False
+
+    def _owe(self, window: str, hold_id: str, held: int, actual: int) -> None:
+        with self._lock:
+            if len(self._pending) < _PENDING_MAX:
+                self._pending.append((window, hold_id, held, actual))
+
+    def _pay_debts(self) -> None:
+        with self._lock:
+            owed, self._pending = self._pending, []
+        for at, (window, hold_id, held, actual) in enumerate(owed):
+            try:
+                self.shared.settle(window, hold_id, held, actual, self.limit, self.warn,  # type: ignore[union-attr]
+                                   int(KEEP_SECONDS * 1000))
+            except TierError:
+                with self._lock:
+                    self._pending[:0] = owed[at:]
+                return
+
+    def _keep_ms(self, window: Window, now: float) -> int:
+        if window.resets_at is None:
+            return 0  # a fixed budget's ledger is kept for ever
+        return int((window.resets_at - now + KEEP_SECONDS) * 1000)
+
+    # -- warnings ------------------------------------------------------------------------------------
+
+    def _after(self, window: Window, answer: Ledgered) -> None:
+        if answer.crossed:
+            spent = (answer.spent + answer.held) / MICRO
+            log.warning("imgcache: budget %s is %.0f%% used in window %s ($%.2f spent or held)",
+                        self.budget.describe(), 100 * spent / self.budget.usd if self.budget.usd else 100,
+                        window.name, spent)
+            self.stats.add({"budget.warnings": 1})
+            self._alert("budget_warning", window, answer)
+
+    def _alert(self, event: str, window: Window, answer: Ledgered) -> None:
+        if self.alerts is None:
+            return
+        self.alerts.send({
+            "event": event, "budget": self.owner, "scope": self.budget.scope, "window": window.name,
+            "limit_usd": self.budget.usd, "spent_usd": answer.spent / MICRO, "held_usd": answer.held / MICRO,
+            "warn_at": self.budget.warn_at, "at": _iso(self.clock()),
+            "resets_at": None if window.resets_at is None else _iso(window.resets_at),
+        })
+
+    def _say_once(self, what: str, window: str, message: str, *args: Any) -> bool:
+        with self._lock:
+            if (what, window) in self._said:
+                return False
+            self._said.add((what, window))
+        log.warning(message, *args)
+        return True
+
+
+def _may_have_run(exc: BaseException) -> bool:
+    """Whether a failed call may still have been carried out (and billed): no answer came."""
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"APITimeoutError", "APIConnectionError", "TimeoutException", "ReadTimeout",
+                         "RemoteProtocolError", "CancelledError"})
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
