@@ -56,4 +56,28 @@ def cache_config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         config["ttl"] = parse_duration(environ["IMGCACHE_TTL"], "IMGCACHE_TTL")
     if environ.get("IMGCACHE_FILE_MODE"):
         config["file_mode"] = parse_file_mode(environ["IMGCACHE_FILE_MODE"], "IMGCACHE_FILE_MODE")
+    if environ.get("IMGCACHE_BUDGET"):
+        config["budget"] = budget_from_env(environ)
     return config
+
+
+def budget_from_env(environ: Mapping[str, str]) -> Any:
+    """``IMGCACHE_BUDGET`` ("50/day") with ``IMGCACHE_BUDGET_SCOPE``, ``_WARN_AT`` and
+    ``_WEBHOOK``, as an :class:`imgcache.Budget`; ConfigError naming the variable."""
+    from .spend.budget import Budget
+
+    options: dict[str, Any] = {}
+    if environ.get("IMGCACHE_BUDGET_SCOPE"):
+        options["scope"] = environ["IMGCACHE_BUDGET_SCOPE"]
+    if environ.get("IMGCACHE_BUDGET_WEBHOOK"):
+        options["webhook"] = environ["IMGCACHE_BUDGET_WEBHOOK"]
+    warn_at = environ.get("IMGCACHE_BUDGET_WARN_AT")
+    if warn_at:
+        try:
+            options["warn_at"] = None if warn_at.strip().lower() == "none" else float(warn_at)
+        except ValueError:
+            raise ConfigError(f"IMGCACHE_BUDGET_WARN_AT={warn_at!r} is not a fraction such as 0.8") from None
+    try:
+        return Budget.parse(environ["IMGCACHE_BUDGET"], **options)
+    except ConfigError as exc:
+        raise ConfigError(f"IMGCACHE_BUDGET: {exc}") from None

@@ -7,6 +7,7 @@ import asyncio
 import http.server
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -449,3 +450,45 @@ def test_a_budget_on_a_redis_cluster(redis_cluster_url: str) -> None:
             generate(prompt="c")
         assert cache.stats()["budget"]["shared"] is True
     assert upstream.calls == 2
+
+
+# -- the proxy -------------------------------------------------------------------------------
+
+
+def test_the_proxy_answers_a_miss_over_budget_429_and_serves_hits(make_cache: Any, fake_openai: Any) -> None:
+    import openai
+
+    from imgcache.proxy import ProxyConfig, ProxyServer
+
+    cache = make_cache(semantic=False, budget=Budget(0.10, per="day"))  # dall-e-3 standard 1024: $0.04
+    server = ProxyServer(ProxyConfig(upstream=fake_openai.base_url, namespace_mode="shared"), cache).start()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-budget-0123456789", max_retries=0)
+
+        def generate(prompt: str) -> Any:
+            return client.images.with_raw_response.generate(prompt=prompt, model="dall-e-3", response_format="b64_json")
+
+        assert generate("a red fox").headers["x-imgcache"] == "miss"
+        assert generate("a blue fox").headers["x-imgcache"] == "miss"
+        with pytest.raises(openai.RateLimitError) as refused:
+            generate("a green fox")
+        answer = refused.value.response
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "budget_exceeded"
+        assert 0 < int(answer.headers["retry-after"]) <= 86400
+        assert answer.headers["x-imgcache"] == "error; reason=budget"
+        assert generate("a red fox").headers["x-imgcache"].startswith("hit")  # hits as usual
+        assert fake_openai.calls("/v1/images/generations") == 2
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--budget", "fifty"], "fifty"), (["--budget", "5/week"], "week"),
+    (["--budget", "5/day", "--budget-scope", "galaxy"], "galaxy"),
+    (["--budget", "5/day", "--alert-webhook", "ftp://example"], "ftp://example"),
+])
+def test_a_malformed_budget_flag_stops_serve_naming_it(flags: list[str], named: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "imgcache.cli", "serve", "--port", "1", *flags], check=False,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "IMGCACHE_DIR": str(tmp_path)})
+    assert done.returncode != 0 and named in done.stderr, done.stderr

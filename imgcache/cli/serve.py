@@ -56,6 +56,19 @@ def serve(
     graceful_timeout: Annotated[float, typer.Option("--graceful-timeout", min=1.0, help="Seconds requests in "
                                                     "flight get to finish on SIGTERM.")] = 30.0,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    budget: Annotated[str | None, typer.Option(
+        "--budget", help="What misses may spend upstream: 50/day, 2/hour, 300/month or 20 (in all); over it a "
+                         "miss is answered 429 budget_exceeded with Retry-After, hits as usual (default: "
+                         "IMGCACHE_BUDGET, none).", show_default=False)] = None,
+    budget_scope: Annotated[str | None, typer.Option(
+        "--budget-scope", help="namespace (each namespace its own budget) or shared (one for all).",
+        show_default=False)] = None,
+    budget_warn_at: Annotated[float | None, typer.Option(
+        "--budget-warn-at", min=0.01, max=1.0, help="The fraction of the budget at which a warning is logged "
+                                                    "and sent (default 0.8).", show_default=False)] = None,
+    alert_webhook: Annotated[str | None, typer.Option(
+        "--alert-webhook", help="An http(s) URL that gets a JSON POST for each budget warning.",
+        show_default=False)] = None,
 ) -> None:
     """Run an OpenAI-compatible caching proxy: point any client's base URL at it.
 
@@ -68,10 +81,18 @@ def serve(
 
     Needs the proxy extra: pip install "imgcache\\[proxy]".
     """
-    from .._config import parse_bytes, parse_duration
+    import os
+
+    from .._config import budget_from_env, parse_bytes, parse_duration
     from ..errors import ConfigError
 
     try:
+        for name, value in (("IMGCACHE_BUDGET", budget), ("IMGCACHE_BUDGET_SCOPE", budget_scope),
+                            ("IMGCACHE_BUDGET_WARN_AT", budget_warn_at), ("IMGCACHE_BUDGET_WEBHOOK", alert_webhook)):
+            if value is not None:  # the workers read them: every worker draws on one budget
+                os.environ[name] = str(value)
+        if os.environ.get("IMGCACHE_BUDGET"):
+            budget_from_env(os.environ)  # a malformed budget fails here, naming the value
         from ..proxy.config import ProxyConfig
         from ..proxy.server import serve as run_proxy
 

@@ -172,6 +172,14 @@ def _stats_table(figures: dict[str, Any], title: str) -> Any:
     table.add_row(
         "time saved", _duration(figures["saved_seconds"]), "upstream time the hits avoided"
     )
+    budget = figures.get("budget")
+    if budget and "limit_usd" in budget:
+        used = budget["spent_usd"] + budget["held_usd"]
+        per = f"/{budget['per']}" if budget["per"] else " in all"
+        resets = f", resets {budget['resets_at']}" if budget["resets_at"] else ""
+        table.add_row("budget", f"${used:,.2f} of ${budget['limit_usd']:,.2f}{per}",
+                      f"{_rate(used, budget['limit_usd'])} used in {budget['window']}{resets} ({budget['scope']})")
+        table.add_row("over budget", f"{budget['refused']:,}", f"misses refused; {budget['warnings']:,} warnings")
     table.add_section()
     table.add_row("stored", f"{figures['stored']:,}", "")
     table.add_row("uncacheable", f"{figures['uncacheable']:,}", "returned but not stored")

@@ -7,6 +7,7 @@ status, headers and bytes.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import AsyncIterator
 from email.utils import formatdate
@@ -19,6 +20,7 @@ from .calls import Refused, dumps
 from .upstream import BodyTooLarge, BodyTooSlow, Reply, UpstreamFailure, relayed_headers
 
 if TYPE_CHECKING:
+    from ..errors import BudgetExceeded
     from ..manifest import Hit
 
 MALFORMED_JSON = (
@@ -73,6 +75,15 @@ def failure_answer(exc: UpstreamFailure) -> Response:
 
 def too_large(exc: BodyTooLarge) -> Response:
     return error_response(413, f"imgcache proxy: {exc}", code="request_too_large", reason="too-large")
+
+
+def over_budget(exc: BudgetExceeded) -> Response:
+    """429 in the API's error shape, with ``Retry-After`` until the budget's window resets."""
+    response = error_response(429, f"imgcache proxy: {exc}", code="budget_exceeded", type="insufficient_quota",
+                              reason="budget")
+    if exc.retry_after is not None:
+        response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    return response
 
 
 def relay(reply: Reply, outcome: str) -> Response:

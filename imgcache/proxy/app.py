@@ -50,7 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import codec
-from ..errors import CorruptData
+from ..errors import BudgetExceeded, CorruptData
 from ..fetch import FetchPolicy
 from ..images import sniff_type
 from .answers import (
@@ -59,6 +59,7 @@ from .answers import (
     failure_answer,
     hit_response,
     malformed,
+    over_budget,
     refused,
     relay,
     relayed,
@@ -308,8 +309,10 @@ class Proxy:
             return hit_response(call.render(stored, hit, image_url), hit, "" if store else "; no-store")
 
         try:
-            result = await cache.afetch(call.request, upstream, to_storable=call.to_storable,
-                                        from_storable=rebuild, cost_usd=call.cost, lookup=lookup, store=store)
+            result = await cache.afetch(call.request, upstream, to_storable=call.to_storable, from_storable=rebuild,
+                                        cost_usd=call.cost, estimate_usd=call.estimate, lookup=lookup, store=store)
+        except BudgetExceeded as exc:
+            return over_budget(exc)
         except UpstreamError as exc:
             return relay(exc.reply, "error; reason=upstream")
         except UpstreamFailure as exc:

@@ -37,6 +37,8 @@ class CachedCall:
     to_storable: Callable[[Any], Any]
     from_storable: Callable[[Any, Hit], Any]
     cost: Any
+    estimate: float | None = None
+    """What a budget reserves before the call, where ``cost`` is a function of its result."""
 
 
 class CachedResource:
@@ -63,7 +65,7 @@ class CachedResource:
         if call is None:
             return method(**kwargs)
         return self._cache.fetch(call.request, lambda: method(**call.kwargs), to_storable=call.to_storable,
-                                 from_storable=call.from_storable, cost_usd=call.cost)
+                                 from_storable=call.from_storable, cost_usd=call.cost, estimate_usd=call.estimate)
 
     async def _arun(self, method: Callable[..., Any], kwargs: dict[str, Any],
                     build: Callable[[dict[str, Any]], CachedCall | None], blocking: bool) -> Any:
@@ -71,7 +73,8 @@ class CachedResource:
         if call is None:
             return await method(**kwargs)
         return await self._cache.afetch(call.request, lambda: method(**call.kwargs), to_storable=call.to_storable,
-                                        from_storable=call.from_storable, cost_usd=call.cost)
+                                        from_storable=call.from_storable, cost_usd=call.cost,
+                                        estimate_usd=call.estimate)
 
     def _bypass(self) -> None:
         self._cache.stats_counters.add({"bypassed": 1})

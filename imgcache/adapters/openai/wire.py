@@ -290,7 +290,12 @@ class VisionCall:
         """The call's list price from the answer's billed usage (an SDK object or a JSON
         body), else estimated by the image token formula."""
         found = _usage_cost(self.model, _field(response, "usage"), *self.usage_names)
-        return found if found is not None else self.images.estimate(self.model, self.prompt)
+        return found if found is not None else self.estimate()
+
+    def estimate(self) -> float | None:
+        """The list price of the call's input (images and text) by the token formula: what a
+        budget reserves before the call (the output is counted when it is settled)."""
+        return self.images.estimate(self.model, self.prompt)
 
 
 @dataclass(frozen=True)
