@@ -29,7 +29,7 @@ import redis
 from imgcache import Cache, ConfigError
 from imgcache.invalidation import MAX_REMEMBERED, Invalidations
 from imgcache.prewarm.claims import claims_for
-from imgcache.prewarm.limiter import Rates
+from imgcache.spend.limiter import Rates
 from imgcache.store.rate import RedisBuckets
 from imgcache.store.base import MISSING, entry_key
 from imgcache._memo import deep_size

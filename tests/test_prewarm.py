@@ -30,8 +30,8 @@ from imgcache.prewarm import InputProblem, PrewarmItem, from_history, prewarm, r
 from imgcache import request_log
 from imgcache.prewarm.budget import Budget
 from imgcache.prewarm.job import PrewarmJob
-from imgcache.prewarm.limiter import LocalBuckets, RateLimiter, Rates, pause, reserve
-from imgcache.prewarm.retry import Backoff, classify, retry_after
+from imgcache.spend.limiter import LocalBuckets, RateLimiter, Rates, pause, reserve
+from imgcache.spend.outcomes import Backoff, classify, retry_after
 from imgcache.prewarm.upstream import OpenAIUpstream
 from imgcache.request import Request
 from imgcache.store.claims import FileClaims

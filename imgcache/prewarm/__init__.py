@@ -7,10 +7,11 @@
 
 The same job runs from the command line as ``imgcache prewarm``. Modules: ``inputs`` (text,
 JSONL, CSV, with line numbers), ``upstream`` (keyed and stored like a live ``wrap()`` call),
-``limiter`` (token buckets per model, shared in Redis), ``retry`` (429, 5xx, refusals),
 ``budget``, ``claims`` (cooperation between workers), ``history`` (the prompts worth
 warming, from the front's request log), ``job`` (the runner), ``progress`` (the CLI's bar
-and log lines). Names are imported on first use.
+and log lines); the token buckets and the reading of upstream failures (429, 5xx, refusals)
+are shared with live calls (:mod:`imgcache.spend.limiter`, :mod:`imgcache.spend.outcomes`).
+Names are imported on first use.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from ..errors import ConfigError, ImgcacheError
 from .budget import Budget, Reservation
 from .claims import SCOPE, Claims, claims_for
 from .inputs import InputProblem, PrewarmItem
-from .limiter import LocalBuckets, RateLimiter, Rates
+from ..spend.limiter import LocalBuckets, RateLimiter, Rates
 from .report import (
     MAX_LISTED,
     RUNS_FEED,
@@ -53,7 +53,7 @@ from .report import (
     publish_run,
     recent_runs,
 )
-from .retry import MAX_WAIT, Backoff, Outcome, classify
+from ..spend.outcomes import MAX_WAIT, Backoff, Outcome, classify
 
 if TYPE_CHECKING:
     from ..cache import Cache

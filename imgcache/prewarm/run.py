@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .inputs import read_items
 from .job import PrewarmJob, PrewarmReport, Progress
-from .retry import MAX_WAIT
+from ..spend.outcomes import MAX_WAIT
 from .upstream import OpenAIUpstream
 
 if TYPE_CHECKING:

@@ -1,3 +1,8 @@
-"""Spend limits for upstream calls: budgets per window, shared by every worker of a store
-(:mod:`.budget` what a budget is, :mod:`.spending` how calls draw on it, :mod:`.alerts` the
-warning webhook; the ledgers are the tiers', :mod:`imgcache.store.ledger`)."""
+"""What upstream calls may spend: money and rate.
+
+:mod:`.budget` (what a budget and its windows are), :mod:`.spending` (how calls draw on a
+budget), :mod:`.alerts` (the warning webhook), :mod:`.limiter` (token buckets per model,
+shared in Redis), :mod:`.shaping` (live calls wait their turn under the buckets),
+:mod:`.outcomes` (what an upstream failure means: 429, 5xx, refusals). The ledgers and shared
+buckets are the tiers' (:mod:`imgcache.store.ledger`, :mod:`imgcache.store.rate`).
+"""

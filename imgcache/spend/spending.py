@@ -30,6 +30,7 @@ from ..errors import BudgetExceeded, TierError
 from ..store.ledger import Ledgered, MemoryLedger, TierLedger
 from .alerts import Alerts
 from .budget import Budget, Window
+from .outcomes import classify
 
 if TYPE_CHECKING:
     from ..stats import Stats
@@ -236,12 +237,9 @@ class Spending:
 
 
 def _may_have_run(exc: BaseException) -> bool:
-    """Whether a failed call may still have been carried out (and billed): no answer came."""
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"APITimeoutError", "APIConnectionError", "TimeoutException", "ReadTimeout",
-                         "RemoteProtocolError", "CancelledError"})
+    """Whether a failed call may still have been carried out (and billed): no answer came, or
+    the caller gave up waiting for it (a cancelled task)."""
+    return type(exc).__name__ == "CancelledError" or classify(exc).maybe_billed
 
 
 def _iso(at: float) -> str:

@@ -2,7 +2,7 @@
 requests and images per minute, which belong to the account, not to a process).
 
 :class:`RedisBuckets` keeps each bucket in a hash, ``<prefix><ns>:<scope>:rate:<bucket>``, and
-runs the arithmetic of :func:`imgcache.prewarm.limiter.reserve` and ``pause`` in a Lua script,
+runs the arithmetic of :func:`imgcache.spend.limiter.reserve` and ``pause`` in a Lua script,
 atomically and on the server's clock, so that workers on machines whose clocks disagree are
 still lined up at the configured rate. The policy (which buckets, what to do when the tier
 fails) is the caller's; calls raise TierError. The tiered store hands them out behind the
@@ -51,7 +51,7 @@ class SharedBuckets(Protocol):
         """The current epoch of ``bucket`` (it changes with every pause)."""
 
 
-# The same arithmetic as imgcache.prewarm.limiter.reserve() / pause(), on the server's clock.
+# The same arithmetic as imgcache.spend.limiter.reserve() / pause(), on the server's clock.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
