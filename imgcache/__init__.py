@@ -31,6 +31,8 @@ __all__ = [
     "ImageError",
     "ImgcacheError",
     "InvalidRequest",
+    "RateLimited",
+    "RateLimits",
     "Request",
     "SemanticOptions",
     "SourceRefused",
@@ -46,7 +48,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Budget": "imgcache.spend.budget",
+    "Budget": "imgcache.spend.config",
+    "RateLimits": "imgcache.spend.config",
     "Cache": "imgcache.cache",
     "FetchPolicy": "imgcache.fetch",
     "Request": "imgcache.request",
@@ -55,7 +58,7 @@ _LAZY = {
     "normalize_prompt": "imgcache.normalize",
     "wrap": "imgcache.adapters.openai",
     **dict.fromkeys(
-        ["BudgetExceeded", "ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "SourceRefused",
+        ["BudgetExceeded", "ConfigError", "CorruptData", "ImageError", "ImgcacheError", "InvalidRequest", "RateLimited", "SourceRefused",
          "TierError", "TierTimeout", "TierUnavailable", "UncachedResultWarning", "UnstorableResult"],
         "imgcache.errors",
     ),
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
         ImageError,
         ImgcacheError,
         InvalidRequest,
+        RateLimited,
         SourceRefused,
         TierError,
         TierTimeout,
@@ -82,7 +86,7 @@ if TYPE_CHECKING:
     from .match.config import SemanticOptions, VisionOptions
     from .normalize import normalize_prompt
     from .request import Request
-    from .spend.budget import Budget
+    from .spend.config import Budget, RateLimits
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

@@ -28,6 +28,7 @@ from .pricing import as_usd
 if TYPE_CHECKING:
     from ._lookup import Lookup
     from .request import Request
+    from .spend.shaping import Shaping
     from .spend.spending import Hold, Spending
     from .stats import Stats
     from .store.tiered import TieredStore
@@ -55,10 +56,12 @@ class Calls:
 
     def __init__(self, namespace: str, store: TieredStore, stats: Stats, lookup: Lookup, locks: SharedLocks, *,
                  ttl: float | None, wait_timeout: float, touched: Callable[[], None],
-                 spending: Spending | None = None) -> None:
+                 spending: Spending | None = None, shaping: Shaping | None = None) -> None:
         self.namespace = namespace
         self.spending = spending
         """The budget every upstream call draws on (None: no budget)."""
+        self.shaping = shaping
+        """The queue every upstream call waits its turn in (None: no rate limits)."""
         self.store = store
         self.stats = stats
         self.lookup = lookup
@@ -84,7 +87,7 @@ class Calls:
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
             hold = self._reserve(request, price)
-            result = self._paid(upstream, {}, hold)
+            result = self._paid(request, upstream, {}, hold)
             self._settle(request, hold, price, result)
             return result
         served = self._serve(request, hit, from_storable, first=True, renew=store)
@@ -94,7 +97,7 @@ class Calls:
             counts = self._direct_counts(lookup)
             hold = self._reserve(request, price)
             started = time.perf_counter()
-            result = self._paid(upstream, counts, hold)
+            result = self._paid(request, upstream, counts, hold)
             return self._after_upstream(request, result, to_storable, price, time.perf_counter() - started,
                                         counts=counts, store=store, hold=hold)
         self.stats.add({"requests": 1})
@@ -125,7 +128,7 @@ class Calls:
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
             hold = await self._areserve(request, price)
-            result = await self._apaid(upstream, {}, hold)
+            result = await self._apaid(request, upstream, {}, hold)
             await asyncio.to_thread(self._settle, request, hold, price, result)
             return result
         served = self._serve(request, hit, from_storable, first=True, renew=store)
@@ -135,7 +138,7 @@ class Calls:
             counts = self._direct_counts(lookup)
             hold = await self._areserve(request, price)
             started = time.perf_counter()
-            result = await self._apaid(upstream, counts, hold)
+            result = await self._apaid(request, upstream, counts, hold)
             return await asyncio.to_thread(self._after_upstream, request, result, to_storable, price,
                                            time.perf_counter() - started, counts=counts, store=store, hold=hold)
         self.stats.add({"requests": 1})
@@ -177,7 +180,7 @@ class Calls:
                         return served
                 hold = self._reserve(request, price)
                 started = time.perf_counter()
-                result = self._paid(upstream, _MISS, hold)
+                result = self._paid(request, upstream, _MISS, hold)
                 return self._after_upstream(request, result, to_storable, price, time.perf_counter() - started,
                                             hold=hold)
         finally:
@@ -209,7 +212,7 @@ class Calls:
                         return served
                 hold = await self._areserve(request, price)
                 started = time.perf_counter()
-                result = await self._apaid(upstream, _MISS, hold)
+                result = await self._apaid(request, upstream, _MISS, hold)
                 return await asyncio.to_thread(self._after_upstream, request, result, to_storable, price,
                                                time.perf_counter() - started, hold=hold)
         finally:
@@ -229,31 +232,55 @@ class Calls:
     # -- the upstream call and its price ---------------------------------------------------------
 
     def _reserve(self, request: Request, price: _Price[Any]) -> Hold | None:
-        """The call's hold on the budget (None: no budget, or not priced); BudgetExceeded."""
-        return None if self.spending is None else self.spending.reserve(price.estimate, request.operation)
+        """The call's hold on the budget (None: no budget, or not priced), then its turn under
+        the rate limits; BudgetExceeded or RateLimited (its hold given back) before the call."""
+        hold = None if self.spending is None else self.spending.reserve(price.estimate, request.operation)
+        if self.shaping is not None:
+            try:
+                self.shaping.wait_turn(request)
+            except BaseException:
+                if hold is not None:
+                    self.spending.settle(hold, 0.0)  # type: ignore[union-attr]
+                raise
+        return hold
 
     async def _areserve(self, request: Request, price: _Price[Any]) -> Hold | None:
-        return None if self.spending is None else await asyncio.to_thread(self._reserve, request, price)
+        hold = None
+        if self.spending is not None:
+            hold = await asyncio.to_thread(self.spending.reserve, price.estimate, request.operation)
+        if self.shaping is not None:
+            try:
+                await self.shaping.await_turn(request)
+            except BaseException:
+                if hold is not None:
+                    await asyncio.to_thread(self.spending.settle, hold, 0.0)  # type: ignore[union-attr]
+                raise
+        return hold
 
-    def _paid(self, upstream: Callable[[], T], counts: Mapping[str, float], hold: Hold | None) -> T:
-        """``upstream()``, counted; a failure settles the call's hold."""
+    def _paid(self, request: Request, upstream: Callable[[], T], counts: Mapping[str, float], hold: Hold | None) -> T:
+        """``upstream()``, counted; a failure settles the call's hold (and a 429 pauses its model)."""
         try:
             return upstream()
         except BaseException as exc:
-            self.stats.add({**counts, "upstream_errors": 1})
+            self._failed(request, counts, exc)
             if hold is not None:
                 self.spending.settle_failure(hold, exc)  # type: ignore[union-attr]
             raise
 
-    async def _apaid(self, upstream: Callable[[], Awaitable[T]], counts: Mapping[str, float],
+    async def _apaid(self, request: Request, upstream: Callable[[], Awaitable[T]], counts: Mapping[str, float],
                      hold: Hold | None) -> T:
         try:
             return await upstream()
         except BaseException as exc:
-            self.stats.add({**counts, "upstream_errors": 1})
+            self._failed(request, counts, exc)
             if hold is not None:
                 await asyncio.to_thread(self.spending.settle_failure, hold, exc)  # type: ignore[union-attr]
             raise
+
+    def _failed(self, request: Request, counts: Mapping[str, float], exc: BaseException) -> None:
+        self.stats.add({**counts, "upstream_errors": 1})
+        if self.shaping is not None:
+            self.shaping.upstream_failed(request, exc)
 
     def _settle(self, request: Request, hold: Hold | None, price: _Price[T], result: T) -> float | None:
         """What the call cost (USD; None: unknown), its hold settled with it."""

@@ -58,13 +58,29 @@ def cache_config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         config["file_mode"] = parse_file_mode(environ["IMGCACHE_FILE_MODE"], "IMGCACHE_FILE_MODE")
     if environ.get("IMGCACHE_BUDGET"):
         config["budget"] = budget_from_env(environ)
+    if any(environ.get(name) for name in ("IMGCACHE_RPM", "IMGCACHE_IPM", "IMGCACHE_QUEUE_TIMEOUT")):
+        config["rate_limits"] = rate_limits_from_env(environ)
     return config
+
+
+def rate_limits_from_env(environ: Mapping[str, str]) -> Any:
+    """``IMGCACHE_RPM`` and ``IMGCACHE_IPM`` (``dall-e-3=5,gpt-image-1=20``) and
+    ``IMGCACHE_QUEUE_TIMEOUT`` (``30s``) as :class:`imgcache.RateLimits`."""
+    from .spend.config import RateLimits
+
+    def pairs(name: str) -> list[str]:
+        return [part for part in (environ.get(name) or "").split(",") if part.strip()]
+
+    options: dict[str, Any] = {}
+    if environ.get("IMGCACHE_QUEUE_TIMEOUT"):
+        options["queue_timeout"] = parse_duration(environ["IMGCACHE_QUEUE_TIMEOUT"], "IMGCACHE_QUEUE_TIMEOUT") or 0.0
+    return RateLimits.parse(pairs("IMGCACHE_RPM"), pairs("IMGCACHE_IPM"), **options)
 
 
 def budget_from_env(environ: Mapping[str, str]) -> Any:
     """``IMGCACHE_BUDGET`` ("50/day") with ``IMGCACHE_BUDGET_SCOPE``, ``_WARN_AT`` and
     ``_WEBHOOK``, as an :class:`imgcache.Budget`; ConfigError naming the variable."""
-    from .spend.budget import Budget
+    from .spend.config import Budget
 
     options: dict[str, Any] = {}
     if environ.get("IMGCACHE_BUDGET_SCOPE"):

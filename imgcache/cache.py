@@ -37,7 +37,7 @@ from .manifest import Hit
 from .match.config import SemanticOptions, VisionOptions
 from .request import Request
 from .request_log import RequestLog
-from .spend.budget import Budget
+from .spend.config import Budget, RateLimits
 from .stats import Stats, nest
 from .store.tiered import open_store
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .invalidation import Invalidations
     from .match.perceptual import PerceptualMatcher
     from .match.semantic import SemanticMatcher
+    from .spend.shaping import Shaping
     from .spend.spending import Spending
     from .store.claims import GuardedClaims
     from .store.prune import PruneReport
@@ -68,8 +69,9 @@ class Cache:
     runs. With Redis and/or S3 it shares entries with every process that uses them; a local
     directory is then used only when ``directory`` is given.
 
-    ``budget`` (an :class:`imgcache.Budget`) limits what misses may spend upstream, shared by
-    every process of the store (see :mod:`imgcache.spend`).
+    ``budget`` (an :class:`imgcache.Budget`) limits what misses may spend upstream, and
+    ``rate_limits`` (:class:`imgcache.RateLimits`) how fast they go, each shared by every
+    process of the store (see :mod:`imgcache.spend`).
 
     Local files are private to their user: created with ``file_mode`` (default ``0o600``),
     directories with the matching mode (``0o700``); ``0o640`` shares them with the group.
@@ -97,11 +99,15 @@ class Cache:
         stats_interval: float = 1.0,
         file_mode: int = DEFAULT_FILE_MODE,
         budget: Budget | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.namespace = check_namespace(namespace)
         if budget is not None and not isinstance(budget, Budget):
             raise ConfigError(f"budget must be an imgcache.Budget, not {type(budget).__name__}")
         self.budget = budget
+        if rate_limits is not None and not isinstance(rate_limits, RateLimits):
+            raise ConfigError(f"rate_limits must be an imgcache.RateLimits, not {type(rate_limits).__name__}")
+        self.rate_limits = rate_limits
         self.file_mode = check_file_mode(file_mode)
         if ttl is not None and ttl <= 0:
             raise ConfigError(f"ttl must be positive seconds or None, not {ttl!r}")
@@ -129,9 +135,10 @@ class Cache:
         self._lookup = Lookup(self.namespace, self.store, self.stats_counters, semantic=semantic,
                               vision=vision, sync_interval=self.stats_interval, max_age=longest)
         self.spending = None if self.budget is None else self._spending(self.budget)
+        self.shaping = None if self.rate_limits is None else self._shaping(self.rate_limits)
         self._calls = Calls(self.namespace, self.store, self.stats_counters, self._lookup, self._locks,
                             ttl=self.ttl, wait_timeout=self.wait_timeout, touched=self._ensure_stats_thread,
-                            spending=self.spending)
+                            spending=self.spending, shaping=self.shaping)
         self.request_log = RequestLog(self.store, self.namespace)
         self.on_stored = self._calls.on_stored
         self.on_stored.append(self.request_log.record)
@@ -145,6 +152,12 @@ class Cache:
 
         owner = self.namespace if budget.scope == "namespace" else "_shared"
         return Spending(budget, owner, self.store.ledger(owner), self.stats_counters)
+
+    def _shaping(self, limits: RateLimits) -> Shaping:
+        from .spend.limiter import ACCOUNT
+        from .spend.shaping import Shaping
+
+        return Shaping(limits, self.store.rate_buckets(self.namespace, ACCOUNT), self.stats_counters)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Cache:

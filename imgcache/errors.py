@@ -4,6 +4,8 @@
     ├── ConfigError            bad configuration (namespace, URLs, environment values, budgets)
     ├── BudgetExceeded         a miss whose upstream call would pass the budget (raised before
     │                          the call; the proxy answers 429 budget_exceeded with Retry-After)
+    ├── RateLimited            a miss whose turn under the rate limits would come after the queue
+    │                          timeout (raised before the call; the proxy answers 429)
     ├── InvalidRequest         a request the cache cannot key: missing or non-string prompt,
     │   │                      parameters that are not JSON data (also a TypeError); raised
     │   │                      before any upstream call
@@ -53,6 +55,15 @@ class BudgetExceeded(ImgcacheError):
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.window = window
+        self.retry_after = retry_after
+
+
+class RateLimited(ImgcacheError):
+    """The call's turn under the configured rate limits would come later than the queue
+    timeout allows. Raised before the call; ``retry_after``: seconds until that turn."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 

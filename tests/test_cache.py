@@ -332,7 +332,7 @@ def test_bad_namespaces_are_refused(namespace: object, tmp_path: Path) -> None:
 
 PUBLIC = {
     "Budget", "BudgetExceeded", "Cache", "ConfigError", "CorruptData", "FetchPolicy", "ImageError", "ImgcacheError", "InvalidRequest",
-    "Request", "SemanticOptions", "SourceRefused", "TierError", "TierTimeout", "TierUnavailable",
+    "RateLimited", "RateLimits", "Request", "SemanticOptions", "SourceRefused", "TierError", "TierTimeout", "TierUnavailable",
     "UncachedResultWarning", "UnstorableResult", "VisionOptions", "__version__", "normalize_prompt", "wrap",
 }
 """The package's public names: changing them is a decision, made here and in the README."""

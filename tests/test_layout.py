@@ -20,7 +20,7 @@ LAYERS = (
                     "imgcache._files", "imgcache._config", "imgcache._quiet", "imgcache._lazy",
                     "imgcache.normalize", "imgcache.codec", "imgcache.pricing", "imgcache.manifest",
                     "imgcache.stats", "imgcache.fetch", "imgcache.request",
-                    "imgcache.spend.budget"}),  # what a budget is: configuration, like pricing
+                    "imgcache.spend.config", "imgcache.spend.limiter"}),  # limits: configuration, arithmetic
     ("storage and matching", {"imgcache.store", "imgcache.match", "imgcache.images", "imgcache.invalidation",
                               "imgcache.flight", "imgcache.request_log",
                               "imgcache.testing"}),  # fakes, servers and the tier contract

@@ -69,6 +69,15 @@ def serve(
     alert_webhook: Annotated[str | None, typer.Option(
         "--alert-webhook", help="An http(s) URL that gets a JSON POST for each budget warning.",
         show_default=False)] = None,
+    rpm: Annotated[list[str] | None, typer.Option(
+        "--rpm", help="Requests per minute a model may get, as model=rate (dall-e-3=5; * for any model); "
+                      "repeatable. A miss waits its turn instead of meeting a 429.", show_default=False)] = None,
+    ipm: Annotated[list[str] | None, typer.Option(
+        "--ipm", help="Images per minute a model may make, as model=rate (gpt-image-1=20); repeatable.",
+        show_default=False)] = None,
+    queue_timeout: Annotated[str | None, typer.Option(
+        "--queue-timeout", help="How long a miss may wait for its turn (beyond: 429 rate_limit_exceeded with "
+                                "Retry-After); default 30s.", show_default=False)] = None,
 ) -> None:
     """Run an OpenAI-compatible caching proxy: point any client's base URL at it.
 
@@ -83,16 +92,17 @@ def serve(
     """
     import os
 
-    from .._config import budget_from_env, parse_bytes, parse_duration
+    from .._config import cache_config_from_env, parse_bytes, parse_duration
     from ..errors import ConfigError
 
     try:
         for name, value in (("IMGCACHE_BUDGET", budget), ("IMGCACHE_BUDGET_SCOPE", budget_scope),
-                            ("IMGCACHE_BUDGET_WARN_AT", budget_warn_at), ("IMGCACHE_BUDGET_WEBHOOK", alert_webhook)):
-            if value is not None:  # the workers read them: every worker draws on one budget
+                            ("IMGCACHE_BUDGET_WARN_AT", budget_warn_at), ("IMGCACHE_BUDGET_WEBHOOK", alert_webhook),
+                            ("IMGCACHE_RPM", ",".join(rpm) if rpm else None),
+                            ("IMGCACHE_IPM", ",".join(ipm) if ipm else None), ("IMGCACHE_QUEUE_TIMEOUT", queue_timeout)):
+            if value is not None:  # the workers read them: every worker draws on one budget and queue
                 os.environ[name] = str(value)
-        if os.environ.get("IMGCACHE_BUDGET"):
-            budget_from_env(os.environ)  # a malformed budget fails here, naming the value
+        cache_config_from_env(os.environ)  # a malformed budget or limit fails here, naming the value
         from ..proxy.config import ProxyConfig
         from ..proxy.server import serve as run_proxy
 

@@ -41,7 +41,7 @@ from ..errors import ConfigError, ImgcacheError
 from .budget import Budget, Reservation
 from .claims import SCOPE, Claims, claims_for
 from .inputs import InputProblem, PrewarmItem
-from ..spend.limiter import LocalBuckets, RateLimiter, Rates
+from ..spend.limiter import ACCOUNT, LocalBuckets, RateLimiter, Rates
 from .report import (
     MAX_LISTED,
     RUNS_FEED,
@@ -214,7 +214,7 @@ class PrewarmJob:
             rpm, ipm, burst = self._limits  # the image bucket holds the largest call's images
             self.rates = Rates.per_minute(rpm, ipm, burst=burst,
                                           images_per_request=max((w.images for w in works), default=1))
-            shared = self.cache.rate_buckets(SCOPE)  # the account's limits: Redis, where there is one
+            shared = self.cache.rate_buckets(ACCOUNT)  # the account's limits: Redis, where there is one
             self._limiter = RateLimiter(self.rates, shared if shared is not None else LocalBuckets())
         self._queue = queue = _Queue(works)
         if self._stop.is_set():

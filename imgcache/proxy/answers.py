@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import httpx
 from starlette.responses import Response, StreamingResponse
 
+from ..errors import BudgetExceeded, RateLimited
 from .calls import Refused, dumps
 from .upstream import BodyTooLarge, BodyTooSlow, Reply, UpstreamFailure, relayed_headers
 
 if TYPE_CHECKING:
-    from ..errors import BudgetExceeded
     from ..manifest import Hit
 
 MALFORMED_JSON = (
@@ -77,10 +77,15 @@ def too_large(exc: BodyTooLarge) -> Response:
     return error_response(413, f"imgcache proxy: {exc}", code="request_too_large", reason="too-large")
 
 
-def over_budget(exc: BudgetExceeded) -> Response:
-    """429 in the API's error shape, with ``Retry-After`` until the budget's window resets."""
-    response = error_response(429, f"imgcache proxy: {exc}", code="budget_exceeded", type="insufficient_quota",
-                              reason="budget")
+def over_limit(exc: BudgetExceeded | RateLimited) -> Response:
+    """429 in the API's error shape, with ``Retry-After``: until the budget's window resets,
+    or until the call's turn under the rate limits."""
+    if isinstance(exc, RateLimited):
+        response = error_response(429, f"imgcache proxy: {exc}", code="rate_limit_exceeded", type="requests",
+                                  reason="queue-timeout")
+    else:
+        response = error_response(429, f"imgcache proxy: {exc}", code="budget_exceeded", type="insufficient_quota",
+                                  reason="budget")
     if exc.retry_after is not None:
         response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
     return response

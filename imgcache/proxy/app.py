@@ -50,7 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import codec
-from ..errors import BudgetExceeded, CorruptData
+from ..errors import BudgetExceeded, CorruptData, RateLimited
 from ..fetch import FetchPolicy
 from ..images import sniff_type
 from .answers import (
@@ -59,7 +59,7 @@ from .answers import (
     failure_answer,
     hit_response,
     malformed,
-    over_budget,
+    over_limit,
     refused,
     relay,
     relayed,
@@ -311,8 +311,8 @@ class Proxy:
         try:
             result = await cache.afetch(call.request, upstream, to_storable=call.to_storable, from_storable=rebuild,
                                         cost_usd=call.cost, estimate_usd=call.estimate, lookup=lookup, store=store)
-        except BudgetExceeded as exc:
-            return over_budget(exc)
+        except (BudgetExceeded, RateLimited) as exc:
+            return over_limit(exc)
         except UpstreamError as exc:
             return relay(exc.reply, "error; reason=upstream")
         except UpstreamFailure as exc:

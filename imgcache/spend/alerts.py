@@ -2,7 +2,7 @@
 backoff, never in a caller's way (a full queue drops the event, counted and logged).
 
 The URL is the operator's own configuration, never a caller's; only http(s) is accepted
-(:class:`~imgcache.spend.budget.Budget` checks it).
+(:class:`~imgcache.spend.config.Budget` checks it).
 """
 
 from __future__ import annotations

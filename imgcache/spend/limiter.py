@@ -29,6 +29,10 @@ from typing import Any, Protocol
 
 from ..errors import ConfigError
 
+ACCOUNT = "account"
+"""The scope of the store's buckets that live calls and the prewarm job share: the limits are
+the account's (a namespace's: the proxy gives each API key its own)."""
+
 State = tuple[float, float, float, int]
 """(request tokens, image tokens, at, epoch): tokens accrue from ``at`` on."""
 
@@ -91,8 +95,10 @@ def pause(state: State | None, now: float, rates: Rates, seconds: float) -> Stat
 
 
 class BucketStore(Protocol):
-    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
-        """Seconds to wait, and the epoch the reservation belongs to."""
+    def reserve(self, scope: str, rates: Rates, requests: float, images: float,
+                max_wait: float | None = None) -> tuple[float, int]:
+        """Seconds to wait, and the epoch the reservation belongs to; a wait beyond
+        ``max_wait`` is not reserved (the caller will not wait that long)."""
 
     def pause(self, scope: str, rates: Rates, seconds: float) -> None: ...
 
@@ -108,10 +114,12 @@ class LocalBuckets:
         self._states: dict[str, State] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, scope: str, rates: Rates, requests: float, images: float) -> tuple[float, int]:
+    def reserve(self, scope: str, rates: Rates, requests: float, images: float,
+                max_wait: float | None = None) -> tuple[float, int]:
         with self._lock:
             state, wait = reserve(self._states.get(scope), self.clock(), rates, requests, images)
-            self._states[scope] = state
+            if max_wait is None or wait <= max_wait:
+                self._states[scope] = state
         return wait, state[3]
 
     def pause(self, scope: str, rates: Rates, seconds: float) -> None:
@@ -161,6 +169,17 @@ class RateLimiter:
             if wait <= 0 or self._call("epoch", scope) == epoch:
                 return True
             # A 429 paused the model while we slept: queue again behind the pause.
+
+    def turn(self, scope: str, images: int, timeout: float) -> tuple[float, float]:
+        """One attempt at a place in the queue within ``timeout`` seconds: (seconds to wait,
+        epoch) if taken; (the wait, -1) if it is longer than ``timeout`` (nothing taken)."""
+        timeout = max(0.0, timeout)
+        wait, epoch = self._call("reserve", scope, self.rates, 1, images, timeout)
+        return (wait, -1) if wait > timeout else (max(0.0, wait), epoch)
+
+    def still(self, scope: str, epoch: float) -> bool:
+        """Whether no pause came since the place of ``epoch`` was taken."""
+        return self._call("epoch", scope) == epoch
 
     def pause(self, scope: str, seconds: float) -> None:
         if seconds > 0:

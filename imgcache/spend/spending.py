@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BudgetExceeded, TierError
 from ..store.ledger import Ledgered, MemoryLedger, TierLedger
 from .alerts import Alerts
-from .budget import Budget, Window
+from .config import Budget, Window
 from .outcomes import classify
 
 if TYPE_CHECKING:

@@ -42,8 +42,10 @@ class BucketRates(Protocol):
 class SharedBuckets(Protocol):
     """What a tier's ``rate_buckets(...)`` returns (see :class:`~imgcache.store.base.RateBuckets`)."""
 
-    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float) -> tuple[float, int]:
-        """Seconds to wait, and the epoch the reservation belongs to."""
+    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float,
+                max_wait: float | None = None) -> tuple[float, int]:
+        """Seconds to wait, and the epoch the reservation belongs to; a wait beyond
+        ``max_wait`` is not reserved (the caller will not wait that long)."""
 
     def pause(self, bucket: str, rates: BucketRates, seconds: float) -> None: ...
 
@@ -81,6 +83,10 @@ else
     debt = math.max(debt, -ti / ri)
   end
   wait = (at - now) + debt
+  local max_wait = tonumber(ARGV[9])
+  if max_wait >= 0 and wait > max_wait then
+    return {string.format('%.17g', wait), tostring(e)}
+  end
 end
 redis.call('HSET', KEYS[1], 'r', string.format('%.17g', tr), 'i', string.format('%.17g', ti),
            'at', string.format('%.17g', at), 'e', tostring(e))
@@ -108,19 +114,21 @@ class RedisBuckets:
     def _key(self, bucket: str) -> str:
         return self._base + re.sub(r"[^A-Za-z0-9._-]", "_", bucket)
 
-    def _run(self, bucket: str, mode: str, rates: BucketRates, *extra: float) -> tuple[float, int]:
+    def _run(self, bucket: str, mode: str, rates: BucketRates, *extra: float, max_wait: float | None = None
+             ) -> tuple[float, int]:
         with self.tier.translate_errors():
             if self._script is None:
                 self._script = self.tier.client.register_script(_SCRIPT)
         key = self._key(bucket)
         args = [mode, rates.requests, rates.images, rates.request_capacity, rates.image_capacity,
-                *extra, *([0] * (2 - len(extra))), _IDLE_MS]
+                *extra, *([0] * (2 - len(extra))), _IDLE_MS, -1 if max_wait is None else max_wait]
         # a bucket key someone overwrote with another type is removed, not fallen back from for ever
         wait, epoch = self.tier.repairing(key, "hash", lambda: self._script(keys=[key], args=args))
         return float(wait), int(epoch)
 
-    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float) -> tuple[float, int]:
-        return self._run(bucket, "reserve", rates, requests, images)
+    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float,
+                max_wait: float | None = None) -> tuple[float, int]:
+        return self._run(bucket, "reserve", rates, requests, images, max_wait=max_wait)
 
     def pause(self, bucket: str, rates: BucketRates, seconds: float) -> None:
         self._run(bucket, "pause", rates, seconds)
@@ -146,8 +154,10 @@ class GuardedBuckets:
             raise TierUnavailable(self._tier_name, "shared rate buckets unavailable; using local ones")
         return result
 
-    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float) -> tuple[float, int]:
-        return self._guarded(lambda: self._buckets.reserve(bucket, rates, requests, images))  # type: ignore[no-any-return]
+    def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float,
+                max_wait: float | None = None) -> tuple[float, int]:
+        return self._guarded(lambda: self._buckets.reserve(bucket, rates, requests, images,  # type: ignore[no-any-return]
+                                                           max_wait))
 
     def pause(self, bucket: str, rates: BucketRates, seconds: float) -> None:
         self._guarded(lambda: self._buckets.pause(bucket, rates, seconds))

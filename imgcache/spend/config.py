@@ -1,4 +1,5 @@
-"""What a budget is: a limit in USD per window of time, and the windows.
+"""What the limits on upstream calls are: a budget (USD per window of time, and the windows)
+and rate limits (requests and images per minute per model).
 
 Windows are calendar periods in UTC (the hour, the day, the month), so every worker of a
 fleet agrees on which one a call falls in and when it resets; a budget with no period is a
@@ -9,13 +10,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .limiter import Rates
 
 PERIODS = ("hour", "day", "month")
 SCOPES = ("namespace", "shared")
 UNPRICED = ("allow", "refuse")
+ANY_MODEL = "*"
+_PAIR = re.compile(r"(?P<model>[A-Za-z0-9._:/*-]{1,100})=(?P<rate>[0-9]+(?:\.[0-9]+)?)")
 _FORM = re.compile(r"\$?\s*(?P<usd>[0-9]+(?:\.[0-9]+)?)\s*(?:/\s*(?P<per>[a-z]+))?")
 
 
@@ -95,3 +103,50 @@ class Budget:
 
     def describe(self) -> str:
         return f"${self.usd:g}" + (f"/{self.per}" if self.per else " in all")
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Requests (``rpm``) and images (``ipm``) per minute per model (``"*"``: every model not
+    named); a call waits for its turn up to ``queue_timeout`` seconds; ``burst`` requests may
+    go at once. With no rates at all, upstream 429s still pause the model for every caller."""
+
+    rpm: Mapping[str, float] = field(default_factory=dict)
+    ipm: Mapping[str, float] = field(default_factory=dict)
+    queue_timeout: float = 30.0
+    burst: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, rates in (("rpm", self.rpm), ("ipm", self.ipm)):
+            if not isinstance(rates, Mapping):
+                raise ConfigError(f"{name} must map a model to a rate per minute, not {rates!r}")
+            for model, rate in rates.items():
+                if not isinstance(model, str) or isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
+                        math.isfinite(rate) and rate > 0):
+                    raise ConfigError(f"{name} {model}={rate}: needs a model and a positive number per minute")
+        if isinstance(self.queue_timeout, bool) or not isinstance(self.queue_timeout, (int, float)) or not (
+                0 <= self.queue_timeout <= 3600):
+            raise ConfigError(f"queue_timeout must be 0 to 3600 seconds, not {self.queue_timeout!r}")
+        if not (isinstance(self.burst, (int, float)) and self.burst >= 1):
+            raise ConfigError(f"burst must be at least 1, not {self.burst!r}")
+
+    @classmethod
+    def parse(cls, rpm: Sequence[str] = (), ipm: Sequence[str] = (), **options: Any) -> RateLimits:
+        """From the command line's ``model=rate`` pairs (``dall-e-3=5``, ``*=50``)."""
+        def pairs(texts: Sequence[str], flag: str) -> dict[str, float]:
+            found = {}
+            for text in texts:
+                match = _PAIR.fullmatch(text.strip())
+                if match is None:
+                    raise ConfigError(f"{flag} {text!r} must look like dall-e-3=5 (a model, '=', a rate per minute)")
+                found[match["model"]] = float(match["rate"])
+            return found
+
+        return cls(pairs(rpm, "--rpm"), pairs(ipm, "--ipm"), **options)
+
+    def rates_for(self, model: str, images: int) -> Rates:
+        from .limiter import Rates
+
+        rpm = self.rpm.get(model, self.rpm.get(ANY_MODEL))
+        ipm = self.ipm.get(model, self.ipm.get(ANY_MODEL))
+        return Rates.per_minute(rpm, ipm, burst=self.burst, images_per_request=max(1, images))
