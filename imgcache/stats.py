@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .manifest import MATCHES
@@ -86,6 +86,8 @@ class Stats:
         self._lock = threading.Lock()
         self._totals = empty()
         self._pending: dict[str, float] = {}
+        self.watchers: list[Callable[[Mapping[str, float]], None]] = []
+        """Called with each ``add``'s deltas (the proxy's Prometheus counters); never raise."""
 
     def add(self, deltas: Mapping[str, float]) -> None:
         """``add({"hits": 1, "by_tier.redis": 1})``."""
@@ -94,6 +96,8 @@ class Stats:
             for name, delta in deltas.items():
                 totals[name] = totals.get(name, 0.0) + delta
                 pending[name] = pending.get(name, 0.0) + delta
+        for watcher in self.watchers:
+            watcher(deltas)
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:

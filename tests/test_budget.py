@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from _helpers import Upstream, expected
@@ -478,6 +479,11 @@ def test_the_proxy_answers_a_miss_over_budget_429_and_serves_hits(make_cache: An
         assert answer.headers["x-imgcache"] == "error; reason=budget"
         assert generate("a red fox").headers["x-imgcache"].startswith("hit")  # hits as usual
         assert fake_openai.calls("/v1/images/generations") == 2
+        metrics = httpx.get(f"{server.base_url.removesuffix('/v1')}/metrics").text
+        assert "imgcache_budget_refused_total 1.0" in metrics
+        assert "imgcache_spent_usd_total 0.08" in metrics and "imgcache_saved_usd_total 0.04" in metrics
+        assert 'imgcache_budget_used_usd{namespace="test"} 0.08' in metrics
+        assert 'imgcache_budget_limit_usd{namespace="test"} 0.1' in metrics
     finally:
         server.stop()
 

@@ -122,8 +122,8 @@ class Proxy:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self.cache = cache
-        self.tenants = Tenants(cache, config)
-        self.metrics = Metrics(lambda: self.tenants.open_count)
+        self.metrics = Metrics(lambda: self.tenants.open_caches(), base=cache)
+        self.tenants = Tenants(cache, config, on_open=self.metrics.watch)
         self._owns_cache = owns_cache
         self._transport = transport
         self._own_headers = frozenset({CONTROL_HEADER, config.namespace_header})

@@ -8,6 +8,18 @@
 | ``imgcache_proxy_upstream_seconds`` | endpoint | time the upstream took to answer (to its headers, for a streamed answer) |
 | ``imgcache_proxy_in_flight`` | | requests being answered |
 | ``imgcache_proxy_namespaces`` | | namespaces with a cache object open |
+| ``imgcache_saved_usd_total`` | | list price of the upstream calls that hits avoided |
+| ``imgcache_spent_usd_total`` | | list price of the upstream calls made |
+| ``imgcache_budget_used_usd`` | namespace | spent and held in the budget's window (``_shared`` for a shared budget) |
+| ``imgcache_budget_limit_usd`` | namespace | the budget's limit |
+| ``imgcache_budget_refused_total`` | | misses refused over budget (429 ``budget_exceeded``) |
+| ``imgcache_budget_warnings_total`` | | budget windows that reached their warning level |
+| ``imgcache_upstream_429_total`` | | 429s the upstream answered |
+| ``imgcache_rate_queued_total`` | | misses that waited their turn under the rate limits: 429s avoided |
+| ``imgcache_rate_refused_total`` | | misses whose turn was beyond the queue timeout (429 ``rate_limit_exceeded``) |
+| ``imgcache_rate_wait_seconds_total`` | | time misses spent waiting their turn |
+| ``imgcache_tier_errors_total`` | tier | tier failures (each trips the tier's breaker) |
+| ``imgcache_tier_up`` | tier | 1 while the tier's breaker is closed, 0 while it is open |
 
 Endpoints are a fixed set (``images.generations``, ``images.edits``, ``chat.completions``,
 ``responses``, ``forward`` for every other upstream path, ``proxy`` for the proxy's own), so
@@ -35,10 +47,14 @@ import glob
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from ..cache import Cache
 
 log = logging.getLogger("imgcache.proxy")
 
@@ -83,12 +99,27 @@ def sweep_dead(path: str) -> list[int]:
     return dead
 
 
-class Metrics:
-    """The proxy's metrics. ``namespaces``: the number of namespaces open, read at each scrape
-    (one process) or after each request and at each scrape (multiprocess: each worker writes its own)."""
+_COUNTERS = {  # a cache counter (imgcache.stats) -> (metric name, help)
+    "saved_usd": ("imgcache_saved_usd", "List price of the upstream calls that hits avoided (USD)"),
+    "spent_usd": ("imgcache_spent_usd", "List price of the upstream calls made (USD)"),
+    "budget.refused": ("imgcache_budget_refused", "Misses refused over budget"),
+    "budget.warnings": ("imgcache_budget_warnings", "Budget windows that reached their warning level"),
+    "rate.upstream_429": ("imgcache_upstream_429", "429s the upstream answered"),
+    "rate.queued": ("imgcache_rate_queued", "Misses that waited their turn under the rate limits (429s avoided)"),
+    "rate.refused": ("imgcache_rate_refused", "Misses whose turn was beyond the queue timeout"),
+    "rate.waited_seconds": ("imgcache_rate_wait_seconds", "Time misses spent waiting their turn"),
+}
 
-    def __init__(self, namespaces: Callable[[], int] = lambda: 0) -> None:
-        self._namespace_count = namespaces
+
+class Metrics:
+    """The proxy's metrics. ``caches``: the cache objects open (one per namespace), read at
+    each scrape (one process) or after each request and at each scrape (multiprocess: each
+    worker writes its own); ``base``: the proxy's cache, whose counters hold the tier errors.
+    :meth:`watch` makes a cache's counters count here too."""
+
+    def __init__(self, caches: Callable[[], list[Cache]] = list, *, base: Cache | None = None) -> None:
+        self._caches = caches
+        self._base = base
         self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("imgcache_proxy_requests", "Requests answered by the proxy",
@@ -103,8 +134,17 @@ class Metrics:
                                multiprocess_mode="livesum")
         self.namespaces = Gauge("imgcache_proxy_namespaces", "Namespaces with a cache object open",
                                 registry=self.registry, multiprocess_mode="livesum")
+        self.counted = {stat: Counter(name, text, registry=self.registry) for stat, (name, text) in _COUNTERS.items()}
+        self.tier_errors = Counter("imgcache_tier_errors", "Tier failures", ("tier",), registry=self.registry)
+        self.tier_up = Gauge("imgcache_tier_up", "1 while the tier's breaker is closed", ("tier",),
+                             registry=self.registry, multiprocess_mode="livemin")
+        self.budget_used = Gauge("imgcache_budget_used_usd", "Spent and held in the budget's window (USD)",
+                                 ("namespace",), registry=self.registry, multiprocess_mode="mostrecent")
+        self.budget_limit = Gauge("imgcache_budget_limit_usd", "The budget's limit (USD)", ("namespace",),
+                                  registry=self.registry, multiprocess_mode="mostrecent")
+        if base is not None:
+            self.watch(base)
         if self.multiprocess_dir is None:
-            self.namespaces.set_function(namespaces)
             self._exposed = self.registry
         else:
             from prometheus_client.multiprocess import MultiProcessCollector
@@ -129,14 +169,40 @@ class Metrics:
         if outcome == "hit" and tier is not None:
             self.hits.labels(endpoint, tier, match or "exact").inc()
 
+    def watch(self, cache: Cache) -> None:
+        """Count ``cache``'s counters (dollars, budget, rate, tier errors) here as they change."""
+        cache.stats_counters.watchers.append(self._record)
+
+    def _record(self, deltas: Mapping[str, float]) -> None:
+        for name, delta in deltas.items():
+            if delta <= 0:
+                continue
+            counter = self.counted.get(name)
+            if counter is not None:
+                counter.inc(delta)
+            elif name.startswith("tier_errors."):
+                self.tier_errors.labels(name.removeprefix("tier_errors.")).inc(delta)
+
     def settled(self) -> None:
-        """After a request: in multiprocess mode, write this worker's open namespaces (a
-        function gauge is read only by the process that is scraped)."""
+        """After a request: in multiprocess mode, write this worker's gauges (a function gauge
+        would be read only by the process that is scraped)."""
         if self.multiprocess_dir is not None:
-            self.namespaces.set(self._namespace_count())
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """The gauges, read from the open caches: namespaces, tiers up, budgets."""
+        caches = self._caches()
+        self.namespaces.set(len(caches))
+        for name, state in (self._base.store.health() if self._base is not None else {}).items():
+            self.tier_up.labels(name).set(1 if state == "up" else 0)
+        for cache in caches:
+            spending: Any = cache.spending
+            if spending is not None:
+                self.budget_used.labels(spending.owner).set(spending.last_used())
+                self.budget_limit.labels(spending.owner).set(spending.budget.usd)
 
     def exposition(self) -> tuple[bytes, str]:
-        self.settled()
+        self._refresh()
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import fnmatch
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,8 +74,10 @@ class _Slot:
 class Tenants:
     """Namespaces of requests, and their cache objects (see the module doc)."""
 
-    def __init__(self, base: Cache, config: ProxyConfig) -> None:
+    def __init__(self, base: Cache, config: ProxyConfig, *, on_open: Callable[[Cache], None] | None = None) -> None:
         self.base = base
+        self.on_open = on_open
+        """Called with each cache object opened for a namespace (the proxy's metrics watch it)."""
         self.config = config
         self.default = config.namespace or base.namespace
         if config.namespace_mode == "per-key" and len(self.default) > MAX_PREFIX:
@@ -139,6 +141,8 @@ class Tenants:
             if slot is None:
                 cache = self.base if namespace == self.base.namespace else self.base.for_namespace(namespace)
                 slot = self._open[namespace] = _Slot(cache)
+                if cache is not self.base and self.on_open is not None:
+                    self.on_open(cache)
             else:
                 self._open.move_to_end(namespace)
             slot.users += 1
@@ -161,6 +165,11 @@ class Tenants:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    def open_caches(self) -> list[Cache]:
+        """The cache objects open now (the base one among them once it served a request)."""
+        with self._lock:
+            return [slot.cache for slot in self._open.values()]
 
     def close(self) -> None:
         """Close every namespace's cache object but the base one (its owner closes it)."""

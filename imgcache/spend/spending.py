@@ -101,7 +101,7 @@ class Spending:
         if not answer.granted:
             self.stats.add({"budget.refused": 1})
             spent = (answer.spent + answer.held) / MICRO
-            if self._say_once("exhausted", window.name, "imgcache: budget %s cannot pay for a %s in window %s "
+            if self._say_once("exhausted", window.name, "imgcache: budget %s cannot pay for another %s in window %s "
                               "($%.2f spent or held); misses that do not fit are refused until it resets",
                               self.budget.describe(), operation, window.name, spent):
                 self._alert("budget_exhausted", window, answer)
@@ -140,6 +140,15 @@ class Spending:
         self.settle(hold, None if _may_have_run(exc) else 0.0)
 
     # -- what it says ------------------------------------------------------------------------------
+
+    def last_used(self) -> float:
+        """USD spent and held in the current window as the ledger said last (no I/O: for gauges)."""
+        window = self.budget.window(self.clock())
+        with self._lock:
+            known = self._last_known.get(window.name)
+        if known is None:
+            known = self.local.peek(window.name)
+        return known / MICRO
 
     def status(self) -> dict[str, Any]:
         """The budget's figures for ``stats()``: limit, window, spent and held, reset time."""

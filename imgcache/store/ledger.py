@@ -146,6 +146,12 @@ class MemoryLedger:
             book.lapse(self._now_ms())
             return Ledgered(True, book.spent, book.held)
 
+    def peek(self, window: str) -> int:
+        """Spent and held in ``window`` (lapsed holds not yet moved: no clock read)."""
+        with self._lock:
+            book = self._books.get(window)
+            return 0 if book is None else book.spent + book.held
+
     def seed(self, window: str, spent: int) -> None:
         """Count at least ``spent`` in ``window``: what the shared ledger said last, this
         process's own spending included."""
