@@ -338,3 +338,12 @@ def test_bench_proxy_quick_json() -> None:
     load = by_name["proxy_hits_per_second"]
     assert _number(load["hits_per_second"]) and load["hits_per_second"] > 0
     assert load["upstream_calls"] == 0
+
+
+def test_bench_rate_shaping_quick_json() -> None:
+    (result,), stderr = _run_json("bench_rate_shaping.py")
+    assert result["name"] == "rate_shaping_burst" and "error" not in result, result
+    candidate, baseline = result["candidate"], result["baseline"]
+    assert candidate["completed"] + candidate["failed"] == baseline["completed"] + baseline["failed"] == 60
+    assert candidate["over_limit"] == 0 and baseline["over_limit"] > 0  # shaped calls never pass the limit
+    assert "429s with shaping / without" in stderr
