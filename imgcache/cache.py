@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .spend.shaping import Shaping
     from .spend.spending import Spending
     from .store.claims import GuardedClaims
+    from .store.ledger import GuardedLedger
     from .store.prune import PruneReport
     from .store.rate import SharedBuckets
 
@@ -282,6 +283,11 @@ class Cache:
         """This namespace's token buckets for ``scope`` shared with every process of the store
         (see :mod:`imgcache.store.rate`; Redis only); None where there are none."""
         return self.store.rate_buckets(self.namespace, scope)
+
+    def spending_ledger(self) -> GuardedLedger | None:
+        """This namespace's spending ledger shared with every process of the store (see
+        :mod:`imgcache.store.ledger`; Redis, else the local directory); None where there is none."""
+        return self.store.ledger(self.namespace)
 
     # -- options, matchers and stats ---------------------------------------------------------------
 

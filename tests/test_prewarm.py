@@ -748,6 +748,20 @@ def test_two_workers_on_one_input_generate_every_prompt_once(
         assert all(cached(cache, p, **DALL_E_3) for p in prompts)
 
 
+def test_two_workers_share_one_max_usd(shared: dict[str, Any], fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    write_prompts(tmp_path / "prompts.txt", 30)
+    env = cli_env(fake_openai, IMGCACHE_NAMESPACE="budgeted", **shared_env(shared))
+    args = (str(tmp_path / "prompts.txt"), "--model", "dall-e-3", "--no-semantic", "--concurrency", "4",
+            "--max-usd", "0.41")  # ten $0.04 images for the job, not ten for each worker
+    fake_openai.latency = 0.3
+    first, second = worker(*args, env=env), worker(*args, env=env)
+    (code_a, report_a, err_a), (code_b, report_b, err_b) = finished(first), finished(second)
+    assert {code_a, code_b} <= {0, 3}, err_a + err_b
+    assert report_a["generated"] + report_b["generated"] == 10
+    assert sum(generated(fake_openai).values()) == 10
+    assert report_a["spent_usd"] + report_b["spent_usd"] == pytest.approx(0.40)
+
+
 @pytest.mark.parametrize("signum, tier", [pytest.param(signal.SIGINT, "redis", id="SIGINT-redis"),
                                           pytest.param(signal.SIGTERM, "directory", id="SIGTERM-directory")])
 def test_an_interrupted_run_stops_cleanly_and_a_new_run_repeats_nothing(

@@ -54,7 +54,11 @@ def prewarm(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=256,
                                              help="Calls in flight at once (this worker).")] = 4,
     max_usd: Annotated[float | None, typer.Option("--max-usd", min=0.0, help="Never spend more than this "
-                                                  "(this worker), at list price.")] = None,
+                                                  "on the job (every worker of it together, through "
+                                                  "Redis or the directory), at list price.")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="The job's name: workers with the same name share "
+                                            "--max-usd (default: one from the prompts and parameters).",
+                                            show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Look everything up, call nothing: print how "
                                           "many calls and dollars the run would take.")] = False,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a 5xx or timed-out call.")] = 3,
@@ -127,7 +131,7 @@ def prewarm(
                                  rpm=rpm, ipm=ipm, concurrency=concurrency,
                                  max_usd=max_usd, dry_run=dry_run, retries=retries, timeout=timeout,
                                  lease=lease, retry_refused=retry_refused, semantic=semantic,
-                                 progress=progress)
+                                 progress=progress, job=job)
         except BaseException:
             cache.close()
             raise

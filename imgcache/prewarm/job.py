@@ -27,21 +27,24 @@ what is stored: the cache entry is the "done" marker.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import itertools
 import logging
+import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ImgcacheError
-from .budget import Budget, Reservation
-from .claims import SCOPE, Claims, claims_for
-from .inputs import InputProblem, PrewarmItem
 from ..spend.limiter import ACCOUNT, LocalBuckets, RateLimiter, Rates
+from ..spend.outcomes import MAX_WAIT, Backoff, Outcome, classify
+from .budget import Budget, Reservation
+from .claims import Claims, claims_for
+from .inputs import InputProblem, PrewarmItem
 from .report import (
     MAX_LISTED,
     RUNS_FEED,
@@ -53,7 +56,6 @@ from .report import (
     publish_run,
     recent_runs,
 )
-from ..spend.outcomes import MAX_WAIT, Backoff, Outcome, classify
 
 if TYPE_CHECKING:
     from ..cache import Cache
@@ -62,6 +64,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgcache.prewarm")
 __all__ = ["RUNS_FEED", "RUNS_KEPT", "Failure", "LogProgress", "PrewarmJob", "PrewarmReport", "Progress",
            "recent_runs"]  # the report's names are imported from here too (the package, the CLI)
+
+_JOB = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def job_name(works: Sequence[_Work]) -> str:
+    """A job's default name: the digest of its requests' keys, the same on every worker given
+    the same input and parameters."""
+    digest = hashlib.sha256()
+    for key in sorted(work.key for work in works):
+        digest.update(key.encode())
+    return digest.hexdigest()[:24]
+
 
 @dataclass
 class _Work:
@@ -146,6 +160,7 @@ class PrewarmJob:
         progress: Progress | None = None,
         limiter: RateLimiter | None = None,
         claims: Claims | None = None,
+        job: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -169,6 +184,10 @@ class PrewarmJob:
         self.backoff = backoff or Backoff()
         self.max_wait = max_wait
         self._price = price
+        if job is not None and not _JOB.fullmatch(job):
+            raise ConfigError(f"job {job!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        self.job = job
+        """The job's name: its workers share --max-usd (default: from its requests' keys)."""
         self.progress: Progress = progress or LogProgress()
         self._limiter = limiter
         self._claims = claims
@@ -203,7 +222,8 @@ class PrewarmJob:
         works = self._load(entries)
         report = self.report
         self.progress.start(report, len(works))
-        if not self.dry_run:
+        if not self.dry_run:  # one --max-usd for every worker of the job (a dry run spends nothing)
+            self.budget.share(self.cache.spending_ledger(), self.job or job_name(works))
             self.cache.stats_counters.add({"prewarm.runs": 1, "prewarm.skipped": report.duplicates,
                                            "prewarm.generated": 0, "prewarm.failed": 0,
                                            "prewarm.rate_limited": 0, "prewarm.spent_usd": 0.0})

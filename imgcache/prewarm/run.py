@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..spend.outcomes import MAX_WAIT
 from .inputs import read_items
 from .job import PrewarmJob, PrewarmReport, Progress
-from ..spend.outcomes import MAX_WAIT
 from .upstream import OpenAIUpstream
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def prewarm(
     price: Callable[[dict[str, Any]], float | None] | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    job: str | None = None,
 ) -> PrewarmReport:
     """Generate the images of ``source``'s prompts that the cache does not hold yet.
 
@@ -56,8 +57,10 @@ def prewarm(
     shape, or the bytes of one image.
 
     Limits: ``rpm`` requests and ``ipm`` images per minute per model (shared by every worker
-    on the same Redis), at most ``concurrency`` calls at once, and ``max_usd`` dollars for this
-    run, reserved at list price before each call. ``retries`` for 5xx answers and timeouts
+    on the same Redis), at most ``concurrency`` calls at once, and ``max_usd`` dollars for the
+    job, reserved at list price before each call: every worker of the job (the same ``job``
+    name; by default, the same prompts and parameters) draws on it, through Redis or the
+    directory, and a job resumed within a day goes on from what it spent. ``retries`` for 5xx answers and timeouts
     (``timeout`` seconds per call); 429s wait for their Retry-After (at most ``max_wait``
     seconds) or back off. A refused prompt (content policy, a bad parameter) is recorded for
     ``refusal_ttl`` seconds and skipped by later runs unless ``retry_refused``.
@@ -81,7 +84,7 @@ def prewarm(
         job = PrewarmJob(cache, upstream, rpm=rpm, ipm=ipm, concurrency=concurrency, max_usd=max_usd,
                          dry_run=dry_run, retries=retries, lease=lease, refusal_ttl=refusal_ttl,
                          retry_refused=retry_refused, semantic=semantic, max_wait=max_wait, price=price,
-                         progress=progress)
+                         progress=progress, job=job)
         done = threading.Event()
         if stop is not None:
             threading.Thread(target=_watch, args=(stop, done, job), daemon=True).start()
