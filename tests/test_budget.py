@@ -21,7 +21,7 @@ import pytest
 import redis
 from _helpers import Upstream, expected
 
-from imgcache import Budget, BudgetExceeded, Cache, ConfigError, Request
+from imgcache import Budget, BudgetExceeded, Cache, ConfigError, RateLimits, Request
 from imgcache.spend.spending import Spending
 from imgcache.stats import Stats
 from imgcache.store.ledger import FileLedger, MemoryLedger
@@ -498,3 +498,17 @@ def test_a_malformed_budget_flag_stops_serve_naming_it(flags: list[str], named: 
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "IMGCACHE_DIR": str(tmp_path)})
     assert done.returncode != 0 and named in done.stderr, done.stderr
+
+
+def test_imgcache_stats_shows_spend_against_the_budget_and_429s_avoided(tmp_path: Path) -> None:
+    env = {**os.environ, "IMGCACHE_DIR": str(tmp_path), "IMGCACHE_BUDGET": "1/day", "IMGCACHE_RPM": "*=600"}
+    with Cache.from_env(semantic=False, directory=str(tmp_path), budget=Budget(1, per="day"),
+                        rate_limits=RateLimits({"*": 600})) as cache:
+        generate = priced(cache, Upstream(), price=0.3)
+        for prompt in ("a", "b", "c"):
+            generate(prompt=prompt)
+    done = subprocess.run([sys.executable, "-m", "imgcache.cli", "stats", "--namespace", "default"], check=False,
+                          capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "$0.90 of $1.00/day" in done.stdout and "90.0% used" in done.stdout
+    assert "429s avoided" in done.stdout

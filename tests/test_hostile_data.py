@@ -25,18 +25,17 @@ from typing import Any
 
 import pytest
 import redis
+from _helpers import Upstream, expected, generator
 
 from imgcache import Cache, ConfigError
+from imgcache._memo import deep_size
 from imgcache.invalidation import MAX_REMEMBERED, Invalidations
 from imgcache.prewarm.claims import claims_for
 from imgcache.spend.limiter import Rates
-from imgcache.store.rate import RedisBuckets
 from imgcache.store.base import MISSING, entry_key
-from imgcache._memo import deep_size
 from imgcache.store.prune import prune
+from imgcache.store.rate import RedisBuckets
 from imgcache.testing import RedisServer, free_port
-
-from _helpers import Upstream, expected, generator
 
 NS = "hostile"
 

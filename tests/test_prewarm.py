@@ -23,17 +23,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imgcache import Cache, ConfigError, SemanticOptions, wrap
+from imgcache import Cache, ConfigError, SemanticOptions, request_log, wrap
 from imgcache.adapters.openai import GENERATE_OPERATION, image_params
 from imgcache.match.semantic.embed import CallableEmbedder
-from imgcache.prewarm import InputProblem, PrewarmItem, from_history, prewarm, read_items, recent_runs
-from imgcache import request_log
+from imgcache.prewarm import (
+    InputProblem,
+    PrewarmItem,
+    from_history,
+    prewarm,
+    read_items,
+    recent_runs,
+)
 from imgcache.prewarm.budget import Budget
 from imgcache.prewarm.job import PrewarmJob
-from imgcache.spend.limiter import LocalBuckets, RateLimiter, Rates, pause, reserve
-from imgcache.spend.outcomes import Backoff, classify, retry_after
 from imgcache.prewarm.upstream import OpenAIUpstream
 from imgcache.request import Request
+from imgcache.spend.limiter import LocalBuckets, RateLimiter, Rates, pause, reserve
+from imgcache.spend.outcomes import Backoff, classify, retry_after
 from imgcache.store.claims import FileClaims
 from imgcache.testing import FakeOpenAI
 

@@ -180,6 +180,12 @@ def _stats_table(figures: dict[str, Any], title: str) -> Any:
         table.add_row("budget", f"${used:,.2f} of ${budget['limit_usd']:,.2f}{per}",
                       f"{_rate(used, budget['limit_usd'])} used in {budget['window']}{resets} ({budget['scope']})")
         table.add_row("over budget", f"{budget['refused']:,}", f"misses refused; {budget['warnings']:,} warnings")
+    rate = figures.get("rate")
+    if rate:
+        table.add_row("429s avoided", f"{int(rate.get('queued', 0)):,}",
+                      f"misses that waited their turn ({_duration(rate.get('waited_seconds', 0))} in all)")
+        table.add_row("429s", f"{int(rate.get('upstream_429', 0)):,}",
+                      f"from the upstream; {int(rate.get('refused', 0)):,} refused beyond the queue timeout")
     table.add_section()
     table.add_row("stored", f"{figures['stored']:,}", "")
     table.add_row("uncacheable", f"{figures['uncacheable']:,}", "returned but not stored")
