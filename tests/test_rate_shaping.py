@@ -14,6 +14,7 @@ import pytest
 from _helpers import expected
 
 from imgcache import Budget, Cache, ConfigError, RateLimited, RateLimits
+from imgcache.testing import RedisServer
 
 
 class TooManyRequests(Exception):
@@ -203,3 +204,16 @@ def test_rate_limits_from_the_environment() -> None:
     assert limits == RateLimits({"dall-e-3": 5, "*": 50}, {"gpt-image-1": 20}, queue_timeout=45)
     with pytest.raises(ConfigError, match="fast"):
         cache_config_from_env({"IMGCACHE_RPM": "dall-e-3=fast"})
+
+
+def test_redis_going_away_leaves_each_worker_its_own_buckets(own_redis: RedisServer) -> None:
+    api = LimitedApi(per_second=5)
+    with Cache("away", redis_url=own_redis.url, semantic=False,
+               rate_limits=RateLimits(rpm={"dall-e-3": 240}, queue_timeout=30)) as cache:
+        generate = shaped(cache, api)
+        generate(prompt="before")
+        own_redis.kill()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: generate(prompt=f"during {i}"), range(8)))
+        assert results == [expected(f"during {i}") for i in range(8)]
+        assert api.refusals == []  # this process's buckets kept the pace
