@@ -395,7 +395,7 @@ class _Price(Generic[T]):
 
     def __init__(self, cost: Cost[T], estimate: float | None) -> None:
         self.cost = cost
-        self.estimate = estimate if estimate is not None or callable(cost) else as_usd(cost)
+        self.estimate = as_usd(estimate if estimate is not None or callable(cost) else cost)
 
     def of(self, request: Request, result: T) -> float | None:
         cost: Any = self.cost

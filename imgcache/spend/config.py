@@ -107,9 +107,10 @@ class Budget:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Requests (``rpm``) and images (``ipm``) per minute per model (``"*"``: every model not
-    named); a call waits for its turn up to ``queue_timeout`` seconds; ``burst`` requests may
-    go at once. With no rates at all, upstream 429s still pause the model for every caller."""
+    """Requests (``rpm``) and images per minute (``ipm``) per model; ``"*"`` is one queue for
+    every model not named (together). A call waits for its turn up to ``queue_timeout``
+    seconds; ``burst`` requests may go at once. With no rates at all, upstream 429s still pause
+    the model (every model not named: their shared queue) for every caller."""
 
     rpm: Mapping[str, float] = field(default_factory=dict)
     ipm: Mapping[str, float] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import RateLimited
-from .config import RateLimits
+from .config import ANY_MODEL, RateLimits
 from .limiter import BucketStore, LocalBuckets, RateLimiter
 from .outcomes import Backoff, classify
 
@@ -45,19 +45,26 @@ class Shaping:
         self._own = LocalBuckets()
         self._limiters: dict[tuple[str, int], RateLimiter] = {}
 
-    def _limiter(self, model: str, images: int) -> RateLimiter:
-        found = self._limiters.get((model, images))
-        if found is None:  # rates per model and call size (the image bucket holds one call)
-            rates = self.limits.rates_for(model, images)
+    def _limiter(self, bucket: str, images: int) -> RateLimiter:
+        found = self._limiters.get((bucket, images))
+        if found is None:  # rates per bucket and call size (the image bucket holds one call)
+            rates = self.limits.rates_for(bucket, images)
             found = RateLimiter(rates, self.shared or self._own, fallback=self._own)
-            self._limiters[(model, images)] = found
+            self._limiters[(bucket, images)] = found
         return found
+
+    def _bucket(self, request: Request) -> tuple[str, int]:
+        """The call's bucket and its images: a model named in the limits has its own bucket;
+        every other one shares ``"*"``'s (so a caller naming models cannot make buckets without end)."""
+        model, images = _model_and_images(request)
+        named = model in self.limits.rpm or model in self.limits.ipm
+        return (model if named else ANY_MODEL), images
 
     # -- a call's turn ----------------------------------------------------------------------------
 
     def wait_turn(self, request: Request) -> None:
         """Wait for the call's turn; RateLimited if it would come after the queue timeout."""
-        model, images = _model_and_images(request)
+        model, images = self._bucket(request)
         limiter, started = self._limiter(model, images), self.clock()
         while True:
             left = self.limits.queue_timeout - (self.clock() - started)
@@ -72,7 +79,7 @@ class Shaping:
 
     async def await_turn(self, request: Request) -> None:
         """:meth:`wait_turn` for a coroutine: the buckets are asked in a worker thread."""
-        model, images = _model_and_images(request)
+        model, images = self._bucket(request)
         limiter, started = self._limiter(model, images), self.clock()
         while True:
             left = self.limits.queue_timeout - (self.clock() - started)
@@ -90,7 +97,7 @@ class Shaping:
         outcome = classify(exc)
         if outcome.kind != "rate_limited":
             return
-        model, images = _model_and_images(request)
+        model, images = self._bucket(request)
         self.stats.add({"rate.upstream_429": 1})
         seconds = outcome.retry_after if outcome.retry_after is not None else _BACKOFF.delay(0)
         self._limiter(model, images).pause(model, seconds)

@@ -93,7 +93,7 @@ class Spending:
                            operation)
             self.stats.add({"budget.unpriced": 1})
             return None
-        micro = math.ceil(round(usd * MICRO, 3))
+        micro = math.ceil(round(max(usd, 0.0) * MICRO, 3))
         hold_id = secrets.token_hex(8)
         keep = self._keep_ms(window, now)
         answer, shared = self._step(window, lambda ledger: ledger.reserve(
