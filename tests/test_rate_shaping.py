@@ -217,3 +217,21 @@ def test_redis_going_away_leaves_each_worker_its_own_buckets(own_redis: RedisSer
             results = list(pool.map(lambda i: generate(prompt=f"during {i}"), range(8)))
         assert results == [expected(f"during {i}") for i in range(8)]
         assert api.refusals == []  # this process's buckets kept the pace
+
+
+def test_callers_naming_models_cannot_make_buckets_without_end(redis_url: str) -> None:
+    import redis
+
+    api = LimitedApi()
+    with Cache("models", redis_url=redis_url, semantic=False,
+               rate_limits=RateLimits(rpm={"dall-e-3": 6000, "*": 6000})) as cache:
+        generate = shaped(cache, api)
+        for i in range(100):
+            generate(prompt=f"p{i}", model=f"made-up-model-{i}")
+        generate(prompt="named", model="dall-e-3")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        buckets = sorted(key.decode() for key in client.scan_iter(match="imgcache:models:account:rate:*"))
+    finally:
+        client.close()
+    assert buckets == ["imgcache:models:account:rate:_", "imgcache:models:account:rate:dall-e-3"]  # "*" is "_"
