@@ -76,7 +76,8 @@ class Calls:
 
     def fetch(self, request: Request, upstream: Callable[[], T], *, to_storable: Callable[[T], Any] = identity,
               from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-              estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
+              estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
+              store: bool = True) -> T:
         """See :meth:`Cache.fetch <imgcache.cache.Cache.fetch>`."""
         price = _Price(cost_usd, estimate_usd)
         try:
@@ -116,7 +117,8 @@ class Calls:
     async def afetch(self, request: Request, upstream: Callable[[], Awaitable[T]], *,
                      to_storable: Callable[[T], Any] = identity,
                      from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-                     estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
+                     estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
+                     store: bool = True) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
         price = _Price(cost_usd, estimate_usd)
         try:
@@ -272,7 +274,10 @@ class Calls:
         try:
             return await upstream()
         except BaseException as exc:
-            self._failed(request, counts, exc)
+            if self.shaping is not None:  # a 429 pauses the model in the store: off the event loop
+                await asyncio.to_thread(self._failed, request, counts, exc)
+            else:
+                self._failed(request, counts, exc)
             if hold is not None:
                 await asyncio.to_thread(self.spending.settle_failure, hold, exc)  # type: ignore[union-attr]
             raise
@@ -283,10 +288,13 @@ class Calls:
             self.shaping.upstream_failed(request, exc)
 
     def _settle(self, request: Request, hold: Hold | None, price: _Price[T], result: T) -> float | None:
-        """What the call cost (USD; None: unknown), its hold settled with it."""
+        """What the call cost (USD; None: unknown), its hold settled with it (or, for a call
+        that held nothing because its price was not known before it, charged)."""
         usd = price.of(request, result)
         if hold is not None:
             self.spending.settle(hold, usd)  # type: ignore[union-attr]
+        elif self.spending is not None and usd:
+            self.spending.charge(usd)
         return usd
 
     @staticmethod
@@ -391,11 +399,23 @@ class Calls:
 
 class _Price(Generic[T]):
     """What a call costs: ``cost`` (a number, or a function of the result) and the estimate
-    reserved before the call (``estimate``, else ``cost`` when it is a number)."""
+    reserved before the call (``estimate``: a number, or a function asked when the call is
+    about to go, after the lookup read its images; else ``cost`` when it is a number)."""
 
-    def __init__(self, cost: Cost[T], estimate: float | None) -> None:
+    def __init__(self, cost: Cost[T], estimate: float | Callable[[], float | None] | None) -> None:
         self.cost = cost
-        self.estimate = as_usd(estimate if estimate is not None or callable(cost) else cost)
+        self._estimate = estimate if estimate is not None or callable(cost) else cost
+
+    @property
+    def estimate(self) -> float | None:
+        estimate = self._estimate
+        if callable(estimate):
+            try:
+                estimate = estimate()
+            except Exception as exc:  # a pricing gap costs the estimate, never the call
+                log.warning("imgcache: estimating a call's price failed: %r", exc)
+                return None
+        return as_usd(estimate)
 
     def of(self, request: Request, result: T) -> float | None:
         cost: Any = self.cost

@@ -205,14 +205,16 @@ class Cache:
 
     def fetch(self, request: Request, upstream: Callable[[], T], *, to_storable: Callable[[T], Any] = identity,
               from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-              estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
+              estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
+              store: bool = True) -> T:
         """Answer ``request`` from the cache, or call ``upstream`` once and store its result.
 
         ``to_storable`` turns an upstream result into JSON data with bytes inside (see
         :mod:`imgcache.codec`) and may raise UnstorableResult; ``from_storable`` rebuilds the
         caller's type from that data on a hit; ``cost_usd`` is a number or a function of the
         upstream result, and ``estimate_usd`` what the budget reserves before the call when
-        ``cost_usd`` is a function. ``lookup=False`` (HTTP's no-cache) calls upstream without
+        ``cost_usd`` is a function (a number, or a function asked just before the call; a
+        call with no estimate is charged its cost after it). ``lookup=False`` (HTTP's no-cache) calls upstream without
         looking and stores the answer; ``store=False`` (no-store) looks up the exact key only
         and writes nothing. Upstream errors propagate unchanged; BudgetExceeded when the call
         would pass the budget (raised before it).
@@ -223,7 +225,8 @@ class Cache:
     async def afetch(self, request: Request, upstream: Callable[[], Awaitable[T]], *,
                      to_storable: Callable[[T], Any] = identity,
                      from_storable: Callable[[Any, Hit], T] = as_stored, cost_usd: Cost[T] = None,
-                     estimate_usd: float | None = None, lookup: bool = True, store: bool = True) -> T:
+                     estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
+                     store: bool = True) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
         return await self._calls.afetch(request, upstream, to_storable=to_storable, from_storable=from_storable,
                                         cost_usd=cost_usd, estimate_usd=estimate_usd, lookup=lookup, store=store)

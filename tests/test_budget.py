@@ -512,3 +512,85 @@ def test_imgcache_stats_shows_spend_against_the_budget_and_429s_avoided(tmp_path
     assert done.returncode == 0, done.stderr
     assert "$0.90 of $1.00/day" in done.stdout and "90.0% used" in done.stdout
     assert "429s avoided" in done.stdout
+
+
+# -- found by a review ---------------------------------------------------------------------
+
+
+def test_a_call_priced_only_by_its_answer_is_charged_after_it(make_cache: Any) -> None:
+    cache = make_cache(semantic=False, budget=Budget(0.50))
+    answer = {"usage": 0.30}
+    for prompt in ("one", "two"):  # no estimate: nothing held, the real cost charged afterwards
+        cache.fetch(Request.build("vision", "chat", prompt, {}), lambda: answer, cost_usd=lambda r: r["usage"])
+    assert cache.stats()["budget"]["spent_usd"] == pytest.approx(0.60)  # spent is spent, past the limit
+    with pytest.raises(BudgetExceeded):
+        cache.fetch(Request.build("vision", "chat", "three", {}), lambda: answer, cost_usd=lambda r: r["usage"],
+                    estimate_usd=lambda: 0.01)  # an estimate asked just before the call
+
+
+@pytest.mark.parametrize("where", ["memory", "directory", "redis"])
+def test_every_ledger_step_sent_twice_changes_nothing(where: str, tmp_path: Path, request: pytest.FixtureRequest
+                                                      ) -> None:
+    from imgcache.store.ledger import MemoryLedger
+
+    if where == "redis":
+        cache = Cache("twice", redis_url=request.getfixturevalue("redis_url"), semantic=False)
+        ledger: Any = cache.store.ledger("twice")
+    else:
+        cache = None
+        ledger = MemoryLedger() if where == "memory" else FileLedger(tmp_path, "twice")
+    try:
+        limit, day = 1_000_000, 86_400_000
+        for _ in range(2):
+            assert ledger.reserve("w", "a", 500_000, limit, -1, 60_000, day).granted
+        assert ledger.read("w", limit).held == 500_000  # one hold, not two
+        assert ledger.reserve("w", "b", 500_000, limit, -1, 60_000, day).granted
+        for _ in range(2):
+            ledger.settle("w", "b", 0, limit, -1, day)  # refused by the API, settled twice
+        found = ledger.read("w", limit)
+        assert (found.spent, found.held) == (0, 500_000)  # "a" still holds its half
+        assert not ledger.reserve("w", "c", 600_000, limit, -1, 60_000, day).granted
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def test_a_fixed_budget_is_kept_for_ever_in_redis_even_after_a_debt_is_paid(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with Cache("forever", redis_url=redis_url, semantic=False, budget=Budget(1.0)) as cache:
+            cache.fetch(Request.build("vision", "chat", "a", {}), lambda: {}, cost_usd=lambda r: 0.1)  # a charge
+            priced(cache, Upstream())(prompt="b")
+        assert client.ttl("imgcache:forever:budget:total") == -1  # no expiry
+    finally:
+        client.close()
+
+
+def test_a_cost_beyond_any_budget_cannot_wrap_the_ledger(redis_url: str) -> None:
+    with Cache("huge", redis_url=redis_url, semantic=False, budget=Budget(1.0)) as cache:
+        cache.fetch(Request.build("vision", "chat", "a", {}), lambda: {}, cost_usd=lambda r: 1e30)
+        with pytest.raises(BudgetExceeded):
+            priced(cache, Upstream())(prompt="b")
+        assert cache.stats()["budget"]["spent_usd"] == 1e9  # capped, exact
+
+
+def test_namespaces_warning_through_one_webhook_share_one_sender(make_cache: Any) -> None:
+    budget = Budget(1.0, webhook="http://127.0.0.1:9/hook")
+    first, second = make_cache("one", semantic=False, budget=budget), make_cache("two", semantic=False, budget=budget)
+    assert first.spending.alerts is second.spending.alerts
+
+
+def test_a_budget_beyond_a_billion_dollars_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="budget usd"):
+        Budget.parse("9" * 308)
+
+
+def test_the_proxy_upstream_errors_are_read_like_the_sdk_ones() -> None:
+    from imgcache.proxy.upstream import Reply, UpstreamError, UpstreamFailure
+    from imgcache.spend.outcomes import classify
+
+    limited = classify(UpstreamError(Reply(429, [(b"Retry-After", b"7")], b"{}", 0.0)))
+    assert (limited.kind, limited.retry_after) == ("rate_limited", 7.0)
+    assert classify(UpstreamError(Reply(400, [], b"{}", 0.0))).kind == "refused"
+    timed_out = classify(UpstreamFailure(504, "no answer in time", "upstream_timeout"))
+    assert timed_out.maybe_billed

@@ -235,3 +235,13 @@ def test_callers_naming_models_cannot_make_buckets_without_end(redis_url: str) -
     finally:
         client.close()
     assert buckets == ["imgcache:models:account:rate:_", "imgcache:models:account:rate:dall-e-3"]  # "*" is "_"
+
+
+def test_image_edits_count_their_images_too(make_cache: Any) -> None:
+    from imgcache import Request
+
+    cache = make_cache(semantic=False, rate_limits=RateLimits(ipm={"gpt-image-1": 4}, queue_timeout=0))
+    edit = {"model": "gpt-image-1", "n": 4}
+    cache.fetch(Request.build("vision", "openai.images.edit", "make it blue", edit), lambda: b"four")
+    with pytest.raises(RateLimited):
+        cache.fetch(Request.build("vision", "openai.images.edit", "make it red", edit), lambda: b"four more")

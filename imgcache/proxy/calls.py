@@ -107,8 +107,9 @@ class CachedRequest:
     render: Callable[[Any, Hit, ImageUrl], bytes]
     """A hit's JSON body from its stored form."""
     cost: float | None | Callable[[Reply], float | None]
-    estimate: float | None = None
-    """What a budget reserves before the call, where ``cost`` is a function of the answer."""
+    estimate: float | Callable[[], float | None] | None = None
+    """What a budget reserves before the call, where ``cost`` is a function of the answer (a
+    function: asked after the lookup has read the images)."""
 
     @property
     def unreadable(self) -> bool:
@@ -230,7 +231,7 @@ def vision(endpoint: str, body: Any, raw: bytes, options: VisionOptions, cache_t
     def cost(reply: Reply) -> float | None:
         return call.cost(reply.json())
 
-    return CachedRequest(endpoint, call.request, content, _json_storable, _json_render, cost, call.estimate())
+    return CachedRequest(endpoint, call.request, content, _json_storable, _json_render, cost, call.estimate)
 
 
 # -- multipart form fields -----------------------------------------------------------------------

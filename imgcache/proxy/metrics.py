@@ -10,7 +10,7 @@
 | ``imgcache_proxy_namespaces`` | | namespaces with a cache object open |
 | ``imgcache_saved_usd_total`` | | list price of the upstream calls that hits avoided |
 | ``imgcache_spent_usd_total`` | | list price of the upstream calls made |
-| ``imgcache_budget_used_usd`` | namespace | spent and held in the budget's window (``_shared`` for a shared budget) |
+| ``imgcache_budget_used_usd`` | namespace | spent and held in the budget's window (``_shared`` for a shared budget; the open namespaces, at most 100) |
 | ``imgcache_budget_limit_usd`` | namespace | the budget's limit |
 | ``imgcache_budget_refused_total`` | | misses refused over budget (429 ``budget_exceeded``) |
 | ``imgcache_budget_warnings_total`` | | budget windows that reached their warning level |
@@ -43,12 +43,13 @@ Two modes, chosen by prometheus_client itself when it is first imported:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgcache.proxy")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MAX_BUDGET_SERIES = 100
+"""Budget gauges are labelled by namespace; at most this many at once (per process)."""
 OUTCOMES = ("hit", "miss", "bypass", "error")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 120.0, 300.0)
@@ -142,6 +145,7 @@ class Metrics:
                                  ("namespace",), registry=self.registry, multiprocess_mode="mostrecent")
         self.budget_limit = Gauge("imgcache_budget_limit_usd", "The budget's limit (USD)", ("namespace",),
                                   registry=self.registry, multiprocess_mode="mostrecent")
+        self._budget_labels: set[str] = set()
         if base is not None:
             self.watch(base)
         if self.multiprocess_dir is None:
@@ -195,11 +199,18 @@ class Metrics:
         self.namespaces.set(len(caches))
         for name, state in (self._base.store.health() if self._base is not None else {}).items():
             self.tier_up.labels(name).set(1 if state == "up" else 0)
-        for cache in caches:
-            spending: Any = cache.spending
-            if spending is not None:
-                self.budget_used.labels(spending.owner).set(spending.last_used())
-                self.budget_limit.labels(spending.owner).set(spending.budget.usd)
+        budgets = {cache.spending.owner: cache.spending for cache in caches if cache.spending is not None}
+        for gone in self._budget_labels - budgets.keys():  # a namespace closed: its series go
+            self._budget_labels.discard(gone)
+            for gauge in (self.budget_used, self.budget_limit):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        for owner, spending in budgets.items():
+            if owner not in self._budget_labels and len(self._budget_labels) >= MAX_BUDGET_SERIES:
+                continue  # per-key tenants are callers' keys: a bounded number of series
+            self._budget_labels.add(owner)
+            self.budget_used.labels(owner).set(spending.last_used())
+            self.budget_limit.labels(owner).set(spending.budget.usd)
 
     def exposition(self) -> tuple[bytes, str]:
         self._refresh()

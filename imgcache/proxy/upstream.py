@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -36,6 +37,9 @@ _UNPARSED = object()
 
 class UpstreamFailure(ProxyError):
     """The upstream could not be reached (502) or did not answer in time (504)."""
+
+    maybe_billed = True
+    """No answer came: the call may have been carried out (a budget keeps its estimate)."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
@@ -102,6 +106,17 @@ class UpstreamError(ProxyError):
     def __init__(self, reply: Reply) -> None:
         super().__init__(f"upstream answered {reply.status}")
         self.reply = reply
+
+    @property
+    def status_code(self) -> int:
+        """The upstream's status, where the OpenAI SDK's errors keep it (for ``classify``)."""
+        return self.reply.status
+
+    @property
+    def response(self) -> Any:
+        """The upstream's headers, shaped like an SDK error's response (``Retry-After``)."""
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in self.reply.headers}
+        return SimpleNamespace(status_code=self.reply.status, headers=headers)
 
 
 def relayed_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

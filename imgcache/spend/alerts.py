@@ -1,5 +1,7 @@
-"""Alerts to a webhook: a JSON POST per event, sent by one background thread, retried with
-backoff, never in a caller's way (a full queue drops the event, counted and logged).
+"""Alerts to a webhook: a JSON POST per event, sent by one background thread per webhook URL
+in a process (:meth:`Alerts.for_url`: however many namespaces warn through it), retried with
+backoff, never in a caller's way (a full queue drops the event, counted and logged). The log
+names the webhook by its host only: its path or query may hold a token.
 
 The URL is the operator's own configuration, never a caller's; only http(s) is accepted
 (:class:`~imgcache.spend.config.Budget` checks it).
@@ -12,9 +14,10 @@ import logging
 import queue
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 log = logging.getLogger("imgcache")
 
@@ -26,6 +29,18 @@ _BACKOFF = 1.0  # seconds before the second attempt; doubled after each
 
 class Alerts:
     """A webhook's sender. ``sent``, ``failed`` and ``dropped`` count events."""
+
+    _by_url: ClassVar[dict[str, Alerts]] = {}
+    _made: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def for_url(cls, url: str) -> Alerts:
+        """The process's sender for ``url`` (one thread per webhook, not per namespace)."""
+        with cls._made:
+            found = cls._by_url.get(url)
+            if found is None:
+                found = cls._by_url[url] = cls(url)
+            return found
 
     def __init__(self, url: str, *, timeout: float = TIMEOUT, attempts: int = ATTEMPTS, backoff: float = _BACKOFF
                  ) -> None:
@@ -44,7 +59,7 @@ class Alerts:
             self._queue.put_nowait(json.dumps(dict(event), sort_keys=True).encode())
         except queue.Full:
             self.dropped += 1
-            log.warning("imgcache: alert queue full; %s event dropped", event.get("event"))
+            log.warning("imgcache: alert queue for %s full; %s event dropped", self._host, event.get("event"))
             return
         with self._lock:
             if self._thread is None:
@@ -83,4 +98,10 @@ class Alerts:
                 time.sleep(delay)
                 delay *= 2
         self.failed += 1
-        log.warning("imgcache: alert webhook %s failed %d times (%s); event dropped", self.url, self.attempts, problem)
+        log.warning("imgcache: alert webhook %s failed %d times (%s); event dropped", self._host, self.attempts,
+                    problem.replace(self.url, self._host))
+
+    @property
+    def _host(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or '?'}"

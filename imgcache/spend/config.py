@@ -19,6 +19,8 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from .limiter import Rates
 
+MAX_USD = 1e9
+"""The largest budget, price or cost in USD: amounts stay exact in the ledgers (Redis's Lua)."""
 PERIODS = ("hour", "day", "month")
 SCOPES = ("namespace", "shared")
 UNPRICED = ("allow", "refuse")
@@ -59,8 +61,8 @@ class Budget:
 
     def __post_init__(self) -> None:
         if isinstance(self.usd, bool) or not isinstance(self.usd, (int, float)) or not (
-                math.isfinite(self.usd) and self.usd >= 0):
-            raise ConfigError(f"budget usd must be a non-negative number of dollars, not {self.usd!r}")
+                math.isfinite(self.usd) and 0 <= self.usd <= MAX_USD):
+            raise ConfigError(f"budget usd must be 0 to {MAX_USD:g} dollars, not {self.usd!r}")
         if self.per is not None and self.per not in PERIODS:
             raise ConfigError(f"budget per must be one of {', '.join(PERIODS)} or None, not {self.per!r}")
         if self.warn_at is not None and (isinstance(self.warn_at, bool) or not isinstance(self.warn_at, (int, float))

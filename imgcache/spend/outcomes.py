@@ -141,6 +141,8 @@ def classify(exc: BaseException, *, now: float | None = None, cap: float = MAX_W
     status, code = _status(exc), _code(exc)
     short = _message(exc)[:300]
     if status is None:
+        if getattr(exc, "maybe_billed", None) is True:  # an exception that says so (the proxy's own)
+            return Outcome("transient", f"no answer: {short}", maybe_billed=True)
         if _is_timeout(exc):
             return Outcome("transient", f"timed out: {short}", maybe_billed=True)
         if _is_connection(exc):

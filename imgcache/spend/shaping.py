@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..stats import Stats
 
 _BACKOFF = Backoff(base=1.0, cap=60.0)
+_MAKES_IMAGES = (".edit", ".edits")  # image edits are keyed as vision calls (their inputs are images)
 
 
 class Shaping:
@@ -114,11 +115,12 @@ class Shaping:
 
 
 def _model_and_images(request: Request) -> tuple[str, int]:
-    """The call's model (its bucket) and the images it asks for (a vision call: none)."""
+    """The call's model (its bucket) and the images it makes (a generation's or an edit's
+    ``n``; a chat or a response about images: none)."""
     params = request.params if isinstance(request.params, Mapping) else {}
     model = params.get("model")
     images = 0
-    if request.kind == "generation":
+    if request.kind == "generation" or request.operation.endswith(_MAKES_IMAGES):
         count = params.get("n", 1)
         images = count if isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= 100 else 1
     return (model if isinstance(model, str) and model else "default"), images

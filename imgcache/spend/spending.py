@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BudgetExceeded, TierError
 from ..store.ledger import Ledgered, MemoryLedger, TierLedger
 from .alerts import Alerts
-from .config import Budget, Window
+from .config import MAX_USD, Budget, Window
 from .outcomes import classify
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ HOLD_SECONDS = 600.0
 """How long a call's hold lasts without a settlement (its process died): then it is spent."""
 KEEP_SECONDS = 86400.0
 """How long a window's ledger outlives the window (for ``imgcache stats``)."""
+_UNLIMITED = 2**52  # the limit of a charge: what was spent is recorded whatever the budget says
 _PENDING_MAX = 10_000
+_PAID_PER_STEP = 50  # debts written back per ledger step (the rest at the next ones)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,12 @@ class Spending:
     (None: this process's books only)."""
 
     def __init__(self, budget: Budget, owner: str, shared: TierLedger | None, stats: Stats, *,
-                 clock: Callable[[], float] = time.time, hold_seconds: float = HOLD_SECONDS) -> None:
+                 clock: Callable[[], float] = time.time, hold_seconds: float = HOLD_SECONDS,
+                 job: tuple[str, float] | None = None) -> None:
         self.budget = budget
+        self.job = job
+        """(window name, seconds its ledger outlives its last step) of a job's own budget
+        (the prewarm job's ``--max-usd``), instead of the budget's calendar windows."""
         self.owner = owner
         self.shared = shared
         self.stats = stats
@@ -69,11 +75,11 @@ class Spending:
         self.hold_ms = int(hold_seconds * 1000)
         self.limit = math.floor(round(budget.usd * MICRO, 3))
         self.warn = -1 if budget.warn_at is None else math.floor(self.limit * budget.warn_at)
-        self.alerts = Alerts(budget.webhook) if budget.webhook else None
+        self.alerts = Alerts.for_url(budget.webhook) if budget.webhook else None
         self.local = MemoryLedger(clock)
         self._lock = threading.Lock()
         self._last_known: dict[str, int] = {}  # window -> spent and held, as the shared ledger said last
-        self._pending: list[tuple[str, str, int, int]] = []  # settlements owed to the shared ledger
+        self._pending: list[tuple[Window, str, int, bool]] = []  # (window, hold id, micro, a charge) owed
         self._outage = False
         self._said: set[tuple[str, str]] = set()  # (what, window) logged already
 
@@ -83,7 +89,7 @@ class Spending:
         """Hold ``usd`` for one upstream call (None: not priced; see ``Budget.unpriced``);
         BudgetExceeded if it does not fit."""
         now = self.clock()
-        window = self.budget.window(now)
+        window = self._window(now)
         if usd is None:
             if self.budget.unpriced == "refuse":
                 self.stats.add({"budget.refused": 1})
@@ -93,7 +99,7 @@ class Spending:
                            operation)
             self.stats.add({"budget.unpriced": 1})
             return None
-        micro = math.ceil(round(max(usd, 0.0) * MICRO, 3))
+        micro = _micro(usd)
         hold_id = secrets.token_hex(8)
         keep = self._keep_ms(window, now)
         answer, shared = self._step(window, lambda ledger: ledger.reserve(
@@ -118,21 +124,33 @@ class Spending:
         billed; 0: refused by the API). Never raises."""
         if hold is None:
             return
-        actual = hold.micro if usd is None else math.ceil(round(max(usd, 0.0) * MICRO, 3))
-        now = self.clock()
-        keep = self._keep_ms(hold.window, now)
+        actual = hold.micro if usd is None else _micro(usd)
+        keep = self._keep_ms(hold.window, self.clock())
         try:
             if hold.shared:
                 answer, _ = self._step(hold.window, lambda ledger: ledger.settle(
-                    hold.window.name, hold.hold_id, hold.micro, actual, self.limit, self.warn, keep), shared_only=True)
+                    hold.window.name, hold.hold_id, actual, self.limit, self.warn, keep), shared_only=True)
             else:
-                answer = self.local.settle(hold.window.name, hold.hold_id, hold.micro, actual, self.limit, self.warn, keep)
+                answer = self.local.settle(hold.window.name, hold.hold_id, actual, self.limit, self.warn, keep)
                 if self.shared is not None:  # spent while the shared ledger was away: owed to it
-                    self._owe(hold.window.name, f"local-{hold.hold_id}", 0, actual)
+                    self._owe(hold.window, _charge_id(), actual, charge=True)
         except TierError:
-            self._owe(hold.window.name, hold.hold_id, hold.micro, actual)
+            self._owe(hold.window, hold.hold_id, actual)  # the same settle, sent again later
             return
         self._after(hold.window, answer)
+
+    def charge(self, usd: float) -> None:
+        """Record what a call that held nothing cost (its price was not known before it):
+        spent is spent, whatever the limit. Never raises."""
+        window, hold_id, micro = self._window(self.clock()), _charge_id(), _micro(usd)
+        try:
+            answer, _ = self._step(window, lambda ledger: _charge(ledger, window, hold_id, micro, self),
+                                   shared_only=self.shared is not None)
+        except TierError:
+            _charge(self.local, window, hold_id, micro, self)  # this process's books, meanwhile
+            self._owe(window, hold_id, micro, charge=True)  # the same charge, sent again later
+            return
+        self._after(window, answer)
 
     def settle_failure(self, hold: Hold | None, exc: BaseException) -> None:
         """Settle after the upstream call raised: 0 if the API answered (it does not bill a
@@ -143,7 +161,7 @@ class Spending:
 
     def last_used(self) -> float:
         """USD spent and held in the current window as the ledger said last (no I/O: for gauges)."""
-        window = self.budget.window(self.clock())
+        window = self._window(self.clock())
         with self._lock:
             known = self._last_known.get(window.name)
         if known is None:
@@ -153,7 +171,7 @@ class Spending:
     def status(self) -> dict[str, Any]:
         """The budget's figures for ``stats()``: limit, window, spent and held, reset time."""
         now = self.clock()
-        window = self.budget.window(now)
+        window = self._window(now)
         try:
             answer, shared = self._step(window, lambda ledger: ledger.read(window.name, self.limit))
         except TierError:
@@ -193,24 +211,36 @@ class Spending:
         self.local.seed(window.name, known)
         return op(self.local), False
 
-    def _owe(self, window: str, hold_id: str, held: int, actual: int) -> None:
+    def _owe(self, window: Window, hold_id: str, micro: int, *, charge: bool = False) -> None:
+        """A settle or a charge to send the shared ledger when it answers."""
         with self._lock:
             if len(self._pending) < _PENDING_MAX:
-                self._pending.append((window, hold_id, held, actual))
+                self._pending.append((window, hold_id, micro, charge))
 
     def _pay_debts(self) -> None:
+        """Send a few of the debts (a caller's step must stay short; the rest go with the next)."""
         with self._lock:
-            owed, self._pending = self._pending, []
-        for at, (window, hold_id, held, actual) in enumerate(owed):
+            owed, self._pending = self._pending[:_PAID_PER_STEP], self._pending[_PAID_PER_STEP:]
+        ledger = self.shared
+        assert ledger is not None
+        for at, (window, hold_id, micro, charge) in enumerate(owed):
             try:
-                self.shared.settle(window, hold_id, held, actual, self.limit, self.warn,  # type: ignore[union-attr]
-                                   int(KEEP_SECONDS * 1000))
+                if charge:
+                    _charge(ledger, window, hold_id, micro, self)
+                else:
+                    ledger.settle(window.name, hold_id, micro, self.limit, self.warn,
+                                  self._keep_ms(window, self.clock()))
             except TierError:
                 with self._lock:
                     self._pending[:0] = owed[at:]
                 return
 
+    def _window(self, now: float) -> Window:
+        return Window(self.job[0], None) if self.job is not None else self.budget.window(now)
+
     def _keep_ms(self, window: Window, now: float) -> int:
+        if self.job is not None:
+            return int(self.job[1] * 1000)
         if window.resets_at is None:
             return 0  # a fixed budget's ledger is kept for ever
         return int((window.resets_at - now + KEEP_SECONDS) * 1000)
@@ -247,8 +277,24 @@ class Spending:
 
 def _may_have_run(exc: BaseException) -> bool:
     """Whether a failed call may still have been carried out (and billed): no answer came, or
-    the caller gave up waiting for it (a cancelled task)."""
-    return type(exc).__name__ == "CancelledError" or classify(exc).maybe_billed
+    the caller stopped waiting for it (a cancelled task, an interrupt)."""
+    return not isinstance(exc, Exception) or type(exc).__name__ == "CancelledError" or classify(exc).maybe_billed
+
+
+def _charge(ledger: TierLedger, window: Window, hold_id: str, micro: int, spending: Spending) -> Ledgered:
+    """Spent is spent: a hold of ``micro`` past any limit, settled at once (each step
+    idempotent, so sending the pair again changes nothing)."""
+    keep = spending._keep_ms(window, spending.clock())
+    ledger.reserve(window.name, hold_id, micro, _UNLIMITED, -1, spending.hold_ms, keep)
+    return ledger.settle(window.name, hold_id, micro, spending.limit, spending.warn, keep)
+
+
+def _charge_id() -> str:
+    return "charge-" + secrets.token_hex(8)
+
+
+def _micro(usd: float) -> int:
+    return math.ceil(round(min(max(usd, 0.0), MAX_USD) * MICRO, 3))
 
 
 def _iso(at: float) -> str:

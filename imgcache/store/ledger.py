@@ -7,8 +7,11 @@ granted only if what is spent, plus what calls in flight hold, plus this amount 
 the limit, so two workers never both take the last dollar. The call then *settles* its hold
 with the real cost (0 when the API refused it). A hold has a lifetime: a process that dies
 mid-call never settles, and when its hold lapses the amount moves to *spent* (the call may
-have been billed), never back to free; a late settle corrects by the difference. The first
-step that takes spent plus held to the warning level reports it (``crossed``), once a window.
+have been billed), never back to free. Every step is idempotent, so a step sent twice (a
+client's retry after a timeout) changes nothing the second time: a reserve of a hold already
+taken is granted as it stands, a settle of a hold no longer held (settled, or lapsed) does
+nothing. The first step that takes spent plus held to the warning level reports it
+(``crossed``), once a window.
 
 * :class:`RedisLedger` (every worker sharing a Redis, Cluster included): one hash per budget
   window, ``<prefix><owner>:budget:<window>`` with fields ``spent``, ``warned`` and
@@ -61,8 +64,7 @@ class TierLedger(Protocol):
     def reserve(self, window: str, hold_id: str, micro: int, limit: int, warn: int, hold_ms: int,
                 keep_ms: int) -> Ledgered: ...
 
-    def settle(self, window: str, hold_id: str, held: int, actual: int, limit: int, warn: int,
-               keep_ms: int) -> Ledgered: ...
+    def settle(self, window: str, hold_id: str, actual: int, limit: int, warn: int, keep_ms: int) -> Ledgered: ...
 
     def read(self, window: str, limit: int) -> Ledgered: ...
 
@@ -98,17 +100,18 @@ class Book:
 
 def reserve(book: Book, now_ms: int, hold_id: str, micro: int, limit: int, warn: int, hold_ms: int) -> Ledgered:
     book.lapse(now_ms)
+    if hold_id in book.holds:  # sent twice: the hold stands
+        return Ledgered(True, book.spent, book.held)
     if book.spent + book.held + micro > limit:
         return Ledgered(False, book.spent, book.held)
     book.holds[hold_id] = (micro, now_ms + hold_ms)
     return Ledgered(True, book.spent, book.held, book._warn(warn))
 
 
-def settle(book: Book, now_ms: int, hold_id: str, held: int, actual: int, warn: int) -> Ledgered:
+def settle(book: Book, now_ms: int, hold_id: str, actual: int, warn: int) -> Ledgered:
     book.lapse(now_ms)
-    if book.holds.pop(hold_id, None) is None:
-        actual -= held  # the hold lapsed and was counted as spent already
-    book.spent = max(0, book.spent + actual)
+    if book.holds.pop(hold_id, None) is not None:  # else settled already, or lapsed into spent
+        book.spent += actual
     return Ledgered(True, book.spent, book.held, book._warn(warn))
 
 
@@ -135,10 +138,9 @@ class MemoryLedger:
             return reserve(self._books.setdefault(window, Book()), self._now_ms(), hold_id, micro, limit, warn,
                            hold_ms)
 
-    def settle(self, window: str, hold_id: str, held: int, actual: int, limit: int, warn: int,
-               keep_ms: int) -> Ledgered:
+    def settle(self, window: str, hold_id: str, actual: int, limit: int, warn: int, keep_ms: int) -> Ledgered:
         with self._lock:
-            return settle(self._books.setdefault(window, Book()), self._now_ms(), hold_id, held, actual, warn)
+            return settle(self._books.setdefault(window, Book()), self._now_ms(), hold_id, actual, warn)
 
     def read(self, window: str, limit: int) -> Ledgered:
         with self._lock:
@@ -202,9 +204,8 @@ class FileLedger:
                 keep_ms: int) -> Ledgered:
         return self._step(window, limit, lambda book, now: reserve(book, now, hold_id, micro, limit, warn, hold_ms))
 
-    def settle(self, window: str, hold_id: str, held: int, actual: int, limit: int, warn: int,
-               keep_ms: int) -> Ledgered:
-        return self._step(window, limit, lambda book, now: settle(book, now, hold_id, held, actual, warn))
+    def settle(self, window: str, hold_id: str, actual: int, limit: int, warn: int, keep_ms: int) -> Ledgered:
+        return self._step(window, limit, lambda book, now: settle(book, now, hold_id, actual, warn))
 
     def read(self, window: str, limit: int) -> Ledgered:
         def look(book: Book, now: int) -> Ledgered:
@@ -217,7 +218,8 @@ class FileLedger:
 # -- in Redis --------------------------------------------------------------------------------
 
 # reserve(), settle() and a read over one hash, on the server's clock. ARGV: mode, hold id,
-# micro (the hold's), limit, warn, hold ms, keep ms, actual.
+# micro (the hold's), limit, warn, hold ms, keep ms (0: for ever), actual. Amounts stay below
+# 2^53 (imgcache.spend caps them), so Lua's doubles and '%d' hold them exactly.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -242,16 +244,19 @@ for i = 1, #all, 2 do
 end
 local granted, crossed = 1, 0
 if mode == 'reserve' then
-  if mine then held = held + mine end
-  if spent + held + micro > limit then
+  if mine then
+    held = held + mine  -- sent twice: the hold stands
+  elseif spent + held + micro > limit then
     granted = 0
   else
     redis.call('HSET', key, id, string.format('%d:%d', micro, now + hold_ms))
     held = held + micro
   end
 elseif mode == 'settle' then
-  if mine then redis.call('HDEL', key, id) else actual = actual - micro end
-  spent = math.max(0, spent + actual)
+  if mine then  -- else settled already, or lapsed into spent
+    redis.call('HDEL', key, id)
+    spent = spent + actual
+  end
 elseif mine then
   held = held + mine
 end
@@ -261,7 +266,7 @@ if mode ~= 'read' or lapsed then
     redis.call('HSET', key, 'warned', '1')
     crossed = 1
   end
-  if keep_ms > 0 then redis.call('PEXPIRE', key, keep_ms) end
+  if keep_ms > 0 then redis.call('PEXPIRE', key, keep_ms) else redis.call('PERSIST', key) end
 end
 return {granted, string.format('%d', spent), string.format('%d', held), crossed}
 """
@@ -288,9 +293,8 @@ class RedisLedger:
                 keep_ms: int) -> Ledgered:
         return self._run(window, "reserve", hold_id, micro, limit, warn, hold_ms, keep_ms, 0)
 
-    def settle(self, window: str, hold_id: str, held: int, actual: int, limit: int, warn: int,
-               keep_ms: int) -> Ledgered:
-        return self._run(window, "settle", hold_id, held, limit, warn, 0, keep_ms, actual)
+    def settle(self, window: str, hold_id: str, actual: int, limit: int, warn: int, keep_ms: int) -> Ledgered:
+        return self._run(window, "settle", hold_id, 0, limit, warn, 0, keep_ms, actual)
 
     def read(self, window: str, limit: int) -> Ledgered:
         return self._run(window, "read", "", 0, limit, -1, 0, 0, 0)
@@ -316,9 +320,8 @@ class GuardedLedger:
                 keep_ms: int) -> Ledgered:
         return self._guarded(lambda: self._ledger.reserve(window, hold_id, micro, limit, warn, hold_ms, keep_ms))
 
-    def settle(self, window: str, hold_id: str, held: int, actual: int, limit: int, warn: int,
-               keep_ms: int) -> Ledgered:
-        return self._guarded(lambda: self._ledger.settle(window, hold_id, held, actual, limit, warn, keep_ms))
+    def settle(self, window: str, hold_id: str, actual: int, limit: int, warn: int, keep_ms: int) -> Ledgered:
+        return self._guarded(lambda: self._ledger.settle(window, hold_id, actual, limit, warn, keep_ms))
 
     def read(self, window: str, limit: int) -> Ledgered:
         return self._guarded(lambda: self._ledger.read(window, limit))

@@ -37,8 +37,9 @@ class CachedCall:
     to_storable: Callable[[Any], Any]
     from_storable: Callable[[Any, Hit], Any]
     cost: Any
-    estimate: float | None = None
-    """What a budget reserves before the call, where ``cost`` is a function of its result."""
+    estimate: float | Callable[[], float | None] | None = None
+    """What a budget reserves before the call, where ``cost`` is a function of its result (a
+    function: asked after the lookup has read the images)."""
 
 
 class CachedResource:

@@ -41,7 +41,7 @@ class _VisionResource(CachedResource):
         call = self.build(kwargs, self._cache.vision_options, self._options.cache_text_only)
         if call is None:
             return None
-        return CachedCall(call.request, call.sent, _to_json, self._rebuild, call.cost, call.estimate())
+        return CachedCall(call.request, call.sent, _to_json, self._rebuild, call.cost, call.estimate)
 
     def _rebuild(self, body: dict[str, Any], hit: Hit) -> Any:
         raise NotImplementedError
