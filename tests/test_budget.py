@@ -559,7 +559,7 @@ def test_a_fixed_budget_is_kept_for_ever_in_redis_even_after_a_debt_is_paid(redi
     client = redis.Redis.from_url(redis_url)
     try:
         with Cache("forever", redis_url=redis_url, semantic=False, budget=Budget(1.0)) as cache:
-            cache.fetch(Request.build("vision", "chat", "a", {}), lambda: {}, cost_usd=lambda r: 0.1)  # a charge
+            cache.fetch(Request.build("vision", "chat", "a", {}), dict, cost_usd=lambda r: 0.1)  # a charge
             priced(cache, Upstream())(prompt="b")
         assert client.ttl("imgcache:forever:budget:total") == -1  # no expiry
     finally:
@@ -568,7 +568,7 @@ def test_a_fixed_budget_is_kept_for_ever_in_redis_even_after_a_debt_is_paid(redi
 
 def test_a_cost_beyond_any_budget_cannot_wrap_the_ledger(redis_url: str) -> None:
     with Cache("huge", redis_url=redis_url, semantic=False, budget=Budget(1.0)) as cache:
-        cache.fetch(Request.build("vision", "chat", "a", {}), lambda: {}, cost_usd=lambda r: 1e30)
+        cache.fetch(Request.build("vision", "chat", "a", {}), dict, cost_usd=lambda r: 1e30)
         with pytest.raises(BudgetExceeded):
             priced(cache, Upstream())(prompt="b")
         assert cache.stats()["budget"]["spent_usd"] == 1e9  # capped, exact
