@@ -67,38 +67,3 @@ def test_a_scope_keeps_one_vector_length() -> None:
     assert index.scope("s", 16) is None
     replaced = index.scope("s", 16, authoritative=True)
     assert replaced is not None and replaced.dim == 16
-
-
-@pytest.mark.usefixtures("small_graph")
-def test_searches_never_wait_for_the_first_graph(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cold worker's first graph is built off the lock: while it is being built (held here
-    mid-build), searches answer from the exact scan, and removals and new rows go on."""
-    import threading
-
-    from usearch.index import Index
-
-    building, release = threading.Event(), threading.Event()
-    real_add = Index.add
-
-    def held_add(self: Index, *args: object, **kwargs: object) -> object:
-        building.set()
-        release.wait(30)
-        return real_add(self, *args, **kwargs)
-
-    monkeypatch.setattr(Index, "add", held_add)
-    vectors = unit_rows(200)
-    scope = ScopeIndex(32)
-    scope.add_many([(key(i), f"p{i}", v) for i, v in enumerate(vectors[:150])])
-    assert building.wait(30), "the build never started"
-    answers: list[str] = []
-    searcher = threading.Thread(target=lambda: answers.extend(
-        [scope.search(vectors[i], 1, 0.9)[0].key for i in (3, 149)]))
-    searcher.start()
-    searcher.join(10)
-    assert answers == [key(3), key(149)]  # answered while the build is held
-    scope.remove(key(3))
-    scope.add_many([(key(i), f"p{i}", v) for i, v in enumerate(vectors[150:], start=150)])
-    release.set()
-    scope.wait_for_graph(timeout=30)
-    assert key(3) not in {c.key for c in scope.search(vectors[3], 8, -1.0)}
-    assert all(scope.search(vectors[i], 1, 0.9)[0].key == key(i) for i in (0, 149, 150, 199))

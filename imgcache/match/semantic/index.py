@@ -4,11 +4,9 @@ Vectors live in a float16 matrix that grows by half. A scope is searched exactly
 SIMD kernels: no build step, so a restarted process serves as soon as its vectors are
 loaded; and no BLAS thread pool left spinning against the embedding model's threads). Past
 :data:`GRAPH_MIN_ROWS` rows a background thread also files the rows into a usearch HNSW
-graph with int8 vectors (it only proposes: the verifier decides); a search then asks the graph
-for the rows it holds and scans only the newer rows exactly. The first graph is built off the
-lock and swapped in whole, so a cold worker's lookups never wait for it; later rows are filed
-a batch per hold of the one lock that guards graph and matrix (usearch indexes are not safe
-for concurrent writes and reads).
+graph with int8 vectors (it only proposes: the verifier decides), a batch at a time; a search then asks the graph for the rows it holds and scans
+only the newer rows exactly. Graph and matrix are touched under one lock (usearch indexes
+are not safe for concurrent writes and reads), held for at most one batch.
 
 A removed entry's row is zeroed and masked out: it is never proposed again.
 """
@@ -137,31 +135,15 @@ class ScopeIndex:
                     for similarity, row in reversed(ranked[-count:])]
 
     def _build(self) -> None:
-        """File rows into the HNSW graph until it has them all; then drop the rows it holds
-        from the matrix. The first graph is built off the lock, from a copy of the rows, and
-        swapped in whole (searches meanwhile scan the matrix exactly instead of waiting for
-        the build: a cold worker's early lookups); later rows are filed one batch per hold of
-        the lock (usearch indexes are not safe for concurrent writes and reads)."""
+        """File rows into the HNSW graph, one batch per hold of the lock, until it has them
+        all; then drop the rows it holds from the matrix."""
         from usearch.index import Index
 
-        def new_graph() -> Any:
-            return Index(ndim=self.dim, metric="cos", dtype="i8", connectivity=8, expansion_add=64,
-                         expansion_search=64)
-
-        if self._graph is None:
-            with self._lock:  # a view: rows below ``first`` are only ever zeroed (removed, masked)
-                first = len(self._keys)
-                rows = self._vectors[:first - self._base]
-            graph = new_graph()
-            for start in range(0, first, GRAPH_BATCH):  # batches: a stop at exit is heard between them
-                if _STOPPING.is_set():
-                    return
-                graph.add(np.arange(start, min(first, start + GRAPH_BATCH)),
-                          rows[start:start + GRAPH_BATCH], threads=2)
-            with self._lock:
-                self._graph, self._graphed = graph, first
         while not _STOPPING.is_set():
             with self._lock:
+                if self._graph is None:
+                    self._graph = Index(ndim=self.dim, metric="cos", dtype="i8",
+                                        connectivity=8, expansion_add=64, expansion_search=64)
                 end = min(len(self._keys), self._graphed + GRAPH_BATCH)
                 if end <= self._graphed:  # caught up: keep only the rows the graph lacks
                     used = len(self._keys)
