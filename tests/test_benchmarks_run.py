@@ -347,3 +347,12 @@ def test_bench_rate_shaping_quick_json() -> None:
     assert candidate["completed"] + candidate["failed"] == baseline["completed"] + baseline["failed"] == 60
     assert candidate["over_limit"] == 0 and baseline["over_limit"] > 0  # shaped calls never pass the limit
     assert "429s with shaping / without" in stderr
+
+
+def test_bench_cold_worker_small_json() -> None:
+    (result,), stderr = _run_json("bench_cold_worker.py", "--entries", "1500")
+    assert result["name"] == "cold_worker" and "error" not in result, result
+    candidate = result["candidate"]
+    assert candidate["first_hit_s"] is not None and candidate["first_hit_s"] > 0
+    assert candidate["semantic_hits"] >= 290 and candidate["p50_ms"] > 0  # paraphrases of stored prompts hit
+    assert "first hit s" in stderr
