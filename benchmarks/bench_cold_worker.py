@@ -7,7 +7,7 @@ One scope is filled with N entries (default 100,000; ``--quick`` 20,000) through
 API (``@cache.cached`` on a cache with a Redis of its own on loopback), with a fast
 deterministic embedder standing in for the model: a hashed bag of words, 384-d, so that the
 figures are the index's and the feed's, not the model's. Then a fresh process is started
-and asked paraphrases of stored prompts ("please draw " + the prompt: a verified semantic
+and asked paraphrases of stored prompts ("generate an image of " + the prompt: a verified semantic
 hit) until the first one hits: the figure is the time from its start (before ``import
 imgcache``) to that hit. It then asks 300 more; the p50 is that of the last 200 ("after
 warm-up"), and its private memory (``Private_Clean + Private_Dirty`` of
@@ -95,7 +95,7 @@ def worker(redis_url: str, first: int, entries: int, spawned: float) -> dict[str
     with Cache("cold", redis_url=redis_url, semantic=options()) as cache:
         generate = cache.cached(name="gen")(lambda *, prompt: made.append(prompt) or b"made anew")
         for n in range(ASKED):
-            asked = "please draw " + prompt((first + n) % entries)
+            asked = "generate an image of " + prompt((first + n) % entries)
             before, started = len(made), time.perf_counter()
             generate(prompt=asked)
             timings.append(time.perf_counter() - started)
