@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from .._vocabulary import HEX_ID, Sentinel
-from ..errors import CorruptData
+from ..errors import CorruptData, TierUnavailable
 
 if TYPE_CHECKING:
     from .claims import TierClaims
@@ -40,6 +40,24 @@ MISSING: Final = Sentinel("MISSING")
 """What ``Tier.get`` returns for a key it does not hold."""
 FAILED: Final = Sentinel("FAILED")
 """What the tiered store's guarded calls return when the tier was skipped or failed."""
+
+
+class Breakered:
+    """A tier's helper object (shared buckets, a ledger) behind that tier's breaker, as the
+    tiered store hands it out: a failing call trips and counts like any tier call, and while
+    the tier is down every call raises TierUnavailable at once instead of waiting out a
+    timeout, so the caller's own fallback takes over without delay."""
+
+    def __init__(self, tier_name: str, guard: Callable[[Callable[[], Any]], Any], unavailable: str) -> None:
+        self._tier_name = tier_name
+        self._guard = guard
+        self._unavailable = unavailable
+
+    def _guarded(self, op: Callable[[], Any]) -> Any:
+        result = self._guard(op)
+        if result is FAILED:
+            raise TierUnavailable(self._tier_name, self._unavailable)
+        return result
 
 ENTRY: Final = "e"
 BLOB: Final = "b"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._files import DEFAULT_FILE_MODE, flocked, read_file, write_file
 from ..errors import TierUnavailable
-from .base import FAILED
+from .base import Breakered
 
 if TYPE_CHECKING:
     from .redis import RedisTier
@@ -300,21 +300,13 @@ class RedisLedger:
         return self._run(window, "read", "", 0, limit, -1, 0, 0, 0)
 
 
-class GuardedLedger:
-    """A tier's ledger behind that tier's breaker, as the tiered store hands it out: a failing
-    call trips and counts like any tier call, and while the tier is down every call raises
-    TierUnavailable at once, so the budget's own books take over without waiting."""
+class GuardedLedger(Breakered):
+    """A tier's ledger behind that tier's breaker (see :class:`~imgcache.store.base.Breakered`):
+    the budget's own books take over while it is down."""
 
     def __init__(self, ledger: TierLedger, tier_name: str, guard: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__(tier_name, guard, "budget ledger unavailable")
         self._ledger = ledger
-        self._tier_name = tier_name
-        self._guard = guard
-
-    def _guarded(self, op: Callable[[], Ledgered]) -> Ledgered:
-        result = self._guard(op)
-        if result is FAILED:
-            raise TierUnavailable(self._tier_name, "budget ledger unavailable")
-        return result  # type: ignore[no-any-return]
 
     def reserve(self, window: str, hold_id: str, micro: int, limit: int, warn: int, hold_ms: int,
                 keep_ms: int) -> Ledgered:

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._vocabulary import check_namespace
-from ..errors import TierUnavailable
-from .base import FAILED
+from .base import Breakered
 
 if TYPE_CHECKING:
     from .redis import RedisTier
@@ -137,22 +136,13 @@ class RedisBuckets:
         return self._run(bucket, "epoch", _Unlimited())[1]
 
 
-class GuardedBuckets:
-    """A tier's buckets behind that tier's breaker, as the tiered store hands them out: a
-    failing call trips and counts like any tier call, and while the tier is down every call
-    raises at once (TierUnavailable) instead of waiting out a timeout, so the caller's
-    fallback buckets take over without delay."""
+class GuardedBuckets(Breakered):
+    """A tier's buckets behind that tier's breaker (see :class:`~imgcache.store.base.Breakered`):
+    the caller's fallback buckets take over while it is down."""
 
     def __init__(self, buckets: SharedBuckets, tier_name: str, guard: Callable[[Callable[[], Any]], Any]) -> None:
+        super().__init__(tier_name, guard, "shared rate buckets unavailable; using local ones")
         self._buckets = buckets
-        self._tier_name = tier_name
-        self._guard = guard
-
-    def _guarded(self, op: Callable[[], Any]) -> Any:
-        result = self._guard(op)
-        if result is FAILED:
-            raise TierUnavailable(self._tier_name, "shared rate buckets unavailable; using local ones")
-        return result
 
     def reserve(self, bucket: str, rates: BucketRates, requests: float, images: float,
                 max_wait: float | None = None) -> tuple[float, int]:
