@@ -79,7 +79,6 @@ class Calls:
               estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
               store: bool = True) -> T:
         """See :meth:`Cache.fetch <imgcache.cache.Cache.fetch>`."""
-        price = _Price(cost_usd, estimate_usd)
         try:
             _check_inputs(request)
             hit = self.lookup.get(request.key) if lookup else None
@@ -87,6 +86,7 @@ class Calls:
                 hit = self.lookup.near(request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
+            price = _Price(cost_usd, estimate_usd)
             hold = self._reserve(request, price)
             result = self._paid(request, upstream, {}, hold)
             self._settle(request, hold, price, result)
@@ -94,6 +94,7 @@ class Calls:
         served = self._serve(request, hit, from_storable, first=True, renew=store)
         if served is not _NOT_SERVED:
             return served
+        price = _Price(cost_usd, estimate_usd)  # a miss: what its upstream call costs
         if not (lookup and store):  # no flight: this call's answer is not for others to share
             counts = self._direct_counts(lookup)
             hold = self._reserve(request, price)
@@ -120,7 +121,6 @@ class Calls:
                      estimate_usd: float | Callable[[], float | None] | None = None, lookup: bool = True,
                      store: bool = True) -> T:
         """The twin of :meth:`fetch` for coroutines: tier I/O runs in worker threads."""
-        price = _Price(cost_usd, estimate_usd)
         try:
             _check_inputs(request)
             hit = await self._aget(request) if lookup else None
@@ -129,6 +129,7 @@ class Calls:
                 hit = await asyncio.to_thread(self.lookup.near, request)
         except ImageError as exc:
             self._unreadable_image(request, exc, passed_through=True)
+            price = _Price(cost_usd, estimate_usd)
             hold = await self._areserve(request, price)
             result = await self._apaid(request, upstream, {}, hold)
             await asyncio.to_thread(self._settle, request, hold, price, result)
@@ -136,6 +137,7 @@ class Calls:
         served = self._serve(request, hit, from_storable, first=True, renew=store)
         if served is not _NOT_SERVED:
             return served
+        price = _Price(cost_usd, estimate_usd)  # a miss: what its upstream call costs
         if not (lookup and store):
             counts = self._direct_counts(lookup)
             hold = await self._areserve(request, price)

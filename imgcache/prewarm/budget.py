@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BudgetExceeded, ConfigError
 from ..spend.config import Budget as Limit
-from ..spend.spending import MICRO, Hold, Spending
+from ..spend.spending import MICRO, Hold, Spending, to_micro
 from ..stats import Stats
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Budget:
         """Hold ``usd`` for a call; None if that would pass the limit (or the price is unknown
         while there is a limit: an unpriced call could cost anything)."""
         if self._spending is None:  # no limit: counted for the report only
-            return Reservation(0 if usd is None else math.ceil(round(max(usd, 0.0) * MICRO, 3)))
+            return Reservation(0 if usd is None else to_micro(usd))
         if usd is None:
             return None
         try:

@@ -99,7 +99,7 @@ class Spending:
                            operation)
             self.stats.add({"budget.unpriced": 1})
             return None
-        micro = _micro(usd)
+        micro = to_micro(usd)
         hold_id = secrets.token_hex(8)
         keep = self._keep_ms(window, now)
         answer, shared = self._step(window, lambda ledger: ledger.reserve(
@@ -124,7 +124,7 @@ class Spending:
         billed; 0: refused by the API). Never raises."""
         if hold is None:
             return
-        actual = hold.micro if usd is None else _micro(usd)
+        actual = hold.micro if usd is None else to_micro(usd)
         keep = self._keep_ms(hold.window, self.clock())
         try:
             if hold.shared:
@@ -142,12 +142,12 @@ class Spending:
     def charge(self, usd: float) -> None:
         """Record what a call that held nothing cost (its price was not known before it):
         spent is spent, whatever the limit. Never raises."""
-        window, hold_id, micro = self._window(self.clock()), _charge_id(), _micro(usd)
+        window, hold_id, micro = self._window(self.clock()), _charge_id(), to_micro(usd)
         try:
-            answer, _ = self._step(window, lambda ledger: _charge(ledger, window, hold_id, micro, self),
+            answer, _ = self._step(window, lambda ledger: self._charge(ledger, window, hold_id, micro),
                                    shared_only=self.shared is not None)
         except TierError:
-            _charge(self.local, window, hold_id, micro, self)  # this process's books, meanwhile
+            self._charge(self.local, window, hold_id, micro)  # this process's books, meanwhile
             self._owe(window, hold_id, micro, charge=True)  # the same charge, sent again later
             return
         self._after(window, answer)
@@ -226,7 +226,7 @@ class Spending:
         for at, (window, hold_id, micro, charge) in enumerate(owed):
             try:
                 if charge:
-                    _charge(ledger, window, hold_id, micro, self)
+                    self._charge(ledger, window, hold_id, micro)
                 else:
                     ledger.settle(window.name, hold_id, micro, self.limit, self.warn,
                                   self._keep_ms(window, self.clock()))
@@ -237,6 +237,13 @@ class Spending:
 
     def _window(self, now: float) -> Window:
         return Window(self.job[0], None) if self.job is not None else self.budget.window(now)
+
+    def _charge(self, ledger: TierLedger, window: Window, hold_id: str, micro: int) -> Ledgered:
+        """Spent is spent: a hold of ``micro`` past any limit, settled at once (each step
+        idempotent, so sending the pair again changes nothing)."""
+        keep = self._keep_ms(window, self.clock())
+        ledger.reserve(window.name, hold_id, micro, _UNLIMITED, -1, self.hold_ms, keep)
+        return ledger.settle(window.name, hold_id, micro, self.limit, self.warn, keep)
 
     def _keep_ms(self, window: Window, now: float) -> int:
         if self.job is not None:
@@ -281,19 +288,12 @@ def _may_have_run(exc: BaseException) -> bool:
     return not isinstance(exc, Exception) or type(exc).__name__ == "CancelledError" or classify(exc).maybe_billed
 
 
-def _charge(ledger: TierLedger, window: Window, hold_id: str, micro: int, spending: Spending) -> Ledgered:
-    """Spent is spent: a hold of ``micro`` past any limit, settled at once (each step
-    idempotent, so sending the pair again changes nothing)."""
-    keep = spending._keep_ms(window, spending.clock())
-    ledger.reserve(window.name, hold_id, micro, _UNLIMITED, -1, spending.hold_ms, keep)
-    return ledger.settle(window.name, hold_id, micro, spending.limit, spending.warn, keep)
-
-
 def _charge_id() -> str:
     return "charge-" + secrets.token_hex(8)
 
 
-def _micro(usd: float) -> int:
+def to_micro(usd: float) -> int:
+    """USD as whole micro-dollars, rounded up, between 0 and :data:`MAX_USD`."""
     return math.ceil(round(min(max(usd, 0.0), MAX_USD) * MICRO, 3))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,6 @@ class MemoryLedger:
     tier that keeps ledgers."""
 
     def __init__(self, clock: Any = None) -> None:
-        import time
-
         self._clock = clock or time.time
         self._books: dict[str, Book] = {}
         self._lock = threading.Lock()
@@ -169,8 +168,6 @@ class FileLedger:
     """Books as JSON files under a local directory, one process at a time (``flock``)."""
 
     def __init__(self, root: Path, owner: str, *, file_mode: int = DEFAULT_FILE_MODE, clock: Any = None) -> None:
-        import time
-
         self.base = Path(root) / owner / "budget"
         self.file_mode = file_mode
         self._clock = clock or time.time
