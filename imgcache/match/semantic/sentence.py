@@ -108,6 +108,9 @@ _HAVING = {
 # "four legged"; before a part it may lack the word may be the creature's ("two winged horses").
 _OWN_PARTS = frozenset({"haired", "eyed", "legged", "tailed", "necked", "skinned", "furred", "feathered",
                         "scaled", "clawed"})
+# Parts that name a species when put before an animal ("a hooded crow", "a bearded dragon");
+# "winged" rarely does ("a winged horse" is a horse with wings).
+_SPECIES_PARTS = frozenset(_HAVING) - _OWN_PARTS - {"winged"}
 # Verbs that say only where a thing is: "on a table, two glasses (are) sitting".
 _POSITIONS = frozenset({"sit", "stand", "lie", "hang", "float", "perch", "lean", "sleep", "glow",
                         "parked", "resting", "waiting", "standing", "lying"})
@@ -306,7 +309,7 @@ def _having(tokens: list[str]) -> list[str]:
             end += 1
         if end == at + 1:
             return tokens  # nothing after it to have the part: "a frog, winged"
-        if may_be_compound((word, tokens[end - 1])) or (word not in _OWN_PARTS | {"winged"} and may_be_animal(tokens[end - 1])):
+        if may_be_compound((word, tokens[end - 1])) or (word in _SPECIES_PARTS and may_be_animal(tokens[end - 1])):
             raise Unsure  # "a bearded dragon", "a hooded crow": species, not a dragon with a beard
         if end < len(tokens) and tokens[end] == "s":
             raise Unsure  # "a bearded man's dog": the man's beard, or the dog's?
