@@ -10,13 +10,18 @@ figures are the index's and the feed's, not the model's. Then a fresh process is
 and asked paraphrases of stored prompts ("generate an image of " + the prompt: a verified semantic
 hit) until the first one hits: the figure is the time from its start (before ``import
 imgcache``) to that hit. It then asks 300 more; the p50 is that of the last 200 ("after
-warm-up"), and its private memory (``Private_Clean + Private_Dirty`` of
-``/proc/self/smaps_rollup``) is read at the end.
+warm-up"). At the end it reads its memory from ``/proc/self/smaps``: private (``Private_Clean
++ Private_Dirty`` of every mapping but the snapshot files) and the resident pages of the
+mapped snapshot files (shared by the processes of a host through the page cache).
 
-Side by side in the same run: the same fresh process with the ``imgcache`` of commit
-:data:`BASELINE` (extracted with ``git archive``): the design before issue 17. Each side runs
-twice, alternating with the other, and its second run is reported; each process asks about
-its own stored prompts, so none finds another's aliases.
+The filler holds the snapshot lease: it writes rounds as it fills and one at the end (what
+its next periodic check would). Three fresh processes, side by side in the same run: this
+tree on the filler's host (it maps the round from the host's directory); this tree on a "new
+host" (an empty snapshot directory: it fetches the round's parts from Redis first); and the
+``imgcache`` of commit :data:`BASELINE` (extracted with ``git archive``): the design before
+issue 17, which replays the whole feed. Each runs twice, alternating with the others, and
+its second run is reported; each process asks about its own stored prompts, so none finds
+another's aliases.
 
 Exit status is 0 whatever the figures unless the benchmark could not run.
 """
@@ -65,34 +70,45 @@ def prompt(i: int) -> str:
     return " ".join(picked) + f" number {i}"
 
 
-def options() -> Any:
+def options(snapshot_dir: str | None = None) -> Any:
+    """Semantic options with the stand-in embedder; this host's snapshot directory where the
+    imgcache running knows of snapshots (the baseline does not)."""
+    from dataclasses import fields
+
     from imgcache.match.config import SemanticOptions
     from imgcache.match.semantic.embed import CallableEmbedder
 
-    return SemanticOptions(embedder=CallableEmbedder(embed, name="hashed-bow-384"))
+    extra = {"snapshot_dir": snapshot_dir} if "snapshot_dir" in {f.name for f in fields(SemanticOptions)} else {}
+    return SemanticOptions(embedder=CallableEmbedder(embed, name="hashed-bow-384"), **extra)
 
 
-def fill(redis_url: str, entries: int, out: TextIO) -> float:
+def fill(redis_url: str, entries: int, snapshot_dir: str, out: TextIO) -> float:
+    """Fill the scope, as a fleet would; the filler holds the snapshot lease, and ends with a
+    round of its own (what the lease holder's next check, within 30 s, would write)."""
     from imgcache import Cache
 
     started = time.perf_counter()
-    with Cache("cold", redis_url=redis_url, semantic=options()) as cache:
+    with Cache("cold", redis_url=redis_url, semantic=options(snapshot_dir)) as cache:
         generate = cache.cached(name="gen")(lambda *, prompt: b"an image")
         for i in range(entries):
             generate(prompt=prompt(i))
             if i and i % 20_000 == 0:
                 print(f"  ... filled {i:,} in {time.perf_counter() - started:.0f} s", file=out)
+        rounds = cache._lookup.semantic.rounds  # white-box: the lease holder's periodic check, now
+        rounds.read_feed()
+        rounds.check()
+        print(f"  snapshot round as of {rounds.standing.position if rounds.standing else None}", file=out)
     return time.perf_counter() - started
 
 
-def worker(redis_url: str, first: int, entries: int, spawned: float) -> dict[str, Any]:
+def worker(redis_url: str, first: int, entries: int, spawned: float, snapshot_dir: str) -> dict[str, Any]:
     """A fresh process's figures (run by ``--worker``)."""
     from imgcache import Cache
 
     made: list[str] = []
     timings: list[float] = []
     first_hit = None
-    with Cache("cold", redis_url=redis_url, semantic=options()) as cache:
+    with Cache("cold", redis_url=redis_url, semantic=options(snapshot_dir)) as cache:
         generate = cache.cached(name="gen")(lambda *, prompt: made.append(prompt) or b"made anew")
         for n in range(ASKED):
             asked = "generate an image of " + prompt((first + n) % entries)
@@ -104,22 +120,35 @@ def worker(redis_url: str, first: int, entries: int, spawned: float) -> dict[str
         by_match = cache.stats()["by_match"]
     return {"first_hit_s": first_hit, "p50_ms": statistics.median(timings[WARM:]) * 1000,
             "first10_ms": [round(t * 1000, 1) for t in timings[:10]], "misses": len(made),
-            "semantic_hits": by_match.get("semantic", 0), "private_mib": _private_mib()}
+            "semantic_hits": by_match.get("semantic", 0), **_memory_mib(snapshot_dir)}
 
 
-def _private_mib() -> float | None:
+def _memory_mib(snapshot_dir: str) -> dict[str, float | None]:
+    """Private memory (``Private_Clean + Private_Dirty`` of every mapping but the snapshot
+    files) and the resident pages of the mapped snapshot files, which the processes of a
+    host share through the page cache (alone on a host they are counted private)."""
     try:
-        text = Path("/proc/self/smaps_rollup").read_text()
+        text = Path("/proc/self/smaps").read_text()
     except OSError:
-        return None
-    kib = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith(("Private_Clean", "Private_Dirty")))
-    return kib / 1024
+        return {"private_mib": None, "mapped_mib": None}
+    private = mapped = 0
+    in_snapshot = False
+    for line in text.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:  # a mapping's header line
+            in_snapshot = len(head) >= 6 and head[-1].startswith(snapshot_dir)
+        elif in_snapshot and head[0] == "Rss:":
+            mapped += int(head[1])
+        elif not in_snapshot and head[0] in ("Private_Clean:", "Private_Dirty:"):
+            private += int(head[1])
+    return {"private_mib": private / 1024, "mapped_mib": mapped / 1024}
 
 
-def run_worker(redis_url: str, first: int, entries: int, pythonpath: str | None) -> dict[str, Any]:
+def run_worker(redis_url: str, first: int, entries: int, pythonpath: str | None, snapshot_dir: str) -> dict[str, Any]:
     env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     spawned = time.time()
-    done = subprocess.run([sys.executable, __file__, "--worker", redis_url, str(first), str(entries), str(spawned)],
+    done = subprocess.run([sys.executable, __file__, "--worker", redis_url, str(first), str(entries), str(spawned),
+                           snapshot_dir],
                           capture_output=True, text=True, check=False, env=env, timeout=1800)
     if done.returncode:
         raise RuntimeError(f"worker failed: {done.stderr[-2000:]}")
@@ -140,8 +169,8 @@ def baseline_tree(tmp: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
-        url, first, entries, spawned = argv[1], int(argv[2]), int(argv[3]), float(argv[4])
-        print(json.dumps(worker(url, first, entries, spawned)))
+        url, first, entries, spawned, snapshot_dir = argv[1], int(argv[2]), int(argv[3]), float(argv[4]), argv[5]
+        print(json.dumps(worker(url, first, entries, spawned, snapshot_dir)))
         return 0
     from _common import (
         Result,
@@ -163,33 +192,41 @@ def main(argv: list[str] | None = None) -> int:
         from imgcache.testing import RedisServer
 
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
-            filled = fill(server.url, entries, out)
+            host = os.path.join(tmp, "host-snapshots")
+            filled = fill(server.url, entries, host, out)
             print(f"filled {entries:,} entries in {filled:.0f} s", file=out)
             try:
-                old_tree: str | None = baseline_tree(tmp)
+                old_tree: str | None = baseline_tree(os.path.join(tmp, "baseline"))
             except RuntimeError as exc:  # a checkout without the baseline commit (a shallow clone)
                 print(f"baseline not run: {exc}", file=out)
                 old_tree = None
             # Each side twice, alternating; the second run of each is reported (the first process
             # after the fill pays for caches the others find warm). Each asks its own prompts.
+            # "new host": a process with an empty snapshot directory, which fetches the round's
+            # parts from Redis before it maps them.
             runs: dict[str, dict[str, Any]] = {}
+            sides = (("candidate", None, host), ("new host", None, ""), ("baseline", old_tree, host))
             for turn in range(2):
-                for side, tree in (("candidate", None), ("baseline", old_tree)):
+                for number, (side, tree, directory) in enumerate(sides):
                     if side == "baseline" and tree is None:
                         continue
-                    first = (2 * turn + (side == "baseline")) * ASKED
-                    runs[side] = run_worker(server.url, first, entries, tree)
+                    if side == "new host":
+                        directory = tempfile.mkdtemp(dir=tmp, prefix="new-host-")
+                    first = (len(sides) * turn + number) * ASKED
+                    runs[side] = run_worker(server.url, first, entries, tree, directory)
             candidate, baseline = runs["candidate"], runs.get("baseline")
         result = Result("cold_worker", f"a fresh process joins a scope of {entries:,} entries (Redis feed)",
                         "imgcache (this tree)", f"imgcache at {BASELINE}",
                         extra={"entries": entries, "fill_s": round(filled, 1), "candidate": candidate,
-                               "baseline": baseline})
+                               "new_host": runs["new host"], "baseline": baseline})
         rows = [[side, label, f"{x['first_hit_s']:.2f}" if x["first_hit_s"] is not None else "never",
-                 f"{x['p50_ms']:.2f}", f"{x['private_mib']:.0f}" if x["private_mib"] is not None else "-",
+                 f"{x['p50_ms']:.2f}", _mib(x["private_mib"]), _mib(x["mapped_mib"]),
                  " ".join(str(t) for t in x["first10_ms"][:6])]
                 for side, label, x in (("candidate", result.candidate_label, candidate),
+                                       ("new host", "same, empty snapshot directory", runs["new host"]),
                                        ("baseline", result.baseline_label, baseline)) if x is not None]
-        print(table(["", "what", "first hit s", "p50 ms", "private MiB", "first lookups ms"], rows, "llrrrl"), file=out)
+        print(table(["", "what", "first hit s", "p50 ms", "private MiB", "mapped MiB", "first lookups ms"], rows,
+                    "llrrrrl"), file=out)
         return result
 
     with report_stream(args.json) as (out, data):
@@ -199,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             emit_json([result], data)
     return exit_code([result], args.strict)
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 if __name__ == "__main__":

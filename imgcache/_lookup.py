@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import manifest as manifests
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .match.semantic import SemanticMatcher
     from .request import Request
     from .stats import Stats
+    from .store.snapshots import SnapshotShelf
     from .store.tiered import TieredStore
 
 log = logging.getLogger("imgcache")
@@ -108,6 +110,12 @@ class Lookup:
 
     def push_recent(self, name: str, record: bytes, keep: int) -> None:
         self.store.push_recent(self.namespace, name, record, keep)
+
+    def snapshots(self, feed: str, directory: str | None) -> SnapshotShelf:
+        from .store.snapshots import SnapshotShelf, host_root
+
+        root = Path(directory) if directory else host_root(self.store)
+        return SnapshotShelf(self.store, self.namespace, feed, root)
 
     def invalidate(self, key: str) -> None:
         self.store.delete(self.namespace, key)

@@ -34,6 +34,14 @@ class SemanticOptions:
     """Records kept in a namespace's shared feed (older ones are trimmed)."""
     sync_interval: float = 0.5
     """How stale a process's view of other processes' entries may be, in seconds."""
+    snapshot_rows: int = 50_000
+    """Entries held outside any index snapshot before the worker holding the lease writes a
+    new round of snapshots, which new processes map instead of replaying the whole feed
+    (see :mod:`imgcache.store.snapshots`); 0 never writes one (rounds others wrote are
+    still used)."""
+    snapshot_dir: str | None = None
+    """Where this host keeps snapshots (default: ``.snapshots`` in the cache directory, or
+    ``~/.cache/imgcache/snapshots``)."""
     recent: int = 100
     """Semantic hits kept for ``imgcache stats`` and ``imgcache inspect``."""
     batch_embeddings: bool = True

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from ..manifest import Hit
     from ..store.feed import SharedFeed
+    from ..store.snapshots import SnapshotShelf
 
 
 class Entries(Protocol):
@@ -28,6 +29,10 @@ class Entries(Protocol):
 
     def feed(self, name: str, *, max_entries: int, sync_interval: float) -> SharedFeed:
         """The namespace's shared feed called ``name``."""
+
+    def snapshots(self, feed: str, directory: str | None) -> SnapshotShelf:
+        """Index snapshots of the namespace's feed ``feed``, kept on this host in ``directory``
+        (None: the store's choice)."""
 
     def push_recent(self, name: str, record: bytes, keep: int) -> None:
         """Push onto the namespace's shared list of the newest ``keep`` records ``name``."""

@@ -153,6 +153,9 @@ class SharedFeeds(Protocol):
     def read_records(self, namespace: str, feed: str, cursor: str | None, limit: int = 10_000
                      ) -> tuple[list[bytes], str | None]: ...
 
+    def trim_records(self, namespace: str, feed: str, below: str) -> None:
+        """Drop the records before cursor ``below``, where the tier can (positions stay valid)."""
+
     def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None: ...
 
     def read_recent(self, namespace: str, feed: str) -> list[bytes]: ...

@@ -154,6 +154,9 @@ class DiskTier(BaseTier):
         lines = data[:end].split(b"\n")[:-1]
         return lines, str(offset + end)
 
+    def trim_records(self, namespace: str, feed: str, below: str) -> None:
+        """Not done: a feed file's positions are byte offsets, which a trim would move."""
+
     def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
         path = self._file(namespace, f"{feed}.recent")
 

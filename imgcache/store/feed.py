@@ -48,6 +48,22 @@ class SharedFeed:
         if records:
             self.store.append_records(self.namespace, self.name, records, self.max_entries)
 
+    def position(self) -> tuple[object, str | None] | None:
+        """The tier read from and the position read up to, if this process has read."""
+        with self._lock:
+            cursor = self._cursor
+            return None if cursor is None else (cursor.tier, cursor.position)
+
+    def start_at(self, position: str) -> bool:
+        """Read on from ``position`` of the current tier's feed (an index snapshot covers
+        what is before it); only before the first read. Whether it was taken."""
+        tier = self.store.feed_tier()
+        with self._lock:
+            if tier is None or self._cursor is not None:
+                return False
+            self._cursor = _Cursor(tier, position or None)
+            return True
+
     def sync(self, handle: Callable[[list[bytes]], int], *, force: bool = False) -> int:
         """Pass the records added since the last sync to ``handle`` (page by page), at most
         once per ``sync_interval`` unless ``force``; returns what ``handle`` returned, summed.

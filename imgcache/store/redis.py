@@ -267,6 +267,10 @@ class RedisTier(BaseTier):
             return [], cursor
         return [fields.get(b"r", b"") for _, fields in rows], rows[-1][0].decode()
 
+    def trim_records(self, namespace: str, feed: str, below: str) -> None:
+        name = self._feed_key(namespace, feed)
+        self.repairing(name, "stream", lambda: self.client.xtrim(name, minid=below, approximate=False))
+
     def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
         name = self._feed_key(namespace, feed)
 

@@ -232,6 +232,10 @@ class TieredStore:
                      ) -> tuple[list[bytes], str | None] | Sentinel:
         return self.guarded(tier, tier.read_records, namespace, feed, cursor)  # type: ignore[arg-type]
 
+    def trim_records(self, tier: SharedFeeds, namespace: str, feed: str, below: str) -> None:
+        """Drop the feed's records before position ``below`` (of ``tier``'s feed)."""
+        self.guarded(tier, tier.trim_records, namespace, feed, below)  # type: ignore[arg-type]
+
     def push_recent(self, namespace: str, feed: str, record: bytes, keep: int) -> None:
         self._use(SharedFeeds, "push_recent", namespace, feed, record, keep, default=None)
 

@@ -22,9 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from .mapped import MappedScope, Rows, new_graph
+
 GRAPH_MIN_ROWS = 20_000
 """Below this many rows an exact scan is fast enough (a few ms) and needs no graph."""
 GRAPH_BATCH = 500
+MAX_REMEMBERED_REMOVALS = 100_000
+"""Removals a scope re-applies to a newer snapshot it stands on (one written before it learnt them)."""
 _STOPPING = threading.Event()
 _BUILDERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
@@ -49,26 +53,58 @@ class Candidate:
 class ScopeIndex:
     """Vectors of one scope (namespace, operation, output-changing parameters, embedder).
 
-    Rows are numbered in the order entries arrive. Rows ``[0, graphed)`` live in the HNSW
-    graph (with their vectors); the matrix holds only the newer rows ``[base, ...)``, which
-    are searched exactly; once the graph has caught up, the matrix drops the rows it holds.
+    A scope may stand on a *snapshot* (:class:`~imgcache.match.semantic.mapped.MappedScope`,
+    memory-mapped, shared by the processes of a host): its rows are searched through its
+    graph, and the ones removed since it was written are masked here. Entries it lacks are
+    this process's own rows, numbered in the order they arrive: rows ``[0, graphed)`` live in
+    a private HNSW graph (with their vectors); the matrix holds only the newer rows
+    ``[base, ...)``, which are searched exactly; once the graph has caught up, the matrix
+    drops the rows it holds.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, snapshot: MappedScope | None = None) -> None:
         self.dim = dim
-        self._vectors = np.zeros((16, dim), dtype=np.float16)
+        self._lock = threading.Lock()
+        self._builder: threading.Thread | None = None
+        self._stand_on(snapshot)
+
+    def _stand_on(self, snapshot: MappedScope | None) -> None:
+        """Start over on ``snapshot``, with no rows of this process's own."""
+        self.snapshot = snapshot
+        self._dead: np.ndarray | None = None  # snapshot rows removed since it was written
+        self._snapshot_live = 0 if snapshot is None else int(np.count_nonzero(snapshot.live))
+        self._removed: dict[str, None] = {}  # keys removed since the snapshot was adopted, oldest first
+        self._vectors = np.zeros((16, self.dim), dtype=np.float16)
         self._base = 0  # row number of self._vectors[0]
         self._live = np.zeros(16, dtype=bool)
         self._keys: list[str] = []
         self._prompts: list[str] = []
         self._rows: dict[str, int] = {}
-        self._lock = threading.Lock()
         self._graph: Any = None
         self._graphed = 0
-        self._builder: threading.Thread | None = None
 
     def __len__(self) -> int:
+        return len(self._rows) + self._snapshot_live
+
+    @property
+    def changed(self) -> bool:
+        """Whether this process holds rows or removals its snapshot lacks."""
+        return bool(self._rows) or self._dead is not None
+
+    @property
+    def own_rows(self) -> int:
+        """Live entries this process holds itself (not in its snapshot)."""
         return len(self._rows)
+
+    def _snapshot_row(self, key: str) -> int | None:
+        """The live snapshot row holding ``key``, if any."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return None
+        row = snapshot.live_row(key)
+        if row is None or (self._dead is not None and self._dead[row]):
+            return None
+        return row
 
     def add(self, key: str, prompt: str, vector: np.ndarray) -> None:
         self.add_many([(key, prompt, vector)])
@@ -77,7 +113,8 @@ class ScopeIndex:
         """Add entries (key, normalized prompt, unit vector) under one hold of the lock."""
         with self._lock:
             for key, prompt, vector in items:
-                if key in self._rows:  # a key's prompt and scope fix its vector: nothing to update
+                # a key's prompt and scope fix its vector: nothing to update
+                if key in self._rows or self._snapshot_row(key) is not None:
                     continue
                 row = len(self._keys)
                 self._reserve(row)
@@ -86,6 +123,7 @@ class ScopeIndex:
                 self._keys.append(key)
                 self._prompts.append(prompt)
                 self._rows[key] = row
+                self._removed.pop(key, None)
             used = len(self._keys)
             if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
                     and (self._builder is None or not self._builder.is_alive())):
@@ -101,13 +139,30 @@ class ScopeIndex:
             self._live = np.resize(self._live, max(16, row + row // 2))
             self._live[row:] = False
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: str) -> bool:
+        """Never propose ``key`` again (until it is added anew); whether it was here."""
         with self._lock:
+            self._removed[key] = None
+            if len(self._removed) > MAX_REMEMBERED_REMOVALS:
+                del self._removed[next(iter(self._removed))]
             row = self._rows.pop(key, None)
             if row is not None:
                 self._live[row] = False
                 if row >= self._base:
                     self._vectors[row - self._base] = 0
+                return True
+            snapshot_row = self._snapshot_row(key)
+            if snapshot_row is None:
+                return False
+            self._mark_dead(snapshot_row)
+            return True
+
+    def _mark_dead(self, snapshot_row: int) -> None:
+        assert self.snapshot is not None
+        if self._dead is None:
+            self._dead = np.zeros(self.snapshot.rows, dtype=bool)
+        self._dead[snapshot_row] = True
+        self._snapshot_live -= 1
 
     def search(self, vector: np.ndarray, count: int, min_similarity: float) -> list[Candidate]:
         """The ``count`` most similar live entries at or above ``min_similarity``, best first."""
@@ -115,35 +170,39 @@ class ScopeIndex:
         from usearch.index import search as exact_search
 
         query = vector.astype(np.float16)
-        found: dict[int, float] = {}
+        found: list[tuple[float, str, str]] = []
         with self._lock:
+            snapshot = self.snapshot
+            if snapshot is not None and self._snapshot_live:
+                matches = snapshot.graph.search(query, min(count * 2, len(snapshot.graph)),
+                                                exact=snapshot.rows < GRAPH_MIN_ROWS)
+                for row, distance in zip(matches.keys.tolist(), matches.distances.tolist()):
+                    if (1.0 - distance >= min_similarity and snapshot.live[row]
+                            and (self._dead is None or not self._dead[row])):
+                        found.append((1.0 - distance, snapshot.key(row), snapshot.prompt(row)))
+            own: dict[int, float] = {}
             used = len(self._keys)
-            if not self._rows:
-                return []
             if self._graphed:
                 matches = self._graph.search(query, min(count * 2, self._graphed))
-                found.update(zip(matches.keys.tolist(), matches.distances.tolist()))
+                own.update(zip(matches.keys.tolist(), matches.distances.tolist()))
             first = max(self._graphed, self._base)
             if used > first:
                 tail = exact_search(self._vectors[first - self._base:used - self._base], query,
                                     min(count, used - first), MetricKind.Cos, exact=True, threads=2)
-                found.update((first + row, distance)
-                             for row, distance in zip(tail.keys.tolist(), tail.distances.tolist()))
-            ranked = sorted((1.0 - distance, row) for row, distance in found.items()
-                            if self._live[row] and 1.0 - distance >= min_similarity)
-            return [Candidate(self._keys[row], self._prompts[row], similarity)
-                    for similarity, row in reversed(ranked[-count:])]
+                own.update((first + row, distance)
+                           for row, distance in zip(tail.keys.tolist(), tail.distances.tolist()))
+            found += [(1.0 - distance, self._keys[row], self._prompts[row]) for row, distance in own.items()
+                      if self._live[row] and 1.0 - distance >= min_similarity]
+        found.sort(key=lambda item: item[0], reverse=True)
+        return [Candidate(key, prompt, similarity) for similarity, key, prompt in found[:count]]
 
     def _build(self) -> None:
         """File rows into the HNSW graph, one batch per hold of the lock, until it has them
         all; then drop the rows it holds from the matrix."""
-        from usearch.index import Index
-
         while not _STOPPING.is_set():
             with self._lock:
                 if self._graph is None:
-                    self._graph = Index(ndim=self.dim, metric="cos", dtype="i8",
-                                        connectivity=8, expansion_add=64, expansion_search=64)
+                    self._graph = new_graph(self.dim)
                 end = min(len(self._keys), self._graphed + GRAPH_BATCH)
                 if end <= self._graphed:  # caught up: keep only the rows the graph lacks
                     used = len(self._keys)
@@ -161,11 +220,57 @@ class ScopeIndex:
         if builder is not None:
             builder.join(timeout)
 
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _own_vectors(self, rows: list[int]) -> np.ndarray:
+        """Vectors of this process's rows: from the matrix, or as the private graph holds them."""
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        for at, row in enumerate(rows):
+            if row >= self._base:
+                out[at] = self._vectors[row - self._base]
+            else:
+                out[at] = np.asarray(self._graph.get(row, dtype=np.float32)).reshape(self.dim)
+        return out
+
+    def snapshot_rows(self) -> tuple[Rows, np.ndarray]:
+        """What a new snapshot of this scope is made of (see :func:`mapped.write`): the current
+        snapshot's rows with their live mask, and this process's live rows with their vectors."""
+        with self._lock:
+            snapshot = self.snapshot
+            live_base = None
+            if snapshot is not None:
+                live_base = np.asarray(snapshot.live).astype(np.uint8)
+                if self._dead is not None:
+                    live_base[self._dead] = 0
+            rows = sorted(self._rows.values())
+            vectors = self._own_vectors(rows)
+            return (Rows(snapshot, live_base, [self._keys[r] for r in rows], [self._prompts[r] for r in rows],
+                         graph=None), vectors)
+
+    def adopt(self, snapshot: MappedScope) -> None:
+        """Stand on a newer snapshot: what this process removed since its last one stays
+        removed, and its own rows the snapshot lacks are kept; the rest are dropped."""
+        with self._lock:
+            removed = self._removed
+            kept = [row for key, row in self._rows.items() if snapshot.live_row(key) is None]
+            kept.sort()
+            vectors = self._own_vectors(kept)
+            keys, prompts = [self._keys[r] for r in kept], [self._prompts[r] for r in kept]
+            self._stand_on(snapshot)
+            self._removed = removed
+            for key in removed:
+                row = self._snapshot_row(key)
+                if row is not None:
+                    self._mark_dead(row)
+        self.add_many(list(zip(keys, prompts, vectors)))
+
     @property
     def nbytes(self) -> int:
-        """Memory held beyond the Python strings: the matrix, the mask and the graph."""
+        """Private memory held beyond the Python strings: the matrix, the masks and the graph
+        (a snapshot's mapped pages are the page cache's, shared between processes)."""
         graph = self._graph.memory_usage if self._graph is not None else 0
-        return self._vectors.nbytes + self._live.nbytes + graph
+        dead = self._dead.nbytes if self._dead is not None else 0
+        return self._vectors.nbytes + self._live.nbytes + graph + dead
 
 
 class SemanticIndex:
@@ -187,6 +292,19 @@ class SemanticIndex:
 
     def get(self, scope_id: str) -> ScopeIndex | None:
         return self._scopes.get(scope_id)
+
+    def scopes(self) -> list[tuple[str, ScopeIndex]]:
+        with self._lock:
+            return list(self._scopes.items())
+
+    def stand_on(self, scope_id: str, snapshot: MappedScope) -> None:
+        """Serve the scope from ``snapshot`` (see :meth:`ScopeIndex.adopt`)."""
+        with self._lock:
+            index = self._scopes.get(scope_id)
+            if index is None or index.dim != snapshot.dim:
+                self._scopes[scope_id] = ScopeIndex(snapshot.dim, snapshot)
+                return
+        index.adopt(snapshot)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._scopes.values())

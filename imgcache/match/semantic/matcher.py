@@ -33,6 +33,7 @@ from ...request import Request, canonical_json
 from ..config import FEED, RECENT, SemanticOptions
 from .embed import BatchingEmbedder, Embedder, make_embedder
 from .index import Candidate, SemanticIndex
+from .rounds import Rounds
 from .verifier import Verdict, content_text, verify
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ class SemanticMatcher:
         self.embedder: Embedder = BatchingEmbedder(embedder) if options.batch_embeddings else embedder
         self.index = SemanticIndex()
         self.feed = entries.feed(FEED, max_entries=options.max_entries, sync_interval=options.sync_interval)
+        self.rounds = Rounds(entries.snapshots(FEED, options.snapshot_dir), self.index, self.feed,
+                             lambda: self.feed.sync(self._index_records, force=True),
+                             min_rows=options.snapshot_rows)
+        self._started = False
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
         self._dim: int | None = None  # the embedder's vector length, once it has embedded
@@ -142,10 +147,12 @@ class SemanticMatcher:
         return similarity >= self.options.min_similarity and verify(leader.prompt, new.prompt).same
 
     def forget(self, request: Request, key: str) -> None:
-        """Drop an entry that vanished (expired or purged) from this process's index."""
-        scope = self.index.get(self.scope_id(request))
-        if scope is not None:
-            scope.remove(key)
+        """Drop an entry that vanished (expired or purged) from the index, here and (through
+        a removal record on the feed) in every other process and the next snapshot."""
+        scope_id = self.scope_id(request)
+        scope = self.index.get(scope_id)
+        if scope is not None and scope.remove(key):
+            self.feed.append([compact_json({"s": scope_id, "k": key, "x": 1})])
 
     # -- feeding the index ----------------------------------------------------------------
 
@@ -167,21 +174,51 @@ class SemanticMatcher:
         self.feed.append([record])
 
     def sync(self, *, force: bool = False) -> int:
-        """Index the records other processes added since the last sync; returns how many."""
-        return self.feed.sync(self._index_records, force=force)
+        """Index the records other processes added since the last sync; returns how many.
+        The first one stands on the newest snapshot round, if any (see :mod:`.rounds`)."""
+        if not self._started:
+            self._started = True
+            self.rounds.start()
+        added = self.feed.sync(self._index_records, force=force)
+        if self.options.snapshot_rows:
+            self.rounds.tick()
+        return added
 
     def _index_records(self, records: list[bytes]) -> int:
-        """Add feed records to the index, scope by scope; malformed ones are skipped and
-        counted as corrupt. Returns how many were added."""
-        by_scope: dict[str, list[tuple[str, str, np.ndarray]]] = {}
-        corrupt = 0
+        """Apply feed records to the index in order: entries added, scope by scope, and
+        removals. Malformed records are skipped and counted as corrupt. Returns how many
+        entries were added."""
+        pending: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        added = corrupt = 0
+
+        def flush() -> None:
+            nonlocal added, corrupt
+            for scope_id, items in pending.items():
+                dim = len(items[0][2])
+                fitting = [item for item in items if len(item[2]) == dim]
+                scope = self.index.scope(scope_id, dim)
+                if scope is None:  # the scope's vectors have another length
+                    corrupt += len(items)
+                    continue
+                corrupt += len(items) - len(fitting)
+                scope.add_many(fitting)
+                added += len(fitting)
+            pending.clear()
+
         for record in records:
             try:
                 data = json.loads(record)
-                scope_id, key, prompt = data["s"], data["k"], data["p"]
-                raw = base64.b64decode(data["v"], validate=True)
-                if not (isinstance(scope_id, str) and isinstance(prompt, str) and HEX_ID.fullmatch(key)
-                        and raw and len(raw) % 2 == 0):
+                scope_id, key = data["s"], data["k"]
+                if not (isinstance(scope_id, str) and isinstance(key, str) and HEX_ID.fullmatch(key)):
+                    raise ValueError("bad field")
+                if data.get("x") == 1:  # a removal: what came before it goes in first
+                    flush()
+                    scope = self.index.get(scope_id)
+                    if scope is not None:
+                        scope.remove(key)
+                    continue
+                prompt, raw = data["p"], base64.b64decode(data["v"], validate=True)
+                if not (isinstance(prompt, str) and raw and len(raw) % 2 == 0):
                     raise ValueError("bad field")
                 vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
                 if not np.all(np.isfinite(vector)) or self._dim not in (None, len(vector)):
@@ -189,18 +226,8 @@ class SemanticMatcher:
             except (ValueError, KeyError, TypeError, binascii.Error):
                 corrupt += 1
                 continue
-            by_scope.setdefault(scope_id, []).append((key, prompt, vector))
-        added = 0
-        for scope_id, items in by_scope.items():
-            dim = len(items[0][2])
-            fitting = [item for item in items if len(item[2]) == dim]
-            scope = self.index.scope(scope_id, dim)
-            if scope is None:  # the scope's vectors have another length
-                corrupt += len(items)
-                continue
-            corrupt += len(items) - len(fitting)
-            scope.add_many(fitting)
-            added += len(fitting)
+            pending.setdefault(scope_id, []).append((key, prompt, vector))
+        flush()
         if corrupt:
             self.entries.corrupt(corrupt)
         return added

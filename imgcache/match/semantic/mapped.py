@@ -1,0 +1,156 @@
+"""A semantic scope's snapshot on disk, served memory-mapped (issue 17).
+
+A snapshot is a directory of plain files, written once and never changed:
+
+* ``graph.usearch``: the usearch HNSW graph (int8 vectors), labels = row numbers, mapped
+  with ``view`` so that every process on a host searches the same pages of the page cache;
+* ``keys.bin``: each row's 32-byte key digest, in row order;
+* ``prefixes.bin`` and ``order.bin``: the keys' first 8 bytes (big-endian uint64) sorted, and
+  the row each belongs to, so that a key finds its row by binary search, with no dict;
+* ``offsets.bin`` and ``prompts.bin``: the rows' normalized prompts (UTF-8, concatenated);
+* ``live.bin``: one byte per row, 0 for an entry removed before the snapshot was written;
+* ``meta.json``: the format, the vector length and the row count.
+
+Everything but ``meta.json`` is read through ``numpy.memmap``: a process's private memory
+holds none of it. Nothing is unpickled; sizes are checked against ``meta.json`` on opening.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._files import write_file
+
+FORMAT = 1
+FILES = ("graph.usearch", "keys.bin", "prefixes.bin", "order.bin", "offsets.bin", "prompts.bin",
+         "live.bin", "meta.json")
+KEY_BYTES = 32
+
+
+def new_graph(dim: int) -> Any:
+    """The HNSW graph every scope uses: int8 vectors, cosine; it only proposes."""
+    from usearch.index import Index
+
+    return Index(ndim=dim, metric="cos", dtype="i8", connectivity=8, expansion_add=64, expansion_search=64)
+
+
+def key_bytes(key: str) -> bytes:
+    return bytes.fromhex(key)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a snapshot is written from: a base snapshot's rows (or none) followed by new ones,
+    and the graph that holds them all, labelled by row."""
+
+    base: MappedScope | None
+    live_base: np.ndarray | None
+    """The base rows still live (the base's own mask, less what was removed since)."""
+    keys: Sequence[str]
+    prompts: Sequence[str]
+    graph: Any
+
+    def __len__(self) -> int:
+        return (self.base.rows if self.base else 0) + len(self.keys)
+
+
+def write(directory: Path, dim: int, rows: Rows) -> None:
+    """Write a snapshot into the empty ``directory`` (files private to their user), streaming
+    the base's mapped rows: the writer holds in memory only the new rows and the key sort."""
+    base = rows.base
+    new_keys = np.frombuffer(b"".join(key_bytes(k) for k in rows.keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+    new_prompts = [p.encode() for p in rows.prompts]
+    new_offsets = np.cumsum([0] + [len(p) for p in new_prompts], dtype=np.uint64)
+    if base is not None and base.rows:
+        new_offsets = new_offsets[1:] + base._offsets[-1]
+        old_prefixes = np.asarray(base._keys[:, :8]).copy().view(">u8").ravel()
+    else:
+        old_prefixes = np.zeros(0, dtype=np.uint64)
+    prefixes = np.concatenate([old_prefixes, new_keys[:, :8].copy().view(">u8").ravel()]).astype(np.uint64)
+    order = np.argsort(prefixes, kind="stable").astype(np.uint32)
+    live = np.concatenate([rows.live_base if rows.live_base is not None else np.zeros(0, np.uint8),
+                           np.ones(len(rows.keys), np.uint8)]).astype(np.uint8)
+    parts: dict[str, list[Any]] = {
+        "keys.bin": [base._keys if base else None, new_keys],
+        "prefixes.bin": [prefixes[order]], "order.bin": [order],
+        "offsets.bin": [base._offsets if base else None, new_offsets],
+        "prompts.bin": [base._prompts if base else None, b"".join(new_prompts)],
+        "live.bin": [live],
+    }
+    for name, pieces in parts.items():
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for piece in pieces:
+                if piece is not None:
+                    out.write(piece if isinstance(piece, bytes) else np.ascontiguousarray(piece).tobytes())
+    rows.graph.save(str(directory / "graph.usearch"))
+    os.chmod(directory / "graph.usearch", 0o600)
+    meta = {"format": FORMAT, "dim": dim, "rows": len(rows)}
+    write_file(directory / "meta.json", json.dumps(meta).encode(), exclusive=True)
+
+
+
+class MappedScope:
+    """A snapshot opened read-only: rows ``[0, rows)`` of a scope."""
+
+    def __init__(self, directory: Path) -> None:
+        from usearch.index import Index
+
+        meta = json.loads((directory / "meta.json").read_bytes())
+        if meta.get("format") != FORMAT or not isinstance(meta.get("rows"), int) or not isinstance(meta.get("dim"), int):
+            raise ValueError(f"{directory}: not a snapshot this version reads")
+        self.directory = directory
+        self.dim: int = meta["dim"]
+        self.rows: int = meta["rows"]
+        self._keys = self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES))
+        self._prefixes = self._map("prefixes.bin", np.uint64, (self.rows,))
+        self._order = self._map("order.bin", np.uint32, (self.rows,))
+        self._offsets = self._map("offsets.bin", np.uint64, (self.rows + 1,))
+        self._prompts = self._map("prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
+        self.live = self._map("live.bin", np.uint8, (self.rows,))
+        self.graph = Index.restore(str(directory / "graph.usearch"), view=True)
+        if self.graph is None or self.graph.ndim != self.dim or len(self.graph) > self.rows:
+            raise ValueError(f"{directory}: graph does not fit the snapshot")
+
+    def _map(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.directory / name
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if path.stat().st_size != expected:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected}")
+        if expected == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    def key(self, row: int) -> str:
+        return bytes(self._keys[row]).hex()
+
+    def prompt(self, row: int) -> str:
+        return bytes(self._prompts[int(self._offsets[row]):int(self._offsets[row + 1])]).decode()
+
+    def live_row(self, key: str) -> int | None:
+        """The live row holding ``key``, or None: a binary search over the sorted key prefixes
+        (a key removed and stored again has a dead row and a live one)."""
+        raw = key_bytes(key)
+        prefix = np.uint64(int.from_bytes(raw[:8], "big"))
+        start = int(np.searchsorted(self._prefixes, prefix, side="left"))
+        end = int(np.searchsorted(self._prefixes, prefix, side="right"))
+        for position in range(start, end):
+            row = int(self._order[position])
+            if self.live[row] and bytes(self._keys[row]) == raw:
+                return row
+        return None
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The rows' vectors as the graph holds them (int8, dequantized): to write a new snapshot."""
+        return np.asarray(self.graph.get(rows, dtype=np.float32)).reshape(len(rows), self.dim)
+
+    def close(self) -> None:
+        """Drop the mappings (the files stay for other processes)."""
+        self.graph = None

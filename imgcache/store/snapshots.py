@@ -1,0 +1,320 @@
+"""Index snapshots: written by one worker, mapped by every worker (issue 17).
+
+A near-match index (a namespace's scopes) is rebuilt in each process from the namespace's
+shared feed. At millions of entries that replay takes minutes and every process pays for its
+own copy, so one worker at a time (the holder of a lease) writes a *round*: every scope's
+index saved as a snapshot directory (see :mod:`imgcache.match.semantic.mapped`), all as of
+one feed position. Other processes map the newest round's directories (the page cache
+shares them between the processes of a host) and replay only the feed after that position.
+
+Where snapshots live:
+
+* on each host, in a private directory (``<cache directory>/.snapshots/<namespace>`` or
+  ``~/.cache/imgcache/snapshots/<namespace>``), one subdirectory per snapshot, named by its
+  digest and never changed once complete;
+* for other hosts, in the store's shared tiers: each file cut into parts of
+  :data:`PART_BYTES`, stored as blobs under their sha256, and a manifest (JSON: the files,
+  their sizes and parts) stored as a blob too; its sha256 is the snapshot's digest. A fetched
+  part that fails its digest (or is gone) makes the snapshot unusable: the process falls back
+  to the round before, or to the whole feed, and reports the round as bad so that the next
+  writer publishes it again;
+* the rounds themselves: a short list of the newest (``<feed>-snapshots``), each naming the
+  feed position it covers and each scope's snapshot digest.
+
+The feed is trimmed below the older of the two newest rounds: a process still mapping the
+round before the newest can replay its tail, and a removed entry's record, once below the
+trim, is gone for good (the snapshots carry it as dead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import codec
+from .._files import write_file
+from .._vocabulary import HEX_ID, compact_json
+from ..errors import CorruptData
+from .base import FAILED, blob_key
+
+if TYPE_CHECKING:
+    from .tiered import TieredStore
+
+log = logging.getLogger("imgcache")
+
+PART_BYTES = 4 << 20
+"""Parts fit the smallest blob a Redis tier keeps when S3 is behind it."""
+ROUNDS_KEPT = 4
+PART_TTL = 7 * 86400.0
+"""Parts in the shared tiers expire; a round older than half this is published again."""
+VERIFIED = ".verified"
+
+
+@dataclass(frozen=True)
+class Round:
+    """Every scope's snapshot as of one feed position."""
+
+    position: str
+    scopes: dict[str, str]
+    """scope id -> snapshot digest."""
+    at: float
+    bad: bool = False
+
+    def to_record(self) -> bytes:
+        return compact_json({"p": self.position, "s": self.scopes, "t": round(self.at, 3),
+                             **({"bad": True} if self.bad else {})})
+
+
+@dataclass(frozen=True)
+class Shelved:
+    """What the list of rounds says."""
+
+    rounds: list[Round]
+    """Usable rounds, newest first."""
+    bad: set[str]
+    """Snapshots reported bad since the newest round: to be shared again."""
+    due: bool
+    """Whether a new round is due whatever the feed holds: one was reported bad since the
+    newest, or the newest's parts are near their expiry."""
+
+
+def parse_round(raw: bytes) -> Round | None:
+    try:
+        data = json.loads(raw)
+        scopes = data["s"]
+        if not (isinstance(data["p"], str) and isinstance(scopes, dict) and isinstance(data["t"], (int, float))
+                and all(isinstance(k, str) and isinstance(v, str) and HEX_ID.fullmatch(v) for k, v in scopes.items())):
+            return None
+        return Round(data["p"], scopes, float(data["t"]), bad=bool(data.get("bad")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def host_root(store: TieredStore) -> Path:
+    """Where this host keeps index snapshots: beside the local directory's entries, or in the
+    user's cache directory."""
+    for tier in store.tiers:
+        root = getattr(tier, "root", None)
+        if tier.scope == "host" and isinstance(root, Path):
+            return root / ".snapshots"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "imgcache" / "snapshots"
+
+
+class SnapshotShelf:
+    """One namespace's snapshots of one feed's index: on this host, and in the store."""
+
+    def __init__(self, store: TieredStore, namespace: str, feed: str, root: Path) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.feed = feed
+        self.root = root / namespace
+        self._rounds_name = f"{feed}-snapshots"
+
+    # -- parts in the tiers other hosts reach ----------------------------------------------
+
+    def _put_blob(self, data: bytes) -> None:
+        """Store ``data`` under its sha256 in every fleet tier that takes blobs its size."""
+        key = blob_key(self.namespace, codec.digest(data))
+        for tier in self.store.tiers:
+            limit = self.store.max_blob_bytes.get(tier.name)
+            if tier.scope == "fleet" and (limit is None or len(data) <= limit):
+                self.store.guarded(tier, tier.set, key, data, PART_TTL)
+
+    def _get_blob(self, digest: str) -> bytes | None:
+        """The blob stored under ``digest``, checked against it; None if no tier has it whole."""
+        key = blob_key(self.namespace, digest)
+        for tier in self.store.tiers:
+            if tier.scope != "fleet":
+                continue
+            value = self.store.guarded(tier, tier.get, key)
+            if isinstance(value, bytes):
+                if codec.digest(value) == digest:
+                    return value
+                self.store.corrupt(CorruptData(tier.name, f"snapshot part {digest[:12]} failed its digest"))
+        return None
+
+    # -- rounds ---------------------------------------------------------------------------
+
+    def rounds(self) -> Shelved:
+        """The usable rounds, newest first (one naming a snapshot reported bad is left out)."""
+        rounds: list[Round] = []
+        bad: set[str] = set()
+        newest_bad = False
+        for raw in self.store.read_recent(self.namespace, self._rounds_name):
+            found = parse_round(raw)
+            if found is None:
+                continue
+            if found.bad:
+                bad.update(found.scopes.values())
+                newest_bad = newest_bad or not rounds
+            elif not bad.intersection(found.scopes.values()):
+                rounds.append(found)
+        due = newest_bad or bool(rounds) and time.time() - rounds[0].at > PART_TTL / 2
+        return Shelved(rounds, bad if newest_bad else set(), due)
+
+    def report_bad(self, digest: str) -> None:
+        """Tell the writers that snapshot ``digest`` could not be fetched whole."""
+        self.publish(Round("", {"bad": digest}, round(time.time(), 3), bad=True))
+
+    def publish(self, made: Round) -> None:
+        self.store.push_recent(self.namespace, self._rounds_name, made.to_record(), ROUNDS_KEPT * 2)
+
+    @contextmanager
+    def lease(self, seconds: float) -> Iterator[bool]:
+        """Whether this process may write a round now (one writer per namespace and feed)."""
+        ident = hashlib.sha256(f"snapshots:{self.feed}".encode()).hexdigest()
+        held = self.store.try_mutex(self.namespace, ident, seconds)
+        if held is None:
+            yield False
+            return
+        if held is FAILED:  # no shared locks (or they failed): one host, a file lock on it
+            with self._host_lock() as got:
+                yield got
+            return
+        try:
+            yield True
+        finally:
+            try:
+                held.release()
+            except Exception as exc:  # noqa: BLE001 - expired or Redis gone: its timeout frees it
+                log.debug("imgcache: releasing the snapshot lease: %r", exc)
+
+    @contextmanager
+    def _host_lock(self) -> Iterator[bool]:
+        import fcntl
+
+        self._make_root()
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    # -- this host's directories ------------------------------------------------------------
+
+    def _make_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+
+    def new_directory(self) -> Path:
+        """An empty private directory to write a snapshot into (see :meth:`keep`)."""
+        self._make_root()
+        return Path(tempfile.mkdtemp(prefix=".writing-", dir=self.root))
+
+    def keep(self, written: Path) -> str:
+        """Name a written snapshot by its digest, share its parts, and return the digest."""
+        manifest = {"files": {}}
+        for path in sorted(written.iterdir()):
+            parts = self._put_parts(path)
+            manifest["files"][path.name] = {"size": path.stat().st_size, "parts": parts}
+        raw = compact_json(manifest)
+        digest = hashlib.sha256(raw).hexdigest()
+        self._put_blob(raw)
+        write_file(written / VERIFIED, raw, exclusive=True)
+        return self._settle(written, digest)
+
+    def reshare(self, digest: str) -> None:
+        """Share this host's copy of snapshot ``digest`` again (its parts expired or broke)."""
+        directory = self.root / digest
+        raw = (directory / VERIFIED).read_bytes()
+        for path in sorted(directory.iterdir()):
+            if path.name != VERIFIED:
+                self._put_parts(path)
+        self._put_blob(raw)
+
+    def _put_parts(self, path: Path) -> list[str]:
+        digests = []
+        with path.open("rb") as src:
+            while chunk := src.read(PART_BYTES):
+                digests.append(hashlib.sha256(chunk).hexdigest())
+                self._put_blob(chunk)
+        return digests
+
+    def _settle(self, written: Path, digest: str) -> str:
+        final = self.root / digest
+        try:
+            os.rename(written, final)
+        except OSError:  # the same snapshot is here already (another process, or unchanged)
+            shutil.rmtree(written, ignore_errors=True)
+        return digest
+
+    def local(self, digest: str) -> Path | None:
+        """The snapshot's directory on this host, fetched from the store if it is not here;
+        None if it cannot be had whole (reported bad)."""
+        final = self.root / digest
+        if (final / VERIFIED).is_file():
+            return final
+        raw = self._get_blob(digest)
+        try:
+            manifest = json.loads(raw) if raw is not None else None
+            files = manifest["files"] if isinstance(manifest, dict) else None
+            if not isinstance(files, dict):
+                raise ValueError("no manifest")
+            written = self.new_directory()
+            try:
+                for name, spec in files.items():
+                    self._fetch_file(written / _safe_name(name), spec)
+                write_file(written / VERIFIED, raw, exclusive=True)  # type: ignore[arg-type]
+            except BaseException:
+                shutil.rmtree(written, ignore_errors=True)
+                raise
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            log.warning("imgcache: index snapshot %s of %s could not be fetched whole (%s); replaying the feed",
+                        digest[:12], self.namespace, exc)
+            self.report_bad(digest)
+            return None
+        self._settle(written, digest)
+        return final if (final / VERIFIED).is_file() else None
+
+    def _fetch_file(self, path: Path, spec: dict[str, Any]) -> None:
+        parts, size = spec["parts"], spec["size"]
+        if not isinstance(parts, list) or not isinstance(size, int):
+            raise ValueError("bad manifest")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                data = self._get_blob(part) if isinstance(part, str) else None
+                if data is None:
+                    raise ValueError(f"part {str(part)[:12]} is missing or failed its digest")
+                out.write(data)
+            if out.tell() != size:
+                raise ValueError(f"{path.name}: {out.tell()} bytes, expected {size}")
+
+    def forget_others(self, keep: set[str]) -> None:
+        """Remove this host's snapshots that no kept round names (mappings stay valid:
+        a removed file lives on while a process maps it)."""
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - 3600
+        for path in self.root.iterdir():
+            if path.name in keep or not path.is_dir():
+                continue
+            try:
+                if path.name.startswith(".writing-") and path.stat().st_mtime > cutoff:
+                    continue  # another process is writing it
+                shutil.rmtree(path)
+            except OSError:
+                continue
+
+
+
+def _safe_name(name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad file name in a snapshot manifest: {name!r}")
+    return name

@@ -1,0 +1,259 @@
+"""Index snapshots (issue 17): a round written by one worker, mapped by the next; removals
+under churn; trimming the feed; a snapshot that fails its digest; namespaces kept apart."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from _helpers import Upstream, bow_options, generator
+
+from imgcache import Cache
+from imgcache.match.semantic.rounds import Rounds
+from imgcache.store.snapshots import PART_BYTES
+
+pytestmark = pytest.mark.slow
+
+WORDS = ["red", "blue", "green", "cat", "dog", "owl", "castle", "tree", "river", "robot", "ship",
+         "lantern", "violin", "teapot", "tower", "garden", "bridge", "dragon", "forest", "moon"]
+
+
+def prompt(i: int) -> str:
+    picked = [WORDS[hashlib.sha256(f"{i}:{k}".encode()).digest()[0] % len(WORDS)] for k in range(4)]
+    return " ".join(picked) + f" number {i}"
+
+
+def paraphrase(i: int) -> str:
+    return "generate an image of " + prompt(i)
+
+
+def rounds_of(cache: Cache) -> Rounds:
+    matcher = cache._lookup.semantic  # white-box: the snapshot layer under test
+    assert matcher is not None
+    return matcher.rounds
+
+
+def scope_of(cache: Cache) -> Any:
+    scopes = rounds_of(cache).index.scopes()
+    assert len(scopes) == 1
+    return scopes[0][1]
+
+
+def new_cache(tmp_path: Path, host: str = "a", namespace: str = "ns", redis_url: str | None = None,
+              **options: Any) -> Cache:
+    """A worker: its own memory, on host ``host`` (its own snapshot directory)."""
+    semantic = bow_options(snapshot_rows=options.pop("snapshot_rows", 50),
+                           snapshot_dir=str(tmp_path / f"host-{host}"), **options)
+    if redis_url is None:
+        return Cache(namespace, directory=tmp_path / "store", semantic=semantic)
+    return Cache(namespace, redis_url=redis_url, semantic=semantic)
+
+
+def fill(cache: Cache, upstream: Upstream, numbers: range) -> None:
+    generate = generator(cache, upstream)
+    for i in numbers:
+        generate(prompt=prompt(i))
+
+
+def write_round(cache: Cache) -> None:
+    rounds = rounds_of(cache)
+    rounds.read_feed()
+    rounds.check()
+    assert rounds.standing is not None
+
+
+@pytest.fixture(params=["directory", "redis"])
+def store(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "directory" else str(request.getfixturevalue("redis_url"))
+
+
+def test_a_new_worker_stands_on_the_round_and_replays_only_the_tail(tmp_path: Path, store: str | None) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=store) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        fill(writer, upstream, range(120, 130))  # after the round: the feed's tail
+        assert scope_of(writer).own_rows == 10
+    with new_cache(tmp_path, redis_url=store) as worker:
+        generate = generator(worker, upstream)
+        for i in (0, 60, 119, 125):
+            before = upstream.calls
+            assert generate(prompt=paraphrase(i)) == f"image for {prompt(i)} []".encode()
+            assert upstream.calls == before
+        scope = scope_of(worker)
+        assert scope.snapshot is not None and scope.snapshot.rows == 120
+        assert scope.own_rows == 10  # the tail (aliases are not indexed)
+    directory = tmp_path / "host-a" / "ns"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for path in directory.rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_another_host_fetches_the_round_through_redis(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, "a", redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+        before = upstream.calls
+        generator(worker, upstream)(prompt=paraphrase(7))
+        assert upstream.calls == before
+        assert scope_of(worker).snapshot is not None
+    assert any((tmp_path / "host-b" / "ns").iterdir())
+
+
+def test_removed_entries_are_never_proposed_again(tmp_path: Path, store: str | None) -> None:
+    """Removed before the round (dead in it), after it (a removal record on the feed), and
+    one stored again after its removal."""
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=store) as writer:
+        fill(writer, upstream, range(120))
+        generate = generator(writer, upstream)
+        generate.invalidate(prompt=prompt(3))
+        generate(prompt=paraphrase(3))  # proposes 3, finds it gone: removed everywhere; made anew
+        write_round(writer)
+        generate.invalidate(prompt=prompt(4))
+        generate(prompt=paraphrase(4))  # after the round
+        generate.invalidate(prompt=prompt(5))
+        generate(prompt=paraphrase(5))  # removes 5; stores the paraphrase
+        generate.invalidate(prompt=paraphrase(5))
+        generate(prompt=prompt(5))  # removes the paraphrase; stores 5 again
+        keys = {i: generate.cache_key(prompt=prompt(i)) for i in (3, 4, 5)}
+    with new_cache(tmp_path, redis_url=store) as worker:
+        calls = upstream.calls
+        generator(worker, upstream)(prompt="please " + paraphrase(6))
+        assert upstream.calls == calls
+        scope = scope_of(worker)
+        assert scope.snapshot is not None
+        found = {c.key for i in (3, 4, 5) for c in scope.search(_vector(prompt(i)), 500, 0.0)}
+        assert keys[3] not in found and keys[4] not in found
+        assert keys[5] in found
+
+
+def _vector(text: str) -> Any:
+    from _helpers import bow_vectors
+
+    from imgcache.match.semantic.verifier import content_text
+
+    vector = bow_vectors([content_text(text)])[0]
+    return vector / max(float((vector ** 2).sum()) ** 0.5, 1e-9)
+
+
+def test_the_feed_is_trimmed_below_the_round_before(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    client = redis.Redis.from_url(redis_url)
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(100))
+        write_round(writer)
+        assert client.xlen("imgcache:ns:semantic") == 100  # no round before it: nothing trimmed
+        fill(writer, upstream, range(100, 200))
+        write_round(writer)  # trims below the first round: its own record is kept
+        assert client.xlen("imgcache:ns:semantic") == 1 + 100
+        fill(writer, upstream, range(200, 300))
+        write_round(writer)
+        assert client.xlen("imgcache:ns:semantic") == 1 + 100
+    with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+        generate = generator(worker, upstream)
+        calls = upstream.calls
+        for i in (0, 150, 299):
+            generate(prompt=paraphrase(i))
+        assert upstream.calls == calls
+
+
+def test_a_snapshot_that_fails_its_digest_is_ignored_and_shared_again(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    client = redis.Redis.from_url(redis_url)
+    with new_cache(tmp_path, "a", redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        parts = [k for k in client.scan_iter("imgcache:ns:b:*") if client.strlen(k) <= PART_BYTES]
+        damaged = 0
+        for key in parts:  # every part damaged: whichever the fetch reads first fails
+            value = client.get(key)
+            if value and len(value) > 64:
+                client.set(key, value[:-1] + bytes([value[-1] ^ 1]))
+                damaged += 1
+        assert damaged
+        with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+            before = upstream.calls
+            generator(worker, upstream)(prompt=paraphrase(9))  # the feed still answers
+            assert upstream.calls == before
+            assert scope_of(worker).snapshot is None
+        host_b = tmp_path / "host-b" / "ns"
+        assert not host_b.exists() or not any(p.is_dir() and not p.name.startswith(".") for p in host_b.iterdir())
+        assert rounds_of(writer).shelf.rounds().due  # reported bad
+        rounds_of(writer).check()  # the writer shares it again
+    with new_cache(tmp_path, "c", redis_url=redis_url) as worker:
+        before = upstream.calls
+        generator(worker, upstream)(prompt=paraphrase(10))
+        assert upstream.calls == before
+        assert scope_of(worker).snapshot is not None
+
+
+def test_a_damaged_local_copy_is_not_mapped(tmp_path: Path) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    for path in (tmp_path / "host-a" / "ns").glob("*/keys.bin"):
+        path.write_bytes(path.read_bytes()[:-5])
+    with new_cache(tmp_path) as worker:
+        before = upstream.calls
+        generator(worker, upstream)(prompt=paraphrase(11))
+        assert upstream.calls == before  # the whole feed answered
+        assert scope_of(worker).snapshot is None
+
+
+def test_no_round_crosses_namespaces(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    with new_cache(tmp_path, namespace="other", redis_url=redis_url) as stranger:
+        before = upstream.calls
+        generator(stranger, upstream)(prompt=paraphrase(1))
+        assert upstream.calls == before + 1
+        assert rounds_of(stranger).standing is None
+
+
+def test_small_caches_never_write_a_round(tmp_path: Path) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, snapshot_rows=50_000) as cache:
+        fill(cache, upstream, range(60))
+        rounds_of(cache).check()
+        assert rounds_of(cache).standing is None
+    assert not (tmp_path / "host-a" / "ns").exists() or not any(
+        p.is_dir() for p in (tmp_path / "host-a" / "ns").iterdir())
+
+
+def test_a_fresh_process_maps_the_round(tmp_path: Path, redis_url: str) -> None:
+    """Another interpreter: the snapshot is mapped from this host's directory, not rebuilt."""
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        from test_snapshots import new_cache, paraphrase, scope_of
+        from pathlib import Path
+        made = []
+        with new_cache(Path({str(tmp_path)!r}), redis_url={redis_url!r}) as cache:
+            generate = cache.cached(name="gen")(lambda *, prompt: made.append(prompt) or b"new")
+            generate(prompt=paraphrase(42))
+            scope = scope_of(cache)
+            print(len(made), scope.snapshot.rows, scope.own_rows)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "120", "0"]
