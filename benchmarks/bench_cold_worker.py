@@ -70,35 +70,41 @@ def prompt(i: int) -> str:
     return " ".join(picked) + f" number {i}"
 
 
-def options(snapshot_dir: str | None = None) -> Any:
-    """Semantic options with the stand-in embedder; this host's snapshot directory where the
-    imgcache running knows of snapshots (the baseline does not)."""
+def options(snapshot_dir: str | None = None, **more: Any) -> Any:
+    """Semantic options with the stand-in embedder; this host's snapshot directory (and
+    ``more``) where the imgcache running knows of snapshots (the baseline does not)."""
     from dataclasses import fields
 
     from imgcache.match.config import SemanticOptions
     from imgcache.match.semantic.embed import CallableEmbedder
 
-    extra = {"snapshot_dir": snapshot_dir} if "snapshot_dir" in {f.name for f in fields(SemanticOptions)} else {}
+    known = {f.name for f in fields(SemanticOptions)}
+    extra = {k: v for k, v in {"snapshot_dir": snapshot_dir, **more}.items() if k in known}
     return SemanticOptions(embedder=CallableEmbedder(embed, name="hashed-bow-384"), **extra)
 
 
-def fill(redis_url: str, entries: int, snapshot_dir: str, out: TextIO) -> float:
-    """Fill the scope, as a fleet would; the filler holds the snapshot lease, and ends with a
-    round of its own (what the lease holder's next check, within 30 s, would write)."""
+def fill(redis_url: str, entries: int, snapshot_dir: str, out: TextIO) -> tuple[float, float]:
+    """Fill the scope; then write one snapshot round of it all, as the lease holder's periodic
+    check would (no round during the fill: a round trims the feed below the round before,
+    and the baseline needs the whole feed). Returns the fill's and the round's seconds."""
     from imgcache import Cache
 
     started = time.perf_counter()
-    with Cache("cold", redis_url=redis_url, semantic=options(snapshot_dir)) as cache:
+    with Cache("cold", redis_url=redis_url, semantic=options(snapshot_dir, snapshot_rows=0)) as cache:
         generate = cache.cached(name="gen")(lambda *, prompt: b"an image")
         for i in range(entries):
             generate(prompt=prompt(i))
             if i and i % 20_000 == 0:
                 print(f"  ... filled {i:,} in {time.perf_counter() - started:.0f} s", file=out)
+        filled = time.perf_counter() - started
         rounds = cache._lookup.semantic.rounds  # white-box: the lease holder's periodic check, now
+        started = time.perf_counter()
         rounds.read_feed()
         rounds.check()
-        print(f"  snapshot round as of {rounds.standing.position if rounds.standing else None}", file=out)
-    return time.perf_counter() - started
+        written = time.perf_counter() - started
+        print(f"  a snapshot round of {entries:,} entries written in {written:.1f} s, as of "
+              f"{rounds.standing.position if rounds.standing else None}", file=out)
+    return filled, written
 
 
 def worker(redis_url: str, first: int, entries: int, spawned: float, snapshot_dir: str) -> dict[str, Any]:
@@ -193,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
 
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             host = os.path.join(tmp, "host-snapshots")
-            filled = fill(server.url, entries, host, out)
+            filled, written = fill(server.url, entries, host, out)
             print(f"filled {entries:,} entries in {filled:.0f} s", file=out)
+            snapshots = [d for d in Path(host).glob("*/*") if d.is_dir() and not d.name.startswith(".")]
+            on_disk = max((sum(f.stat().st_size for f in d.iterdir()) for d in snapshots), default=0)
+            print(f"the newest snapshot: {on_disk / 2**20:.0f} MiB ({on_disk / entries:.0f} B an entry; "
+                  f"{len(snapshots)} kept on this host)", file=out)
             try:
                 old_tree: str | None = baseline_tree(os.path.join(tmp, "baseline"))
             except RuntimeError as exc:  # a checkout without the baseline commit (a shallow clone)
@@ -217,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             candidate, baseline = runs["candidate"], runs.get("baseline")
         result = Result("cold_worker", f"a fresh process joins a scope of {entries:,} entries (Redis feed)",
                         "imgcache (this tree)", f"imgcache at {BASELINE}",
-                        extra={"entries": entries, "fill_s": round(filled, 1), "candidate": candidate,
+                        extra={"entries": entries, "fill_s": round(filled, 1), "round_s": round(written, 1),
+                               "snapshot_bytes": on_disk,
+                               "candidate": candidate,
                                "new_host": runs["new host"], "baseline": baseline})
         rows = [[side, label, f"{x['first_hit_s']:.2f}" if x["first_hit_s"] is not None else "never",
                  f"{x['p50_ms']:.2f}", _mib(x["private_mib"]), _mib(x["mapped_mib"]),

@@ -65,6 +65,7 @@ def fill(cache: Cache, upstream: Upstream, numbers: range) -> None:
 
 def write_round(cache: Cache) -> None:
     rounds = rounds_of(cache)
+    rounds.settle()
     rounds.read_feed()
     rounds.check()
     assert rounds.standing is not None
@@ -257,3 +258,33 @@ def test_a_fresh_process_maps_the_round(tmp_path: Path, redis_url: str) -> None:
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "120", "0"]
+
+
+def test_parts_of_rounds_the_feed_no_longer_covers_are_deleted(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    client = redis.Redis.from_url(redis_url)
+    made = []
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        for block in range(4):
+            fill(writer, upstream, range(100 * block, 100 * block + 100))
+            write_round(writer)
+            made.append(next(iter(rounds_of(writer).standing.scopes.values())))
+        shelved = rounds_of(writer).shelf.rounds()
+    assert [next(iter(r.scopes.values())) for r in shelved.rounds] == made[:1:-1]  # the two newest
+    blob = "imgcache:ns:b:{{{}}}"
+    assert not client.exists(blob.format(made[0])) and not client.exists(blob.format(made[1]))
+    assert client.exists(blob.format(made[2])) and client.exists(blob.format(made[3]))
+    assert sorted(p.name for p in (tmp_path / "host-a" / "ns").iterdir() if not p.name.startswith(".")) == sorted(made[2:])
+
+
+def test_a_worker_that_started_without_a_round_stands_on_the_next(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with (new_cache(tmp_path, redis_url=redis_url) as writer,
+          new_cache(tmp_path, "b", redis_url=redis_url, snapshot_rows=10_000) as worker):
+        fill(writer, upstream, range(120))
+        generator(worker, upstream)(prompt=paraphrase(1))  # replays the whole feed: no round yet
+        assert rounds_of(worker).standing is None and scope_of(worker).own_rows == 120
+        write_round(writer)
+        rounds_of(worker).check()
+        assert rounds_of(worker).standing == rounds_of(writer).standing
+        assert scope_of(worker).own_rows == 0 and len(scope_of(worker)) == 120

@@ -55,6 +55,9 @@ log = logging.getLogger("imgcache")
 PART_BYTES = 4 << 20
 """Parts fit the smallest blob a Redis tier keeps when S3 is behind it."""
 ROUNDS_KEPT = 4
+"""Rounds named in the list (with as many bad reports)."""
+ROUNDS_COVERED = 2
+"""The newest rounds whose feed tail is kept (the feed is trimmed below the older)."""
 PART_TTL = 7 * 86400.0
 """Parts in the shared tiers expire; a round older than half this is published again."""
 VERIFIED = ".verified"
@@ -80,12 +83,19 @@ class Shelved:
     """What the list of rounds says."""
 
     rounds: list[Round]
-    """Usable rounds, newest first."""
+    """Usable rounds, newest first: of the :data:`ROUNDS_COVERED` newest (the feed holds what
+    came after them), those naming no snapshot reported bad."""
+    published: list[Round]
+    """Every round in the list, newest first."""
     bad: set[str]
     """Snapshots reported bad since the newest round: to be shared again."""
-    due: bool
-    """Whether a new round is due whatever the feed holds: one was reported bad since the
-    newest, or the newest's parts are near their expiry."""
+    stale: bool
+    """Whether the newest round's parts are near their expiry: to be shared again."""
+
+    @property
+    def due(self) -> bool:
+        """Whether a round is due whatever the feed holds."""
+        return bool(self.bad) or self.stale
 
 
 def parse_round(raw: bytes) -> Round | None:
@@ -147,8 +157,9 @@ class SnapshotShelf:
     # -- rounds ---------------------------------------------------------------------------
 
     def rounds(self) -> Shelved:
-        """The usable rounds, newest first (one naming a snapshot reported bad is left out)."""
-        rounds: list[Round] = []
+        """What the list of rounds says (see :class:`Shelved`)."""
+        published: list[Round] = []
+        usable: list[Round] = []
         bad: set[str] = set()
         newest_bad = False
         for raw in self.store.read_recent(self.namespace, self._rounds_name):
@@ -157,11 +168,13 @@ class SnapshotShelf:
                 continue
             if found.bad:
                 bad.update(found.scopes.values())
-                newest_bad = newest_bad or not rounds
-            elif not bad.intersection(found.scopes.values()):
-                rounds.append(found)
-        due = newest_bad or bool(rounds) and time.time() - rounds[0].at > PART_TTL / 2
-        return Shelved(rounds, bad if newest_bad else set(), due)
+                newest_bad = newest_bad or not published
+                continue
+            if len(published) < ROUNDS_COVERED and not bad.intersection(found.scopes.values()):
+                usable.append(found)
+            published.append(found)
+        stale = bool(published) and time.time() - published[0].at > PART_TTL / 2
+        return Shelved(usable, published, bad if newest_bad else set(), stale)
 
     def report_bad(self, digest: str) -> None:
         """Tell the writers that snapshot ``digest`` could not be fetched whole."""
@@ -295,6 +308,36 @@ class SnapshotShelf:
                 out.write(data)
             if out.tell() != size:
                 raise ValueError(f"{path.name}: {out.tell()} bytes, expected {size}")
+
+    def drop(self, dropped: set[str], kept: set[str]) -> None:
+        """Delete from the fleet tiers the parts of snapshots ``dropped`` that snapshots
+        ``kept`` do not share (their manifests read from this host's copies, else the store)."""
+        if not dropped:
+            return
+        keep_parts = set(kept)
+        for digest in kept:
+            keep_parts.update(self._parts(digest) or ())
+        for digest in dropped - kept:
+            parts = self._parts(digest)
+            for part in (parts or set()) - keep_parts:
+                self._delete_blob(part)
+            if parts is not None:
+                self._delete_blob(digest)
+
+    def _parts(self, digest: str) -> set[str] | None:
+        local = self.root / digest / VERIFIED
+        try:
+            raw = local.read_bytes() if local.is_file() else self._get_blob(digest)
+            files = json.loads(raw)["files"] if raw is not None else None
+            return {p for spec in files.values() for p in spec["parts"] if isinstance(p, str) and HEX_ID.fullmatch(p)}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def _delete_blob(self, digest: str) -> None:
+        key = blob_key(self.namespace, digest)
+        for tier in self.store.tiers:
+            if tier.scope == "fleet":
+                self.store.guarded(tier, tier.delete, key)
 
     def forget_others(self, keep: set[str]) -> None:
         """Remove this host's snapshots that no kept round names (mappings stay valid:

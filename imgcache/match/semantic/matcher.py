@@ -73,6 +73,7 @@ class SemanticMatcher:
                              lambda: self.feed.sync(self._index_records, force=True),
                              min_rows=options.snapshot_rows)
         self._started = False
+        self._start_lock = threading.Lock()
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
         self._dim: int | None = None  # the embedder's vector length, once it has embedded
@@ -177,8 +178,10 @@ class SemanticMatcher:
         """Index the records other processes added since the last sync; returns how many.
         The first one stands on the newest snapshot round, if any (see :mod:`.rounds`)."""
         if not self._started:
-            self._started = True
-            self.rounds.start()
+            with self._start_lock:  # lookups meanwhile wait: none reads the feed from its start
+                if not self._started:
+                    self.rounds.start()
+                    self._started = True
         added = self.feed.sync(self._index_records, force=force)
         if self.options.snapshot_rows:
             self.rounds.tick()

@@ -62,7 +62,15 @@ class Rounds:
     # -- start: map the newest round ----------------------------------------------------------
 
     def start(self) -> None:
-        """Before the first read of the feed: stand on the newest round that can be had."""
+        """Before the first read of the feed: stand on the newest round that can be had (a
+        failure costs only the replay of the whole feed)."""
+        try:
+            self._start()
+        except Exception:  # noqa: BLE001 - a snapshot is an optimization: never the caller's problem
+            log.warning("imgcache: index snapshots of %s not used; replaying the feed", self.shelf.namespace,
+                        exc_info=True)
+
+    def _start(self) -> None:
         for candidate in self.shelf.rounds().rounds:
             mapped = self._map(candidate)
             if mapped is None:
@@ -120,10 +128,16 @@ class Rounds:
                     if held:
                         self.write(shelved)
                         return
-            if newer is not None and own >= self.min_rows:
+            if newer is not None and (own >= self.min_rows or self.standing is None):
                 self.adopt(newer)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a snapshot is an optimization: never the caller's problem
             log.warning("imgcache: index snapshot round failed; the feed still serves", exc_info=True)
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait for a check running in the background (for tests and benchmarks)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
 
     def adopt(self, made: Round) -> None:
         mapped = self._map(made)
@@ -136,7 +150,6 @@ class Rounds:
     def write(self, shelved: Shelved) -> Round | None:
         """Write a round of every scope as of the feed position read so far, publish it, stand
         on it and trim the feed below the round before."""
-        rounds = shelved.rounds
         self.read_feed()  # all that the feed holds so far is in the index: the round covers it
         read = self.feed.position()
         if read is None or read[1] is None:
@@ -151,7 +164,7 @@ class Rounds:
                 return None
             if scope.snapshot is not None and not scope.changed:
                 scopes[scope_id] = scope.snapshot.directory.name  # named by its digest
-                if scopes[scope_id] in shelved.bad:
+                if shelved.stale or scopes[scope_id] in shelved.bad:
                     self.shelf.reshare(scopes[scope_id])
                 continue
             directory = self.shelf.new_directory()
@@ -168,9 +181,13 @@ class Rounds:
         for scope_id, snapshot in mapped.items():
             self.index.stand_on(scope_id, snapshot)
         self.standing = made
-        if rounds:
-            self.shelf.store.trim_records(tier, self.shelf.namespace, self.shelf.feed, rounds[0].position)  # type: ignore[arg-type]
-        self.shelf.forget_others(set(scopes.values()) | (set(rounds[0].scopes.values()) if rounds else set()))
+        published = shelved.published
+        kept = set(scopes.values()) | (set(published[0].scopes.values()) if published else set())
+        if published:  # the round before this one is the oldest whose tail the feed keeps
+            self.shelf.store.trim_records(tier, self.shelf.namespace, self.shelf.feed, published[0].position)  # type: ignore[arg-type]
+        if len(published) > 1:
+            self.shelf.drop(set(published[1].scopes.values()), kept)
+        self.shelf.forget_others(kept)
         log.info("imgcache: wrote an index snapshot round of %s (%d scopes) as of %s",
                  self.shelf.namespace, len(scopes), position)
         return made
