@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 import redis
-from _helpers import Upstream, bow_options, generator
+from _helpers import Upstream, bow_options, expected, generator
 
 from imgcache import Cache
 from imgcache.match.semantic.rounds import Rounds
+from imgcache.store.base import FAILED
 from imgcache.store.snapshots import PART_BYTES
 
 pytestmark = pytest.mark.slow
@@ -93,7 +94,7 @@ def test_a_new_worker_stands_on_the_round_and_replays_only_the_tail(tmp_path: Pa
         assert scope.snapshot is not None and scope.snapshot.rows == 120
         assert scope.own_rows == 10  # the tail (aliases are not indexed)
     directory = tmp_path / "host-a" / "ns"
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(directory.stat().st_mode) == stat.S_IMODE(directory.parent.stat().st_mode) == 0o700
     for path in directory.rglob("*"):
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
@@ -288,3 +289,195 @@ def test_a_worker_that_started_without_a_round_stands_on_the_next(tmp_path: Path
         rounds_of(worker).check()
         assert rounds_of(worker).standing == rounds_of(writer).standing
         assert scope_of(worker).own_rows == 0 and len(scope_of(worker)) == 120
+
+
+# --- found by a review ---------------------------------------------------------------------------
+
+
+def keys_found(cache: Cache, texts: list[str]) -> set[str]:
+    scope = scope_of(cache)
+    return {c.key for text in texts for c in scope.search(_vector(text), 500, 0.0)}
+
+
+def test_a_worker_never_steps_back_to_an_older_round(tmp_path: Path, redis_url: str) -> None:
+    """The newest round reported bad leaves the older one usable: a worker standing on the
+    newest keeps it (its feed is past the older one's)."""
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        generate = generator(writer, upstream)
+        generate.invalidate(prompt=prompt(3))
+        generate(prompt=paraphrase(3))  # 3 is dead in the next round
+        fill(writer, upstream, range(120, 200))
+        write_round(writer)
+        newest = rounds_of(writer).standing
+        with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+            generator(worker, upstream)(prompt="please " + paraphrase(150))
+            assert rounds_of(worker).standing == newest
+            fill(worker, upstream, range(200, 260))
+            rounds_of(writer).shelf.report_bad(next(iter(newest.scopes.values())))
+            with rounds_of(writer).shelf.lease(60) as held:  # the writer is busy: the worker only looks
+                assert held
+                rounds_of(worker).check()
+            assert rounds_of(worker).standing == newest
+            found = keys_found(worker, [prompt(3), prompt(150)])
+            assert generate.cache_key(prompt=prompt(3)) not in found
+            assert generate.cache_key(prompt=prompt(150)) in found
+
+
+def test_a_worker_the_trim_overtook_starts_over_and_never_writes_its_gaps(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer, new_cache(tmp_path, "b", redis_url=redis_url) as idle:
+        fill(writer, upstream, range(100))
+        generator(idle, upstream)(prompt="please " + paraphrase(1))  # reads once, then idles
+        generate = generator(writer, upstream)
+        generate.invalidate(prompt=prompt(3))
+        generate(prompt=paraphrase(3))  # a removal record...
+        fill(writer, upstream, range(100, 200))
+        write_round(writer)
+        fill(writer, upstream, range(200, 300))
+        write_round(writer)  # ...trimmed away before the idle worker read it
+        rounds_of(idle).read_feed()
+        rounds_of(idle).check()  # it starts over on the newest round instead of writing
+        assert rounds_of(idle).standing == rounds_of(writer).standing
+        found = keys_found(idle, [prompt(3), prompt(150)])
+        assert generate.cache_key(prompt=prompt(3)) not in found
+        assert generate.cache_key(prompt=prompt(150)) in found
+
+
+def test_a_round_is_not_written_from_behind_the_newest(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer, new_cache(tmp_path, "b", redis_url=redis_url) as other:
+        fill(writer, upstream, range(60))
+        generator(other, upstream)(prompt="please " + paraphrase(1))
+        fill(writer, upstream, range(60, 200))
+        write_round(writer)
+        rounds = rounds_of(other)
+        store = other._lookup.store
+        real = store.read_records
+        store.read_records = lambda *args, **kwargs: FAILED  # its read fails: it knows only 60
+        try:
+            with rounds.shelf.lease(60) as held:
+                assert held and rounds.write(rounds.shelf.rounds()) is None
+        finally:
+            store.read_records = real
+        assert rounds.shelf.rounds().published[0] == rounds_of(writer).standing
+
+
+def test_a_local_failure_is_not_reported_as_a_bad_snapshot(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    (tmp_path / "host-b").write_bytes(b"")  # this host cannot make its snapshot directory
+    with new_cache(tmp_path, "b", redis_url=redis_url) as broken:
+        before = upstream.calls
+        generator(broken, upstream)(prompt="please " + paraphrase(1))
+        assert upstream.calls == before and rounds_of(broken).standing is None  # the feed served
+    with new_cache(tmp_path, "c", redis_url=redis_url) as healthy:
+        generator(healthy, upstream)(prompt="please " + paraphrase(2))
+        assert rounds_of(healthy).standing is not None
+
+
+def test_a_damaged_local_copy_is_fetched_again(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+    (graph,) = (tmp_path / "host-a" / "ns").glob("*/graph.usearch")
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size, one byte off
+    graph.write_bytes(bytes(data))
+    with new_cache(tmp_path, redis_url=redis_url) as worker:
+        before = upstream.calls
+        generator(worker, upstream)(prompt="please " + paraphrase(5))
+        assert upstream.calls == before and rounds_of(worker).standing is not None
+    assert graph.read_bytes() != bytes(data)
+
+
+def test_a_feed_record_that_is_not_utf8_does_not_stop_the_rounds(tmp_path: Path) -> None:
+    """The cache refuses such a prompt; a record on the feed (another version, a damaged
+    store) may still carry one."""
+    import base64
+    import json
+
+    upstream = Upstream()
+    with new_cache(tmp_path) as writer:
+        fill(writer, upstream, range(120))
+        scope_id = rounds_of(writer).index.scopes()[0][0]
+        vector = base64.b64encode(_vector("a lantern").astype("<f2").tobytes()).decode()
+        record = json.dumps({"s": scope_id, "k": "ab" * 32, "p": "a lantern \ud800", "v": vector})
+        writer._lookup.semantic.feed.append([record.encode()])
+        write_round(writer)
+    with new_cache(tmp_path) as worker:
+        assert generator(worker, upstream)(prompt="please " + paraphrase(5)) == expected(prompt(5))
+        assert scope_of(worker).snapshot is not None
+
+
+def test_every_host_forgets_rounds_no_longer_named(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        for block in range(5):
+            fill(writer, upstream, range(100 * block, 100 * block + 100))
+            write_round(writer)
+            with new_cache(tmp_path, "b", redis_url=redis_url) as reader:
+                generator(reader, upstream)(prompt=f"please {paraphrase(100 * block + 1)}")
+                assert rounds_of(reader).standing == rounds_of(writer).standing
+    kept = [p for p in (tmp_path / "host-b" / "ns").iterdir() if not p.name.startswith(".")]
+    assert len(kept) <= 2
+
+
+def test_a_writer_whose_snapshot_files_went_still_writes(tmp_path: Path) -> None:
+    """Another process on the host removed the directory of the round this one stands on."""
+    upstream = Upstream()
+    with new_cache(tmp_path) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        for path in (tmp_path / "host-a" / "ns").iterdir():
+            if not path.name.startswith("."):
+                for file in path.iterdir():
+                    file.unlink()
+                path.rmdir()
+        fill(writer, upstream, range(120, 200))
+        before = rounds_of(writer).standing
+        write_round(writer)
+        assert rounds_of(writer).standing != before and len(scope_of(writer)) == 200
+
+
+@pytest.mark.parametrize("manifest", [
+    {"files": {"../escape": {"size": 1, "parts": ["0" * 64]}}},
+    {"files": {"graph.usearch": {"size": 200 << 20, "parts": ["0" * 64]}}},  # fewer parts than the size takes
+    {"files": {"graph.usearch": {"size": 10, "parts": ["0" * 64, "0" * 64]}}},
+    {"files": {f"f{i}": {"size": 0, "parts": []} for i in range(40)}},
+    {"files": []},
+])
+def test_a_manifest_that_does_not_describe_a_snapshot_is_refused(tmp_path: Path, redis_url: str,
+                                                                 manifest: dict[str, Any]) -> None:
+    import json
+
+    from imgcache.store.snapshots import Round
+
+    with new_cache(tmp_path, redis_url=redis_url) as cache:
+        generator(cache, Upstream())(prompt="a red lantern")
+        shelf = rounds_of(cache).shelf
+        raw = json.dumps(manifest).encode()
+        digest = hashlib.sha256(raw).hexdigest()
+        shelf._put_blob(raw)
+        shelf.publish(Round("0-1", {"x" * 32: digest}, 1.0))
+        assert shelf.local(digest) is None
+        assert digest in shelf.rounds().bad or not shelf.rounds().rounds
+    assert not list((tmp_path / "host-a" / "ns").glob("*/escape"))
+
+
+def test_parts_are_not_dropped_while_a_kept_snapshot_is_unreadable(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    client = redis.Redis.from_url(redis_url)
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        shelf = rounds_of(writer).shelf
+        (old,) = rounds_of(writer).standing.scopes.values()
+        blobs = set(client.scan_iter("imgcache:ns:b:*"))
+        shelf.drop({old}, {"f" * 64})  # a kept snapshot whose manifest is nowhere
+        assert set(client.scan_iter("imgcache:ns:b:*")) == blobs

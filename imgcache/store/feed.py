@@ -64,6 +64,14 @@ class SharedFeed:
             self._cursor = _Cursor(tier, position or None)
             return True
 
+    def restart_at(self, position: str | None, then: Callable[[], None]) -> None:
+        """Read on from ``position`` (None: the start) of the current tier's feed, calling
+        ``then`` (which resets what the records fed) before any other read."""
+        tier = self.store.feed_tier()
+        with self._lock:
+            self._cursor = None if tier is None else _Cursor(tier, position)
+            then()
+
     def sync(self, handle: Callable[[list[bytes]], int], *, force: bool = False) -> int:
         """Pass the records added since the last sync to ``handle`` (page by page), at most
         once per ``sync_interval`` unless ``force``; returns what ``handle`` returned, summed.

@@ -32,19 +32,21 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import codec
-from .._files import write_file
+from .._files import make_dirs, write_file
 from .._vocabulary import HEX_ID, compact_json
-from ..errors import CorruptData
+from ..errors import CorruptData, TierError, TierUnavailable
 from .base import FAILED, blob_key
 
 if TYPE_CHECKING:
@@ -61,6 +63,10 @@ ROUNDS_COVERED = 2
 PART_TTL = 7 * 86400.0
 """Parts in the shared tiers expire; a round older than half this is published again."""
 VERIFIED = ".verified"
+MAX_BYTES = 256 << 30
+"""A snapshot larger than this is refused (about 400 million entries)."""
+MAX_FILES = 16
+_FILE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -142,16 +148,22 @@ class SnapshotShelf:
                 self.store.guarded(tier, tier.set, key, data, PART_TTL)
 
     def _get_blob(self, digest: str) -> bytes | None:
-        """The blob stored under ``digest``, checked against it; None if no tier has it whole."""
+        """The blob stored under ``digest``, checked against it; None if no fleet tier has it
+        whole. TierUnavailable if none has it and one failed: it may be there."""
         key = blob_key(self.namespace, digest)
+        failed = None
         for tier in self.store.tiers:
             if tier.scope != "fleet":
                 continue
             value = self.store.guarded(tier, tier.get, key)
-            if isinstance(value, bytes):
+            if value is FAILED:
+                failed = tier.name
+            elif isinstance(value, bytes):
                 if codec.digest(value) == digest:
                     return value
                 self.store.corrupt(CorruptData(tier.name, f"snapshot part {digest[:12]} failed its digest"))
+        if failed is not None:
+            raise TierUnavailable(failed, f"snapshot part {digest[:12]} not read")
         return None
 
     # -- rounds ---------------------------------------------------------------------------
@@ -222,8 +234,7 @@ class SnapshotShelf:
     # -- this host's directories ------------------------------------------------------------
 
     def _make_root(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        make_dirs(self.root, 0o700)
 
     def new_directory(self) -> Path:
         """An empty private directory to write a snapshot into (see :meth:`keep`)."""
@@ -268,55 +279,87 @@ class SnapshotShelf:
         return digest
 
     def local(self, digest: str) -> Path | None:
-        """The snapshot's directory on this host, fetched from the store if it is not here;
-        None if it cannot be had whole (reported bad)."""
+        """The snapshot's directory on this host, checked against its digest (fetched from
+        the store if it is not here or fails the check); None if it cannot be had now. Only
+        a snapshot the store cannot give whole is reported bad: a local or passing failure
+        (a full disk, a tier down) is not the snapshot's fault."""
         final = self.root / digest
-        if (final / VERIFIED).is_file():
-            return final
-        raw = self._get_blob(digest)
         try:
-            manifest = json.loads(raw) if raw is not None else None
-            files = manifest["files"] if isinstance(manifest, dict) else None
-            if not isinstance(files, dict):
-                raise ValueError("no manifest")
-            written = self.new_directory()
-            try:
-                for name, spec in files.items():
-                    self._fetch_file(written / _safe_name(name), spec)
-                write_file(written / VERIFIED, raw, exclusive=True)  # type: ignore[arg-type]
-            except BaseException:
-                shutil.rmtree(written, ignore_errors=True)
-                raise
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            log.warning("imgcache: index snapshot %s of %s could not be fetched whole (%s); replaying the feed",
+            if (final / VERIFIED).is_file():
+                if self._intact(final, digest):
+                    return final
+                log.warning("imgcache: this host's copy of index snapshot %s is damaged; fetching it anew",
+                            digest[:12])
+                shutil.rmtree(final, ignore_errors=True)
+            written = self._fetch(digest)
+        except BadSnapshot as exc:
+            log.warning("imgcache: index snapshot %s of %s cannot be fetched whole (%s); not used",
                         digest[:12], self.namespace, exc)
             self.report_bad(digest)
+            return None
+        except (OSError, TierError) as exc:
+            log.warning("imgcache: index snapshot %s of %s not fetched now (%s)", digest[:12], self.namespace, exc)
             return None
         self._settle(written, digest)
         return final if (final / VERIFIED).is_file() else None
 
-    def _fetch_file(self, path: Path, spec: dict[str, Any]) -> None:
-        parts, size = spec["parts"], spec["size"]
-        if not isinstance(parts, list) or not isinstance(size, int):
-            raise ValueError("bad manifest")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                data = self._get_blob(part) if isinstance(part, str) else None
-                if data is None:
-                    raise ValueError(f"part {str(part)[:12]} is missing or failed its digest")
-                out.write(data)
-            if out.tell() != size:
-                raise ValueError(f"{path.name}: {out.tell()} bytes, expected {size}")
+    def _fetch(self, digest: str) -> Path:
+        """Fetch snapshot ``digest`` into a new directory, every part checked."""
+        raw = self._get_blob(digest)
+        if raw is None:
+            raise BadSnapshot("its manifest is missing")
+        files = _manifest_files(raw)
+        written = self.new_directory()
+        try:
+            for name, (size, parts) in files.items():
+                fd = os.open(written / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    for part in parts:
+                        data = self._get_blob(part)
+                        if data is None:
+                            raise BadSnapshot(f"part {part[:12]} is missing or failed its digest")
+                        out.write(data)
+                    if out.tell() != size:
+                        raise BadSnapshot(f"{name}: {out.tell()} bytes, expected {size}")
+            write_file(written / VERIFIED, raw, exclusive=True)
+        except BaseException:
+            shutil.rmtree(written, ignore_errors=True)
+            raise
+        return written
+
+    def _intact(self, directory: Path, digest: str) -> bool:
+        """Whether a directory holds what its manifest says: every part's sha256, hashed on
+        all cores (hashlib lets go of the GIL), so that a damaged file is never mapped."""
+        raw = (directory / VERIFIED).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            return False
+        try:
+            files = _manifest_files(raw)
+        except BadSnapshot:
+            return False
+        present = {p.name for p in directory.iterdir() if p.name != VERIFIED}
+        if present != set(files) or any((directory / n).stat().st_size != size for n, (size, _) in files.items()):
+            return False
+
+        def check(name: str, index: int, part: str) -> bool:
+            with (directory / name).open("rb") as src:
+                src.seek(index * PART_BYTES)
+                return hashlib.sha256(src.read(PART_BYTES)).hexdigest() == part
+
+        jobs = [(name, index, part) for name, (_, parts) in files.items() for index, part in enumerate(parts)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return all(pool.map(lambda job: check(*job), jobs))
 
     def drop(self, dropped: set[str], kept: set[str]) -> None:
         """Delete from the fleet tiers the parts of snapshots ``dropped`` that snapshots
-        ``kept`` do not share (their manifests read from this host's copies, else the store)."""
-        if not dropped:
-            return
+        ``kept`` do not share (manifests read from this host's copies, else the store); not
+        at all if a kept snapshot's manifest cannot be read (its parts are unknown)."""
         keep_parts = set(kept)
         for digest in kept:
-            keep_parts.update(self._parts(digest) or ())
+            parts = self._parts(digest)
+            if parts is None:
+                return
+            keep_parts |= parts
         for digest in dropped - kept:
             parts = self._parts(digest)
             for part in (parts or set()) - keep_parts:
@@ -328,9 +371,10 @@ class SnapshotShelf:
         local = self.root / digest / VERIFIED
         try:
             raw = local.read_bytes() if local.is_file() else self._get_blob(digest)
-            files = json.loads(raw)["files"] if raw is not None else None
-            return {p for spec in files.values() for p in spec["parts"] if isinstance(p, str) and HEX_ID.fullmatch(p)}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            if raw is None or hashlib.sha256(raw).hexdigest() != digest:
+                return None
+            return {part for _, parts in _manifest_files(raw).values() for part in parts}
+        except (OSError, TierError, BadSnapshot):
             return None
 
     def _delete_blob(self, digest: str) -> None:
@@ -357,7 +401,26 @@ class SnapshotShelf:
 
 
 
-def _safe_name(name: str) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ValueError(f"bad file name in a snapshot manifest: {name!r}")
-    return name
+class BadSnapshot(ValueError):
+    """A snapshot the store cannot give whole: a part missing or failing its digest, or a
+    manifest that does not describe a snapshot."""
+
+
+def _manifest_files(raw: bytes) -> dict[str, tuple[int, list[str]]]:
+    """A manifest's files as name -> (size, parts), checked: plain names, at most
+    :data:`MAX_FILES` of at most :data:`MAX_BYTES` in all, and as many parts as each size takes."""
+    try:
+        files = json.loads(raw)["files"]
+        checked: dict[str, tuple[int, list[str]]] = {}
+        for name, spec in files.items():
+            size, parts = spec["size"], spec["parts"]
+            if (not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or not isinstance(size, int) or size < 0 or not isinstance(parts, list)
+                    or len(parts) != -(-size // PART_BYTES)
+                    or not all(isinstance(p, str) and HEX_ID.fullmatch(p) for p in parts)):
+                raise BadSnapshot(f"the manifest's entry for {str(name)[:40]!r} is not one this version reads")
+            checked[name] = (size, parts)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadSnapshot(f"its manifest does not parse: {exc}") from None
+    if len(checked) > MAX_FILES or sum(size for size, _ in checked.values()) > MAX_BYTES:
+        raise BadSnapshot("its manifest names more than MAX_BYTES")
+    return checked

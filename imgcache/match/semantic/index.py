@@ -112,24 +112,30 @@ class ScopeIndex:
     def add_many(self, items: list[tuple[str, str, np.ndarray]]) -> None:
         """Add entries (key, normalized prompt, unit vector) under one hold of the lock."""
         with self._lock:
-            for key, prompt, vector in items:
-                # a key's prompt and scope fix its vector: nothing to update
-                if key in self._rows or self._snapshot_row(key) is not None:
-                    continue
-                row = len(self._keys)
-                self._reserve(row)
-                self._vectors[row - self._base] = vector
-                self._live[row] = True
-                self._keys.append(key)
-                self._prompts.append(prompt)
-                self._rows[key] = row
-                self._removed.pop(key, None)
-            used = len(self._keys)
-            if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
-                    and (self._builder is None or not self._builder.is_alive())):
-                self._builder = threading.Thread(target=self._build, name="imgcache-index", daemon=True)
-                _BUILDERS.add(self._builder)
-                self._builder.start()
+            self._add_locked(items)
+
+    def _add_locked(self, items: list[tuple[str, str, np.ndarray]]) -> None:
+        snapshot = self.snapshot
+        in_snapshot = snapshot.live_rows([key for key, _, _ in items]) if snapshot is not None else None
+        for at, (key, prompt, vector) in enumerate(items):
+            # a key's prompt and scope fix its vector: nothing to update
+            if key in self._rows or (in_snapshot is not None and in_snapshot[at] >= 0
+                                     and (self._dead is None or not self._dead[in_snapshot[at]])):
+                continue
+            row = len(self._keys)
+            self._reserve(row)
+            self._vectors[row - self._base] = vector
+            self._live[row] = True
+            self._keys.append(key)
+            self._prompts.append(prompt)
+            self._rows[key] = row
+            self._removed.pop(key, None)
+        used = len(self._keys)
+        if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
+                and (self._builder is None or not self._builder.is_alive())):
+            self._builder = threading.Thread(target=self._build, name="imgcache-index", daemon=True)
+            _BUILDERS.add(self._builder)
+            self._builder.start()
 
     def _reserve(self, row: int) -> None:
         if row - self._base >= len(self._vectors):
@@ -223,18 +229,21 @@ class ScopeIndex:
     # -- snapshots ------------------------------------------------------------------------
 
     def _own_vectors(self, rows: list[int]) -> np.ndarray:
-        """Vectors of this process's rows: from the matrix, or as the private graph holds them."""
+        """Vectors of this process's rows (ascending): from the matrix, or as the private
+        graph holds them."""
         out = np.zeros((len(rows), self.dim), dtype=np.float32)
-        for at, row in enumerate(rows):
-            if row >= self._base:
-                out[at] = self._vectors[row - self._base]
-            else:
-                out[at] = np.asarray(self._graph.get(row, dtype=np.float32)).reshape(self.dim)
+        ids = np.asarray(rows, dtype=np.int64)
+        in_graph = ids < self._base
+        if in_graph.any():
+            out[in_graph] = np.asarray(self._graph.get(ids[in_graph], dtype=np.float32)).reshape(-1, self.dim)
+        out[~in_graph] = self._vectors[ids[~in_graph] - self._base]
         return out
 
     def snapshot_rows(self) -> tuple[Rows, np.ndarray]:
         """What a new snapshot of this scope is made of (see :func:`mapped.write`): the current
-        snapshot's rows with their live mask, and this process's live rows with their vectors."""
+        snapshot's rows with their live mask, and this process's live rows with their vectors,
+        copied :data:`GRAPH_BATCH` x 16 rows per hold of the lock (a row removed meanwhile is
+        in :attr:`_removed`, which :meth:`adopt` applies again)."""
         with self._lock:
             snapshot = self.snapshot
             live_base = None
@@ -243,26 +252,31 @@ class ScopeIndex:
                 if self._dead is not None:
                     live_base[self._dead] = 0
             rows = sorted(self._rows.values())
-            vectors = self._own_vectors(rows)
-            return (Rows(snapshot, live_base, [self._keys[r] for r in rows], [self._prompts[r] for r in rows],
-                         graph=None), vectors)
+            keys, prompts = [self._keys[r] for r in rows], [self._prompts[r] for r in rows]
+        vectors = np.zeros((len(rows), self.dim), dtype=np.float32)
+        step = GRAPH_BATCH * 16
+        for start in range(0, len(rows), step):
+            with self._lock:  # rows are never rewritten; only where they live (matrix or graph) moves
+                if self.snapshot is not snapshot:
+                    raise RuntimeError("the scope stood on another snapshot while a round was written")
+                vectors[start:start + step] = self._own_vectors(rows[start:start + step])
+        return Rows(snapshot, live_base, keys, prompts, graph=None), vectors
 
     def adopt(self, snapshot: MappedScope) -> None:
-        """Stand on a newer snapshot: what this process removed since its last one stays
-        removed, and its own rows the snapshot lacks are kept; the rest are dropped."""
+        """Stand on a newer snapshot, under one hold of the lock: what this process removed
+        stays removed, and its own rows the snapshot lacks are kept; the rest are dropped."""
         with self._lock:
             removed = self._removed
-            kept = [row for key, row in self._rows.items() if snapshot.live_row(key) is None]
-            kept.sort()
-            vectors = self._own_vectors(kept)
-            keys, prompts = [self._keys[r] for r in kept], [self._prompts[r] for r in kept]
+            keys = list(self._rows)
+            kept = sorted(self._rows[key] for key, row in zip(keys, snapshot.live_rows(keys).tolist()) if row < 0)
+            items = list(zip([self._keys[r] for r in kept], [self._prompts[r] for r in kept],
+                             self._own_vectors(kept)))
             self._stand_on(snapshot)
             self._removed = removed
-            for key in removed:
-                row = self._snapshot_row(key)
-                if row is not None:
-                    self._mark_dead(row)
-        self.add_many(list(zip(keys, prompts, vectors)))
+            dead = snapshot.live_rows(list(removed))
+            for row in dead[dead >= 0].tolist():
+                self._mark_dead(row)
+            self._add_locked(items)
 
     @property
     def nbytes(self) -> int:
@@ -292,6 +306,10 @@ class SemanticIndex:
 
     def get(self, scope_id: str) -> ScopeIndex | None:
         return self._scopes.get(scope_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._scopes.clear()
 
     def scopes(self) -> list[tuple[str, ScopeIndex]]:
         with self._lock:

@@ -29,8 +29,6 @@ import numpy as np
 from ..._files import write_file
 
 FORMAT = 1
-FILES = ("graph.usearch", "keys.bin", "prefixes.bin", "order.bin", "offsets.bin", "prompts.bin",
-         "live.bin", "meta.json")
 KEY_BYTES = 32
 
 
@@ -66,7 +64,7 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
     the base's mapped rows: the writer holds in memory only the new rows and the key sort."""
     base = rows.base
     new_keys = np.frombuffer(b"".join(key_bytes(k) for k in rows.keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
-    new_prompts = [p.encode() for p in rows.prompts]
+    new_prompts = [p.encode("utf-8", "surrogatepass") for p in rows.prompts]
     new_offsets = np.cumsum([0] + [len(p) for p in new_prompts], dtype=np.uint64)
     if base is not None and base.rows:
         new_offsets = new_offsets[1:] + base._offsets[-1]
@@ -132,24 +130,34 @@ class MappedScope:
         return bytes(self._keys[row]).hex()
 
     def prompt(self, row: int) -> str:
-        return bytes(self._prompts[int(self._offsets[row]):int(self._offsets[row + 1])]).decode()
+        raw = bytes(self._prompts[int(self._offsets[row]):int(self._offsets[row + 1])])
+        return raw.decode("utf-8", "surrogatepass")  # as written: a prompt may hold lone surrogates
+
+    def live_rows(self, keys: Sequence[str]) -> np.ndarray:
+        """Each key's live row, or -1: a binary search over the sorted key prefixes (a key
+        removed and stored again has a dead row and a live one)."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        if not keys or not self.rows:
+            return found
+        raw = np.frombuffer(b"".join(key_bytes(k) for k in keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        prefixes = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+        start = np.searchsorted(self._prefixes, prefixes, side="left")
+        end = np.searchsorted(self._prefixes, prefixes, side="right")
+        single = np.flatnonzero(end - start == 1)
+        rows = self._order[start[single]].astype(np.int64)
+        same = np.all(np.asarray(self._keys[rows]) == raw[single], axis=1) & (np.asarray(self.live[rows]) != 0)
+        found[single[same]] = rows[same]
+        for at in np.flatnonzero(end - start > 1).tolist():  # a shared prefix: compare whole keys
+            for position in range(int(start[at]), int(end[at])):
+                row = int(self._order[position])
+                if self.live[row] and bytes(self._keys[row]) == raw[at].tobytes():
+                    found[at] = row
+                    break
+        return found
 
     def live_row(self, key: str) -> int | None:
-        """The live row holding ``key``, or None: a binary search over the sorted key prefixes
-        (a key removed and stored again has a dead row and a live one)."""
-        raw = key_bytes(key)
-        prefix = np.uint64(int.from_bytes(raw[:8], "big"))
-        start = int(np.searchsorted(self._prefixes, prefix, side="left"))
-        end = int(np.searchsorted(self._prefixes, prefix, side="right"))
-        for position in range(start, end):
-            row = int(self._order[position])
-            if self.live[row] and bytes(self._keys[row]) == raw:
-                return row
-        return None
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """The rows' vectors as the graph holds them (int8, dequantized): to write a new snapshot."""
-        return np.asarray(self.graph.get(rows, dtype=np.float32)).reshape(len(rows), self.dim)
+        row = int(self.live_rows([key])[0])
+        return None if row < 0 else row
 
     def close(self) -> None:
         """Drop the mappings (the files stay for other processes)."""

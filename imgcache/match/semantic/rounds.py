@@ -5,11 +5,12 @@
   feed on from the round's position (falling back to the round before, then to the whole
   feed, when a snapshot cannot be had whole).
 * Every :data:`CHECK_INTERVAL`, off the caller's path, it looks at the rounds. The holder of
-  the lease writes a new round once :attr:`SemanticOptions.snapshot_rows` entries are held
-  outside any snapshot (or the newest round was reported bad, or is old): every scope's
-  snapshot rows plus its own, written with all cores, the unchanged scopes reused as they
-  are; then it stands on the new round and trims the feed below the round before. The other
-  processes stand on a newer round once they hold that many rows of their own.
+  the lease writes a new round once :attr:`SemanticOptions.snapshot_rows` entries (or
+  :data:`GROWTH` of those in snapshots, if more) are held outside any snapshot, or the
+  newest round was reported bad or is old: every changed scope's snapshot rows plus its
+  own, in a graph built with all cores (unchanged scopes are reused as they are); then it
+  stands on the new round and trims the feed below the round before. The other processes
+  stand on a newer round once they hold as many rows of their own.
 """
 
 from __future__ import annotations
@@ -39,8 +40,25 @@ log = logging.getLogger("imgcache")
 
 CHECK_INTERVAL = 30.0
 LEASE_SECONDS = 1800.0
+GROWTH = 0.02
+"""A round is due once a namespace's rows outside its snapshots reach this share of those in
+them (and ``snapshot_rows``): a round rewrites every changed scope whole, so its cost grows with
+the scope, and the rounds must grow rarer with it."""
 _STOPPING = threading.Event()
 atexit.register(_STOPPING.set)
+
+
+def _after(position: str, other: str) -> bool:
+    """Whether feed position ``position`` comes after ``other`` (Redis stream ids
+    ``"ms-seq"``, or a file's byte offsets)."""
+    def order(text: str) -> tuple[int, int]:
+        first, _, second = text.partition("-")
+        return int(first), int(second or 0)
+
+    try:
+        return order(position) > order(other)
+    except ValueError:  # positions of different feeds: never taken as later
+        return False
 
 
 class Rounds:
@@ -55,6 +73,7 @@ class Rounds:
         self.min_rows = min_rows
         self.check_interval = check_interval
         self.standing: Round | None = None
+        self._read_by_check: str | None = None  # how far the feed was read at the last check
         self._checked = time.monotonic()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -66,25 +85,24 @@ class Rounds:
         failure costs only the replay of the whole feed)."""
         try:
             self._start()
-        except Exception:  # noqa: BLE001 - a snapshot is an optimization: never the caller's problem
+        except Exception:  # a snapshot is an optimization: never the caller's problem
             log.warning("imgcache: index snapshots of %s not used; replaying the feed", self.shelf.namespace,
                         exc_info=True)
 
     def _start(self) -> None:
-        for candidate in self.shelf.rounds().rounds:
+        shelved = self.shelf.rounds()
+        for candidate in shelved.rounds:
             mapped = self._map(candidate)
             if mapped is None:
                 continue
             if not self.feed.start_at(candidate.position):
                 return  # read already (another thread): the index is being fed from the start
-            for scope_id, snapshot in mapped.items():
-                self.index.stand_on(scope_id, snapshot)
-            self.standing = candidate
-            log.info("imgcache: %s stands on an index snapshot of %d entries as of %s",
-                     self.shelf.namespace, sum(s.rows for s in mapped.values()), candidate.position)
+            self._stand(candidate, mapped)
+            self.shelf.forget_others(self._named(shelved))
             return
 
     def _map(self, made: Round) -> dict[str, MappedScope] | None:
+        """Every scope of a round, mapped; None if one cannot be had now."""
         mapped: dict[str, MappedScope] = {}
         for scope_id, digest in made.scopes.items():
             directory = self.shelf.local(digest)
@@ -92,12 +110,19 @@ class Rounds:
                 return None
             try:
                 mapped[scope_id] = MappedScope(directory)
-            except (OSError, ValueError, RuntimeError) as exc:
-                log.warning("imgcache: index snapshot %s is unreadable (%s); not used", digest[:12], exc)
-                shutil.rmtree(directory, ignore_errors=True)
-                self.shelf.report_bad(digest)
+            except (OSError, ValueError, RuntimeError) as exc:  # intact (its digest held): not ours to read
+                log.warning("imgcache: index snapshot %s not mapped (%s)", digest[:12], exc)
                 return None
         return mapped
+
+    def _stand(self, made: Round, mapped: dict[str, MappedScope]) -> None:
+        for scope_id, snapshot in mapped.items():
+            self.index.stand_on(scope_id, snapshot)
+        self.standing = made
+        if self._read_by_check is None or _after(made.position, self._read_by_check):
+            self._read_by_check = made.position
+        log.info("imgcache: %s stands on an index snapshot round of %d entries as of %s",
+                 self.shelf.namespace, sum(s.rows for s in mapped.values()), made.position)
 
     # -- later: write or adopt, off the caller's path ---------------------------------------------
 
@@ -114,74 +139,124 @@ class Rounds:
             self._worker = threading.Thread(target=self.check, name="imgcache-snapshots", daemon=True)
             self._worker.start()
 
-    def check(self) -> None:
-        """Write a round if one is due and this process holds the lease, else stand on a newer
-        round if this process holds many rows of its own."""
-        try:
-            scopes = self.index.scopes()
-            own = sum(scope.own_rows for _, scope in scopes)
-            shelved = self.shelf.rounds()
-            rounds = shelved.rounds
-            newer = rounds[0] if rounds and rounds[0] != self.standing else None
-            if own >= self.min_rows or (shelved.due and scopes):
-                with self.shelf.lease(LEASE_SECONDS) as held:
-                    if held:
-                        self.write(shelved)
-                        return
-            if newer is not None and (own >= self.min_rows or self.standing is None):
-                self.adopt(newer)
-        except Exception:  # noqa: BLE001 - a snapshot is an optimization: never the caller's problem
-            log.warning("imgcache: index snapshot round failed; the feed still serves", exc_info=True)
-
     def settle(self, timeout: float | None = None) -> None:
         """Wait for a check running in the background (for tests and benchmarks)."""
         worker = self._worker
         if worker is not None:
             worker.join(timeout)
 
+    def check(self) -> None:
+        """Start over on the newest round if the feed was trimmed past what this process read;
+        write a round if one is due, this process's index covers the feed and it holds the
+        lease; else stand on a newer round once this process holds many rows of its own."""
+        try:
+            read = self.feed.position()
+            shelved = self.shelf.rounds()
+            if self._behind(shelved):
+                self._start_over(shelved)
+                return
+            if read is not None:
+                self._read_by_check = read[1]
+            scopes = self.index.scopes()
+            own = sum(scope.own_rows for _, scope in scopes)
+            mapped = sum(scope.snapshot.rows for _, scope in scopes if scope.snapshot is not None)
+            enough = max(self.min_rows, int(mapped * GROWTH))
+            covers = self.standing is not None or not shelved.published  # else the feed's start was trimmed
+            if covers and scopes and (own >= enough or shelved.due):
+                with self.shelf.lease(LEASE_SECONDS) as held:
+                    if held:
+                        self.write(shelved)
+                        return
+            newer = next(iter(shelved.rounds), None)
+            if newer is not None and (own >= enough or self.standing is None) and self._newer(newer):
+                self.adopt(newer)
+        except Exception:  # a snapshot is an optimization: never the caller's problem
+            log.warning("imgcache: index snapshot round failed; the feed still serves", exc_info=True)
+
+    def _newer(self, made: Round) -> bool:
+        """Whether ``made`` comes after the round this process stands on (never step back:
+        the feed this process read is past the older round's)."""
+        return self.standing is None or _after(made.position, self.standing.position)
+
+    def _behind(self, shelved: Shelved) -> bool:
+        """Whether the feed may have been trimmed below records this process had not read: it
+        was trimmed below the second-newest round, and at the last check (or its start) this
+        process had read less far (its reads since may have skipped what the trim took)."""
+        if len(shelved.published) < 2:
+            return False
+        trimmed_below = shelved.published[1].position
+        return self._read_by_check is None or _after(trimmed_below, self._read_by_check)
+
+    def _start_over(self, shelved: Shelved) -> None:
+        """Forget the index and stand on the newest round that can be had (or on nothing: a
+        process whose index lacks what the trim took never writes a round)."""
+        for candidate in shelved.rounds:
+            mapped = self._map(candidate)
+            if mapped is not None:
+                break
+        else:
+            candidate, mapped = None, None
+        log.warning("imgcache: %s read the index feed too slowly (it was trimmed past its position); "
+                    "starting over on %s", self.shelf.namespace, candidate.position if candidate else "the feed")
+
+        def start_over() -> None:
+            self.index.clear()
+            self.standing = self._read_by_check = None
+            if candidate is not None and mapped is not None:
+                self._stand(candidate, mapped)
+
+        self.feed.restart_at(candidate.position if candidate else None, start_over)
+
     def adopt(self, made: Round) -> None:
         mapped = self._map(made)
-        if mapped is None:
-            return
-        for scope_id, snapshot in mapped.items():
-            self.index.stand_on(scope_id, snapshot)
-        self.standing = made
+        if mapped is not None:
+            self._stand(made, mapped)
+            self.shelf.forget_others(self._named(self.shelf.rounds()) | set(made.scopes.values()))
+
+    @staticmethod
+    def _named(shelved: Shelved) -> set[str]:
+        return {digest for made in shelved.rounds for digest in made.scopes.values()}
 
     def write(self, shelved: Shelved) -> Round | None:
         """Write a round of every scope as of the feed position read so far, publish it, stand
-        on it and trim the feed below the round before."""
+        on it, trim the feed below the round before and drop the parts of the one before that."""
         self.read_feed()  # all that the feed holds so far is in the index: the round covers it
         read = self.feed.position()
         if read is None or read[1] is None:
             return None
         tier, position = read
-        if tier is not self.shelf.store.feed_tier():
-            return None  # the feed moved tiers (Redis down): positions are not comparable
+        published = shelved.published
+        if tier is not self.shelf.store.feed_tier() or (published and _after(published[0].position, position)):
+            return None  # the feed moved tiers, or this process has not read as far as the newest round
         scopes: dict[str, str] = {}
         mapped: dict[str, MappedScope] = {}
-        for scope_id, scope in self.index.scopes():
-            if _STOPPING.is_set():
-                return None
-            if scope.snapshot is not None and not scope.changed:
-                scopes[scope_id] = scope.snapshot.directory.name  # named by its digest
-                if shelved.stale or scopes[scope_id] in shelved.bad:
-                    self.shelf.reshare(scopes[scope_id])
-                continue
-            directory = self.shelf.new_directory()
-            try:
-                self._write_scope(scope, directory)
-                digest = self.shelf.keep(directory)
-            except BaseException:
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
-            scopes[scope_id] = digest
-            mapped[scope_id] = MappedScope(self.shelf.root / digest)
+        try:
+            for scope_id, scope in self.index.scopes():
+                if _STOPPING.is_set():
+                    return None
+                if scope.snapshot is not None and not scope.changed:
+                    scopes[scope_id] = scope.snapshot.directory.name  # named by its digest
+                    if shelved.stale or scopes[scope_id] in shelved.bad:
+                        self.shelf.reshare(scopes[scope_id])
+                    continue
+                directory = self.shelf.new_directory()
+                try:
+                    self._write_scope(scope, directory)
+                    digest = self.shelf.keep(directory)
+                except BaseException:
+                    shutil.rmtree(directory, ignore_errors=True)
+                    raise
+                scopes[scope_id] = digest
+                mapped[scope_id] = MappedScope(self.shelf.root / digest)
+        except BaseException:  # the round is not published: what it wrote goes
+            for snapshot in mapped.values():
+                shutil.rmtree(snapshot.directory, ignore_errors=True)
+            raise
         made = Round(position, scopes, round(time.time(), 3))
         self.shelf.publish(made)
         for scope_id, snapshot in mapped.items():
             self.index.stand_on(scope_id, snapshot)
         self.standing = made
-        published = shelved.published
         kept = set(scopes.values()) | (set(published[0].scopes.values()) if published else set())
         if published:  # the round before this one is the oldest whose tail the feed keeps
             self.shelf.store.trim_records(tier, self.shelf.namespace, self.shelf.feed, published[0].position)  # type: ignore[arg-type]
@@ -199,7 +274,8 @@ class Rounds:
 
         rows, vectors = scope.snapshot_rows()
         base = rows.base
-        graph = Index.restore(str(base.directory / "graph.usearch")) if base is not None else new_graph(scope.dim)
+        # a copy of the mapped graph through the mapping itself: its file may be gone (a newer round)
+        graph = Index.restore(base.graph.save()) if base is not None else new_graph(scope.dim)
         if base is not None and rows.live_base is not None:
             gone = np.flatnonzero((rows.live_base == 0) & (np.asarray(base.live) != 0))
             if len(gone):
