@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 from .. import codec
 from .._files import make_dirs, write_file
 from .._vocabulary import HEX_ID, compact_json
-from ..errors import CorruptData, TierError, TierUnavailable
+from ..errors import CorruptData, ImgcacheError, TierError, TierUnavailable
 from .base import FAILED, blob_key
 
 if TYPE_CHECKING:
@@ -401,7 +401,7 @@ class SnapshotShelf:
 
 
 
-class BadSnapshot(ValueError):
+class BadSnapshot(ImgcacheError):
     """A snapshot the store cannot give whole: a part missing or failing its digest, or a
     manifest that does not describe a snapshot."""
 

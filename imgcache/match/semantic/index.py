@@ -1,14 +1,18 @@
 """In-process vector index, one per semantic scope.
 
-Vectors live in a float16 matrix that grows by half. A scope is searched exactly (usearch's
-SIMD kernels: no build step, so a restarted process serves as soon as its vectors are
-loaded; and no BLAS thread pool left spinning against the embedding model's threads). Past
-:data:`GRAPH_MIN_ROWS` rows a background thread also files the rows into a usearch HNSW
-graph with int8 vectors (it only proposes: the verifier decides), a batch at a time; a search then asks the graph for the rows it holds and scans
-only the newer rows exactly. Graph and matrix are touched under one lock (usearch indexes
-are not safe for concurrent writes and reads), held for at most one batch.
+A scope may stand on a snapshot that another process wrote (see :mod:`.mapped` and
+:mod:`.rounds`): its rows are memory-mapped, shared with the other processes of the host, and
+searched through its HNSW graph. The rows this process adds itself live in a float16 matrix
+that grows by half, searched exactly (usearch's SIMD kernels: no build step, and no BLAS
+thread pool left spinning against the embedding model's threads). Past
+:data:`GRAPH_MIN_ROWS` of them a background thread also files them into a private usearch
+HNSW graph with int8 vectors (it only proposes: the verifier decides), a batch at a time; a
+search then asks the graph for the rows it holds and scans only the newer rows exactly.
+Graphs and matrix are touched under one lock (usearch indexes are not safe for concurrent
+writes and reads), held for at most one batch.
 
-A removed entry's row is zeroed and masked out: it is never proposed again.
+A removed entry's row is zeroed and masked out (a snapshot's row, in a mask of this
+process's): it is never proposed again.
 """
 
 from __future__ import annotations
