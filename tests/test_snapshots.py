@@ -19,6 +19,7 @@ from _helpers import Upstream, bow_options, expected, generator
 from imgcache import Cache
 from imgcache.match.semantic.rounds import Rounds
 from imgcache.store.base import FAILED
+from imgcache.testing.servers import wait_until
 from imgcache.store.snapshots import PART_BYTES
 
 pytestmark = pytest.mark.slow
@@ -49,13 +50,14 @@ def scope_of(cache: Cache) -> Any:
 
 
 def new_cache(tmp_path: Path, host: str = "a", namespace: str = "ns", redis_url: str | None = None,
-              **options: Any) -> Cache:
+              s3: tuple[str, str] | None = None, **options: Any) -> Cache:
     """A worker: its own memory, on host ``host`` (its own snapshot directory)."""
     semantic = bow_options(snapshot_rows=options.pop("snapshot_rows", 50),
                            snapshot_dir=str(tmp_path / f"host-{host}"), **options)
-    if redis_url is None:
+    if redis_url is None and s3 is None:
         return Cache(namespace, directory=tmp_path / "store", semantic=semantic)
-    return Cache(namespace, redis_url=redis_url, semantic=semantic)
+    buckets = {} if s3 is None else {"s3_endpoint_url": s3[0], "s3_bucket": s3[1]}
+    return Cache(namespace, redis_url=redis_url, semantic=semantic, **buckets)
 
 
 def fill(cache: Cache, upstream: Upstream, numbers: range) -> None:
@@ -100,12 +102,27 @@ def test_a_new_worker_stands_on_the_round_and_replays_only_the_tail(tmp_path: Pa
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
 
 
-def test_another_host_fetches_the_round_through_redis(tmp_path: Path, redis_url: str) -> None:
+@pytest.fixture(params=["redis", "cluster", "redis+s3"])
+def fleet(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The shared tiers of a fleet: one Redis, a Redis Cluster, or a Redis with S3 behind it."""
+    if request.param == "cluster":
+        return {"redis_url": request.getfixturevalue("redis_cluster_url")}
+    shared: dict[str, Any] = {"redis_url": request.getfixturevalue("redis_url")}
+    if request.param == "redis+s3":
+        shared["s3"] = request.getfixturevalue("s3_bucket")
+    return shared
+
+
+def test_another_host_fetches_the_round_through_the_fleet_tiers(tmp_path: Path, fleet: dict[str, Any]) -> None:
     upstream = Upstream()
-    with new_cache(tmp_path, "a", redis_url=redis_url) as writer:
+    with new_cache(tmp_path, "a", **fleet) as writer:
         fill(writer, upstream, range(120))
         write_round(writer)
-    with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+    if "s3" in fleet:  # Redis lost every part (evicted, say): S3 has them too
+        client = redis.Redis.from_url(fleet["redis_url"])
+        for key in client.scan_iter("imgcache:ns:b:*"):
+            client.delete(key)
+    with new_cache(tmp_path, "b", **fleet) as worker:
         before = upstream.calls
         generator(worker, upstream)(prompt=paraphrase(7))
         assert upstream.calls == before
@@ -481,3 +498,26 @@ def test_parts_are_not_dropped_while_a_kept_snapshot_is_unreadable(tmp_path: Pat
         blobs = set(client.scan_iter("imgcache:ns:b:*"))
         shelf.drop({old}, {"f" * 64})  # a kept snapshot whose manifest is nowhere
         assert set(client.scan_iter("imgcache:ns:b:*")) == blobs
+
+
+def test_redis_killed_mid_round_costs_the_round_not_the_call(tmp_path: Path, own_redis: Any) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=own_redis.url) as writer:
+        fill(writer, upstream, range(120))
+        rounds = rounds_of(writer)
+        rounds.read_feed()
+        own_redis.kill()
+        try:
+            rounds.check()  # logged, not raised
+            assert rounds.standing is None
+            generate = generator(writer, upstream)
+            assert generate(prompt=prompt(7)) == expected(prompt(7))  # this process's memory answers
+        finally:
+            own_redis.restart()
+        assert wait_until(lambda: writer.stats()["tiers"]["redis"] == "up"), "breaker never closed"
+        fill(writer, upstream, range(120, 180))  # the restarted Redis is empty: a feed anew
+        write_round(writer)
+    with new_cache(tmp_path, "b", redis_url=own_redis.url) as worker:
+        before = upstream.calls
+        generator(worker, upstream)(prompt="please " + paraphrase(150))  # the restart emptied Redis: a newer entry
+        assert upstream.calls == before and rounds_of(worker).standing is not None
