@@ -26,6 +26,7 @@ from . import manifest as manifests
 from .flight import Pending, SimilarFlights
 from .invalidation import Invalidations
 from .manifest import Hit
+from .match.config import FEED as SEMANTIC_FEED
 from .match.config import SemanticOptions, VisionOptions, read_recent_hits
 from .match.optional import describe, semantic_missing, vision_missing, warn_once
 from .store.feed import SharedFeed
@@ -331,3 +332,12 @@ class Lookup:
     def recent_semantic_hits(self) -> list[dict[str, Any]]:
         """The latest semantic hits of every process sharing the Redis (or directory)."""
         return read_recent_hits(self.store, self.namespace)
+
+    def index_snapshot(self) -> dict[str, Any] | None:
+        """The newest round of semantic index snapshots (see :mod:`imgcache.store.snapshots`)."""
+        shelved = self.snapshots(SEMANTIC_FEED, None).rounds()
+        if not shelved.published:
+            return None
+        newest = shelved.published[0]
+        return {"position": newest.position, "written_at": newest.at, "scopes": len(newest.scopes),
+                "usable": bool(shelved.rounds) and shelved.rounds[0] == newest, "reported_bad": len(shelved.bad)}

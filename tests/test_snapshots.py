@@ -521,3 +521,22 @@ def test_redis_killed_mid_round_costs_the_round_not_the_call(tmp_path: Path, own
         before = upstream.calls
         generator(worker, upstream)(prompt="please " + paraphrase(150))  # the restart emptied Redis: a newer entry
         assert upstream.calls == before and rounds_of(worker).standing is not None
+
+
+def test_stats_show_the_newest_round(tmp_path: Path, redis_url: str) -> None:
+    from rich.console import Console
+
+    from imgcache.cli.stats import _stats_table
+
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer:
+        assert writer.stats(shared=True)["index_snapshot"] is None
+        fill(writer, upstream, range(120))
+        write_round(writer)
+        figures = writer.stats(shared=True)
+    snapshot = figures["index_snapshot"]
+    assert snapshot["scopes"] == 1 and snapshot["usable"] and snapshot["position"] == rounds_of(writer).standing.position
+    console = Console(record=True, width=160)
+    console.print(_stats_table(figures, "stats"))
+    text = console.export_text()
+    assert "index snapshot" in text and "in use" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -186,6 +187,11 @@ def _stats_table(figures: dict[str, Any], title: str) -> Any:
                       f"misses that waited their turn ({_duration(rate.get('waited_seconds', 0))} in all)")
         table.add_row("429s", f"{int(rate.get('upstream_429', 0)):,}",
                       f"from the upstream; {int(rate.get('refused', 0)):,} refused beyond the queue timeout")
+    snapshot = figures.get("index_snapshot")
+    if snapshot:
+        state = "in use" if snapshot["usable"] else f"not usable ({snapshot['reported_bad']} reported bad)"
+        table.add_row("index snapshot", f"{snapshot['scopes']:,} scopes",
+                      f"written {_duration(max(0.0, time.time() - snapshot['written_at']))} ago, {state}")
     table.add_section()
     table.add_row("stored", f"{figures['stored']:,}", "")
     table.add_row("uncacheable", f"{figures['uncacheable']:,}", "returned but not stored")
