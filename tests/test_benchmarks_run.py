@@ -356,3 +356,14 @@ def test_bench_cold_worker_small_json() -> None:
     assert candidate["first_hit_s"] is not None and candidate["first_hit_s"] > 0
     assert candidate["semantic_hits"] >= 290 and candidate["p50_ms"] > 0  # paraphrases of stored prompts hit
     assert "first hit s" in stderr
+    assert result["new_host"]["semantic_hits"] >= 290  # fetched the round's parts, then hit
+    assert result["round_s"] >= 0 and result["snapshot_bytes"] > 0  # one round was written
+
+
+def test_bench_graph_recall_small_json() -> None:
+    (result,), stderr = _run_json("bench_graph_recall.py", "--entries", "3000")
+    assert result["name"] == "graph_recall" and "error" not in result, result
+    figures = result["figures"]
+    assert figures["exact scan"]["recall"] == 1.0  # a paraphrase's own prompt is its nearest
+    assert all(0.9 <= f["recall"] <= 1.0 for f in figures.values())
+    assert "stored prompt among the first 16" in stderr

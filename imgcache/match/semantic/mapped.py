@@ -32,11 +32,17 @@ FORMAT = 1
 KEY_BYTES = 32
 
 
+SEARCH_EXPANSION = 256
+"""usearch's ``expansion_search``: a missed proposal is a paid call, and 256 costs a fraction
+of a millisecond more than 64 (``benchmarks/bench_graph_recall.py``; figures in the README)."""
+
+
 def new_graph(dim: int) -> Any:
     """The HNSW graph every scope uses: int8 vectors, cosine; it only proposes."""
     from usearch.index import Index
 
-    return Index(ndim=dim, metric="cos", dtype="i8", connectivity=8, expansion_add=64, expansion_search=64)
+    return Index(ndim=dim, metric="cos", dtype="i8", connectivity=8, expansion_add=64,
+                 expansion_search=SEARCH_EXPANSION)
 
 
 def key_bytes(key: str) -> bytes:
@@ -114,6 +120,8 @@ class MappedScope:
         self._prompts = self._map("prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
         self.live = self._map("live.bin", np.uint8, (self.rows,))
         self.graph = Index.restore(str(directory / "graph.usearch"), view=True)
+        if self.graph is not None:
+            self.graph.expansion_search = SEARCH_EXPANSION  # a search setting: not saved with the graph
         if self.graph is None or self.graph.ndim != self.dim or len(self.graph) > self.rows:
             raise ValueError(f"{directory}: graph does not fit the snapshot")
 
