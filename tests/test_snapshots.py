@@ -19,8 +19,8 @@ from _helpers import Upstream, bow_options, expected, generator
 from imgcache import Cache
 from imgcache.match.semantic.rounds import Rounds
 from imgcache.store.base import FAILED
-from imgcache.testing.servers import wait_until
 from imgcache.store.snapshots import PART_BYTES
+from imgcache.testing.servers import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +46,16 @@ GROWTH = 0.02
 them (and ``snapshot_rows``): a round rewrites every changed scope whole, so its cost grows with
 the scope, and the rounds must grow rarer with it."""
 _STOPPING = threading.Event()
-atexit.register(_STOPPING.set)
+_WORKERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """A round being written must not be inside native code when the interpreter goes away:
+    it stops between scopes (a round of one huge scope may still be cut short, unpublished)."""
+    _STOPPING.set()
+    for worker in list(_WORKERS):
+        worker.join(timeout=5)
 
 
 def _after(position: str, other: str) -> bool:
@@ -137,6 +147,7 @@ class Rounds:
                 return
             self._checked = now
             self._worker = threading.Thread(target=self.check, name="imgcache-snapshots", daemon=True)
+            _WORKERS.add(self._worker)
             self._worker.start()
 
     def settle(self, timeout: float | None = None) -> None:
