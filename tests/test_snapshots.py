@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -540,3 +541,63 @@ def test_stats_show_the_newest_round(tmp_path: Path, redis_url: str) -> None:
     console.print(_stats_table(figures, "stats"))
     text = console.export_text()
     assert "index snapshot" in text and "in use" in text
+
+
+# --- found by a second review ------------------------------------------------------------------
+
+
+def test_a_round_is_adopted_only_once_the_feed_it_covers_is_read(tmp_path: Path, redis_url: str) -> None:
+    """Else the worker would take its cursor for the round's position, and a removal between
+    the two, trimmed by the next round, would be lost to it and to any round it writes."""
+    upstream = Upstream()
+    with new_cache(tmp_path, redis_url=redis_url) as writer, new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+        fill(writer, upstream, range(100))
+        generator(worker, upstream)(prompt="please " + paraphrase(1))  # reads the feed once
+        generate = generator(writer, upstream)
+        removed = generate.cache_key(prompt=prompt(3))
+        generate.invalidate(prompt=prompt(3))
+        generate(prompt=paraphrase(3))  # a removal record after the worker's cursor
+        write_round(writer)
+        rounds_of(worker).check()  # stands on the round, having read up to it
+        fill(writer, upstream, range(100, 200))
+        write_round(writer)  # trims below the first round
+        rounds_of(worker).read_feed()
+        rounds_of(worker).check()
+        assert removed not in keys_found(worker, [prompt(3)])
+    with new_cache(tmp_path, "c", redis_url=redis_url) as fresh:
+        generator(fresh, upstream)(prompt="kindly " + paraphrase(1))
+        assert removed not in keys_found(fresh, [prompt(3)])
+
+
+def test_a_worker_behind_the_newest_round_stands_on_it_instead_of_writing(tmp_path: Path, redis_url: str) -> None:
+    upstream = Upstream()
+    with (new_cache(tmp_path, redis_url=redis_url) as writer, new_cache(tmp_path, "b", redis_url=redis_url) as other,
+          new_cache(tmp_path, "c", redis_url=redis_url) as third):
+        fill(writer, upstream, range(100))
+        write_round(writer)
+        for n, worker in enumerate((other, third)):
+            generator(worker, upstream)(prompt=f"kindly {n} " + paraphrase(1))
+            rounds_of(worker).check()
+        fill(writer, upstream, range(100, 200))
+        for worker in (other, third):
+            rounds_of(worker).read_feed()  # 100 rows of their own: a round would be due for them
+        write_round(writer)
+        rounds_of(other).check()
+        published = rounds_of(other).shelf.rounds().published
+        assert len({made.position for made in published}) == len(published) == 2
+        assert rounds_of(other).standing == published[0] and scope_of(other).own_rows == 0
+        rounds_of(third).check()  # it read everything: no start over, it stands on the newest
+        assert rounds_of(third).standing == published[0] and scope_of(third).own_rows == 0
+
+
+def test_a_snapshot_not_yet_published_is_not_removed_by_another_process(tmp_path: Path) -> None:
+    upstream = Upstream()
+    with new_cache(tmp_path) as cache:
+        generator(cache, upstream)(prompt="a red lantern")
+        shelf = rounds_of(cache).shelf
+        unpublished = shelf.root / ("f" * 64)
+        unpublished.mkdir(parents=True)
+        shelf.forget_others(set(), newest=time.time() - 60)  # made after the newest round
+        assert unpublished.is_dir()
+        shelf.forget_others(set(), newest=time.time() + 60)  # made before it, and not named
+        assert not unpublished.exists()

@@ -383,18 +383,18 @@ class SnapshotShelf:
             if tier.scope == "fleet":
                 self.store.guarded(tier, tier.delete, key)
 
-    def forget_others(self, keep: set[str]) -> None:
-        """Remove this host's snapshots that no kept round names (mappings stay valid:
-        a removed file lives on while a process maps it)."""
+    def forget_others(self, keep: set[str], newest: float) -> None:
+        """Remove this host's snapshots that no kept round names, except those made after
+        the newest round was published (``newest``, its time): a round being written here,
+        not yet published. Mappings stay valid: a removed file lives on while mapped."""
         if not self.root.is_dir():
             return
-        cutoff = time.time() - 3600
         for path in self.root.iterdir():
             if path.name in keep or not path.is_dir():
                 continue
             try:
-                if path.name.startswith(".writing-") and path.stat().st_mtime > cutoff:
-                    continue  # another process is writing it
+                if path.stat().st_mtime > newest:
+                    continue
                 shutil.rmtree(path)
             except OSError:
                 continue

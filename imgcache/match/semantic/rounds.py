@@ -108,7 +108,8 @@ class Rounds:
             if not self.feed.start_at(candidate.position):
                 return  # read already (another thread): the index is being fed from the start
             self._stand(candidate, mapped)
-            self.shelf.forget_others(self._named(shelved))
+            self._read_by_check = candidate.position  # where this process starts reading
+            self._forget_others(shelved.rounds, max(made.at for made in shelved.published))
             return
 
     def _map(self, made: Round) -> dict[str, MappedScope] | None:
@@ -129,8 +130,6 @@ class Rounds:
         for scope_id, snapshot in mapped.items():
             self.index.stand_on(scope_id, snapshot)
         self.standing = made
-        if self._read_by_check is None or _after(made.position, self._read_by_check):
-            self._read_by_check = made.position
         log.info("imgcache: %s stands on an index snapshot round of %d entries as of %s",
                  self.shelf.namespace, sum(s.rows for s in mapped.values()), made.position)
 
@@ -158,31 +157,39 @@ class Rounds:
 
     def check(self) -> None:
         """Start over on the newest round if the feed was trimmed past what this process read;
-        write a round if one is due, this process's index covers the feed and it holds the
-        lease; else stand on a newer round once this process holds many rows of its own."""
+        stand on the newest round if it is newer than this process's; then write a round if
+        one is due, this process stands on the newest and holds the lease."""
         try:
             read = self.feed.position()
             shelved = self.shelf.rounds()
             if self._behind(shelved):
-                self._start_over(shelved)
+                self._start_over(shelved, read)
                 return
             if read is not None:
                 self._read_by_check = read[1]
-            scopes = self.index.scopes()
-            own = sum(scope.own_rows for _, scope in scopes)
-            mapped = sum(scope.snapshot.rows for _, scope in scopes if scope.snapshot is not None)
-            enough = max(self.min_rows, int(mapped * GROWTH))
-            covers = self.standing is not None or not shelved.published  # else the feed's start was trimmed
-            if covers and scopes and (own >= enough or shelved.due):
-                with self.shelf.lease(LEASE_SECONDS) as held:
-                    if held:
-                        self.write(shelved)
-                        return
-            newer = next(iter(shelved.rounds), None)
-            if newer is not None and (own >= enough or self.standing is None) and self._newer(newer):
-                self.adopt(newer)
+            newest = next(iter(shelved.rounds), None)
+            if newest is not None and self._newer(newest):
+                if not self.adopt(newest):
+                    return
+            if not self._due(shelved):
+                return
+            with self.shelf.lease(LEASE_SECONDS) as held:
+                if held:
+                    self.write(self.shelf.rounds())  # as it is now that the lease is held
         except Exception:  # a snapshot is an optimization: never the caller's problem
             log.warning("imgcache: index snapshot round failed; the feed still serves", exc_info=True)
+
+    def _due(self, shelved: Shelved) -> bool:
+        """Whether this process should write a round: it stands on the newest (or none was
+        ever written, so the feed is whole), and enough rows are outside the snapshots, or
+        the newest was reported bad or is old."""
+        published = shelved.published
+        if published and self.standing != published[0]:
+            return False  # a newer round it cannot stand on, or the feed's start was trimmed
+        scopes = self.index.scopes()
+        own = sum(scope.own_rows for _, scope in scopes)
+        mapped = sum(scope.snapshot.rows for _, scope in scopes if scope.snapshot is not None)
+        return bool(scopes) and (own >= max(self.min_rows, int(mapped * GROWTH)) or shelved.due)
 
     def _newer(self, made: Round) -> bool:
         """Whether ``made`` comes after the round this process stands on (never step back:
@@ -198,35 +205,49 @@ class Rounds:
         trimmed_below = shelved.published[1].position
         return self._read_by_check is None or _after(trimmed_below, self._read_by_check)
 
-    def _start_over(self, shelved: Shelved) -> None:
-        """Forget the index and stand on the newest round that can be had (or on nothing: a
-        process whose index lacks what the trim took never writes a round)."""
+    def _start_over(self, shelved: Shelved, read: tuple[object, str | None] | None) -> None:
+        """Forget the index and stand on the newest round that can be had. With none, keep
+        the index (it lacks what the trim took: it never writes a round) until one can be."""
         for candidate in shelved.rounds:
             mapped = self._map(candidate)
             if mapped is not None:
                 break
         else:
-            candidate, mapped = None, None
+            log.warning("imgcache: %s read the index feed too slowly (it was trimmed past its position) "
+                        "and no round can be had now; its index lacks some entries", self.shelf.namespace)
+            self.standing = None
+            self._read_by_check = None if read is None else read[1]
+            return
         log.warning("imgcache: %s read the index feed too slowly (it was trimmed past its position); "
-                    "starting over on %s", self.shelf.namespace, candidate.position if candidate else "the feed")
+                    "starting over on the round as of %s", self.shelf.namespace, candidate.position)
 
         def start_over() -> None:
             self.index.clear()
-            self.standing = self._read_by_check = None
-            if candidate is not None and mapped is not None:
-                self._stand(candidate, mapped)
+            self._stand(candidate, mapped)
+            self._read_by_check = candidate.position
 
-        self.feed.restart_at(candidate.position if candidate else None, start_over)
+        self.feed.restart_at(candidate.position, start_over)
 
-    def adopt(self, made: Round) -> None:
+    def adopt(self, made: Round) -> bool:
+        """Stand on ``made`` once this process has read the feed as far as it covers; whether
+        it does."""
+        self.read_feed()
+        read = self.feed.position()
+        if read is None or read[1] is None or _after(made.position, read[1]):
+            return False  # its feed tail is not read yet: records it covers would be skipped
         mapped = self._map(made)
-        if mapped is not None:
-            self._stand(made, mapped)
-            self.shelf.forget_others(self._named(self.shelf.rounds()) | set(made.scopes.values()))
+        if mapped is None:
+            return False
+        self._stand(made, mapped)
+        shelved = self.shelf.rounds()
+        self._forget_others(shelved.rounds, max((r.at for r in shelved.published), default=made.at))
+        return True
 
-    @staticmethod
-    def _named(shelved: Shelved) -> set[str]:
-        return {digest for made in shelved.rounds for digest in made.scopes.values()}
+    def _forget_others(self, kept: list[Round], newest: float) -> None:
+        """Remove this host's snapshots that the ``kept`` rounds and the one this process
+        stands on do not name, unless made after the newest round (published at ``newest``)."""
+        kept = [*kept, *([self.standing] if self.standing else [])]
+        self.shelf.forget_others({digest for made in kept for digest in made.scopes.values()}, newest)
 
     def write(self, shelved: Shelved) -> Round | None:
         """Write a round of every scope as of the feed position read so far, publish it, stand
@@ -237,8 +258,11 @@ class Rounds:
             return None
         tier, position = read
         published = shelved.published
-        if tier is not self.shelf.store.feed_tier() or (published and _after(published[0].position, position)):
-            return None  # the feed moved tiers, or this process has not read as far as the newest round
+        if published and (self.standing != published[0] or not (_after(position, published[0].position)
+                                                               or shelved.due)):
+            return None  # another round came first, or nothing new since the newest
+        if tier is not self.shelf.store.feed_tier():
+            return None  # the feed moved tiers (Redis down): positions are not comparable
         scopes: dict[str, str] = {}
         mapped: dict[str, MappedScope] = {}
         try:
@@ -268,12 +292,12 @@ class Rounds:
         for scope_id, snapshot in mapped.items():
             self.index.stand_on(scope_id, snapshot)
         self.standing = made
-        kept = set(scopes.values()) | (set(published[0].scopes.values()) if published else set())
+        kept = set(scopes.values()) | (set(published[0].scopes.values()) if published else set())  # parts
         if published:  # the round before this one is the oldest whose tail the feed keeps
             self.shelf.store.trim_records(tier, self.shelf.namespace, self.shelf.feed, published[0].position)  # type: ignore[arg-type]
         if len(published) > 1:
             self.shelf.drop(set(published[1].scopes.values()), kept)
-        self.shelf.forget_others(kept)
+        self._forget_others([made, *published[:1]], made.at)
         log.info("imgcache: wrote an index snapshot round of %s (%d scopes) as of %s",
                  self.shelf.namespace, len(scopes), position)
         return made
