@@ -168,9 +168,8 @@ class Rounds:
             if read is not None:
                 self._read_by_check = read[1]
             newest = next(iter(shelved.rounds), None)
-            if newest is not None and self._newer(newest):
-                if not self.adopt(newest):
-                    return
+            if newest is not None and self._newer(newest) and not self.adopt(newest):
+                return  # a newer round to stand on first
             if not self._due(shelved):
                 return
             with self.shelf.lease(LEASE_SECONDS) as held:
