@@ -389,7 +389,7 @@ class Calls:
                                  elapsed=elapsed, images=images)
         self.store.put(self.namespace, request.key, manifest, {**blobs, **fingerprints})
         self.stats.add({"stored": 1})
-        self.lookup.index(request)
+        self.lookup.index(request, until=manifest.get("max_expires") or 0.0)
         self.touched()
         for listener in self.on_stored if made else ():
             try:

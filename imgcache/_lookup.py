@@ -213,11 +213,12 @@ class Lookup:
                 return alias
         return None
 
-    def index(self, request: Request) -> None:
-        """Add a request whose result was just stored to the near-match indexes."""
+    def index(self, request: Request, until: float = 0.0) -> None:
+        """Add a request whose result was just stored to the near-match indexes (``until``:
+        when its entry expires at the latest; 0: never)."""
         matcher = self.semantic if self.semantic_wanted(request) else None
         if matcher is not None:
-            self.semantic_call(matcher.add, request)
+            self.semantic_call(lambda r: matcher.add(r, until), request)
         perceptual = self.perceptual if self.perceptual_wanted(request) else None
         if perceptual is not None:
             try:

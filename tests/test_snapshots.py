@@ -601,3 +601,30 @@ def test_a_snapshot_not_yet_published_is_not_removed_by_another_process(tmp_path
         assert unpublished.is_dir()
         shelf.forget_others(set(), newest=time.time() + 60)  # made before it, and not named
         assert not unpublished.exists()
+
+
+def test_expired_entries_are_not_proposed_and_leave_the_next_round(tmp_path: Path, redis_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record carries when its entry expires at the latest (its TTL fully extended): past it
+    the entry is not proposed, in the snapshot or among a process's own rows, and the next
+    round carries it as dead; no lookup has to find it gone first."""
+    import types
+
+    from imgcache.match.semantic import index as index_module
+
+    upstream = Upstream()
+    with Cache("ns", redis_url=redis_url, ttl=60,
+               semantic=bow_options(snapshot_rows=50, snapshot_dir=str(tmp_path / "host-a"))) as writer:
+        fill(writer, upstream, range(100))
+        write_round(writer)
+        fill(writer, upstream, range(100, 120))  # own rows, on the feed after the round
+        generate = generator(writer, upstream)
+        keys = {i: generate.cache_key(prompt=prompt(i)) for i in (5, 110)}
+        with new_cache(tmp_path, "b", redis_url=redis_url) as worker:
+            generator(worker, upstream)(prompt="kindly " + paraphrase(1))
+            assert set(keys.values()) <= keys_found(worker, [prompt(5), prompt(110)])
+            later = time.time() + 30 * 86400
+            monkeypatch.setattr(index_module, "time", types.SimpleNamespace(time=lambda: later, sleep=time.sleep))
+            assert not set(keys.values()) & keys_found(worker, [prompt(5), prompt(110)])
+            rows, _ = scope_of(writer).snapshot_rows()
+            assert not rows.keys and rows.live_base is not None and not rows.live_base.any()

@@ -81,6 +81,7 @@ class ScopeIndex:
         self._vectors = np.zeros((16, self.dim), dtype=np.float16)
         self._base = 0  # row number of self._vectors[0]
         self._live = np.zeros(16, dtype=bool)
+        self._until = np.zeros(16, dtype=np.float64)  # when each own row's entry expires at the latest; 0: never
         self._keys: list[str] = []
         self._prompts: list[str] = []
         self._rows: dict[str, int] = {}
@@ -110,26 +111,37 @@ class ScopeIndex:
             return None
         return row
 
-    def add(self, key: str, prompt: str, vector: np.ndarray) -> None:
-        self.add_many([(key, prompt, vector)])
+    def add(self, key: str, prompt: str, vector: np.ndarray, until: float = 0.0) -> None:
+        self.add_many([(key, prompt, vector)], [until])
 
-    def add_many(self, items: list[tuple[str, str, np.ndarray]]) -> None:
-        """Add entries (key, normalized prompt, unit vector) under one hold of the lock."""
+    def add_many(self, items: list[tuple[str, str, np.ndarray]], until: list[float] | None = None) -> None:
+        """Add entries (key, normalized prompt, unit vector) under one hold of the lock;
+        ``until``: when each entry expires at the latest (its TTL fully extended; 0: never),
+        after which it is not proposed."""
         with self._lock:
-            self._add_locked(items)
+            self._add_locked(items, until)
 
-    def _add_locked(self, items: list[tuple[str, str, np.ndarray]]) -> None:
+    def _add_locked(self, items: list[tuple[str, str, np.ndarray]], until: list[float] | None) -> None:
         snapshot = self.snapshot
         in_snapshot = snapshot.live_rows([key for key, _, _ in items]) if snapshot is not None else None
         for at, (key, prompt, vector) in enumerate(items):
-            # a key's prompt and scope fix its vector: nothing to update
-            if key in self._rows or (in_snapshot is not None and in_snapshot[at] >= 0
-                                     and (self._dead is None or not self._dead[in_snapshot[at]])):
+            expires = until[at] if until else 0.0
+            own = self._rows.get(key)
+            if own is not None:  # a key's prompt and scope fix its vector: only its lifetime can change
+                old = self._until[own]
+                self._until[own] = 0.0 if not expires or not old else max(old, expires)
                 continue
+            found = -1 if in_snapshot is None else int(in_snapshot[at])
+            if found >= 0 and (self._dead is None or not self._dead[found]):
+                held = float(snapshot.until[found])  # type: ignore[union-attr]
+                if not held or (expires and expires <= held):
+                    continue
+                self._mark_dead(found)  # stored again to live longer: this process's row replaces it
             row = len(self._keys)
             self._reserve(row)
             self._vectors[row - self._base] = vector
             self._live[row] = True
+            self._until[row] = expires
             self._keys.append(key)
             self._prompts.append(prompt)
             self._rows[key] = row
@@ -148,6 +160,7 @@ class ScopeIndex:
         if row == len(self._live):
             self._live = np.resize(self._live, max(16, row + row // 2))
             self._live[row:] = False
+            self._until = np.resize(self._until, len(self._live))
 
     def remove(self, key: str) -> bool:
         """Never propose ``key`` again (until it is added anew); whether it was here."""
@@ -181,6 +194,7 @@ class ScopeIndex:
 
         query = vector.astype(np.float16)
         found: list[tuple[float, str, str]] = []
+        now = time.time()
         with self._lock:
             snapshot = self.snapshot
             if snapshot is not None and self._snapshot_live:
@@ -188,7 +202,8 @@ class ScopeIndex:
                                                 exact=snapshot.rows < GRAPH_MIN_ROWS)
                 for row, distance in zip(matches.keys.tolist(), matches.distances.tolist()):
                     if (1.0 - distance >= min_similarity and snapshot.live[row]
-                            and (self._dead is None or not self._dead[row])):
+                            and (self._dead is None or not self._dead[row])
+                            and not 0 < snapshot.until[row] <= now):
                         found.append((1.0 - distance, snapshot.key(row), snapshot.prompt(row)))
             own: dict[int, float] = {}
             used = len(self._keys)
@@ -202,7 +217,7 @@ class ScopeIndex:
                 own.update((first + row, distance)
                            for row, distance in zip(tail.keys.tolist(), tail.distances.tolist()))
             found += [(1.0 - distance, self._keys[row], self._prompts[row]) for row, distance in own.items()
-                      if self._live[row] and 1.0 - distance >= min_similarity]
+                      if self._live[row] and 1.0 - distance >= min_similarity and not 0 < self._until[row] <= now]
         found.sort(key=lambda item: item[0], reverse=True)
         return [Candidate(key, prompt, similarity) for similarity, key, prompt in found[:count]]
 
@@ -248,15 +263,19 @@ class ScopeIndex:
         snapshot's rows with their live mask, and this process's live rows with their vectors,
         copied :data:`GRAPH_BATCH` x 16 rows per hold of the lock (a row removed meanwhile is
         in :attr:`_removed`, which :meth:`adopt` applies again)."""
+        now = time.time()
         with self._lock:
             snapshot = self.snapshot
             live_base = None
-            if snapshot is not None:
+            if snapshot is not None:  # removed or expired since it was written: dead in the next
                 live_base = np.asarray(snapshot.live).astype(np.uint8)
                 if self._dead is not None:
                     live_base[self._dead] = 0
-            rows = sorted(self._rows.values())
+                until = np.asarray(snapshot.until)
+                live_base[(until > 0) & (until <= now)] = 0
+            rows = sorted(r for r in self._rows.values() if not 0 < self._until[r] <= now)
             keys, prompts = [self._keys[r] for r in rows], [self._prompts[r] for r in rows]
+            until_own = self._until[rows].tolist()
         vectors = np.zeros((len(rows), self.dim), dtype=np.float32)
         step = GRAPH_BATCH * 16
         for start in range(0, len(rows), step):
@@ -264,7 +283,7 @@ class ScopeIndex:
                 if self.snapshot is not snapshot:
                     raise RuntimeError("the scope stood on another snapshot while a round was written")
                 vectors[start:start + step] = self._own_vectors(rows[start:start + step])
-        return Rows(snapshot, live_base, keys, prompts, graph=None), vectors
+        return Rows(snapshot, live_base, keys, prompts, until_own, graph=None), vectors
 
     def adopt(self, snapshot: MappedScope) -> None:
         """Stand on a newer snapshot, under one hold of the lock: what this process removed
@@ -272,15 +291,19 @@ class ScopeIndex:
         with self._lock:
             removed = self._removed
             keys = list(self._rows)
-            kept = sorted(self._rows[key] for key, row in zip(keys, snapshot.live_rows(keys).tolist()) if row < 0)
+            found = snapshot.live_rows(keys).tolist()
+            held = np.asarray(snapshot.until)
+            kept = sorted(row for row, at in ((self._rows[key], at) for key, at in zip(keys, found))
+                          if at < 0 or (held[at] and (not self._until[row] or self._until[row] > held[at])))
             items = list(zip([self._keys[r] for r in kept], [self._prompts[r] for r in kept],
                              self._own_vectors(kept)))
+            until = self._until[kept].tolist()
             self._stand_on(snapshot)
             self._removed = removed
             dead = snapshot.live_rows(list(removed))
             for row in dead[dead >= 0].tolist():
                 self._mark_dead(row)
-            self._add_locked(items)
+            self._add_locked(items, until)
 
     @property
     def nbytes(self) -> int:

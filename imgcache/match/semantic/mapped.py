@@ -9,6 +9,8 @@ A snapshot is a directory of plain files, written once and never changed:
   the row each belongs to, so that a key finds its row by binary search, with no dict;
 * ``offsets.bin`` and ``prompts.bin``: the rows' normalized prompts (UTF-8, concatenated);
 * ``live.bin``: one byte per row, 0 for an entry removed before the snapshot was written;
+* ``until.bin``: when each row's entry expires at the latest (unix seconds, 0: never), after
+  which it is not proposed;
 * ``meta.json``: the format, the vector length and the row count.
 
 Everything but ``meta.json`` is read through ``numpy.memmap``: a process's private memory
@@ -59,6 +61,8 @@ class Rows:
     """The base rows still live (the base's own mask, less what was removed since)."""
     keys: Sequence[str]
     prompts: Sequence[str]
+    until: Sequence[float]
+    """When each new row's entry expires at the latest (0: never)."""
     graph: Any
 
     def __len__(self) -> int:
@@ -87,6 +91,8 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
         "offsets.bin": [base._offsets if base else None, new_offsets],
         "prompts.bin": [base._prompts if base else None, b"".join(new_prompts)],
         "live.bin": [live],
+        "until.bin": [base.until if base else None,
+                      np.minimum(np.ceil(np.asarray(rows.until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)],
     }
     for name, pieces in parts.items():
         fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -119,6 +125,8 @@ class MappedScope:
         self._offsets = self._map("offsets.bin", np.uint64, (self.rows + 1,))
         self._prompts = self._map("prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
         self.live = self._map("live.bin", np.uint8, (self.rows,))
+        self.until = self._map("until.bin", np.uint32, (self.rows,))
+        """When each row's entry expires at the latest (unix seconds; 0: never)."""
         self.graph = Index.restore(str(directory / "graph.usearch"), view=True)
         if self.graph is not None:
             self.graph.expansion_search = SEARCH_EXPANSION  # a search setting: not saved with the graph

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -157,8 +158,9 @@ class SemanticMatcher:
 
     # -- feeding the index ----------------------------------------------------------------
 
-    def add(self, request: Request) -> None:
-        """Index a stored request, here and (through the feed) in every other process."""
+    def add(self, request: Request, until: float = 0.0) -> None:
+        """Index a stored request, here and (through the feed) in every other process;
+        ``until``: when its entry expires at the latest (0: never)."""
         text = self._text(request)
         if not text:
             return
@@ -166,11 +168,12 @@ class SemanticMatcher:
         scope_id = self.scope_id(request)
         scope = self.index.scope(scope_id, len(vector), authoritative=True)
         assert scope is not None
-        scope.add(request.key, request.prompt, vector)
+        scope.add(request.key, request.prompt, vector, until)
         self._dim = len(vector)
         record = compact_json({
             "s": scope_id, "k": request.key, "p": request.prompt,
             "v": base64.b64encode(vector.astype("<f2").tobytes()).decode(),
+            **({"u": math.ceil(until)} if until else {}),
         })
         self.feed.append([record])
 
@@ -191,7 +194,7 @@ class SemanticMatcher:
         """Apply feed records to the index in order: entries added, scope by scope, and
         removals. Malformed records are skipped and counted as corrupt. Returns how many
         entries were added."""
-        pending: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+        pending: dict[str, list[tuple[str, str, np.ndarray, float]]] = {}
         added = corrupt = 0
 
         def flush() -> None:
@@ -204,7 +207,7 @@ class SemanticMatcher:
                     corrupt += len(items)
                     continue
                 corrupt += len(items) - len(fitting)
-                scope.add_many(fitting)
+                scope.add_many([item[:3] for item in fitting], [item[3] for item in fitting])
                 added += len(fitting)
             pending.clear()
 
@@ -220,8 +223,9 @@ class SemanticMatcher:
                     if scope is not None:
                         scope.remove(key)
                     continue
-                prompt, raw = data["p"], base64.b64decode(data["v"], validate=True)
-                if not (isinstance(prompt, str) and raw and len(raw) % 2 == 0):
+                prompt, raw, until = data["p"], base64.b64decode(data["v"], validate=True), data.get("u", 0)
+                if not (isinstance(prompt, str) and raw and len(raw) % 2 == 0
+                        and type(until) in (int, float) and 0 <= until < 2**32):
                     raise ValueError("bad field")
                 vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
                 if not np.all(np.isfinite(vector)) or self._dim not in (None, len(vector)):
@@ -229,7 +233,7 @@ class SemanticMatcher:
             except (ValueError, KeyError, TypeError, binascii.Error):
                 corrupt += 1
                 continue
-            pending.setdefault(scope_id, []).append((key, prompt, vector))
+            pending.setdefault(scope_id, []).append((key, prompt, vector, float(until)))
         flush()
         if corrupt:
             self.entries.corrupt(corrupt)
