@@ -35,10 +35,11 @@ class SemanticOptions:
     sync_interval: float = 0.5
     """How stale a process's view of other processes' entries may be, in seconds."""
     snapshot_rows: int = 50_000
-    """Entries held outside any index snapshot before the worker holding the lease writes a
-    new round of snapshots, which new processes map instead of replaying the whole feed
-    (see :mod:`imgcache.store.snapshots`); 0 never writes one (rounds others wrote are
-    still used)."""
+    """Entries held outside any index snapshot (or 2% of those inside, if more) before the
+    worker standing on the newest round and holding the lease writes the next round, which
+    new processes map instead of replaying the whole feed (see
+    :mod:`imgcache.store.snapshots`); 0: this process never writes one on its own (rounds
+    others wrote are still used)."""
     snapshot_dir: str | None = None
     """Where this host keeps snapshots (default: ``.snapshots`` in the cache directory, or
     ``~/.cache/imgcache/snapshots``)."""
