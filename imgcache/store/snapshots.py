@@ -28,7 +28,6 @@ trim, is gone for good (the snapshots carry it as dead).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -139,13 +138,16 @@ class SnapshotShelf:
 
     # -- parts in the tiers other hosts reach ----------------------------------------------
 
-    def _put_blob(self, data: bytes) -> None:
-        """Store ``data`` under its sha256 in every fleet tier that takes blobs its size."""
-        key = blob_key(self.namespace, codec.digest(data))
+    def _put_blob(self, data: bytes) -> str:
+        """Store ``data`` under its sha256 in every fleet tier that takes blobs its size;
+        returns the sha256."""
+        digest = codec.digest(data)
+        key = blob_key(self.namespace, digest)
         for tier in self.store.tiers:
             limit = self.store.max_blob_bytes.get(tier.name)
             if tier.scope == "fleet" and (limit is None or len(data) <= limit):
                 self.store.guarded(tier, tier.set, key, data, PART_TTL)
+        return digest
 
     def _get_blob(self, digest: str) -> bytes | None:
         """The blob stored under ``digest``, checked against it; None if no fleet tier has it
@@ -198,7 +200,7 @@ class SnapshotShelf:
     @contextmanager
     def lease(self, seconds: float) -> Iterator[bool]:
         """Whether this process may write a round now (one writer per namespace and feed)."""
-        ident = hashlib.sha256(f"snapshots:{self.feed}".encode()).hexdigest()
+        ident = codec.digest(f"snapshots:{self.feed}".encode())
         held = self.store.try_mutex(self.namespace, ident, seconds)
         if held is None:
             yield False
@@ -248,8 +250,7 @@ class SnapshotShelf:
             parts = self._put_parts(path)
             manifest["files"][path.name] = {"size": path.stat().st_size, "parts": parts}
         raw = compact_json(manifest)
-        digest = hashlib.sha256(raw).hexdigest()
-        self._put_blob(raw)
+        digest = self._put_blob(raw)
         write_file(written / VERIFIED, raw, exclusive=True)
         return self._settle(written, digest)
 
@@ -266,8 +267,7 @@ class SnapshotShelf:
         digests = []
         with path.open("rb") as src:
             while chunk := src.read(PART_BYTES):
-                digests.append(hashlib.sha256(chunk).hexdigest())
-                self._put_blob(chunk)
+                digests.append(self._put_blob(chunk))
         return digests
 
     def _settle(self, written: Path, digest: str) -> str:
@@ -331,7 +331,7 @@ class SnapshotShelf:
         """Whether a directory holds what its manifest says: every part's sha256, hashed on
         all cores (hashlib lets go of the GIL), so that a damaged file is never mapped."""
         raw = (directory / VERIFIED).read_bytes()
-        if hashlib.sha256(raw).hexdigest() != digest:
+        if codec.digest(raw) != digest:
             return False
         try:
             files = _manifest_files(raw)
@@ -344,7 +344,7 @@ class SnapshotShelf:
         def check(name: str, index: int, part: str) -> bool:
             with (directory / name).open("rb") as src:
                 src.seek(index * PART_BYTES)
-                return hashlib.sha256(src.read(PART_BYTES)).hexdigest() == part
+                return codec.digest(src.read(PART_BYTES)) == part
 
         jobs = [(name, index, part) for name, (_, parts) in files.items() for index, part in enumerate(parts)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -371,7 +371,7 @@ class SnapshotShelf:
         local = self.root / digest / VERIFIED
         try:
             raw = local.read_bytes() if local.is_file() else self._get_blob(digest)
-            if raw is None or hashlib.sha256(raw).hexdigest() != digest:
+            if raw is None or codec.digest(raw) != digest:
                 return None
             return {part for _, parts in _manifest_files(raw).values() for part in parts}
         except (OSError, TierError, BadSnapshot):

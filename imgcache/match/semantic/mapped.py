@@ -47,8 +47,14 @@ def new_graph(dim: int) -> Any:
                  expansion_search=SEARCH_EXPANSION)
 
 
-def key_bytes(key: str) -> bytes:
-    return bytes.fromhex(key)
+def _raw_keys(keys: Sequence[str]) -> np.ndarray:
+    """Hex keys as rows of :data:`KEY_BYTES` bytes."""
+    return np.frombuffer(b"".join(bytes.fromhex(k) for k in keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+
+
+def _prefixes(raw_keys: np.ndarray) -> np.ndarray:
+    """Each key's first 8 bytes as a big-endian uint64: sorting them sorts the keys' starts."""
+    return np.ascontiguousarray(raw_keys[:, :8]).view(">u8").ravel().astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -73,15 +79,15 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
     """Write a snapshot into the empty ``directory`` (files private to their user), streaming
     the base's mapped rows: the writer holds in memory only the new rows and the key sort."""
     base = rows.base
-    new_keys = np.frombuffer(b"".join(key_bytes(k) for k in rows.keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+    new_keys = _raw_keys(rows.keys)
     new_prompts = [p.encode("utf-8", "surrogatepass") for p in rows.prompts]
     new_offsets = np.cumsum([0] + [len(p) for p in new_prompts], dtype=np.uint64)
     if base is not None and base.rows:
         new_offsets = new_offsets[1:] + base._offsets[-1]
-        old_prefixes = np.asarray(base._keys[:, :8]).copy().view(">u8").ravel()
+        old_prefixes = _prefixes(base._keys)
     else:
         old_prefixes = np.zeros(0, dtype=np.uint64)
-    prefixes = np.concatenate([old_prefixes, new_keys[:, :8].copy().view(">u8").ravel()]).astype(np.uint64)
+    prefixes = np.concatenate([old_prefixes, _prefixes(new_keys)])
     order = np.argsort(prefixes, kind="stable").astype(np.uint32)
     live = np.concatenate([rows.live_base if rows.live_base is not None else np.zeros(0, np.uint8),
                            np.ones(len(rows.keys), np.uint8)]).astype(np.uint8)
@@ -104,7 +110,6 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
     os.chmod(directory / "graph.usearch", 0o600)
     meta = {"format": FORMAT, "dim": dim, "rows": len(rows)}
     write_file(directory / "meta.json", json.dumps(meta).encode(), exclusive=True)
-
 
 
 class MappedScope:
@@ -155,8 +160,8 @@ class MappedScope:
         found = np.full(len(keys), -1, dtype=np.int64)
         if not keys or not self.rows:
             return found
-        raw = np.frombuffer(b"".join(key_bytes(k) for k in keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        prefixes = raw[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+        raw = _raw_keys(keys)
+        prefixes = _prefixes(raw)
         start = np.searchsorted(self._prefixes, prefixes, side="left")
         end = np.searchsorted(self._prefixes, prefixes, side="right")
         single = np.flatnonzero(end - start == 1)
@@ -174,7 +179,3 @@ class MappedScope:
     def live_row(self, key: str) -> int | None:
         row = int(self.live_rows([key])[0])
         return None if row < 0 else row
-
-    def close(self) -> None:
-        """Drop the mappings (the files stay for other processes)."""
-        self.graph = None

@@ -10,7 +10,7 @@
   newest round was reported bad or is old: every changed scope's snapshot rows plus its
   own, in a graph built with all cores (unchanged scopes are reused as they are); then it
   stands on the new round and trims the feed below the round before. The other processes
-  stand on a newer round once they hold as many rows of their own.
+  stand on a newer round once they have read the feed as far as it covers.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Rounds:
                 return  # read already (another thread): the index is being fed from the start
             self._stand(candidate, mapped)
             self._read_by_check = candidate.position  # where this process starts reading
-            self._forget_others(shelved.rounds, max(made.at for made in shelved.published))
+            self._forget_unnamed(shelved)
             return
 
     def _map(self, made: Round) -> dict[str, MappedScope] | None:
@@ -168,7 +168,7 @@ class Rounds:
             if read is not None:
                 self._read_by_check = read[1]
             newest = next(iter(shelved.rounds), None)
-            if newest is not None and self._newer(newest) and not self.adopt(newest):
+            if newest is not None and self._newer(newest) and not self.adopt(newest, shelved):
                 return  # a newer round to stand on first
             if not self._due(shelved):
                 return
@@ -227,9 +227,9 @@ class Rounds:
 
         self.feed.restart_at(candidate.position, start_over)
 
-    def adopt(self, made: Round) -> bool:
-        """Stand on ``made`` once this process has read the feed as far as it covers; whether
-        it does."""
+    def adopt(self, made: Round, shelved: Shelved) -> bool:
+        """Stand on ``made`` (of ``shelved``) once this process has read the feed as far as it
+        covers; whether it does."""
         self.read_feed()
         read = self.feed.position()
         if read is None or read[1] is None or _after(made.position, read[1]):
@@ -238,9 +238,12 @@ class Rounds:
         if mapped is None:
             return False
         self._stand(made, mapped)
-        shelved = self.shelf.rounds()
-        self._forget_others(shelved.rounds, max((r.at for r in shelved.published), default=made.at))
+        self._forget_unnamed(shelved)
         return True
+
+    def _forget_unnamed(self, shelved: Shelved) -> None:
+        """Remove this host's snapshots that the usable rounds do not name."""
+        self._forget_others(shelved.rounds, max(made.at for made in shelved.published))
 
     def _forget_others(self, kept: list[Round], newest: float) -> None:
         """Remove this host's snapshots that the ``kept`` rounds and the one this process
@@ -317,4 +320,4 @@ class Rounds:
         first = base.rows if base is not None else 0
         if len(vectors):
             graph.add(np.arange(first, first + len(vectors)), vectors, threads=os.cpu_count() or 1)
-        write(Path(directory), scope.dim, replace(rows, graph=graph))
+        write(directory, scope.dim, replace(rows, graph=graph))
