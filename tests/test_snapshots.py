@@ -18,7 +18,7 @@ import redis
 from _helpers import Upstream, bow_options, expected, generator
 
 from imgcache import Cache
-from imgcache.match.semantic.rounds import Rounds
+from imgcache.match.rounds import Rounds
 from imgcache.store.base import FAILED
 from imgcache.store.snapshots import PART_BYTES
 from imgcache.testing.servers import wait_until
@@ -96,7 +96,7 @@ def test_a_new_worker_stands_on_the_round_and_replays_only_the_tail(tmp_path: Pa
         scope = scope_of(worker)
         assert scope.snapshot is not None and scope.snapshot.rows == 120
         assert scope.own_rows == 10  # the tail (aliases are not indexed)
-    directory = tmp_path / "host-a" / "ns"
+    directory = tmp_path / "host-a" / "ns" / "semantic"
     assert stat.S_IMODE(directory.stat().st_mode) == stat.S_IMODE(directory.parent.stat().st_mode) == 0o700
     for path in directory.rglob("*"):
         if path.is_file():
@@ -128,7 +128,7 @@ def test_another_host_fetches_the_round_through_the_fleet_tiers(tmp_path: Path, 
         generator(worker, upstream)(prompt=paraphrase(7))
         assert upstream.calls == before
         assert scope_of(worker).snapshot is not None
-    assert any((tmp_path / "host-b" / "ns").iterdir())
+    assert any((tmp_path / "host-b" / "ns" / "semantic").iterdir())
 
 
 def test_removed_entries_are_never_proposed_again(tmp_path: Path, store: str | None) -> None:
@@ -224,7 +224,7 @@ def test_a_damaged_local_copy_is_not_mapped(tmp_path: Path) -> None:
     with new_cache(tmp_path) as writer:
         fill(writer, upstream, range(120))
         write_round(writer)
-    for path in (tmp_path / "host-a" / "ns").glob("*/keys.bin"):
+    for path in (tmp_path / "host-a" / "ns" / "semantic").glob("*/keys.bin"):
         path.write_bytes(path.read_bytes()[:-5])
     with new_cache(tmp_path) as worker:
         before = upstream.calls
@@ -251,8 +251,8 @@ def test_small_caches_never_write_a_round(tmp_path: Path) -> None:
         fill(cache, upstream, range(60))
         rounds_of(cache).check()
         assert rounds_of(cache).standing is None
-    assert not (tmp_path / "host-a" / "ns").exists() or not any(
-        p.is_dir() for p in (tmp_path / "host-a" / "ns").iterdir())
+    assert not (tmp_path / "host-a" / "ns" / "semantic").exists() or not any(
+        p.is_dir() for p in (tmp_path / "host-a" / "ns" / "semantic").iterdir())
 
 
 def test_a_fresh_process_maps_the_round(tmp_path: Path, redis_url: str) -> None:
@@ -293,7 +293,7 @@ def test_parts_of_rounds_the_feed_no_longer_covers_are_deleted(tmp_path: Path, r
     blob = "imgcache:ns:b:{{{}}}"
     assert not client.exists(blob.format(made[0])) and not client.exists(blob.format(made[1]))
     assert client.exists(blob.format(made[2])) and client.exists(blob.format(made[3]))
-    assert sorted(p.name for p in (tmp_path / "host-a" / "ns").iterdir() if not p.name.startswith(".")) == sorted(made[2:])
+    assert sorted(p.name for p in (tmp_path / "host-a" / "ns" / "semantic").iterdir() if not p.name.startswith(".")) == sorted(made[2:])
 
 
 def test_a_worker_that_started_without_a_round_stands_on_the_next(tmp_path: Path, redis_url: str) -> None:
@@ -403,7 +403,7 @@ def test_a_damaged_local_copy_is_fetched_again(tmp_path: Path, redis_url: str) -
     with new_cache(tmp_path, redis_url=redis_url) as writer:
         fill(writer, upstream, range(120))
         write_round(writer)
-    (graph,) = (tmp_path / "host-a" / "ns").glob("*/graph.usearch")
+    (graph,) = (tmp_path / "host-a" / "ns" / "semantic").glob("*/graph.usearch")
     data = bytearray(graph.read_bytes())
     data[len(data) // 2] ^= 0xFF  # the same size, one byte off
     graph.write_bytes(bytes(data))
@@ -442,7 +442,7 @@ def test_every_host_forgets_rounds_no_longer_named(tmp_path: Path, redis_url: st
             with new_cache(tmp_path, "b", redis_url=redis_url) as reader:
                 generator(reader, upstream)(prompt=f"please {paraphrase(100 * block + 1)}")
                 assert rounds_of(reader).standing == rounds_of(writer).standing
-    kept = [p for p in (tmp_path / "host-b" / "ns").iterdir() if not p.name.startswith(".")]
+    kept = [p for p in (tmp_path / "host-b" / "ns" / "semantic").iterdir() if not p.name.startswith(".")]
     assert len(kept) <= 2
 
 
@@ -452,7 +452,7 @@ def test_a_writer_whose_snapshot_files_went_still_writes(tmp_path: Path) -> None
     with new_cache(tmp_path) as writer:
         fill(writer, upstream, range(120))
         write_round(writer)
-        for path in (tmp_path / "host-a" / "ns").iterdir():
+        for path in (tmp_path / "host-a" / "ns" / "semantic").iterdir():
             if not path.name.startswith("."):
                 for file in path.iterdir():
                     file.unlink()
@@ -485,7 +485,7 @@ def test_a_manifest_that_does_not_describe_a_snapshot_is_refused(tmp_path: Path,
         shelf.publish(Round("0-1", {"x" * 32: digest}, 1.0))
         assert shelf.local(digest) is None
         assert digest in shelf.rounds().bad or not shelf.rounds().rounds
-    assert not list((tmp_path / "host-a" / "ns").glob("*/escape"))
+    assert not list((tmp_path / "host-a" / "ns" / "semantic").glob("*/escape"))
 
 
 def test_parts_are_not_dropped_while_a_kept_snapshot_is_unreadable(tmp_path: Path, redis_url: str) -> None:

@@ -9,9 +9,10 @@ shares them between the processes of a host) and replay only the feed after that
 
 Where snapshots live:
 
-* on each host, in a private directory (``<cache directory>/.snapshots/<namespace>`` or
-  ``~/.cache/imgcache/snapshots/<namespace>``), one subdirectory per snapshot, named by its
-  digest and never changed once complete;
+* on each host, in a private directory per namespace and feed
+  (``<cache directory>/.snapshots/<namespace>/<feed>`` or
+  ``~/.cache/imgcache/snapshots/<namespace>/<feed>``), one subdirectory per snapshot, named by
+  its digest and never changed once complete;
 * for other hosts, in the store's shared tiers: each file cut into parts of
   :data:`PART_BYTES`, stored as blobs under their sha256, and a manifest (JSON: the files,
   their sizes and parts) stored as a blob too; its sha256 is the snapshot's digest. A fetched
@@ -133,7 +134,7 @@ class SnapshotShelf:
         self.store = store
         self.namespace = namespace
         self.feed = feed
-        self.root = root / namespace
+        self.root = root / namespace / feed  # each feed forgets the snapshots it does not name
         self._rounds_name = f"{feed}-snapshots"
 
     # -- parts in the tiers other hosts reach ----------------------------------------------

@@ -18,15 +18,17 @@ process's): it is never proposed again.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .mapped import MappedScope, Rows, new_graph
+from .mapped import MappedScope, Rows, new_graph, write
 
 GRAPH_MIN_ROWS = 20_000
 """Below this many rows an exact scan is fast enough (a few ms) and needs no graph."""
@@ -353,3 +355,28 @@ class SemanticIndex:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._scopes.values())
+
+    # -- snapshots (see :mod:`imgcache.match.rounds`) -------------------------------------------
+
+    @staticmethod
+    def open_snapshot(directory: Path) -> MappedScope:
+        return MappedScope(directory)
+
+    @staticmethod
+    def write_snapshot(scope: ScopeIndex, directory: Path) -> None:
+        """The scope's snapshot rows (less those removed since) and its own, in a new graph
+        built with all cores."""
+        from usearch.index import Index
+
+        rows, vectors = scope.snapshot_rows()
+        base = rows.base
+        # a copy of the mapped graph through the mapping itself: its file may be gone (a newer round)
+        graph = Index.restore(base.graph.save()) if base is not None else new_graph(scope.dim)
+        if base is not None and rows.live_base is not None:
+            gone = np.flatnonzero((rows.live_base == 0) & (np.asarray(base.live) != 0))
+            if len(gone):
+                graph.remove(gone)
+        first = base.rows if base is not None else 0
+        if len(vectors):
+            graph.add(np.arange(first, first + len(vectors)), vectors, threads=os.cpu_count() or 1)
+        write(directory, scope.dim, replace(rows, graph=graph))

@@ -32,9 +32,9 @@ import numpy as np
 from ..._vocabulary import HEX_ID, compact_json
 from ...request import Request, canonical_json
 from ..config import FEED, RECENT, SemanticOptions
+from ..rounds import Rounds
 from .embed import BatchingEmbedder, Embedder, make_embedder
 from .index import Candidate, SemanticIndex
-from .rounds import Rounds
 from .verifier import Verdict, content_text, verify
 
 if TYPE_CHECKING:

@@ -1,5 +1,7 @@
-"""Rounds of semantic index snapshots: map the newest on start, write one when it is due
-(see :mod:`imgcache.store.snapshots` for where they live and why).
+"""Rounds of index snapshots: map the newest on start, write one when it is due (see
+:mod:`imgcache.store.snapshots` for where they live and why). Each near-match index kind
+(semantic, perceptual) has its own rounds; what a kind's snapshot holds is its own
+(:class:`SnapshotIndex`).
 
 * On its first sync a process maps every scope of the newest usable round and reads the
   feed on from the round's position (falling back to the round before, then to the whole
@@ -17,25 +19,19 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import shutil
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from ...store.snapshots import Round, Shelved
-from .mapped import MappedScope, new_graph, write
+from ..store.snapshots import Round, Shelved
 
 if TYPE_CHECKING:
-    from ...store.feed import SharedFeed
-    from ...store.snapshots import SnapshotShelf
-    from .index import ScopeIndex, SemanticIndex
+    from ..store.feed import SharedFeed
+    from ..store.snapshots import SnapshotShelf
 
 log = logging.getLogger("imgcache")
 
@@ -71,10 +67,40 @@ def _after(position: str, other: str) -> bool:
         return False
 
 
-class Rounds:
-    """One semantic matcher's snapshots."""
+class Snapshot(Protocol):
+    """A scope's snapshot, opened."""
 
-    def __init__(self, shelf: SnapshotShelf, index: SemanticIndex, feed: SharedFeed,
+    directory: Path
+    rows: int
+
+
+class SnapshotScope(Protocol):
+    """What a round is written from: one scope of an index."""
+
+    snapshot: Snapshot | None
+    @property
+    def changed(self) -> bool:
+        """Whether it holds rows or removals its snapshot lacks."""
+    @property
+    def own_rows(self) -> int:
+        """Live entries held outside its snapshot."""
+
+
+class SnapshotIndex(Protocol):
+    """An index kind that rounds snapshot: its scopes, how one is written and opened."""
+
+    def scopes(self) -> list[tuple[str, Any]]: ...
+    def stand_on(self, scope_id: str, snapshot: Any) -> None: ...
+    def clear(self) -> None: ...
+    def open_snapshot(self, directory: Path) -> Snapshot:
+        """Raises OSError, ValueError or RuntimeError for files it does not read."""
+    def write_snapshot(self, scope: Any, directory: Path) -> None: ...
+
+
+class Rounds:
+    """One matcher's snapshots."""
+
+    def __init__(self, shelf: SnapshotShelf, index: SnapshotIndex, feed: SharedFeed,
                  read_feed: Callable[[], object], *, min_rows: int, check_interval: float = CHECK_INTERVAL) -> None:
         self.shelf = shelf
         self.index = index
@@ -112,21 +138,21 @@ class Rounds:
             self._forget_unnamed(shelved)
             return
 
-    def _map(self, made: Round) -> dict[str, MappedScope] | None:
+    def _map(self, made: Round) -> dict[str, Snapshot] | None:
         """Every scope of a round, mapped; None if one cannot be had now."""
-        mapped: dict[str, MappedScope] = {}
+        mapped: dict[str, Snapshot] = {}
         for scope_id, digest in made.scopes.items():
             directory = self.shelf.local(digest)
             if directory is None:
                 return None
             try:
-                mapped[scope_id] = MappedScope(directory)
+                mapped[scope_id] = self.index.open_snapshot(directory)
             except (OSError, ValueError, RuntimeError) as exc:  # intact (its digest held): not ours to read
                 log.warning("imgcache: index snapshot %s not mapped (%s)", digest[:12], exc)
                 return None
         return mapped
 
-    def _stand(self, made: Round, mapped: dict[str, MappedScope]) -> None:
+    def _stand(self, made: Round, mapped: dict[str, Snapshot]) -> None:
         for scope_id, snapshot in mapped.items():
             self.index.stand_on(scope_id, snapshot)
         self.standing = made
@@ -266,7 +292,7 @@ class Rounds:
         if tier is not self.shelf.store.feed_tier():
             return None  # the feed moved tiers (Redis down): positions are not comparable
         scopes: dict[str, str] = {}
-        mapped: dict[str, MappedScope] = {}
+        mapped: dict[str, Snapshot] = {}
         try:
             for scope_id, scope in self.index.scopes():
                 if _STOPPING.is_set():
@@ -278,13 +304,13 @@ class Rounds:
                     continue
                 directory = self.shelf.new_directory()
                 try:
-                    self._write_scope(scope, directory)
+                    self.index.write_snapshot(scope, directory)
                     digest = self.shelf.keep(directory)
                 except BaseException:
                     shutil.rmtree(directory, ignore_errors=True)
                     raise
                 scopes[scope_id] = digest
-                mapped[scope_id] = MappedScope(self.shelf.root / digest)
+                mapped[scope_id] = self.index.open_snapshot(self.shelf.root / digest)
         except BaseException:  # the round is not published: what it wrote goes
             for snapshot in mapped.values():
                 shutil.rmtree(snapshot.directory, ignore_errors=True)
@@ -303,21 +329,3 @@ class Rounds:
         log.info("imgcache: wrote an index snapshot round of %s (%d scopes) as of %s",
                  self.shelf.namespace, len(scopes), position)
         return made
-
-    @staticmethod
-    def _write_scope(scope: ScopeIndex, directory: Path) -> None:
-        """The scope's snapshot rows (less those removed since) and its own, in a new graph."""
-        from usearch.index import Index
-
-        rows, vectors = scope.snapshot_rows()
-        base = rows.base
-        # a copy of the mapped graph through the mapping itself: its file may be gone (a newer round)
-        graph = Index.restore(base.graph.save()) if base is not None else new_graph(scope.dim)
-        if base is not None and rows.live_base is not None:
-            gone = np.flatnonzero((rows.live_base == 0) & (np.asarray(base.live) != 0))
-            if len(gone):
-                graph.remove(gone)
-        first = base.rows if base is not None else 0
-        if len(vectors):
-            graph.add(np.arange(first, first + len(vectors)), vectors, threads=os.cpu_count() or 1)
-        write(directory, scope.dim, replace(rows, graph=graph))
