@@ -27,7 +27,7 @@ from .flight import Pending, SimilarFlights
 from .invalidation import Invalidations
 from .manifest import Hit
 from .match.config import FEED as SEMANTIC_FEED
-from .match.config import SemanticOptions, VisionOptions, read_recent_hits
+from .match.config import PERCEPTUAL_FEED, SemanticOptions, VisionOptions, read_recent_hits
 from .match.optional import describe, semantic_missing, vision_missing, warn_once
 from .store.feed import SharedFeed
 
@@ -222,7 +222,7 @@ class Lookup:
         perceptual = self.perceptual if self.perceptual_wanted(request) else None
         if perceptual is not None:
             try:
-                perceptual.add(request)
+                perceptual.add(request, until)
             except ImportError as exc:
                 self.perceptual_off(describe(exc))
 
@@ -334,11 +334,15 @@ class Lookup:
         """The latest semantic hits of every process sharing the Redis (or directory)."""
         return read_recent_hits(self.store, self.namespace)
 
-    def index_snapshot(self) -> dict[str, Any] | None:
-        """The newest round of semantic index snapshots (see :mod:`imgcache.store.snapshots`)."""
-        shelved = self.snapshots(SEMANTIC_FEED, None).rounds()
-        if not shelved.published:
-            return None
-        newest = shelved.published[0]
-        return {"position": newest.position, "written_at": newest.at, "scopes": len(newest.scopes),
-                "usable": bool(shelved.rounds) and shelved.rounds[0] == newest, "reported_bad": len(shelved.bad)}
+    def index_snapshots(self) -> dict[str, dict[str, Any]]:
+        """The newest round of each index's snapshots (see :mod:`imgcache.store.snapshots`),
+        by feed; an index with none is left out."""
+        found = {}
+        for feed in (SEMANTIC_FEED, PERCEPTUAL_FEED):
+            shelved = self.snapshots(feed, None).rounds()
+            if shelved.published:
+                newest = shelved.published[0]
+                found[feed] = {"position": newest.position, "written_at": newest.at, "scopes": len(newest.scopes),
+                               "usable": bool(shelved.rounds) and shelved.rounds[0] == newest,
+                               "reported_bad": len(shelved.bad)}
+        return found

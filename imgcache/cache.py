@@ -344,7 +344,7 @@ class Cache:
             counters = self.store.read_counters(self.namespace)
             figures = nest(self.stats_counters.snapshot() if counters is None else counters)
             figures["recent_semantic_hits"] = self.recent_semantic_hits()
-            figures["index_snapshot"] = self._lookup.index_snapshot()
+            figures["index_snapshots"] = self._lookup.index_snapshots()
         else:
             figures = nest(self.stats_counters.snapshot())
         errors = figures.setdefault("tier_errors", {})

@@ -531,16 +531,16 @@ def test_stats_show_the_newest_round(tmp_path: Path, redis_url: str) -> None:
 
     upstream = Upstream()
     with new_cache(tmp_path, redis_url=redis_url) as writer:
-        assert writer.stats(shared=True)["index_snapshot"] is None
+        assert writer.stats(shared=True)["index_snapshots"] == {}
         fill(writer, upstream, range(120))
         write_round(writer)
         figures = writer.stats(shared=True)
-    snapshot = figures["index_snapshot"]
+    snapshot = figures["index_snapshots"]["semantic"]
     assert snapshot["scopes"] == 1 and snapshot["usable"] and snapshot["position"] == rounds_of(writer).standing.position
     console = Console(record=True, width=160)
     console.print(_stats_table(figures, "stats"))
     text = console.export_text()
-    assert "index snapshot" in text and "in use" in text
+    assert "semantic snapshot" in text and "in use" in text
 
 
 # --- found by a second review ------------------------------------------------------------------

@@ -786,8 +786,8 @@ def test_a_manifest_naming_another_images_fingerprint_is_never_served(tmp_path: 
         cache.store.memory.clear()
         # Precondition: the tampered entry is proposed for the cat (so only the check that a
         # stored fingerprint belongs to the entry's image stands between it and the caller).
-        index = cache.perceptual._indexes[record["s"]]
-        assert coffee_key in [k for k, _ in index.search(fingerprint(query).phash, 10)]
+        index = cache.perceptual.index
+        assert coffee_key in [k for k, _ in index.search(record["s"], fingerprint(query).phash, 10)]
 
         answer = describe(image=query, prompt="second question")
         assert answer != coffee_answer, "the coffee picture's answer was served for the cat"

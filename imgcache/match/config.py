@@ -87,6 +87,10 @@ class VisionOptions:
     max_entries: int = 1_000_000
     """Records kept in a namespace's shared perceptual feed (older ones are trimmed)."""
     sync_interval: float = 0.5
+    snapshot_rows: int = 50_000
+    """As :attr:`SemanticOptions.snapshot_rows`, for the perceptual index's snapshot rounds."""
+    snapshot_dir: str | None = None
+    """As :attr:`SemanticOptions.snapshot_dir`."""
 
 
 def read_recent_hits(store: Any, namespace: str) -> list[dict[str, Any]]:

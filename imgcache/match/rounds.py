@@ -98,14 +98,15 @@ class SnapshotIndex(Protocol):
 
 
 class Rounds:
-    """One matcher's snapshots."""
+    """One matcher's snapshots, and its way of reading its feed: :meth:`sync`."""
 
     def __init__(self, shelf: SnapshotShelf, index: SnapshotIndex, feed: SharedFeed,
-                 read_feed: Callable[[], object], *, min_rows: int, check_interval: float = CHECK_INTERVAL) -> None:
+                 apply: Callable[[list[bytes]], int], *, min_rows: int, check_interval: float = CHECK_INTERVAL) -> None:
         self.shelf = shelf
         self.index = index
         self.feed = feed
-        self.read_feed = read_feed
+        self.apply = apply
+        """Applies feed records to the index; returns how many entries it added."""
         self.min_rows = min_rows
         self.check_interval = check_interval
         self.standing: Round | None = None
@@ -113,6 +114,26 @@ class Rounds:
         self._checked = time.monotonic()
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    def sync(self, *, force: bool = False) -> int:
+        """Apply the records other processes put on the feed since the last sync (the first
+        sync stands on the newest round first); returns how many entries were added. Then,
+        if this process may write rounds, look at them now and then (:meth:`tick`)."""
+        if not self._started:
+            with self._start_lock:  # lookups meanwhile wait: none reads the feed from its start
+                if not self._started:
+                    self.start()
+                    self._started = True
+        added = self.feed.sync(self.apply, force=force)
+        if self.min_rows:
+            self.tick()
+        return added
+
+    def read_feed(self) -> int:
+        """Apply every record the feed holds now."""
+        return self.feed.sync(self.apply, force=True)
 
     # -- start: map the newest round ----------------------------------------------------------
 

@@ -92,17 +92,27 @@ class _Tables:
 
     __slots__ = ("offsets", "order", "rows")
 
-    def __init__(self, hashes: np.ndarray) -> None:
-        rows = len(hashes)
+    def __init__(self, order: np.ndarray, offsets: np.ndarray, rows: int) -> None:
+        self.order = order
+        self.offsets = offsets
         self.rows = rows
-        self.order = np.empty(SUBSTRINGS * rows, dtype=np.uint32)
-        self.offsets = np.empty((SUBSTRINGS, SUB_VALUES + 1), dtype=np.int64)
+
+    @classmethod
+    def build(cls, hashes: np.ndarray) -> _Tables:
+        rows = len(hashes)
+        order = np.empty(SUBSTRINGS * rows, dtype=np.uint32)
+        offsets = np.empty((SUBSTRINGS, SUB_VALUES + 1), dtype=np.int64)
         for j in range(SUBSTRINGS):
             sub = ((hashes >> _SHIFTS[j]) & np.uint64(SUB_VALUES - 1)).astype(np.uint16)
-            self.order[j * rows:(j + 1) * rows] = np.argsort(sub, kind="stable")  # radix sort
-            self.offsets[j, 0] = j * rows
-            np.cumsum(np.bincount(sub, minlength=SUB_VALUES), out=self.offsets[j, 1:])
-            self.offsets[j, 1:] += j * rows
+            order[j * rows:(j + 1) * rows] = np.argsort(sub, kind="stable")  # radix sort
+            offsets[j, 0] = j * rows
+            np.cumsum(np.bincount(sub, minlength=SUB_VALUES), out=offsets[j, 1:])
+            offsets[j, 1:] += j * rows
+        return cls(order, offsets, rows)
+
+    def usable(self, radius: int) -> bool:
+        """Whether a search of ``radius`` is cheaper through the tables than by a scan."""
+        return radius < HASH_BITS and expected_candidates(radius, self.rows) * MAX_CANDIDATE_SHARE <= self.rows
 
     def candidates(self, query: int, radius: int) -> np.ndarray:
         """Row ids (with repeats) that agree with ``query`` closely enough on some substring
@@ -121,6 +131,22 @@ class _Tables:
         ends = np.cumsum(lengths)
         positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
         return self.order[positions]
+
+
+def within(hashes: np.ndarray, rows: np.ndarray, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``rows`` (a table's candidates, with repeats) whose hash is within
+    ``radius`` of ``query``, and their distances."""
+    rows = np.unique(rows)  # a row may match on 2+ substrings
+    distances = popcount(np.asarray(hashes[rows]) ^ np.uint64(query))
+    keep = distances <= radius
+    return rows[keep].astype(np.int64), distances[keep]
+
+
+def scan(hashes: np.ndarray, start: int, stop: int, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[start, stop)`` whose hash is within ``radius`` of ``query``, and their distances."""
+    distances = popcount(np.asarray(hashes[start:stop]) ^ np.uint64(query))
+    rows = np.flatnonzero(distances <= radius)
+    return rows + start, distances[rows]
 
 
 def substring_radii(radius: int) -> list[int]:
@@ -157,6 +183,9 @@ class HammingIndex:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def has(self, key: str) -> bool:
+        return key in self._rows
 
     def add(self, key: str, fingerprint: int | np.integer) -> None:
         self.add_many([(key, fingerprint)])
@@ -215,21 +244,28 @@ class HammingIndex:
             tables = self._tables
             parts: list[tuple[np.ndarray, np.ndarray]] = []
             scan_from = 0
-            if (tables is not None and radius < HASH_BITS
-                    and expected_candidates(radius, tables.rows) * MAX_CANDIDATE_SHARE
-                    <= tables.rows):
-                parts.append(self._verify(tables.candidates(query, radius), query, radius))
+            if tables is not None and tables.usable(radius):
+                parts.append(within(self._hashes, tables.candidates(query, radius), query, radius))
                 scan_from = tables.rows
             if scan_from < used:
-                parts.append(self._scan(scan_from, used, query, radius))
+                parts.append(scan(self._hashes, scan_from, used, query, radius))
             if not parts:
                 return []
             rows = np.concatenate([p[0] for p in parts])
             distances = np.concatenate([p[1] for p in parts])
+            live = self._live[rows]
+            rows, distances = rows[live], distances[live]
             ranked = np.argsort(distances, kind="stable")
             keys = self._keys
             return [(keys[row], distance)  # type: ignore[misc]
                     for row, distance in zip(rows[ranked].tolist(), distances[ranked].tolist())]
+
+    def items(self) -> list[tuple[str, int]]:
+        """Every live entry as ``(key, hash)``, in the order they arrived."""
+        with self._lock:
+            rows = np.flatnonzero(self._live[:len(self._keys)])
+            keys = self._keys
+            return list(zip([keys[row] for row in rows.tolist()], self._hashes[rows].tolist()))  # type: ignore[misc]
 
     @property
     def nbytes(self) -> int:
@@ -261,17 +297,6 @@ class HammingIndex:
             # New arrays, not resized ones: a rebuild outside the lock may hold a view of the old.
             self._hashes, self._live = hashes, live
 
-    def _verify(self, rows: np.ndarray, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
-        distances = popcount(self._hashes[rows] ^ np.uint64(query))
-        keep = (distances <= radius) & self._live[rows]
-        rows, first = np.unique(rows[keep], return_index=True)  # a row may match on 2+ substrings
-        return rows.astype(np.int64), distances[keep][first]
-
-    def _scan(self, start: int, stop: int, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
-        distances = popcount(self._hashes[start:stop] ^ np.uint64(query))
-        rows = np.flatnonzero((distances <= radius) & self._live[start:stop])
-        return rows + start, distances[rows]
-
     def _start_build(self, force: bool = False) -> tuple[np.ndarray, int] | None:
         """``(hashes, generation)`` to build tables over, if due and no build is running."""
         used = len(self._keys)
@@ -287,7 +312,7 @@ class HammingIndex:
         written; growth replaces the array), and install them unless a compaction renumbered
         the rows meanwhile."""
         try:
-            tables = _Tables(hashes)
+            tables = _Tables.build(hashes)
         except BaseException:
             with self._lock:
                 self._building = False

@@ -12,8 +12,11 @@ entry whose every image is verified the same picture answers. The Hamming distan
 never decides.
 
 Index records travel through a shared feed (:class:`~imgcache.store.feed.SharedFeed`) as JSON
-``{"s": scope, "k": key, "h": phash}``, about 130 bytes; the fingerprints themselves (4-64 KiB)
-stay in the tiers as content-addressed blobs of the entry and are read only for candidates.
+``{"s": scope, "k": key, "h": phash, "u": expires at the latest}``, about 140 bytes, and
+removals as ``{"s": scope, "k": key, "x": 1}``; the fingerprints themselves (4-64 KiB) stay in
+the tiers as content-addressed blobs of the entry and are read only for candidates. A new
+process stands on the newest snapshot round of the index (see :mod:`imgcache.match.rounds`)
+and reads only the feed after it.
 """
 
 from __future__ import annotations
@@ -21,16 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._vocabulary import HEX_ID, compact_json
 from ...request import Request, canonical_json
 from ..config import PERCEPTUAL_FEED, VisionOptions
+from ..rounds import Rounds
 from .fingerprint import Fingerprint
-from .hamming import HammingIndex
+from .index import PerceptualIndex
 from .verifier import same_picture
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imgcache")
 _HASH = re.compile(r"[0-9a-f]{16}")
+_SCOPE = re.compile(r"[0-9a-f]{32}")
 MATCHER_VERSION = 2
 """Part of every scope id: bump it when fingerprints change, so old records stop matching."""
 
@@ -64,8 +69,9 @@ class PerceptualMatcher:
         self.options = options
         self.feed = entries.feed(PERCEPTUAL_FEED, max_entries=options.max_entries,
                                  sync_interval=options.sync_interval)
-        self._indexes: dict[str, HammingIndex] = {}
-        self._lock = threading.Lock()
+        self.index = PerceptualIndex()
+        self.rounds = Rounds(entries.snapshots(PERCEPTUAL_FEED, options.snapshot_dir), self.index, self.feed,
+                             self._index_records, min_rows=options.snapshot_rows)
 
     def scope_id(self, request: Request) -> str:
         body = canonical_json({"v": MATCHER_VERSION, "kind": request.kind, "op": request.operation,
@@ -84,15 +90,14 @@ class PerceptualMatcher:
         request's, or None. Raises ImageError if an image of the request cannot be read."""
         query = self.fingerprints(request)
         self.sync()
-        index = self._indexes.get(self.scope_id(request))
-        if index is None:
-            return None
-        for key, distance in index.search(query[0].phash, self.options.radius)[: self.options.candidates]:
+        scope_id = self.scope_id(request)
+        for key, distance in self.index.search(scope_id, query[0].phash, self.options.radius)[: self.options.candidates]:
             if key == request.key:
                 continue
             hit = self.entries.get(key)
-            if hit is None:  # expired or purged: stop proposing it
-                index.remove(key)
+            if hit is None:  # expired or purged: stop proposing it, here and everywhere
+                if self.index.remove(scope_id, key):
+                    self.feed.append([compact_json({"s": scope_id, "k": key, "x": 1})])
                 continue
             stored = self._stored_fingerprints(hit)
             if stored is None or len(stored) != len(query):
@@ -135,41 +140,53 @@ class PerceptualMatcher:
                               "width": fp.width, "height": fp.height})
         return described, blobs
 
-    def add(self, request: Request) -> None:
-        """Index a stored request, here and (through the feed) in every other process."""
+    def add(self, request: Request, until: float = 0.0) -> None:
+        """Index a stored request, here and (through the feed) in every other process;
+        ``until``: when its entry expires at the latest (0: never)."""
         phash = self.fingerprints(request)[0].phash
         scope_id = self.scope_id(request)
-        self._index(scope_id).add(request.key, phash)
-        record = {"s": scope_id, "k": request.key, "h": f"{phash:016x}"}
+        self.index.add_many(scope_id, [(request.key, phash, until)])
+        record = {"s": scope_id, "k": request.key, "h": f"{phash:016x}", **({"u": math.ceil(until)} if until else {})}
         self.feed.append([compact_json(record)])
 
     def sync(self, *, force: bool = False) -> int:
-        """Index the records other processes added since the last sync; returns how many."""
-        return self.feed.sync(self._index_records, force=force)
-
-    def _index(self, scope_id: str) -> HammingIndex:
-        with self._lock:
-            index = self._indexes.get(scope_id)
-            if index is None:
-                index = self._indexes[scope_id] = HammingIndex()
-            return index
+        """Index the records other processes added since the last sync; returns how many.
+        The first one stands on the newest snapshot round, if any."""
+        return self.rounds.sync(force=force)
 
     def _index_records(self, records: list[bytes]) -> int:
-        by_scope: dict[str, list[tuple[str, int]]] = {}
-        corrupt = 0
+        """Apply feed records in order: entries added, scope by scope, and removals. Malformed
+        records are skipped and counted as corrupt. Returns how many entries were added."""
+        pending: dict[str, list[tuple[str, int, float]]] = {}
+        added = corrupt = 0
+
+        def flush() -> None:
+            nonlocal added
+            for scope_id, items in pending.items():
+                self.index.add_many(scope_id, items)
+                added += len(items)
+            pending.clear()
+
         for record in records:
             try:
                 data = json.loads(record)
-                scope_id, key, phash = data["s"], data["k"], data["h"]
-                if not (isinstance(scope_id, str) and len(scope_id) == 32 and isinstance(key, str)
-                        and HEX_ID.fullmatch(key) and isinstance(phash, str) and _HASH.fullmatch(phash)):
+                scope_id, key = data["s"], data["k"]
+                if not (isinstance(scope_id, str) and _SCOPE.fullmatch(scope_id) and isinstance(key, str)
+                        and HEX_ID.fullmatch(key)):
+                    raise ValueError("bad field")
+                if data.get("x") == 1:  # a removal: what came before it goes in first
+                    flush()
+                    self.index.remove(scope_id, key)
+                    continue
+                phash, until = data["h"], data.get("u", 0)
+                if not (isinstance(phash, str) and _HASH.fullmatch(phash) and type(until) in (int, float)
+                        and 0 <= until < 2**32):
                     raise ValueError("bad field")
             except (ValueError, KeyError, TypeError):
                 corrupt += 1
                 continue
-            by_scope.setdefault(scope_id, []).append((key, int(phash, 16)))
-        for scope_id, items in by_scope.items():
-            self._index(scope_id).add_many(items)
+            pending.setdefault(scope_id, []).append((key, int(phash, 16), float(until)))
+        flush()
         if corrupt:
             self.entries.corrupt(corrupt)
-        return sum(len(items) for items in by_scope.values())
+        return added

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..._files import write_file
+from ..keyrows import KEY_BYTES, KeyRows, key_prefixes, raw_keys, sorted_prefixes
 
 FORMAT = 1
-KEY_BYTES = 32
 
 
 SEARCH_EXPANSION = 256
@@ -45,16 +45,6 @@ def new_graph(dim: int) -> Any:
 
     return Index(ndim=dim, metric="cos", dtype="i8", connectivity=8, expansion_add=64,
                  expansion_search=SEARCH_EXPANSION)
-
-
-def _raw_keys(keys: Sequence[str]) -> np.ndarray:
-    """Hex keys as rows of :data:`KEY_BYTES` bytes."""
-    return np.frombuffer(b"".join(bytes.fromhex(k) for k in keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-
-
-def _prefixes(raw_keys: np.ndarray) -> np.ndarray:
-    """Each key's first 8 bytes as a big-endian uint64: sorting them sorts the keys' starts."""
-    return np.ascontiguousarray(raw_keys[:, :8]).view(">u8").ravel().astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -79,21 +69,20 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
     """Write a snapshot into the empty ``directory`` (files private to their user), streaming
     the base's mapped rows: the writer holds in memory only the new rows and the key sort."""
     base = rows.base
-    new_keys = _raw_keys(rows.keys)
+    new_keys = raw_keys(rows.keys)
     new_prompts = [p.encode("utf-8", "surrogatepass") for p in rows.prompts]
     new_offsets = np.cumsum([0] + [len(p) for p in new_prompts], dtype=np.uint64)
     if base is not None and base.rows:
         new_offsets = new_offsets[1:] + base._offsets[-1]
-        old_prefixes = _prefixes(base._keys)
+        old_prefixes = key_prefixes(base.keys.keys)
     else:
         old_prefixes = np.zeros(0, dtype=np.uint64)
-    prefixes = np.concatenate([old_prefixes, _prefixes(new_keys)])
-    order = np.argsort(prefixes, kind="stable").astype(np.uint32)
+    prefixes, order = sorted_prefixes(np.concatenate([old_prefixes, key_prefixes(new_keys)]))
     live = np.concatenate([rows.live_base if rows.live_base is not None else np.zeros(0, np.uint8),
                            np.ones(len(rows.keys), np.uint8)]).astype(np.uint8)
     parts: dict[str, list[Any]] = {
-        "keys.bin": [base._keys if base else None, new_keys],
-        "prefixes.bin": [prefixes[order]], "order.bin": [order],
+        "keys.bin": [base.keys.keys if base else None, new_keys],
+        "prefixes.bin": [prefixes], "order.bin": [order],
         "offsets.bin": [base._offsets if base else None, new_offsets],
         "prompts.bin": [base._prompts if base else None, b"".join(new_prompts)],
         "live.bin": [live],
@@ -124,9 +113,9 @@ class MappedScope:
         self.directory = directory
         self.dim: int = meta["dim"]
         self.rows: int = meta["rows"]
-        self._keys = self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES))
-        self._prefixes = self._map("prefixes.bin", np.uint64, (self.rows,))
-        self._order = self._map("order.bin", np.uint32, (self.rows,))
+        self.keys = KeyRows(self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES)),
+                            self._map("prefixes.bin", np.uint64, (self.rows,)),
+                            self._map("order.bin", np.uint32, (self.rows,)))
         self._offsets = self._map("offsets.bin", np.uint64, (self.rows + 1,))
         self._prompts = self._map("prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
         self.live = self._map("live.bin", np.uint8, (self.rows,))
@@ -148,33 +137,16 @@ class MappedScope:
         return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
     def key(self, row: int) -> str:
-        return bytes(self._keys[row]).hex()
+        return self.keys.key(row)
 
     def prompt(self, row: int) -> str:
         raw = bytes(self._prompts[int(self._offsets[row]):int(self._offsets[row + 1])])
         return raw.decode("utf-8", "surrogatepass")  # as written: a prompt may hold lone surrogates
 
     def live_rows(self, keys: Sequence[str]) -> np.ndarray:
-        """Each key's live row, or -1: a binary search over the sorted key prefixes (a key
-        removed and stored again has a dead row and a live one)."""
-        found = np.full(len(keys), -1, dtype=np.int64)
-        if not keys or not self.rows:
-            return found
-        raw = _raw_keys(keys)
-        prefixes = _prefixes(raw)
-        start = np.searchsorted(self._prefixes, prefixes, side="left")
-        end = np.searchsorted(self._prefixes, prefixes, side="right")
-        single = np.flatnonzero(end - start == 1)
-        rows = self._order[start[single]].astype(np.int64)
-        same = np.all(np.asarray(self._keys[rows]) == raw[single], axis=1) & (np.asarray(self.live[rows]) != 0)
-        found[single[same]] = rows[same]
-        for at in np.flatnonzero(end - start > 1).tolist():  # a shared prefix: compare whole keys
-            for position in range(int(start[at]), int(end[at])):
-                row = int(self._order[position])
-                if self.live[row] and bytes(self._keys[row]) == raw[at].tobytes():
-                    found[at] = row
-                    break
-        return found
+        """Each key's live row, or -1 (a key removed and stored again has a dead row and a
+        live one)."""
+        return self.keys.find(keys, self.live)
 
     def live_row(self, key: str) -> int | None:
         row = int(self.live_rows([key])[0])

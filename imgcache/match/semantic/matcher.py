@@ -71,10 +71,7 @@ class SemanticMatcher:
         self.index = SemanticIndex()
         self.feed = entries.feed(FEED, max_entries=options.max_entries, sync_interval=options.sync_interval)
         self.rounds = Rounds(entries.snapshots(FEED, options.snapshot_dir), self.index, self.feed,
-                             lambda: self.feed.sync(self._index_records, force=True),
-                             min_rows=options.snapshot_rows)
-        self._started = False
-        self._start_lock = threading.Lock()
+                             self._index_records, min_rows=options.snapshot_rows)
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # key -> vector, for add()
         self._vectors_lock = threading.Lock()
         self._dim: int | None = None  # the embedder's vector length, once it has embedded
@@ -179,16 +176,8 @@ class SemanticMatcher:
 
     def sync(self, *, force: bool = False) -> int:
         """Index the records other processes added since the last sync; returns how many.
-        The first one stands on the newest snapshot round, if any (see :mod:`.rounds`)."""
-        if not self._started:
-            with self._start_lock:  # lookups meanwhile wait: none reads the feed from its start
-                if not self._started:
-                    self.rounds.start()
-                    self._started = True
-        added = self.feed.sync(self._index_records, force=force)
-        if self.options.snapshot_rows:
-            self.rounds.tick()
-        return added
+        The first one stands on the newest snapshot round, if any (see :mod:`..rounds`)."""
+        return self.rounds.sync(force=force)
 
     def _index_records(self, records: list[bytes]) -> int:
         """Apply feed records to the index in order: entries added, scope by scope, and

@@ -1,0 +1,195 @@
+"""A namespace's perceptual index on disk, served memory-mapped (issue 17).
+
+A perceptual scope holds the request's text, so a namespace has many scopes and most are
+small: one snapshot holds them all (a round names it as the scope :data:`ALL`), its rows
+grouped by scope. It is a directory of plain files, written once and never changed:
+
+* ``scopes.bin``: the scope ids (16 raw bytes each), sorted; ``scope_rows.bin``: where each
+  scope's rows start (and, last, the row count); ``scope_tables.bin``: which block of tables
+  each scope has, or -1;
+* ``hashes.bin``: each row's phash (uint64); ``until.bin``: when its entry expires at the
+  latest (uint32 unix seconds, 0: never), after which it is not proposed;
+* ``keys.bin``, ``prefixes.bin``, ``order.bin``: each row's key, found by binary search
+  (:mod:`imgcache.match.keyrows`);
+* ``tables.bin`` and ``table_offsets.bin``: for each scope of at least :data:`TABLE_MIN_ROWS`
+  rows, the four multi-index hashing tables of
+  :class:`~imgcache.match.perceptual.hamming.HammingIndex` (scope-relative rows); smaller
+  scopes are scanned, which is as fast;
+* ``meta.json``: the format and the counts the other files' sizes follow from.
+
+A snapshot holds only entries live when it was written: each round drops the dead and the
+expired. Everything but ``meta.json`` is read through ``numpy.memmap``; nothing is unpickled;
+sizes and boundaries are checked on opening, and no row outside the scope searched is ever
+proposed, whatever the files hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..._files import write_file
+from ..keyrows import KEY_BYTES, KeyRows, key_prefixes, raw_keys, sorted_prefixes
+from .hamming import SUB_VALUES, SUBSTRINGS, TAIL_MAX_ROWS, _Tables, scan, within
+
+FORMAT = 1
+ALL = "all"
+"""The name a round gives the one snapshot of every perceptual scope."""
+SCOPE_BYTES = 16
+TABLE_MIN_ROWS = TAIL_MAX_ROWS
+"""A scope this large gets tables (2 MiB of offsets each); a smaller one is scanned."""
+_TABLE_SHAPE = (SUBSTRINGS, SUB_VALUES + 1)
+
+
+def scope_bytes(scope_ids: Sequence[str]) -> np.ndarray:
+    """32-hex scope ids as sortable 16-byte values."""
+    return np.array([bytes.fromhex(s) for s in scope_ids], dtype=f"S{SCOPE_BYTES}")
+
+
+class OwnRows:
+    """A scope's entries to be written beside a snapshot's: keys, phashes, expiries."""
+
+    def __init__(self, keys: list[str], hashes: list[int], until: list[float]) -> None:
+        self.keys = keys
+        self.hashes = np.array(hashes, dtype=np.uint64)
+        self.until = np.minimum(np.ceil(np.asarray(until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)
+
+
+def write(directory: Path, base: MappedFingerprints | None, live_base: np.ndarray | None,
+          own: dict[str, OwnRows]) -> None:
+    """Write a snapshot into the empty ``directory``: the base's rows still live (per
+    ``live_base``) and ``own``'s, grouped by scope (files private to their user)."""
+    base_ids = base.scope_ids if base is not None else np.zeros(0, dtype=f"S{SCOPE_BYTES}")
+    ids = np.union1d(np.asarray(base_ids), scope_bytes(list(own)))
+    columns: list[np.ndarray] = []
+    hashes: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
+    until: list[np.ndarray] = []
+    if base is not None and base.rows:
+        keep = np.flatnonzero(live_base) if live_base is not None else np.arange(base.rows)
+        per_row = np.repeat(np.searchsorted(ids, np.asarray(base_ids)), np.diff(np.asarray(base.scope_rows, dtype=np.int64)))
+        columns.append(per_row[keep])
+        hashes.append(np.asarray(base.hashes[keep]))
+        keys.append(np.asarray(base.keys.keys[keep]))
+        until.append(np.asarray(base.until[keep]))
+    for scope_id, rows in own.items():
+        columns.append(np.full(len(rows.keys), np.searchsorted(ids, scope_bytes([scope_id]))[0], dtype=np.int64))
+        hashes.append(rows.hashes)
+        keys.append(raw_keys(rows.keys).reshape(-1, KEY_BYTES))
+        until.append(rows.until)
+    column = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
+    order = np.argsort(column, kind="stable")
+    counts = np.bincount(column, minlength=len(ids))
+    present = counts > 0
+    all_hashes = np.concatenate(hashes)[order] if hashes else np.zeros(0, dtype=np.uint64)
+    all_keys = np.concatenate(keys)[order] if keys else np.zeros((0, KEY_BYTES), dtype=np.uint8)
+    scope_rows = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.uint64)
+    prefixes, key_order = sorted_prefixes(key_prefixes(all_keys))
+    parts: dict[str, np.ndarray] = {
+        "scopes.bin": ids[present], "scope_rows.bin": scope_rows,
+        "hashes.bin": all_hashes, "keys.bin": all_keys, "prefixes.bin": prefixes, "order.bin": key_order,
+        "until.bin": np.concatenate(until)[order] if until else np.zeros(0, dtype=np.uint32),
+    }
+    for name, array in parts.items():
+        _write_array(directory / name, [array])
+    tabled, entries = _write_tables(directory, all_hashes, scope_rows)
+    meta = {"format": FORMAT, "rows": len(all_hashes), "scopes": int(present.sum()), "tabled": tabled,
+            "table_entries": entries}
+    write_file(directory / "meta.json", json.dumps(meta).encode(), exclusive=True)
+
+
+def _write_array(path: Path, pieces: list[np.ndarray]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for piece in pieces:
+            out.write(np.ascontiguousarray(piece).tobytes())
+
+
+def _write_tables(directory: Path, hashes: np.ndarray, scope_rows: np.ndarray) -> tuple[int, int]:
+    """Build and write the tables of every scope of :data:`TABLE_MIN_ROWS` rows or more, one at
+    a time, and which block each scope has (-1: none); returns how many blocks and entries."""
+    blocks = np.full(len(scope_rows) - 1, -1, dtype=np.int64)
+    tabled = written = 0
+    tables_fd = os.open(directory / "tables.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    offsets_fd = os.open(directory / "table_offsets.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(tables_fd, "wb") as tables_out, os.fdopen(offsets_fd, "wb") as offsets_out:
+        for at in range(len(blocks)):
+            start, end = int(scope_rows[at]), int(scope_rows[at + 1])
+            if end - start < TABLE_MIN_ROWS:
+                continue
+            tables = _Tables.build(hashes[start:end])
+            tables_out.write(tables.order.tobytes())
+            offsets_out.write((tables.offsets + written).tobytes())
+            written += len(tables.order)
+            blocks[at] = tabled
+            tabled += 1
+    _write_array(directory / "scope_tables.bin", [blocks])
+    return tabled, written
+
+
+class MappedFingerprints:
+    """A perceptual snapshot opened read-only."""
+
+    def __init__(self, directory: Path) -> None:
+        meta = json.loads((directory / "meta.json").read_bytes())
+        counts = [meta.get(name) for name in ("rows", "scopes", "tabled", "table_entries")]
+        if meta.get("format") != FORMAT or not all(isinstance(c, int) and c >= 0 for c in counts):
+            raise ValueError(f"{directory}: not a snapshot this version reads")
+        self.directory = directory
+        self.rows, scopes, tabled, entries = counts
+        self.scope_ids = self._map("scopes.bin", f"S{SCOPE_BYTES}", (scopes,))
+        self.scope_rows = self._map("scope_rows.bin", np.uint64, (scopes + 1,))
+        self.scope_tables = self._map("scope_tables.bin", np.int64, (scopes,))
+        self.hashes = self._map("hashes.bin", np.uint64, (self.rows,))
+        self.until = self._map("until.bin", np.uint32, (self.rows,))
+        """When each row's entry expires at the latest (unix seconds; 0: never)."""
+        self.keys = KeyRows(self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES)),
+                            self._map("prefixes.bin", np.uint64, (self.rows,)),
+                            self._map("order.bin", np.uint32, (self.rows,)))
+        self._tables = self._map("tables.bin", np.uint32, (entries,))
+        self._table_offsets = self._map("table_offsets.bin", np.int64, (tabled, *_TABLE_SHAPE))
+        bounds = np.asarray(self.scope_rows, dtype=np.int64)
+        blocks = np.asarray(self.scope_tables)
+        offsets = np.asarray(self._table_offsets)
+        if (bounds[0] != 0 or bounds[-1] != self.rows or np.any(np.diff(bounds) < 0)
+                or np.any(blocks < -1) or np.any(blocks >= tabled)
+                or (tabled and (offsets.min() < 0 or offsets.max() > entries or np.any(np.diff(offsets, axis=2) < 0)))):
+            raise ValueError(f"{directory}: scope boundaries do not fit the snapshot")
+
+    def _map(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        path = self.directory / name
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if path.stat().st_size != expected:
+            raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected}")
+        if expected == 0:
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+    def scope(self, scope_id: str) -> tuple[int, int, int] | None:
+        """A scope's rows ``[start, end)`` and its block of tables (-1: none), if it is here."""
+        needle = scope_bytes([scope_id])
+        at = int(np.searchsorted(self.scope_ids, needle)[0])
+        if at >= len(self.scope_ids) or self.scope_ids[at] != needle[0]:
+            return None
+        return int(self.scope_rows[at]), int(self.scope_rows[at + 1]), int(self.scope_tables[at])
+
+    def search(self, scope_id: str, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+        """The scope's rows within ``radius`` of ``query`` and their distances (unordered;
+        the caller masks rows removed or expired)."""
+        found = self.scope(scope_id)
+        if found is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+        start, end, block = found
+        if block >= 0:
+            tables = _Tables(self._tables, self._table_offsets[block], end - start)
+            if tables.usable(radius):
+                local = tables.candidates(query, radius).astype(np.int64)
+                local = local[local < end - start]  # never a row of another scope
+                rows, distances = within(self.hashes, local + start, query, radius)
+                return rows, distances
+        return scan(self.hashes, start, end, query, radius)

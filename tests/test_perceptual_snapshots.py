@@ -1,0 +1,259 @@
+"""Perceptual index snapshots (issue 17): one snapshot of every scope, searched memory-mapped
+as the in-process index would search it; scopes kept apart whatever the files hold; removals
+and expiry under churn; a round written by one worker and mapped by the next."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _helpers import Upstream, encode
+from _samples import sample_path
+from PIL import Image
+
+from imgcache import Cache
+from imgcache.match.config import VisionOptions
+from imgcache.match.perceptual import mapped as mapped_module
+from imgcache.match.perceptual.hamming import HammingIndex
+from imgcache.match.perceptual.index import PerceptualIndex
+from imgcache.match.perceptual.mapped import ALL, MappedFingerprints
+
+RNG_SEED = 17
+
+
+def scope(i: int) -> str:
+    return f"{i:032x}"
+
+
+def key(scope_number: int, row: int) -> str:
+    return f"{scope_number:08x}{row:056x}"
+
+
+def near(value: int, bits: int, rng: np.random.Generator) -> int:
+    """``value`` with ``bits`` random bits flipped."""
+    for bit in rng.choice(64, size=bits, replace=False).tolist():
+        value ^= 1 << bit
+    return value
+
+
+def random_hashes(rng: np.random.Generator, count: int) -> list[int]:
+    return rng.integers(0, 2**63, size=count, dtype=np.int64).astype(np.uint64).tolist()
+
+
+def written(index: PerceptualIndex, directory: Path) -> MappedFingerprints:
+    directory.mkdir()
+    index.write_snapshot(index, directory)
+    return MappedFingerprints(directory)
+
+
+def test_a_snapshot_finds_what_the_in_process_index_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small scopes (scanned) and large ones (searched through their tables), with
+    planted neighbours: the mapped snapshot proposes exactly the entries within the radius."""
+    monkeypatch.setattr(mapped_module, "TABLE_MIN_ROWS", 4000)
+    rng = np.random.default_rng(RNG_SEED)
+    sizes = {**{i: int(rng.integers(1, 40)) for i in range(200)}, 500: 9000, 501: 5000}
+    data: dict[str, list[tuple[str, int, float]]] = {}
+    for number, size in sizes.items():
+        hashes = random_hashes(rng, size)
+        for row in range(0, size, 7):  # neighbours of earlier rows within 0-12 bits
+            hashes[row] = near(hashes[row // 2], int(rng.integers(0, 13)), rng)
+        data[scope(number)] = [(key(number, row), h, 0.0) for row, h in enumerate(hashes)]
+    index = PerceptualIndex()
+    reference: dict[str, HammingIndex] = {}
+    for scope_id, items in data.items():
+        index.add_many(scope_id, items)
+        reference[scope_id] = HammingIndex()
+        reference[scope_id].add_many([(k, h) for k, h, _ in items])
+    snapshot = written(index, tmp_path / "snap")
+    assert snapshot.rows == sum(sizes.values())
+    assert json.loads((tmp_path / "snap" / "meta.json").read_text())["tabled"] == 2
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, snapshot)
+    assert worker.own_rows == 0 and len(worker) == snapshot.rows
+    for _ in range(400):
+        scope_id = list(data)[int(rng.integers(0, len(data)))] if rng.random() < 0.5 else scope(500)
+        items = data[scope_id]
+        query = near(items[int(rng.integers(0, len(items)))][1], int(rng.integers(0, 8)), rng)
+        radius = int(rng.choice([0, 4, 8, 10, 12, 20]))
+        assert sorted(worker.search(scope_id, query, radius), key=lambda kv: (kv[1], kv[0])) == sorted(
+            reference[scope_id].search(query, radius), key=lambda kv: (kv[1], kv[0]))
+    assert worker.search(scope(999), data[scope(3)][0][1], 64) == []  # a scope it does not hold
+
+
+def test_no_entry_of_another_scope_is_proposed_whatever_the_files_hold(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mapped_module, "TABLE_MIN_ROWS", 100)
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 300)
+    index = PerceptualIndex()
+    index.add_many(scope(1), [(key(1, row), h, 0.0) for row, h in enumerate(hashes)])  # tabled
+    index.add_many(scope(2), [(key(2, row), h, 0.0) for row, h in enumerate(hashes[:50])])  # the same hashes
+    directory = tmp_path / "snap"
+    snapshot = written(index, directory)
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, snapshot)
+    for row in range(50):
+        assert {k[:8] for k, _ in worker.search(scope(1), hashes[row], 64)} == {key(1, 0)[:8]}
+        assert {k[:8] for k, _ in worker.search(scope(2), hashes[row], 64)} == {key(2, 0)[:8]}
+        assert (key(1, row), 0) in worker.search(scope(1), hashes[row], 10)
+    # Tables that name rows past their scope (its neighbour's) are cut at the scope's end.
+    tables = np.fromfile(directory / "tables.bin", dtype=np.uint32)
+    tables[:] = np.arange(len(tables), dtype=np.uint32) % 350 + 300
+    for name in ("tables.bin",):
+        (directory / name).chmod(0o600)
+    tables.tofile(directory / "tables.bin")
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, MappedFingerprints(directory))
+    for row in range(50):
+        assert all(k.startswith(key(1, 0)[:8]) for k, _ in worker.search(scope(1), hashes[row], 10))
+    # Boundaries that do not fit the rows are refused on opening.
+    bounds = np.fromfile(directory / "scope_rows.bin", dtype=np.uint64)
+    bounds[1] = 10**6
+    bounds.tofile(directory / "scope_rows.bin")
+    with pytest.raises(ValueError):
+        MappedFingerprints(directory)
+
+
+def test_removed_and_expired_entries_are_never_proposed_and_the_next_snapshot_leaves_them_out(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 6)
+    now = time.time()
+    index = PerceptualIndex()
+    index.add_many(scope(1), [(key(1, 0), hashes[0], 0.0), (key(1, 1), hashes[1], now + 3600),
+                              (key(1, 2), hashes[2], now - 1), (key(1, 3), hashes[3], now + 3600)])
+    assert index.search(scope(1), hashes[2], 0) == []  # expired among the process's own rows
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, written(index, tmp_path / "first"))
+    assert worker.snapshot is not None and worker.snapshot.rows == 3  # the expired one left out
+    assert worker.remove(scope(1), key(1, 0)) and not worker.remove(scope(2), key(1, 1))  # not its scope
+    assert worker.search(scope(1), hashes[0], 0) == []
+    np.asarray(worker.snapshot.until)  # mapped read-only: expiry is a filter, not a write
+    worker.add_many(scope(1), [(key(1, 4), hashes[4], 0.0)])
+    worker.add_many(scope(1), [(key(1, 1), hashes[1], now + 1)])  # stored to expire sooner: the row stays
+    assert worker.own_rows == 1
+    worker.add_many(scope(1), [(key(1, 3), hashes[3], now + 7200)])  # stored again to live longer
+    assert worker.own_rows == 2 and worker.search(scope(1), hashes[3], 0) == [(key(1, 3), 0)]
+    after = written(worker, tmp_path / "second")
+    assert sorted(after.keys.key(row) for row in range(after.rows)) == [key(1, 1), key(1, 3), key(1, 4)]
+    row = int(after.keys.find([key(1, 3)])[0])
+    assert after.until[row] == int(np.ceil(now + 7200))
+
+
+def test_a_worker_keeps_its_own_rows_and_removals_when_it_stands_on_a_newer_snapshot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 5)
+    writer = PerceptualIndex()
+    writer.add_many(scope(1), [(key(1, row), hashes[row], 0.0) for row in range(3)])
+    older = written(writer, tmp_path / "older")
+    writer.add_many(scope(1), [(key(1, 3), hashes[3], 0.0)])
+    newer = written(writer, tmp_path / "newer")
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, older)
+    worker.add_many(scope(1), [(key(1, 3), hashes[3], 0.0), (key(1, 4), hashes[4], 0.0)])
+    worker.remove(scope(1), key(1, 0))  # removed after the newer snapshot was written
+    worker.stand_on(ALL, newer)
+    assert worker.snapshot is newer and worker.own_rows == 1  # key 3 is in the newer snapshot
+    assert worker.search(scope(1), hashes[0], 0) == []
+    assert worker.search(scope(1), hashes[4], 0) == [(key(1, 4), 0)]
+    assert worker.search(scope(1), hashes[3], 0) == [(key(1, 3), 0)]
+
+
+# --- through the cache: a round written by one worker, mapped by another --------------------------
+
+
+def picture(i: int) -> bytes:
+    """Picture ``i``: a crop of a sample photo (a different picture for each ``i``)."""
+    img = Image.open(sample_path("astronaut.png")).convert("RGB")
+    x, y = (i % 6) * 48, (i // 6) * 48
+    return encode(img.crop((x, y, x + 224, y + 224)))
+
+
+def copy_of(i: int) -> bytes:
+    img = Image.open(sample_path("astronaut.png")).convert("RGB")
+    x, y = (i % 6) * 48, (i // 6) * 48
+    return encode(img.crop((x, y, x + 224, y + 224)), "JPEG", quality=85)
+
+
+def answers() -> Upstream:
+    """A stand-in vision API: every answer is new (numbered), so a stored one is told apart."""
+    return Upstream(lambda n, image, prompt: f"answer {n} to {prompt}", numbered=True)
+
+
+def worker(tmp_path: Path, host: str, redis_url: str, namespace: str = "ns") -> Cache:
+    return Cache(namespace, redis_url=redis_url, semantic=False,
+                 vision=VisionOptions(snapshot_rows=4, snapshot_dir=str(tmp_path / f"host-{host}")))
+
+
+def describer(cache: Cache, upstream: Upstream) -> Any:
+    @cache.cached(kind="vision", name="describe")
+    def describe(image: bytes, prompt: str) -> str:
+        return upstream(image, prompt)
+
+    return describe
+
+
+def write_round(cache: Cache) -> None:
+    matcher = cache._lookup.perceptual  # white-box: the snapshot layer under test
+    assert matcher is not None
+    matcher.rounds.settle()
+    matcher.rounds.read_feed()
+    matcher.rounds.check()
+    assert matcher.rounds.standing is not None
+
+
+def test_a_new_worker_answers_copies_from_the_round_another_wrote(tmp_path: Path, redis_url: str) -> None:
+    upstream = answers()
+    prompts = ["what is in this picture?", "describe the colours", "is there a person?"]
+    with worker(tmp_path, "a", redis_url) as writer:
+        describe = describer(writer, upstream)
+        for i in range(8):
+            describe(picture(i), prompts[i % 3])
+        write_round(writer)
+    calls = upstream.calls
+    with worker(tmp_path, "b", redis_url) as reader:
+        describe = describer(reader, upstream)
+        for i in range(8):
+            describe(copy_of(i), prompts[i % 3])
+        assert upstream.calls == calls  # every copy answered by the stored picture
+        matcher = reader._lookup.perceptual
+        assert matcher is not None and matcher.index.snapshot is not None
+        assert matcher.index.snapshot.rows == 8 and matcher.index.own_rows == 0
+        describe(copy_of(0), prompts[1])  # the same picture, another question: never answered
+        assert upstream.calls == calls + 1
+    directory = tmp_path / "host-b" / "ns" / "perceptual"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in files)
+    with worker(tmp_path, "c", redis_url, namespace="other") as stranger:
+        describer(stranger, upstream)(copy_of(0), prompts[0])
+        assert upstream.calls == calls + 2  # no round crosses namespaces
+        assert stranger._lookup.perceptual is not None and stranger._lookup.perceptual.index.snapshot is None
+
+
+def test_an_entry_gone_after_the_round_is_removed_everywhere(tmp_path: Path, redis_url: str) -> None:
+    upstream = answers()
+    with worker(tmp_path, "a", redis_url) as writer:
+        describe = describer(writer, upstream)
+        for i in range(6):
+            describe(picture(i), "what is in this picture?")
+        write_round(writer)
+        gone = describe.cache_key(picture(2), "what is in this picture?")
+        describe.invalidate(picture(2), "what is in this picture?")
+    with worker(tmp_path, "b", redis_url) as reader:
+        calls = upstream.calls
+        describer(reader, upstream)(copy_of(2), "what is in this picture?")
+        assert upstream.calls == calls + 1  # gone: called again, and a removal record put out
+    with worker(tmp_path, "c", redis_url) as third:
+        matcher = third._lookup.perceptual
+        assert matcher is not None
+        matcher.sync(force=True)  # stands on the round, then reads the removal record
+        index = matcher.index
+        assert index.snapshot is not None
+        row = int(index.snapshot.keys.find([gone])[0])
+        assert row >= 0 and index._dead is not None and index._dead[row]
+        assert index.own_rows == 1 and len(index) == 6  # five of the round, and the copy b stored
