@@ -161,12 +161,13 @@ def run_worker(redis_url: str, first: int, entries: int, pythonpath: str | None,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def baseline_tree(tmp: str) -> str:
+def baseline_tree(tmp: str, commit: str = BASELINE) -> str:
+    """The ``imgcache`` package of ``commit``, extracted into ``tmp``."""
     root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(["git", "-C", str(root), "archive", BASELINE, "imgcache"], capture_output=True,
+    archive = subprocess.run(["git", "-C", str(root), "archive", commit, "imgcache"], capture_output=True,
                              check=False)
     if archive.returncode:
-        raise RuntimeError(f"git archive {BASELINE} failed: {archive.stderr.decode(errors='replace')[:200]}")
+        raise RuntimeError(f"git archive {commit} failed: {archive.stderr.decode(errors='replace')[:200]}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(tmp, filter="data")
     return tmp

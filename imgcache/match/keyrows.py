@@ -13,6 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 KEY_BYTES = 32
+MAX_SHARED_PREFIX = 16
+"""Keys sharing their first 8 bytes that a snapshot may hold (sha256 keys: one pair in about
+300,000 snapshots of 10 million); more would make a lookup scan them one by one."""
+_CHECK_ROWS = 1 << 20
 
 
 def raw_keys(keys: Sequence[str]) -> np.ndarray:
@@ -32,12 +36,40 @@ def sorted_prefixes(prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class KeyRows:
-    """The key files of a snapshot, mapped."""
+    """The key files of a snapshot, mapped, and checked: a file that passed its digest was
+    still written by whoever could write to the store, and a lookup must neither read past a
+    file nor take time the files choose."""
 
     def __init__(self, keys: np.ndarray, prefixes: np.ndarray, order: np.ndarray) -> None:
         self.keys = keys
         self._prefixes = prefixes
         self._order = order
+        self._check()
+
+    def _check(self) -> None:
+        """ValueError unless ``order`` is a permutation of the rows and ``prefixes`` are the
+        rows' key prefixes in that order, sorted, with runs of at most
+        :data:`MAX_SHARED_PREFIX` (one pass, a million rows at a time)."""
+        rows = len(self.keys)
+        if len(self._order) != rows or len(self._prefixes) != rows:
+            raise ValueError("key files of different lengths")
+        seen = np.zeros(rows, dtype=bool)
+        for start in range(0, rows, _CHECK_ROWS):
+            order = np.asarray(self._order[start:start + _CHECK_ROWS]).astype(np.int64)
+            if len(order) and int(order.max()) >= rows:
+                raise ValueError("a key row past the snapshot")
+            seen[order] = True
+            prefixes = np.asarray(self._prefixes[max(0, start - 1):start + _CHECK_ROWS])
+            if np.any(prefixes[1:] < prefixes[:-1]):
+                raise ValueError("key prefixes out of order")
+            if not np.array_equal(key_prefixes(np.asarray(self.keys[order])), prefixes[-len(order):]):
+                raise ValueError("key prefixes that are not the keys'")
+        if not seen.all():
+            raise ValueError("key rows that are not a permutation")
+        if rows > MAX_SHARED_PREFIX:
+            prefixes = np.asarray(self._prefixes)
+            if np.any(prefixes[MAX_SHARED_PREFIX:] == prefixes[:-MAX_SHARED_PREFIX]):
+                raise ValueError(f"more than {MAX_SHARED_PREFIX} keys share a prefix")
 
     def key(self, row: int) -> str:
         return bytes(self.keys[row]).hex()

@@ -61,9 +61,10 @@ class PerceptualIndex:
         snapshot = self.snapshot
         found = snapshot.keys.find([key for key, _, _ in items]) if snapshot is not None else None
         fresh: list[tuple[str, int]] = []
+        batch: set[str] = set()
         own = self._own.get(scope_id)
         for at, (key, phash, expires) in enumerate(items):
-            if own is not None and own.has(key):  # its lifetime may change (its hash may not, but a record says)
+            if key in batch or (own is not None and own.has(key)):  # its lifetime may change (its hash may not, but a record says)
                 old = self._until.get(key, 0.0)
                 if old and expires:
                     self._until[key] = max(old, expires)
@@ -79,7 +80,7 @@ class PerceptualIndex:
                 self._mark_dead(row)  # stored again to live longer: this process's row replaces it
             if expires:
                 self._until[key] = expires
-            self._removed.pop(key, None)
+            batch.add(key)
             fresh.append((key, phash))
         if fresh:
             if own is None:
@@ -123,6 +124,8 @@ class PerceptualIndex:
     def search(self, scope_id: str, phash: int, radius: int) -> list[tuple[str, int]]:
         """Every live entry of the scope within ``radius`` bits of ``phash``, as ``(key,
         distance)``, nearest first."""
+        if radius < 0:
+            raise ValueError("radius must be >= 0")
         now = time.time()
         with self._lock:
             snapshot, dead, own, until = self.snapshot, self._dead, self._own.get(scope_id), self._until
@@ -149,14 +152,15 @@ class PerceptualIndex:
 
     def stand_on(self, scope_id: str, snapshot: MappedFingerprints) -> None:
         """Stand on a newer snapshot, under one hold of the lock: what this process removed
-        stays removed, and its own rows the snapshot lacks (or holds to expire sooner) are
-        kept; the rest are dropped."""
+        stays removed (a key removed and stored again included: the snapshot may hold its
+        old entry), and its own rows the snapshot lacks (or holds to expire sooner) are kept;
+        the rest are dropped."""
         with self._lock:
             own = {scope: index.items() for scope, index in self._own.items()}
             until, removed = self._until, self._removed
+            dead = snapshot.keys.find(list(removed))
             self._stand_on(snapshot)
             self._removed = removed
-            dead = snapshot.keys.find(list(removed))
             for row in dead[dead >= 0].tolist():
                 self._mark_dead(row)
             for scope, items in own.items():

@@ -153,13 +153,29 @@ class MappedFingerprints:
                             self._map("order.bin", np.uint32, (self.rows,)))
         self._tables = self._map("tables.bin", np.uint32, (entries,))
         self._table_offsets = self._map("table_offsets.bin", np.int64, (tabled, *_TABLE_SHAPE))
+        self._check(tabled, entries)
+
+    def _check(self, tabled: int, entries: int) -> None:
+        """ValueError unless the scopes' rows and tables fit the files: every search reads only
+        its scope's rows, through at most four times their number of table entries."""
         bounds = np.asarray(self.scope_rows, dtype=np.int64)
         blocks = np.asarray(self.scope_tables)
-        offsets = np.asarray(self._table_offsets)
-        if (bounds[0] != 0 or bounds[-1] != self.rows or np.any(np.diff(bounds) < 0)
-                or np.any(blocks < -1) or np.any(blocks >= tabled)
-                or (tabled and (offsets.min() < 0 or offsets.max() > entries or np.any(np.diff(offsets, axis=2) < 0)))):
-            raise ValueError(f"{directory}: scope boundaries do not fit the snapshot")
+        if bounds[0] != 0 or bounds[-1] != self.rows or np.any(np.diff(bounds) < 0):
+            raise ValueError(f"{self.directory}: scope boundaries do not fit the snapshot")
+        has = np.flatnonzero(blocks >= 0)
+        used = blocks[has]
+        if np.any(blocks < -1) or len(used) != tabled or not np.array_equal(np.sort(used), np.arange(tabled)):
+            raise ValueError(f"{self.directory}: tables that are not one block a scope")
+        sizes = np.diff(bounds)[has]
+        if int(SUBSTRINGS * sizes.sum()) != entries:
+            raise ValueError(f"{self.directory}: tables of another size than their scopes")
+        for block, size in zip(used.tolist(), sizes.tolist()):
+            offsets = np.asarray(self._table_offsets[block])
+            base = int(offsets[0, 0])
+            starts = base + size * np.arange(SUBSTRINGS)
+            if (base < 0 or base + SUBSTRINGS * size > entries or np.any(offsets[:, 0] != starts)
+                    or np.any(offsets[:, -1] != starts + size) or np.any(np.diff(offsets, axis=1) < 0)):
+                raise ValueError(f"{self.directory}: tables that do not fit their scope")
 
     def _map(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         path = self.directory / name

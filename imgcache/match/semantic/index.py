@@ -147,7 +147,6 @@ class ScopeIndex:
             self._keys.append(key)
             self._prompts.append(prompt)
             self._rows[key] = row
-            self._removed.pop(key, None)
         used = len(self._keys)
         if (used >= GRAPH_MIN_ROWS and used - self._graphed >= GRAPH_BATCH
                 and (self._builder is None or not self._builder.is_alive())):
@@ -289,14 +288,17 @@ class ScopeIndex:
 
     def adopt(self, snapshot: MappedScope) -> None:
         """Stand on a newer snapshot, under one hold of the lock: what this process removed
-        stays removed, and its own rows the snapshot lacks are kept; the rest are dropped."""
+        stays removed (a key removed and stored again included: the snapshot may hold its old
+        entry), and its own rows the snapshot lacks (or holds to expire sooner) are kept; the
+        rest are dropped."""
         with self._lock:
             removed = self._removed
             keys = list(self._rows)
             found = snapshot.live_rows(keys).tolist()
             held = np.asarray(snapshot.until)
-            kept = sorted(row for row, at in ((self._rows[key], at) for key, at in zip(keys, found))
-                          if at < 0 or (held[at] and (not self._until[row] or self._until[row] > held[at])))
+            kept = sorted(self._rows[key] for key, at in zip(keys, found)
+                          if at < 0 or key in removed
+                          or (held[at] and (not self._until[self._rows[key]] or self._until[self._rows[key]] > held[at])))
             items = list(zip([self._keys[r] for r in kept], [self._prompts[r] for r in kept],
                              self._own_vectors(kept)))
             until = self._until[kept].tolist()
