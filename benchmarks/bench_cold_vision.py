@@ -41,7 +41,7 @@ from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cold_worker import _memory_mib, _mib, baseline_tree  # noqa: E402
+from bench_cold_worker import _memory_mib, _mib, baseline_tree
 
 BASELINE = "abb8a57"  # the perceptual index before its snapshots
 SMALL_SCOPES = 2000

@@ -136,10 +136,10 @@ class _Tables:
 def within(hashes: np.ndarray, rows: np.ndarray, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ``rows`` (a table's candidates, with repeats) whose hash is within
     ``radius`` of ``query``, and their distances."""
-    rows = np.unique(rows)  # a row may match on 2+ substrings
     distances = popcount(np.asarray(hashes[rows]) ^ np.uint64(query))
     keep = distances <= radius
-    return rows[keep].astype(np.int64), distances[keep]
+    rows, first = np.unique(rows[keep], return_index=True)  # a row may match on 2+ substrings: few do
+    return rows.astype(np.int64), distances[keep][first]
 
 
 def scan(hashes: np.ndarray, start: int, stop: int, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,15 +26,21 @@ proposed, whatever the files hold.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..._files import write_file
-from ..keyrows import KEY_BYTES, KeyRows, key_prefixes, raw_keys, sorted_prefixes
+from ..arrays import (
+    KEY_BYTES,
+    KeyRows,
+    key_prefixes,
+    map_array,
+    raw_keys,
+    sorted_prefixes,
+    write_array,
+)
 from .hamming import SUB_VALUES, SUBSTRINGS, TAIL_MAX_ROWS, _Tables, scan, within
 
 FORMAT = 1
@@ -96,40 +102,32 @@ def write(directory: Path, base: MappedFingerprints | None, live_base: np.ndarra
         "until.bin": np.concatenate(until)[order] if until else np.zeros(0, dtype=np.uint32),
     }
     for name, array in parts.items():
-        _write_array(directory / name, [array])
+        write_array(directory / name, [array])
     tabled, entries = _write_tables(directory, all_hashes, scope_rows)
     meta = {"format": FORMAT, "rows": len(all_hashes), "scopes": int(present.sum()), "tabled": tabled,
             "table_entries": entries}
     write_file(directory / "meta.json", json.dumps(meta).encode(), exclusive=True)
 
 
-def _write_array(path: Path, pieces: list[np.ndarray]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        for piece in pieces:
-            out.write(np.ascontiguousarray(piece).tobytes())
-
-
 def _write_tables(directory: Path, hashes: np.ndarray, scope_rows: np.ndarray) -> tuple[int, int]:
-    """Build and write the tables of every scope of :data:`TABLE_MIN_ROWS` rows or more, one at
-    a time, and which block each scope has (-1: none); returns how many blocks and entries."""
+    """Build and write the tables of every scope of :data:`TABLE_MIN_ROWS` rows or more, and
+    which block each scope has (-1: none); returns how many blocks and entries."""
     blocks = np.full(len(scope_rows) - 1, -1, dtype=np.int64)
-    tabled = written = 0
-    tables_fd = os.open(directory / "tables.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    offsets_fd = os.open(directory / "table_offsets.bin", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(tables_fd, "wb") as tables_out, os.fdopen(offsets_fd, "wb") as offsets_out:
-        for at in range(len(blocks)):
-            start, end = int(scope_rows[at]), int(scope_rows[at + 1])
-            if end - start < TABLE_MIN_ROWS:
-                continue
-            tables = _Tables.build(hashes[start:end])
-            tables_out.write(tables.order.tobytes())
-            offsets_out.write((tables.offsets + written).tobytes())
-            written += len(tables.order)
-            blocks[at] = tabled
-            tabled += 1
-    _write_array(directory / "scope_tables.bin", [blocks])
-    return tabled, written
+    tables: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    written = 0
+    for at in range(len(blocks)):
+        start, end = int(scope_rows[at]), int(scope_rows[at + 1])
+        if end - start >= TABLE_MIN_ROWS:
+            built = _Tables.build(hashes[start:end])
+            blocks[at] = len(tables)
+            tables.append(built.order)
+            offsets.append(built.offsets + written)
+            written += len(built.order)
+    write_array(directory / "tables.bin", tables)
+    write_array(directory / "table_offsets.bin", offsets)
+    write_array(directory / "scope_tables.bin", [blocks])
+    return len(tables), written
 
 
 class MappedFingerprints:
@@ -142,17 +140,17 @@ class MappedFingerprints:
             raise ValueError(f"{directory}: not a snapshot this version reads")
         self.directory = directory
         self.rows, scopes, tabled, entries = counts
-        self.scope_ids = self._map("scopes.bin", f"S{SCOPE_BYTES}", (scopes,))
-        self.scope_rows = self._map("scope_rows.bin", np.uint64, (scopes + 1,))
-        self.scope_tables = self._map("scope_tables.bin", np.int64, (scopes,))
-        self.hashes = self._map("hashes.bin", np.uint64, (self.rows,))
-        self.until = self._map("until.bin", np.uint32, (self.rows,))
+        self.scope_ids = map_array(self.directory / "scopes.bin", f"S{SCOPE_BYTES}", (scopes,))
+        self.scope_rows = map_array(self.directory / "scope_rows.bin", np.uint64, (scopes + 1,))
+        self.scope_tables = map_array(self.directory / "scope_tables.bin", np.int64, (scopes,))
+        self.hashes = map_array(self.directory / "hashes.bin", np.uint64, (self.rows,))
+        self.until = map_array(self.directory / "until.bin", np.uint32, (self.rows,))
         """When each row's entry expires at the latest (unix seconds; 0: never)."""
-        self.keys = KeyRows(self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES)),
-                            self._map("prefixes.bin", np.uint64, (self.rows,)),
-                            self._map("order.bin", np.uint32, (self.rows,)))
-        self._tables = self._map("tables.bin", np.uint32, (entries,))
-        self._table_offsets = self._map("table_offsets.bin", np.int64, (tabled, *_TABLE_SHAPE))
+        self.keys = KeyRows(map_array(self.directory / "keys.bin", np.uint8, (self.rows, KEY_BYTES)),
+                            map_array(self.directory / "prefixes.bin", np.uint64, (self.rows,)),
+                            map_array(self.directory / "order.bin", np.uint32, (self.rows,)))
+        self._tables = map_array(self.directory / "tables.bin", np.uint32, (entries,))
+        self._table_offsets = map_array(self.directory / "table_offsets.bin", np.int64, (tabled, *_TABLE_SHAPE))
         self._check(tabled, entries)
 
     def _check(self, tabled: int, entries: int) -> None:
@@ -176,15 +174,6 @@ class MappedFingerprints:
             if (base < 0 or base + SUBSTRINGS * size > entries or np.any(offsets[:, 0] != starts)
                     or np.any(offsets[:, -1] != starts + size) or np.any(np.diff(offsets, axis=1) < 0)):
                 raise ValueError(f"{self.directory}: tables that do not fit their scope")
-
-    def _map(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        path = self.directory / name
-        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if path.stat().st_size != expected:
-            raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected}")
-        if expected == 0:
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
     def scope(self, scope_id: str) -> tuple[int, int, int] | None:
         """A scope's rows ``[start, end)`` and its block of tables (-1: none), if it is here."""

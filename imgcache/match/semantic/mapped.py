@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from ..._files import write_file
-from ..keyrows import KEY_BYTES, KeyRows, key_prefixes, raw_keys, sorted_prefixes
+from ..arrays import (
+    KEY_BYTES,
+    KeyRows,
+    key_prefixes,
+    map_array,
+    raw_keys,
+    sorted_prefixes,
+    write_array,
+)
 
 FORMAT = 1
 
@@ -90,11 +98,7 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
                       np.minimum(np.ceil(np.asarray(rows.until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)],
     }
     for name, pieces in parts.items():
-        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            for piece in pieces:
-                if piece is not None:
-                    out.write(piece if isinstance(piece, bytes) else np.ascontiguousarray(piece).tobytes())
+        write_array(directory / name, pieces)
     rows.graph.save(str(directory / "graph.usearch"))
     os.chmod(directory / "graph.usearch", 0o600)
     meta = {"format": FORMAT, "dim": dim, "rows": len(rows)}
@@ -113,28 +117,19 @@ class MappedScope:
         self.directory = directory
         self.dim: int = meta["dim"]
         self.rows: int = meta["rows"]
-        self.keys = KeyRows(self._map("keys.bin", np.uint8, (self.rows, KEY_BYTES)),
-                            self._map("prefixes.bin", np.uint64, (self.rows,)),
-                            self._map("order.bin", np.uint32, (self.rows,)))
-        self._offsets = self._map("offsets.bin", np.uint64, (self.rows + 1,))
-        self._prompts = self._map("prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
-        self.live = self._map("live.bin", np.uint8, (self.rows,))
-        self.until = self._map("until.bin", np.uint32, (self.rows,))
+        self.keys = KeyRows(map_array(self.directory / "keys.bin", np.uint8, (self.rows, KEY_BYTES)),
+                            map_array(self.directory / "prefixes.bin", np.uint64, (self.rows,)),
+                            map_array(self.directory / "order.bin", np.uint32, (self.rows,)))
+        self._offsets = map_array(self.directory / "offsets.bin", np.uint64, (self.rows + 1,))
+        self._prompts = map_array(self.directory / "prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
+        self.live = map_array(self.directory / "live.bin", np.uint8, (self.rows,))
+        self.until = map_array(self.directory / "until.bin", np.uint32, (self.rows,))
         """When each row's entry expires at the latest (unix seconds; 0: never)."""
         self.graph = Index.restore(str(directory / "graph.usearch"), view=True)
         if self.graph is not None:
             self.graph.expansion_search = SEARCH_EXPANSION  # a search setting: not saved with the graph
         if self.graph is None or self.graph.ndim != self.dim or len(self.graph) > self.rows:
             raise ValueError(f"{directory}: graph does not fit the snapshot")
-
-    def _map(self, name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        path = self.directory / name
-        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if path.stat().st_size != expected:
-            raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {expected}")
-        if expected == 0:
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
     def key(self, row: int) -> str:
         return self.keys.key(row)

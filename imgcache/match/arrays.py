@@ -1,4 +1,6 @@
-"""Finding an entry's row in a memory-mapped snapshot by its key, with no dict.
+"""A snapshot's flat arrays on disk: written private to their user, mapped read-only (no
+process holds them in its private memory; nothing is unpickled), and an entry's row found by
+its key, with no dict.
 
 A snapshot stores each row's key as 32 raw bytes (``keys.bin``, in row order), the keys'
 first 8 bytes as big-endian uint64 sorted (``prefixes.bin``) and the row each belongs to
@@ -8,7 +10,10 @@ shares, where a dict would cost each process about 150 bytes per entry.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +22,27 @@ MAX_SHARED_PREFIX = 16
 """Keys sharing their first 8 bytes that a snapshot may hold (sha256 keys: one pair in about
 300,000 snapshots of 10 million); more would make a lookup scan them one by one."""
 _CHECK_ROWS = 1 << 20
+
+
+def write_array(path: Path, pieces: Sequence[np.ndarray | bytes | None]) -> None:
+    """A new file (private to its user) holding ``pieces`` one after the other."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for piece in pieces:
+            if piece is not None:
+                out.write(piece if isinstance(piece, bytes) else np.ascontiguousarray(piece).tobytes())
+
+
+def map_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The file mapped read-only as an array of ``shape``; ValueError if its size differs.
+    A plain ndarray over the mapping (numpy.memmap's own indexing costs microseconds a call)."""
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise ValueError(f"{path}: {size} bytes, expected {expected}")
+    if expected == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=shape))
 
 
 def raw_keys(keys: Sequence[str]) -> np.ndarray:
