@@ -367,3 +367,12 @@ def test_bench_graph_recall_small_json() -> None:
     assert figures["exact scan"]["recall"] == 1.0  # a paraphrase's own prompt is its nearest
     assert all(0.9 <= f["recall"] <= 1.0 for f in figures.values())
     assert "stored prompt among the first 16" in stderr
+
+
+def test_bench_cold_vision_small_json() -> None:
+    (result,), stderr = _run_json("bench_cold_vision.py", "--entries", "3000")
+    assert result["name"] == "cold_vision" and "error" not in result, result
+    for side in ("candidate", "new_host"):
+        assert result[side]["on_snapshot"] and result[side]["found"] == 2000, result[side]  # every stored phash found
+    assert result["round_s"] >= 0 and result["snapshot_bytes"] > 0
+    assert "first search s" in stderr

@@ -7,11 +7,11 @@
   feed on from the round's position (falling back to the round before, then to the whole
   feed, when a snapshot cannot be had whole).
 * Every :data:`CHECK_INTERVAL`, off the caller's path, it looks at the rounds. The holder of
-  the lease writes a new round once :attr:`SemanticOptions.snapshot_rows` entries (or
-  :data:`GROWTH` of those in snapshots, if more) are held outside any snapshot, or the
-  newest round was reported bad or is old: every changed scope's snapshot rows plus its
-  own, in a graph built with all cores (unchanged scopes are reused as they are); then it
-  stands on the new round and trims the feed below the round before. The other processes
+  the lease writes a new round once ``snapshot_rows`` entries (or :data:`GROWTH` of those
+  in snapshots, if more) are held outside any snapshot, or the newest round was reported
+  bad or is old: every changed scope's snapshot rows plus its own (unchanged scopes are
+  reused as they are; the perceptual index is one scope); then it stands on the new round
+  and trims the feed below the round before. The other processes
   stand on a newer round once they have read the feed as far as it covers.
 """
 
