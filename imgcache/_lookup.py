@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import manifest as manifests
+from .errors import ImageError
 from .flight import Pending, SimilarFlights
 from .invalidation import Invalidations
 from .manifest import Hit
@@ -181,6 +182,11 @@ class Lookup:
             found = matcher.find(request)
         except ImportError as exc:  # a part of the vision stack the probe did not reach
             self.perceptual_off(describe(exc))
+            return None
+        except ImageError:
+            raise
+        except Exception as exc:  # a broken index or feed costs the near match, never the call
+            log.warning("imgcache: perceptual matching failed for %s: %r", request.key[:12], exc)
             return None
         if found is None:
             return None

@@ -67,3 +67,33 @@ def test_a_scope_keeps_one_vector_length() -> None:
     assert index.scope("s", 16) is None
     replaced = index.scope("s", 16, authoritative=True)
     assert replaced is not None and replaced.dim == 16
+
+
+def test_removals_a_snapshot_covers_are_forgotten_and_expired_own_rows_dropped(tmp_path) -> None:
+    """A key removed and stored again stays this process's own row only until it stands on
+    a snapshot written after both (else it would make every round due); a row of its own
+    that expired is not carried onto the next snapshot."""
+    import hashlib
+    import time
+
+    from imgcache.match.semantic.mapped import MappedScope
+
+    def sha_key(i: int) -> str:
+        return hashlib.sha256(str(i).encode()).hexdigest()
+
+    vectors = unit_rows(3)
+    writer, reader = ScopeIndex(32), ScopeIndex(32)
+    writer.add(sha_key(0), "p0", vectors[0])
+    (tmp_path / "first").mkdir()
+    SemanticIndex.write_snapshot(writer, tmp_path / "first")
+    first = MappedScope(tmp_path / "first")
+    for scope in (writer, reader):
+        scope.adopt(first, "10-0")
+        scope.remove(sha_key(0), read_at="11-0")
+        scope.add(sha_key(0), "p0", vectors[0], time.time() + 3600)
+    reader.add(sha_key(1), "p1", vectors[1], time.time() - 1)  # expired already
+    (tmp_path / "second").mkdir()
+    SemanticIndex.write_snapshot(writer, tmp_path / "second")
+    reader.adopt(MappedScope(tmp_path / "second"), "12-0")
+    assert reader.own_rows == 0 and not reader.changed
+    assert [c.key for c in reader.search(vectors[0], 1, 0.9)] == [sha_key(0)]

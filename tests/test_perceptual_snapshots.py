@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from _helpers import Upstream, encode
 from _samples import sample_path
 from PIL import Image
@@ -75,7 +76,7 @@ def test_a_snapshot_finds_what_the_in_process_index_finds(tmp_path: Path, monkey
     assert snapshot.rows == sum(sizes.values())
     assert json.loads((tmp_path / "snap" / "meta.json").read_text())["tabled"] == 2
     worker = PerceptualIndex()
-    worker.stand_on(ALL, snapshot)
+    worker.stand_on(ALL, snapshot, "0-0")
     assert worker.own_rows == 0 and len(worker) == snapshot.rows
     for _ in range(400):
         scope_id = list(data)[int(rng.integers(0, len(data)))] if rng.random() < 0.5 else scope(500)
@@ -98,7 +99,7 @@ def test_no_entry_of_another_scope_is_proposed_whatever_the_files_hold(tmp_path:
     directory = tmp_path / "snap"
     snapshot = written(index, directory)
     worker = PerceptualIndex()
-    worker.stand_on(ALL, snapshot)
+    worker.stand_on(ALL, snapshot, "0-0")
     first, second = {key(1, row) for row in range(300)}, {key(2, row) for row in range(50)}
     for row in range(50):
         assert {k for k, _ in worker.search(scope(1), hashes[row], 64)} == first
@@ -111,7 +112,7 @@ def test_no_entry_of_another_scope_is_proposed_whatever_the_files_hold(tmp_path:
         (directory / name).chmod(0o600)
     tables.tofile(directory / "tables.bin")
     worker = PerceptualIndex()
-    worker.stand_on(ALL, MappedFingerprints(directory))
+    worker.stand_on(ALL, MappedFingerprints(directory), "0-0")
     for row in range(50):
         assert {k for k, _ in worker.search(scope(1), hashes[row], 10)} <= first
     # Boundaries that do not fit the rows are refused on opening.
@@ -131,7 +132,7 @@ def test_removed_and_expired_entries_are_never_proposed_and_the_next_snapshot_le
                               (key(1, 2), hashes[2], now - 1), (key(1, 3), hashes[3], now + 3600)])
     assert index.search(scope(1), hashes[2], 0) == []  # expired among the process's own rows
     worker = PerceptualIndex()
-    worker.stand_on(ALL, written(index, tmp_path / "first"))
+    worker.stand_on(ALL, written(index, tmp_path / "first"), "0-0")
     assert worker.snapshot is not None and worker.snapshot.rows == 3  # the expired one left out
     assert worker.remove(scope(1), key(1, 0)) and not worker.remove(scope(2), key(1, 1))  # not its scope
     assert worker.search(scope(1), hashes[0], 0) == []
@@ -156,10 +157,10 @@ def test_a_worker_keeps_its_own_rows_and_removals_when_it_stands_on_a_newer_snap
     writer.add_many(scope(1), [(key(1, 3), hashes[3], 0.0)])
     newer = written(writer, tmp_path / "newer")
     worker = PerceptualIndex()
-    worker.stand_on(ALL, older)
+    worker.stand_on(ALL, older, "0-0")
     worker.add_many(scope(1), [(key(1, 3), hashes[3], 0.0), (key(1, 4), hashes[4], 0.0)])
     worker.remove(scope(1), key(1, 0))  # removed after the newer snapshot was written
-    worker.stand_on(ALL, newer)
+    worker.stand_on(ALL, newer, "0-0")
     assert worker.snapshot is newer and worker.own_rows == 1  # key 3 is in the newer snapshot
     assert worker.search(scope(1), hashes[0], 0) == []
     assert worker.search(scope(1), hashes[4], 0) == [(key(1, 4), 0)]
@@ -209,6 +210,15 @@ def write_round(cache: Cache) -> None:
     assert matcher.rounds.standing is not None
 
 
+def fill_and_write(writer: Cache, upstream: Upstream, pictures: int = 6) -> Any:
+    """Ask the same question about ``pictures`` pictures, then write a round; the describer."""
+    describe = describer(writer, upstream)
+    for i in range(pictures):
+        describe(picture(i), "what is in this picture?")
+    write_round(writer)
+    return describe
+
+
 def test_a_new_worker_answers_copies_from_the_round_another_wrote(tmp_path: Path, redis_url: str) -> None:
     upstream = answers()
     prompts = ["what is in this picture?", "describe the colours", "is there a person?"]
@@ -241,10 +251,7 @@ def test_a_new_worker_answers_copies_from_the_round_another_wrote(tmp_path: Path
 def test_an_entry_gone_after_the_round_is_removed_everywhere(tmp_path: Path, redis_url: str) -> None:
     upstream = answers()
     with worker(tmp_path, "a", redis_url) as writer:
-        describe = describer(writer, upstream)
-        for i in range(6):
-            describe(picture(i), "what is in this picture?")
-        write_round(writer)
+        describe = fill_and_write(writer, upstream)
         gone = describe.cache_key(picture(2), "what is in this picture?")
         describe.invalidate(picture(2), "what is in this picture?")
     with worker(tmp_path, "b", redis_url) as reader:
@@ -260,6 +267,37 @@ def test_an_entry_gone_after_the_round_is_removed_everywhere(tmp_path: Path, red
         row = int(index.snapshot.keys.find([gone])[0])
         assert row >= 0 and index._dead is not None and index._dead[row]
         assert index.own_rows == 1 and len(index) == 6  # five of the round, and the copy b stored
+
+
+def test_a_damaged_copy_on_the_host_is_fetched_anew_and_a_damaged_store_falls_back_to_the_feed(
+        tmp_path: Path, redis_url: str) -> None:
+    upstream = answers()
+    with worker(tmp_path, "a", redis_url) as writer:
+        fill_and_write(writer, upstream)
+        assert writer.stats(shared=True)["index_snapshots"]["perceptual"]["usable"]
+    (hashes_file,) = (tmp_path / "host-a" / "ns" / "perceptual").glob("*/hashes.bin")
+    hashes_file.write_bytes(bytes(len(hashes_file.read_bytes())))  # every phash zeroed: still the right size
+    calls = upstream.calls
+    with worker(tmp_path, "a", redis_url) as again:
+        describer(again, upstream)(copy_of(3), "what is in this picture?")
+        matcher = again._lookup.perceptual
+        assert matcher is not None and matcher.index.snapshot is not None
+        assert upstream.calls == calls  # fetched from Redis whole, then mapped
+        assert any(np.asarray(matcher.index.snapshot.hashes))
+    client = redis.Redis.from_url(redis_url)
+    (manifest,) = (tmp_path / "host-a" / "ns" / "perceptual").glob("*/.verified")
+    for spec in json.loads(manifest.read_bytes())["files"].values():
+        for part in spec["parts"]:  # every part of the snapshot damaged in Redis
+            name = "imgcache:ns:b:{" + hashlib.sha256(f"snapshot:perceptual:{part}".encode()).hexdigest() + "}"
+            value = client.get(name)
+            assert value
+            client.set(name, value[:-1] + bytes([value[-1] ^ 1]))
+    with worker(tmp_path, "b", redis_url) as stranger:
+        describer(stranger, upstream)(copy_of(4), "what is in this picture?")
+        matcher = stranger._lookup.perceptual
+        assert matcher is not None and matcher.index.snapshot is None  # not mapped: a part failed its digest
+        assert upstream.calls == calls  # the whole feed answered
+        assert stranger.stats(shared=True)["index_snapshots"]["perceptual"]["reported_bad"] == 1
 
 
 # --- found by a review --------------------------------------------------------------------------
@@ -329,11 +367,11 @@ def test_a_key_removed_and_stored_again_keeps_its_new_lifetime_when_a_newer_snap
     writer.add_many(scope(1), [(key(1, 0), phash, 0.0)])  # never expires
     older, newer = written(writer, tmp_path / "older"), written(writer, tmp_path / "newer")
     reader = PerceptualIndex()
-    reader.stand_on(ALL, older)
+    reader.stand_on(ALL, older, "0-0")
     reader.remove(scope(1), key(1, 0))
     soon = time.time() + 60
     reader.add_many(scope(1), [(key(1, 0), phash, soon)])  # stored again, for a minute
-    reader.stand_on(ALL, newer)  # written before the removal: it holds the entry that never expires
+    reader.stand_on(ALL, newer, "0-0")  # written before the removal: it holds the entry that never expires
     assert reader.search(scope(1), phash, 0) == [(key(1, 0), 0)]
     again = written(reader, tmp_path / "again")
     assert again.until[int(again.keys.find([key(1, 0)])[0])] == int(np.ceil(soon))
@@ -352,3 +390,98 @@ def test_two_records_of_one_key_keep_the_longer_lifetime_however_the_feed_is_pag
         directory = tmp_path / f"{pages}-{first}"
         snapshot = written(index, directory)
         assert int(snapshot.until[0]) == kept
+
+
+# --- found by a second review -------------------------------------------------------------------
+
+
+def test_removals_a_round_covers_are_forgotten_once_a_worker_stands_on_it(tmp_path: Path) -> None:
+    """Else a key removed and stored again stays this process's own row round after round,
+    and its rows alone make a round due at every check."""
+    rng = np.random.default_rng(RNG_SEED)
+    (phash,) = random_hashes(rng, 1)
+    writer, reader = PerceptualIndex(), PerceptualIndex()
+    writer.add_many(scope(1), [(key(1, 0), phash, 0.0)])
+    first = written(writer, tmp_path / "first")
+    for index in (writer, reader):
+        index.stand_on(ALL, first, "10-0")
+        index.remove(scope(1), key(1, 0), read_at="11-0")  # read from the feed
+        index.add_many(scope(1), [(key(1, 0), phash, time.time() + 3600)])  # stored again
+    second = written(writer, tmp_path / "second")  # as of 12-0: after both
+    reader.stand_on(ALL, second, "12-0")
+    assert reader.own_rows == 0 and not reader.changed
+    assert reader.search(scope(1), phash, 0) == [(key(1, 0), 0)]
+    reader.remove(scope(1), key(1, 0))  # removed here, its record not read back yet: kept
+    reader.stand_on(ALL, second, "13-0")
+    assert reader.search(scope(1), phash, 0) == []
+
+
+def test_expired_rows_of_a_process_are_dropped_when_it_stands_on_a_newer_snapshot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 2)
+    index = PerceptualIndex()
+    index.add_many(scope(1), [(key(1, 0), hashes[0], time.time() - 1), (key(1, 1), hashes[1], 0.0)])
+    index.stand_on(ALL, written(PerceptualIndex(), tmp_path / "empty"), "1-0")
+    assert index.own_rows == 1 and index.search(scope(1), hashes[1], 0) == [(key(1, 1), 0)]
+
+
+def test_a_record_naming_another_scopes_key_touches_nothing_of_that_scope(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 2)
+    index = PerceptualIndex()
+    index.add_many(scope(1), [(key(1, 0), hashes[0], 0.0)])
+    index.stand_on(ALL, written(index, tmp_path / "snap"), "1-0")
+    later = time.time() + 3600
+    index.add_many(scope(2), [(key(1, 0), hashes[0], later)])  # scope 1's key, said to be scope 2's
+    assert index.search(scope(1), hashes[0], 0) == [(key(1, 0), 0)]  # scope 1's row untouched
+    assert not index.remove(scope(3), key(1, 0))
+    assert index.search(scope(1), hashes[0], 0) == [(key(1, 0), 0)]
+    soon = time.time() + 0.2
+    index.add_many(scope(4), [(key(1, 1), hashes[1], soon)])
+    index.add_many(scope(5), [(key(1, 1), hashes[1], 0.0)])
+    index.remove(scope(5), key(1, 1))  # another scope's removal keeps scope 4's expiry
+    time.sleep(0.3)
+    assert index.search(scope(4), hashes[1], 0) == []
+
+
+def test_a_feed_record_too_deep_to_parse_costs_that_record_only(tmp_path: Path, redis_url: str) -> None:
+    upstream = answers()
+    with worker(tmp_path, "a", redis_url) as writer:
+        describe = describer(writer, upstream)
+        describe(picture(0), "what is in this picture?")
+        matcher = writer._lookup.perceptual
+        assert matcher is not None
+        matcher.feed.append([b"[" * 100_000 + b"]" * 100_000, b"[" * 400 + b"]" * 400])
+        describe(picture(1), "what is in this picture?")
+    with worker(tmp_path, "b", redis_url) as reader:
+        calls = upstream.calls
+        describe = describer(reader, upstream)
+        describe(copy_of(1), "what is in this picture?")
+        describe(copy_of(0), "what is in this picture?")
+        assert upstream.calls == calls  # both entries indexed; the two bad records counted
+        assert reader.stats()["corrupt"] >= 2
+
+
+def test_one_indexs_rounds_never_delete_the_parts_of_the_others(tmp_path: Path, redis_url: str) -> None:
+    """Both indexes' snapshots hold files of zeros (no entry expires): the same parts."""
+    from _helpers import bow_options, generator
+
+    upstream = answers()
+    semantic = bow_options(snapshot_rows=5, snapshot_dir=str(tmp_path / "host-a"))
+    vision = VisionOptions(snapshot_rows=4, snapshot_dir=str(tmp_path / "host-a"))
+    with Cache("ns", redis_url=redis_url, semantic=semantic, vision=vision) as cache:
+        fill_and_write(cache, upstream)
+        generate = generator(cache, Upstream())
+        rounds = cache._lookup.semantic.rounds
+        for block in range(4):  # the third and fourth rounds delete the parts of the first two
+            for i in range(6 if block == 0 else 10):  # 6: its expiry file is the perceptual one's
+                generate(prompt=f"a lighthouse number {block * 10 + i} at dusk")
+            rounds.settle()
+            rounds.read_feed()
+            rounds.check()
+    calls = upstream.calls
+    with worker(tmp_path, "b", redis_url) as reader:
+        describer(reader, upstream)(copy_of(3), "what is in this picture?")
+        matcher = reader._lookup.perceptual
+        assert matcher is not None and matcher.index.snapshot is not None  # fetched whole from Redis
+        assert upstream.calls == calls

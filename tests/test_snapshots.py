@@ -290,9 +290,11 @@ def test_parts_of_rounds_the_feed_no_longer_covers_are_deleted(tmp_path: Path, r
             made.append(next(iter(rounds_of(writer).standing.scopes.values())))
         shelved = rounds_of(writer).shelf.rounds()
     assert [next(iter(r.scopes.values())) for r in shelved.rounds] == made[:1:-1]  # the two newest
-    blob = "imgcache:ns:b:{{{}}}"
-    assert not client.exists(blob.format(made[0])) and not client.exists(blob.format(made[1]))
-    assert client.exists(blob.format(made[2])) and client.exists(blob.format(made[3]))
+    def blob(digest: str) -> str:
+        return "imgcache:ns:b:{" + hashlib.sha256(f"snapshot:semantic:{digest}".encode()).hexdigest() + "}"
+
+    assert not client.exists(blob(made[0])) and not client.exists(blob(made[1]))
+    assert client.exists(blob(made[2])) and client.exists(blob(made[3]))
     assert sorted(p.name for p in (tmp_path / "host-a" / "ns" / "semantic").iterdir() if not p.name.startswith(".")) == sorted(made[2:])
 
 

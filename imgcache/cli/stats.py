@@ -187,9 +187,11 @@ def _stats_table(figures: dict[str, Any], title: str) -> Any:
                       f"misses that waited their turn ({_duration(rate.get('waited_seconds', 0))} in all)")
         table.add_row("429s", f"{int(rate.get('upstream_429', 0)):,}",
                       f"from the upstream; {int(rate.get('refused', 0)):,} refused beyond the queue timeout")
+    from ..match.config import PERCEPTUAL_FEED
+
     for feed, snapshot in (figures.get("index_snapshots") or {}).items():
         state = "in use" if snapshot["usable"] else f"not usable ({snapshot['reported_bad']} reported bad)"
-        what = f"{snapshot['scopes']:,} scopes" if feed == "semantic" else "every scope"
+        what = f"{snapshot['scopes']:,} scopes" if feed != PERCEPTUAL_FEED else "every scope"  # one snapshot
         table.add_row(f"{feed} snapshot", what,
                       f"written {_duration(max(0.0, time.time() - snapshot['written_at']))} ago, {state}")
     table.add_section()

@@ -10,6 +10,7 @@ shares, where a dict would cost each process about 150 bytes per entry.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,29 @@ def map_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
     if expected == 0:
         return np.zeros(shape, dtype=dtype)
     return np.asarray(np.memmap(path, dtype=dtype, mode="r", shape=shape))
+
+
+def read_meta(directory: Path, version: int, counts: Sequence[str]) -> list[int]:
+    """The ``counts`` a snapshot's ``meta.json`` gives (non-negative ints); ValueError unless
+    it is a snapshot of format ``version``."""
+    meta = json.loads((directory / "meta.json").read_bytes())
+    found = [meta.get(name) for name in counts] if isinstance(meta, dict) else []
+    if (not isinstance(meta, dict) or meta.get("format") != version
+            or not all(type(value) is int and value >= 0 for value in found)):
+        raise ValueError(f"{directory}: not a snapshot this version reads")
+    return found
+
+
+def keys_in(directory: Path, rows: int) -> KeyRows:
+    """A snapshot's key files, mapped and checked."""
+    return KeyRows(map_array(directory / "keys.bin", np.uint8, (rows, KEY_BYTES)),
+                   map_array(directory / "prefixes.bin", np.uint64, (rows,)),
+                   map_array(directory / "order.bin", np.uint32, (rows,)))
+
+
+def expiry_seconds(until: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Expiry times (unix seconds, 0: never) as a snapshot stores them: uint32, rounded up."""
+    return np.minimum(np.ceil(np.asarray(until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)
 
 
 def raw_keys(keys: Sequence[str]) -> np.ndarray:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..store.feed import position_after
 from ..store.snapshots import Round, Shelved
 
 if TYPE_CHECKING:
@@ -54,17 +55,39 @@ def _stop_workers() -> None:
         worker.join(timeout=5)
 
 
-def _after(position: str, other: str) -> bool:
-    """Whether feed position ``position`` comes after ``other`` (Redis stream ids
-    ``"ms-seq"``, or a file's byte offsets)."""
-    def order(text: str) -> tuple[int, int]:
-        first, _, second = text.partition("-")
-        return int(first), int(second or 0)
+MAX_REMEMBERED_REMOVALS = 100_000
+"""Removals an index re-applies to a newer snapshot it stands on (one that may predate them)."""
 
-    try:
-        return order(position) > order(other)
-    except ValueError:  # positions of different feeds: never taken as later
-        return False
+
+class Removals:
+    """The keys an index removed since it stood on its snapshot, oldest first, each with its
+    scope and where on the feed its removal was read (None: removed by this process, its
+    record not read back yet). A newer snapshot gets them again, unless written as of a feed
+    position past where they were read: its writer had read them, and any later store of the
+    key."""
+
+    def __init__(self, keys: dict[str, tuple[str, str | None]] | None = None) -> None:
+        self._keys = keys or {}
+
+    def add(self, key: str, scope_id: str, read_at: str | None) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = (scope_id, read_at)
+        if len(self._keys) > MAX_REMEMBERED_REMOVALS:
+            del self._keys[next(iter(self._keys))]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def by_scope(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for key, (scope_id, _) in self._keys.items():
+            grouped.setdefault(scope_id, []).append(key)
+        return grouped
+
+    def after(self, position: str) -> Removals:
+        """Those a snapshot written as of ``position`` may lack."""
+        return Removals({key: (scope_id, read_at) for key, (scope_id, read_at) in self._keys.items()
+                         if read_at is None or position_after(read_at, position)})
 
 
 class Snapshot(Protocol):
@@ -90,7 +113,9 @@ class SnapshotIndex(Protocol):
     """An index kind that rounds snapshot: its scopes, how one is written and opened."""
 
     def scopes(self) -> list[tuple[str, Any]]: ...
-    def stand_on(self, scope_id: str, snapshot: Any) -> None: ...
+    def stand_on(self, scope_id: str, snapshot: Any, position: str) -> None:
+        """Serve the scope from ``snapshot``, written as of feed ``position``: removals read
+        at or before it are in the snapshot, and need not be remembered any more."""
     def clear(self) -> None: ...
     def open_snapshot(self, directory: Path) -> Snapshot:
         """Raises OSError, ValueError or RuntimeError for files it does not read."""
@@ -175,7 +200,7 @@ class Rounds:
 
     def _stand(self, made: Round, mapped: dict[str, Snapshot]) -> None:
         for scope_id, snapshot in mapped.items():
-            self.index.stand_on(scope_id, snapshot)
+            self.index.stand_on(scope_id, snapshot, made.position)
         self.standing = made
         log.info("imgcache: %s stands on an index snapshot round of %d entries as of %s",
                  self.shelf.namespace, sum(s.rows for s in mapped.values()), made.position)
@@ -240,7 +265,7 @@ class Rounds:
     def _newer(self, made: Round) -> bool:
         """Whether ``made`` comes after the round this process stands on (never step back:
         the feed this process read is past the older round's)."""
-        return self.standing is None or _after(made.position, self.standing.position)
+        return self.standing is None or position_after(made.position, self.standing.position)
 
     def _behind(self, shelved: Shelved) -> bool:
         """Whether the feed may have been trimmed below records this process had not read: it
@@ -249,7 +274,7 @@ class Rounds:
         if len(shelved.published) < 2:
             return False
         trimmed_below = shelved.published[1].position
-        return self._read_by_check is None or _after(trimmed_below, self._read_by_check)
+        return self._read_by_check is None or position_after(trimmed_below, self._read_by_check)
 
     def _start_over(self, shelved: Shelved, read: tuple[object, str | None] | None) -> None:
         """Forget the index and stand on the newest round that can be had. With none, keep
@@ -279,7 +304,7 @@ class Rounds:
         covers; whether it does."""
         self.read_feed()
         read = self.feed.position()
-        if read is None or read[1] is None or _after(made.position, read[1]):
+        if read is None or read[1] is None or position_after(made.position, read[1]):
             return False  # its feed tail is not read yet: records it covers would be skipped
         mapped = self._map(made)
         if mapped is None:
@@ -307,7 +332,7 @@ class Rounds:
             return None
         tier, position = read
         published = shelved.published
-        if published and (self.standing != published[0] or not (_after(position, published[0].position)
+        if published and (self.standing != published[0] or not (position_after(position, published[0].position)
                                                                or shelved.due)):
             return None  # another round came first, or nothing new since the newest
         if tier is not self.shelf.store.feed_tier():
@@ -339,7 +364,7 @@ class Rounds:
         made = Round(position, scopes, round(time.time(), 3))
         self.shelf.publish(made)
         for scope_id, snapshot in mapped.items():
-            self.index.stand_on(scope_id, snapshot)
+            self.index.stand_on(scope_id, snapshot, position)
         self.standing = made
         kept = set(scopes.values()) | (set(published[0].scopes.values()) if published else set())  # parts
         if published:  # the round before this one is the oldest whose tail the feed keeps

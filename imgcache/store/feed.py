@@ -22,6 +22,19 @@ PAGE = 10_000
 """Records read per request while catching up."""
 
 
+def position_after(position: str, other: str) -> bool:
+    """Whether feed position ``position`` comes after ``other`` (Redis stream ids
+    ``"ms-seq"``, or a file's byte offsets)."""
+    def order(text: str) -> tuple[int, int]:
+        first, _, second = text.partition("-")
+        return int(first), int(second or 0)
+
+    try:
+        return order(position) > order(other)
+    except ValueError:  # positions of different feeds: never taken as later
+        return False
+
+
 @dataclass
 class _Cursor:
     tier: object
@@ -53,6 +66,14 @@ class SharedFeed:
         with self._lock:
             cursor = self._cursor
             return None if cursor is None else (cursor.tier, cursor.position)
+
+    @property
+    def reading_to(self) -> str | None:
+        """Where the page being handled ends, for a ``handle`` that :meth:`sync` calls (the
+        cursor moves past a page before its records are handled): every record of the page
+        is at or before it."""
+        cursor = self._cursor
+        return None if cursor is None else cursor.position
 
     def start_at(self, position: str) -> bool:
         """Read on from ``position`` of the current tier's feed (an index snapshot covers

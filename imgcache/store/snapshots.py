@@ -2,9 +2,10 @@
 
 A near-match index (a namespace's scopes) is rebuilt in each process from the namespace's
 shared feed. At millions of entries that replay takes minutes and every process pays for its
-own copy, so one worker at a time (the holder of a lease) writes a *round*: every scope's
-index saved as a snapshot directory (see :mod:`imgcache.match.semantic.mapped`), all as of
-one feed position. Other processes map the newest round's directories (the page cache
+own copy, so one worker at a time (the holder of a lease) writes a *round*: the index saved
+as snapshot directories, all as of one feed position (one per scope for the semantic index,
+:mod:`imgcache.match.semantic.mapped`; one of every scope for the perceptual index,
+:mod:`imgcache.match.perceptual.mapped`). Other processes map the newest round's directories (the page cache
 shares them between the processes of a host) and replay only the feed after that position.
 
 Where snapshots live:
@@ -14,7 +15,8 @@ Where snapshots live:
   ``~/.cache/imgcache/snapshots/<namespace>/<feed>``), one subdirectory per snapshot, named by
   its digest and never changed once complete;
 * for other hosts, in the store's shared tiers: each file cut into parts of
-  :data:`PART_BYTES`, stored as blobs under their sha256, and a manifest (JSON: the files,
+  :data:`PART_BYTES`, stored as blobs named by their sha256 and the feed (apart from the
+  entries' blobs and from the other index's parts), and a manifest (JSON: the files,
   their sizes and parts) stored as a blob too; its sha256 is the snapshot's digest. A fetched
   part that fails its digest (or is gone) makes the snapshot unusable: the process falls back
   to the round before, or to the whole feed, and reports the round as bad so that the next
@@ -24,7 +26,7 @@ Where snapshots live:
 
 The feed is trimmed below the older of the two newest rounds: a process still mapping the
 round before the newest can replay its tail, and a removed entry's record, once below the
-trim, is gone for good (the snapshots carry it as dead).
+trim, is gone for good (the snapshots carry it as dead, or leave it out).
 """
 
 from __future__ import annotations
@@ -139,11 +141,17 @@ class SnapshotShelf:
 
     # -- parts in the tiers other hosts reach ----------------------------------------------
 
+    def _blob_key(self, digest: str) -> str:
+        """Where the blob of sha256 ``digest`` is stored: apart from the entries' blobs and
+        from another feed's snapshots (two snapshots may hold the same part, and each feed
+        deletes the parts of its own old rounds)."""
+        return blob_key(self.namespace, codec.digest(f"snapshot:{self.feed}:{digest}".encode()))
+
     def _put_blob(self, data: bytes) -> str:
         """Store ``data`` under its sha256 in every fleet tier that takes blobs its size;
         returns the sha256."""
         digest = codec.digest(data)
-        key = blob_key(self.namespace, digest)
+        key = self._blob_key(digest)
         for tier in self.store.tiers:
             limit = self.store.max_blob_bytes.get(tier.name)
             if tier.scope == "fleet" and (limit is None or len(data) <= limit):
@@ -153,7 +161,7 @@ class SnapshotShelf:
     def _get_blob(self, digest: str) -> bytes | None:
         """The blob stored under ``digest``, checked against it; None if no fleet tier has it
         whole. TierUnavailable if none has it and one failed: it may be there."""
-        key = blob_key(self.namespace, digest)
+        key = self._blob_key(digest)
         failed = None
         for tier in self.store.tiers:
             if tier.scope != "fleet":
@@ -379,7 +387,7 @@ class SnapshotShelf:
             return None
 
     def _delete_blob(self, digest: str) -> None:
-        key = blob_key(self.namespace, digest)
+        key = self._blob_key(digest)
         for tier in self.store.tiers:
             if tier.scope == "fleet":
                 self.store.guarded(tier, tier.delete, key)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..semantic.index import MAX_REMEMBERED_REMOVALS
+from ..rounds import Removals
 from .hamming import HammingIndex
 from .mapped import ALL, MappedFingerprints, OwnRows, write
 
@@ -32,9 +32,9 @@ class PerceptualIndex:
         self.snapshot = snapshot
         self._dead: np.ndarray | None = None  # snapshot rows removed since it was written
         self._snapshot_live = 0 if snapshot is None else snapshot.rows
-        self._removed: dict[str, None] = {}  # keys removed since the snapshot was adopted, oldest first
+        self._removed = Removals()
         self._own: dict[str, HammingIndex] = {}
-        self._until: dict[str, float] = {}  # own keys that expire: when, at the latest
+        self._until: dict[tuple[str, str], float] = {}  # (scope, key) of own rows that expire: when, at the latest
 
     def __len__(self) -> int:
         return self.own_rows + self._snapshot_live
@@ -58,28 +58,29 @@ class PerceptualIndex:
             self._add_locked(scope_id, items)
 
     def _add_locked(self, scope_id: str, items: list[tuple[str, int, float]]) -> None:
-        snapshot = self.snapshot
-        found = snapshot.keys.find([key for key, _, _ in items]) if snapshot is not None else None
+        found = _scope_rows(self.snapshot, scope_id, [key for key, _, _ in items])
         fresh: list[tuple[str, int]] = []
-        batch: set[str] = set()
+        batch: set[str] = set()  # new rows of this call, which a later item may store again
         own = self._own.get(scope_id)
         for at, (key, phash, expires) in enumerate(items):
-            if key in batch or (own is not None and own.has(key)):  # its lifetime may change (its hash may not, but a record says)
-                old = self._until.get(key, 0.0)
+            held_here = (scope_id, key)
+            if key in batch or (own is not None and own.has(key)):
+                # stored again: its lifetime may change (its hash may not, but a record says)
+                old = self._until.get(held_here, 0.0)
                 if old and expires:
-                    self._until[key] = max(old, expires)
+                    self._until[held_here] = max(old, expires)
                 else:
-                    self._until.pop(key, None)
+                    self._until.pop(held_here, None)
                 fresh.append((key, phash))
                 continue
-            row = -1 if found is None else int(found[at])
+            row = int(found[at])
             if row >= 0 and (self._dead is None or not self._dead[row]):
-                held = float(snapshot.until[row])  # type: ignore[union-attr]
+                held = float(self.snapshot.until[row])  # type: ignore[union-attr]
                 if not held or (expires and expires <= held):
                     continue
                 self._mark_dead(row)  # stored again to live longer: this process's row replaces it
             if expires:
-                self._until[key] = expires
+                self._until[held_here] = expires
             batch.add(key)
             fresh.append((key, phash))
         if fresh:
@@ -87,32 +88,20 @@ class PerceptualIndex:
                 own = self._own[scope_id] = HammingIndex()
             own.add_many(fresh)
 
-    def remove(self, scope_id: str, key: str) -> bool:
-        """Never propose ``key`` again (until it is added anew); whether it was here."""
+    def remove(self, scope_id: str, key: str, read_at: str | None = None) -> bool:
+        """Never propose ``key`` of ``scope_id`` again (until it is added anew); whether it
+        was here. ``read_at``: where on the feed the removal was read (None: removed here)."""
         with self._lock:
-            self._removed[key] = None
-            if len(self._removed) > MAX_REMEMBERED_REMOVALS:
-                del self._removed[next(iter(self._removed))]
-            self._until.pop(key, None)
+            self._removed.add(key, scope_id, read_at)
             index = self._own.get(scope_id)
             if index is not None and index.remove(key):
+                self._until.pop((scope_id, key), None)
                 return True
-            row = self._snapshot_row(scope_id, key)
-            if row is None:
+            row = int(_scope_rows(self.snapshot, scope_id, [key])[0])
+            if row < 0 or (self._dead is not None and self._dead[row]):
                 return False
             self._mark_dead(row)
             return True
-
-    def _snapshot_row(self, scope_id: str, key: str) -> int | None:
-        """The live snapshot row of ``scope_id`` holding ``key``, if any."""
-        snapshot = self.snapshot
-        if snapshot is None:
-            return None
-        row = int(snapshot.keys.find([key])[0])
-        bounds = snapshot.scope(scope_id)
-        if row < 0 or bounds is None or not bounds[0] <= row < bounds[1]:
-            return None
-        return None if self._dead is not None and self._dead[row] else row
 
     def _mark_dead(self, row: int) -> None:
         assert self.snapshot is not None
@@ -140,7 +129,7 @@ class PerceptualIndex:
                       for row, distance in zip(rows[keep].tolist(), distances[keep].tolist())]
         if own is not None:
             found += [(distance, key) for key, distance in own.search(phash, radius)
-                      if not 0 < until.get(key, 0.0) <= now]
+                      if not 0 < until.get((scope_id, key), 0.0) <= now]
         found.sort(key=lambda item: item[0])
         return [(key, distance) for distance, key in found]
 
@@ -150,21 +139,25 @@ class PerceptualIndex:
         """What a round is written from: the whole index, as the one scope :data:`ALL`."""
         return [(ALL, self)] if self.snapshot is not None or self._own else []
 
-    def stand_on(self, scope_id: str, snapshot: MappedFingerprints) -> None:
-        """Stand on a newer snapshot, under one hold of the lock: what this process removed
-        stays removed (a key removed and stored again included: the snapshot may hold its
-        old entry), and its own rows the snapshot lacks (or holds to expire sooner) are kept;
-        the rest are dropped."""
+    def stand_on(self, scope_id: str, snapshot: MappedFingerprints, position: str) -> None:
+        """Stand on a newer snapshot (of every scope: ``scope_id`` is :data:`ALL`), written as
+        of feed ``position``, under one hold of the lock: what this process removed stays
+        removed (a key removed and stored again included: the snapshot may hold its old
+        entry), and its own rows the snapshot lacks (or holds to expire sooner) are kept,
+        unless expired; the rest are dropped."""
+        now = time.time()
         with self._lock:
-            own = {scope: index.items() for scope, index in self._own.items()}
-            until, removed = self._until, self._removed
-            dead = snapshot.keys.find(list(removed))
+            own = {scope: [(key, phash, self._until.get((scope, key), 0.0)) for key, phash in index.items()]
+                   for scope, index in self._own.items()}
+            removed = self._removed.after(position)
+            dead = [row for scope, keys in removed.by_scope().items()
+                    for row in _scope_rows(snapshot, scope, keys).tolist() if row >= 0]
             self._stand_on(snapshot)
             self._removed = removed
-            for row in dead[dead >= 0].tolist():
+            for row in set(dead):
                 self._mark_dead(row)
             for scope, items in own.items():
-                self._add_locked(scope, [(key, phash, until.get(key, 0.0)) for key, phash in items])
+                self._add_locked(scope, [item for item in items if not 0 < item[2] <= now])
 
     def clear(self) -> None:
         with self._lock:
@@ -187,7 +180,7 @@ class PerceptualIndex:
                     live_base &= ~self._dead
             own: dict[str, OwnRows] = {}
             for scope_id, index in self._own.items():
-                items = [(k, h, self._until.get(k, 0.0)) for k, h in index.items()]
+                items = [(k, h, self._until.get((scope_id, k), 0.0)) for k, h in index.items()]
                 items = [item for item in items if not 0 < item[2] <= now]
                 if items:
                     keys, hashes, until = zip(*items)
@@ -200,3 +193,16 @@ class PerceptualIndex:
         cache's, shared between processes)."""
         dead = self._dead.nbytes if self._dead is not None else 0
         return dead + sum(index.nbytes for index in list(self._own.values()))
+
+
+def _scope_rows(snapshot: MappedFingerprints | None, scope_id: str, keys: list[str]) -> np.ndarray:
+    """Each key's row among the snapshot's rows of ``scope_id``, or -1 (a key of another
+    scope is not this scope's, whatever a record says)."""
+    if snapshot is None:
+        return np.full(len(keys), -1, dtype=np.int64)
+    rows = snapshot.keys.find(keys)
+    bounds = snapshot.scope(scope_id)
+    if bounds is None:
+        return np.full(len(keys), -1, dtype=np.int64)
+    rows[(rows < bounds[0]) | (rows >= bounds[1])] = -1
+    return rows

@@ -10,7 +10,7 @@ grouped by scope. It is a directory of plain files, written once and never chang
 * ``hashes.bin``: each row's phash (uint64); ``until.bin``: when its entry expires at the
   latest (uint32 unix seconds, 0: never), after which it is not proposed;
 * ``keys.bin``, ``prefixes.bin``, ``order.bin``: each row's key, found by binary search
-  (:mod:`imgcache.match.keyrows`);
+  (:mod:`imgcache.match.arrays`);
 * ``tables.bin`` and ``table_offsets.bin``: for each scope of at least :data:`TABLE_MIN_ROWS`
   rows, the four multi-index hashing tables of
   :class:`~imgcache.match.perceptual.hamming.HammingIndex` (scope-relative rows); smaller
@@ -34,10 +34,12 @@ import numpy as np
 from ..._files import write_file
 from ..arrays import (
     KEY_BYTES,
-    KeyRows,
+    expiry_seconds,
     key_prefixes,
+    keys_in,
     map_array,
     raw_keys,
+    read_meta,
     sorted_prefixes,
     write_array,
 )
@@ -63,7 +65,7 @@ class OwnRows:
     def __init__(self, keys: list[str], hashes: list[int], until: list[float]) -> None:
         self.keys = keys
         self.hashes = np.array(hashes, dtype=np.uint64)
-        self.until = np.minimum(np.ceil(np.asarray(until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)
+        self.until = expiry_seconds(until)
 
 
 def write(directory: Path, base: MappedFingerprints | None, live_base: np.ndarray | None,
@@ -134,21 +136,15 @@ class MappedFingerprints:
     """A perceptual snapshot opened read-only."""
 
     def __init__(self, directory: Path) -> None:
-        meta = json.loads((directory / "meta.json").read_bytes())
-        counts = [meta.get(name) for name in ("rows", "scopes", "tabled", "table_entries")]
-        if meta.get("format") != FORMAT or not all(isinstance(c, int) and c >= 0 for c in counts):
-            raise ValueError(f"{directory}: not a snapshot this version reads")
         self.directory = directory
-        self.rows, scopes, tabled, entries = counts
+        self.rows, scopes, tabled, entries = read_meta(directory, FORMAT, ("rows", "scopes", "tabled", "table_entries"))
         self.scope_ids = map_array(self.directory / "scopes.bin", f"S{SCOPE_BYTES}", (scopes,))
         self.scope_rows = map_array(self.directory / "scope_rows.bin", np.uint64, (scopes + 1,))
         self.scope_tables = map_array(self.directory / "scope_tables.bin", np.int64, (scopes,))
         self.hashes = map_array(self.directory / "hashes.bin", np.uint64, (self.rows,))
         self.until = map_array(self.directory / "until.bin", np.uint32, (self.rows,))
         """When each row's entry expires at the latest (unix seconds; 0: never)."""
-        self.keys = KeyRows(map_array(self.directory / "keys.bin", np.uint8, (self.rows, KEY_BYTES)),
-                            map_array(self.directory / "prefixes.bin", np.uint64, (self.rows,)),
-                            map_array(self.directory / "order.bin", np.uint32, (self.rows,)))
+        self.keys = keys_in(directory, self.rows)
         self._tables = map_array(self.directory / "tables.bin", np.uint32, (entries,))
         self._table_offsets = map_array(self.directory / "table_offsets.bin", np.int64, (tabled, *_TABLE_SHAPE))
         self._check(tabled, entries)

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("imgcache")
 _HASH = re.compile(r"[0-9a-f]{16}")
 _SCOPE = re.compile(r"[0-9a-f]{32}")
+MAX_RECORD_BYTES = 512
+"""A record is about 140 bytes; a longer one is not ours to parse."""
 MATCHER_VERSION = 2
 """Part of every scope id: bump it when fingerprints change, so old records stop matching."""
 
@@ -169,6 +171,8 @@ class PerceptualMatcher:
 
         for record in records:
             try:
+                if len(record) > MAX_RECORD_BYTES:
+                    raise ValueError("too long")
                 data = json.loads(record)
                 scope_id, key = data["s"], data["k"]
                 if not (isinstance(scope_id, str) and _SCOPE.fullmatch(scope_id) and isinstance(key, str)
@@ -176,13 +180,13 @@ class PerceptualMatcher:
                     raise ValueError("bad field")
                 if data.get("x") == 1:  # a removal: what came before it goes in first
                     flush()
-                    self.index.remove(scope_id, key)
+                    self.index.remove(scope_id, key, read_at=self.feed.reading_to)
                     continue
                 phash, until = data["h"], data.get("u", 0)
                 if not (isinstance(phash, str) and _HASH.fullmatch(phash) and type(until) in (int, float)
                         and 0 <= until < 2**32):
                     raise ValueError("bad field")
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 corrupt += 1
                 continue
             pending.setdefault(scope_id, []).append((key, int(phash, 16), float(until)))

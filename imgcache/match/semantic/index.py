@@ -1,8 +1,8 @@
 """In-process vector index, one per semantic scope.
 
 A scope may stand on a snapshot that another process wrote (see :mod:`.mapped` and
-:mod:`.rounds`): its rows are memory-mapped, shared with the other processes of the host, and
-searched through its HNSW graph. The rows this process adds itself live in a float16 matrix
+:mod:`imgcache.match.rounds`): its rows are memory-mapped, shared with the other processes of
+the host, and searched through its HNSW graph. The rows this process adds itself live in a float16 matrix
 that grows by half, searched exactly (usearch's SIMD kernels: no build step, and no BLAS
 thread pool left spinning against the embedding model's threads). Past
 :data:`GRAPH_MIN_ROWS` of them a background thread also files them into a private usearch
@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from ..rounds import Removals
 from .mapped import MappedScope, Rows, new_graph, write
 
 GRAPH_MIN_ROWS = 20_000
 """Below this many rows an exact scan is fast enough (a few ms) and needs no graph."""
 GRAPH_BATCH = 500
-MAX_REMEMBERED_REMOVALS = 100_000
-"""Removals a scope re-applies to a newer snapshot it stands on (one written before it learnt them)."""
 _STOPPING = threading.Event()
 _BUILDERS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
@@ -79,7 +78,7 @@ class ScopeIndex:
         self.snapshot = snapshot
         self._dead: np.ndarray | None = None  # snapshot rows removed since it was written
         self._snapshot_live = 0 if snapshot is None else int(np.count_nonzero(snapshot.live))
-        self._removed: dict[str, None] = {}  # keys removed since the snapshot was adopted, oldest first
+        self._removed = Removals()
         self._vectors = np.zeros((16, self.dim), dtype=np.float16)
         self._base = 0  # row number of self._vectors[0]
         self._live = np.zeros(16, dtype=bool)
@@ -163,12 +162,11 @@ class ScopeIndex:
             self._live[row:] = False
             self._until = np.resize(self._until, len(self._live))
 
-    def remove(self, key: str) -> bool:
-        """Never propose ``key`` again (until it is added anew); whether it was here."""
+    def remove(self, key: str, read_at: str | None = None) -> bool:
+        """Never propose ``key`` again (until it is added anew); whether it was here.
+        ``read_at``: where on the feed the removal was read (None: removed here)."""
         with self._lock:
-            self._removed[key] = None
-            if len(self._removed) > MAX_REMEMBERED_REMOVALS:
-                del self._removed[next(iter(self._removed))]
+            self._removed.add(key, "", read_at)
             row = self._rows.pop(key, None)
             if row is not None:
                 self._live[row] = False
@@ -286,25 +284,31 @@ class ScopeIndex:
                 vectors[start:start + step] = self._own_vectors(rows[start:start + step])
         return Rows(snapshot, live_base, keys, prompts, until_own, graph=None), vectors
 
-    def adopt(self, snapshot: MappedScope) -> None:
-        """Stand on a newer snapshot, under one hold of the lock: what this process removed
-        stays removed (a key removed and stored again included: the snapshot may hold its old
-        entry), and its own rows the snapshot lacks (or holds to expire sooner) are kept; the
-        rest are dropped."""
+    def adopt(self, snapshot: MappedScope, position: str) -> None:
+        """Stand on a newer snapshot, written as of feed ``position``, under one hold of the
+        lock: what this process removed stays removed (a key removed and stored again
+        included: the snapshot may hold its old entry), and its own rows the snapshot lacks
+        (or holds to expire sooner) are kept, unless expired; the rest are dropped."""
+        now = time.time()
         with self._lock:
-            removed = self._removed
+            removed = self._removed.after(position)
             keys = list(self._rows)
             found = snapshot.live_rows(keys).tolist()
             held = np.asarray(snapshot.until)
-            kept = sorted(self._rows[key] for key, at in zip(keys, found)
-                          if at < 0 or key in removed
-                          or (held[at] and (not self._until[self._rows[key]] or self._until[self._rows[key]] > held[at])))
+
+            def keep(key: str, at: int) -> bool:
+                until = self._until[self._rows[key]]
+                if 0 < until <= now:
+                    return False
+                return at < 0 or key in removed or bool(held[at] and (not until or until > held[at]))
+
+            kept = sorted(self._rows[key] for key, at in zip(keys, found) if keep(key, at))
             items = list(zip([self._keys[r] for r in kept], [self._prompts[r] for r in kept],
                              self._own_vectors(kept)))
             until = self._until[kept].tolist()
+            dead = snapshot.live_rows(removed.by_scope().get("", []))
             self._stand_on(snapshot)
             self._removed = removed
-            dead = snapshot.live_rows(list(removed))
             for row in dead[dead >= 0].tolist():
                 self._mark_dead(row)
             self._add_locked(items, until)
@@ -346,14 +350,14 @@ class SemanticIndex:
         with self._lock:
             return list(self._scopes.items())
 
-    def stand_on(self, scope_id: str, snapshot: MappedScope) -> None:
+    def stand_on(self, scope_id: str, snapshot: MappedScope, position: str) -> None:
         """Serve the scope from ``snapshot`` (see :meth:`ScopeIndex.adopt`)."""
         with self._lock:
             index = self._scopes.get(scope_id)
             if index is None or index.dim != snapshot.dim:
                 self._scopes[scope_id] = ScopeIndex(snapshot.dim, snapshot)
                 return
-        index.adopt(snapshot)
+        index.adopt(snapshot, position)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._scopes.values())

@@ -30,11 +30,12 @@ import numpy as np
 
 from ..._files import write_file
 from ..arrays import (
-    KEY_BYTES,
-    KeyRows,
+    expiry_seconds,
     key_prefixes,
+    keys_in,
     map_array,
     raw_keys,
+    read_meta,
     sorted_prefixes,
     write_array,
 )
@@ -95,7 +96,7 @@ def write(directory: Path, dim: int, rows: Rows) -> None:
         "prompts.bin": [base._prompts if base else None, b"".join(new_prompts)],
         "live.bin": [live],
         "until.bin": [base.until if base else None,
-                      np.minimum(np.ceil(np.asarray(rows.until, dtype=np.float64)), 2**32 - 1).astype(np.uint32)],
+                      expiry_seconds(rows.until)],
     }
     for name, pieces in parts.items():
         write_array(directory / name, pieces)
@@ -111,15 +112,9 @@ class MappedScope:
     def __init__(self, directory: Path) -> None:
         from usearch.index import Index
 
-        meta = json.loads((directory / "meta.json").read_bytes())
-        if meta.get("format") != FORMAT or not isinstance(meta.get("rows"), int) or not isinstance(meta.get("dim"), int):
-            raise ValueError(f"{directory}: not a snapshot this version reads")
         self.directory = directory
-        self.dim: int = meta["dim"]
-        self.rows: int = meta["rows"]
-        self.keys = KeyRows(map_array(self.directory / "keys.bin", np.uint8, (self.rows, KEY_BYTES)),
-                            map_array(self.directory / "prefixes.bin", np.uint64, (self.rows,)),
-                            map_array(self.directory / "order.bin", np.uint32, (self.rows,)))
+        self.dim, self.rows = read_meta(directory, FORMAT, ("dim", "rows"))
+        self.keys = keys_in(directory, self.rows)
         self._offsets = map_array(self.directory / "offsets.bin", np.uint64, (self.rows + 1,))
         self._prompts = map_array(self.directory / "prompts.bin", np.uint8, (int(self._offsets[-1]) if self.rows else 0,))
         self.live = map_array(self.directory / "live.bin", np.uint8, (self.rows,))

@@ -210,7 +210,7 @@ class SemanticMatcher:
                     flush()
                     scope = self.index.get(scope_id)
                     if scope is not None:
-                        scope.remove(key)
+                        scope.remove(key, read_at=self.feed.reading_to)
                     continue
                 prompt, raw, until = data["p"], base64.b64decode(data["v"], validate=True), data.get("u", 0)
                 if not (isinstance(prompt, str) and raw and len(raw) % 2 == 0
@@ -219,7 +219,7 @@ class SemanticMatcher:
                 vector = np.frombuffer(raw, dtype="<f2").astype(np.float32)
                 if not np.all(np.isfinite(vector)) or self._dim not in (None, len(vector)):
                     raise ValueError("bad vector")
-            except (ValueError, KeyError, TypeError, binascii.Error):
+            except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
                 corrupt += 1
                 continue
             pending.setdefault(scope_id, []).append((key, prompt, vector, float(until)))
