@@ -23,7 +23,7 @@ from imgcache.match.config import VisionOptions
 from imgcache.match.perceptual import mapped as mapped_module
 from imgcache.match.perceptual.hamming import HammingIndex
 from imgcache.match.perceptual.index import PerceptualIndex
-from imgcache.match.perceptual.mapped import ALL, MappedFingerprints
+from imgcache.match.perceptual.mapped import ALL, MappedPhashes
 
 RNG_SEED = 17
 
@@ -48,10 +48,10 @@ def random_hashes(rng: np.random.Generator, count: int) -> list[int]:
     return rng.integers(0, 2**63, size=count, dtype=np.int64).astype(np.uint64).tolist()
 
 
-def written(index: PerceptualIndex, directory: Path) -> MappedFingerprints:
+def written(index: PerceptualIndex, directory: Path) -> MappedPhashes:
     directory.mkdir()
     index.write_snapshot(index, directory)
-    return MappedFingerprints(directory)
+    return MappedPhashes(directory)
 
 
 def test_a_snapshot_finds_what_the_in_process_index_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,7 +112,7 @@ def test_no_entry_of_another_scope_is_proposed_whatever_the_files_hold(tmp_path:
         (directory / name).chmod(0o600)
     tables.tofile(directory / "tables.bin")
     worker = PerceptualIndex()
-    worker.stand_on(ALL, MappedFingerprints(directory), "0-0")
+    worker.stand_on(ALL, MappedPhashes(directory), "0-0")
     for row in range(50):
         assert {k for k, _ in worker.search(scope(1), hashes[row], 10)} <= first
     # Boundaries that do not fit the rows are refused on opening.
@@ -120,7 +120,7 @@ def test_no_entry_of_another_scope_is_proposed_whatever_the_files_hold(tmp_path:
     bounds[1] = 10**6
     bounds.tofile(directory / "scope_rows.bin")
     with pytest.raises(ValueError):
-        MappedFingerprints(directory)
+        MappedPhashes(directory)
 
 
 def test_removed_and_expired_entries_are_never_proposed_and_the_next_snapshot_leaves_them_out(tmp_path: Path) -> None:
@@ -334,7 +334,7 @@ def test_key_files_that_do_not_fit_are_refused_on_opening(tmp_path: Path, damage
     for name, array in (("order.bin", order), ("prefixes.bin", prefixes), ("keys.bin", keys)):
         array.tofile(directory / name)
     with pytest.raises(ValueError):
-        MappedFingerprints(directory)
+        MappedPhashes(directory)
 
 
 @pytest.mark.parametrize("damage", ["a block bigger than its scope", "a block for two scopes", "offsets past the file"])
@@ -356,7 +356,7 @@ def test_tables_that_do_not_fit_their_scope_are_refused_on_opening(tmp_path: Pat
     blocks.tofile(directory / "scope_tables.bin")
     offsets.tofile(directory / "table_offsets.bin")
     with pytest.raises(ValueError):
-        MappedFingerprints(directory)
+        MappedPhashes(directory)
 
 
 def test_a_key_removed_and_stored_again_keeps_its_new_lifetime_when_a_newer_snapshot_holds_the_old(

@@ -85,7 +85,7 @@ def as_hash(value: object) -> int:
     return number & _MASK64
 
 
-class _Tables:
+class Tables:
     """The four CSR tables over rows ``[0, rows)``: ``order`` holds each substring's row ids
     sorted by its value, one block of ``rows`` per substring; ``offsets[j, v]`` is where the
     rows with value ``v`` of substring ``j`` start in ``order`` (block base included)."""
@@ -98,7 +98,7 @@ class _Tables:
         self.rows = rows
 
     @classmethod
-    def build(cls, hashes: np.ndarray) -> _Tables:
+    def build(cls, hashes: np.ndarray) -> Tables:
         rows = len(hashes)
         order = np.empty(SUBSTRINGS * rows, dtype=np.uint32)
         offsets = np.empty((SUBSTRINGS, SUB_VALUES + 1), dtype=np.int64)
@@ -177,7 +177,7 @@ class HammingIndex:
         self._live = np.zeros(1024, dtype=bool)
         self._keys: list[str | None] = []  # by row; None once removed
         self._rows: dict[str, int] = {}
-        self._tables: _Tables | None = None
+        self._tables: Tables | None = None
         self._generation = 0  # bumped by a compaction: tables built before it are stale
         self._building = False
 
@@ -312,7 +312,7 @@ class HammingIndex:
         written; growth replaces the array), and install them unless a compaction renumbered
         the rows meanwhile."""
         try:
-            tables = _Tables.build(hashes)
+            tables = Tables.build(hashes)
         except BaseException:
             with self._lock:
                 self._building = False

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..rounds import Removals
 from .hamming import HammingIndex
-from .mapped import ALL, MappedFingerprints, OwnRows, write
+from .mapped import ALL, MappedPhashes, OwnRows, write
 
 
 class PerceptualIndex:
@@ -27,7 +27,7 @@ class PerceptualIndex:
         self._lock = threading.Lock()
         self._stand_on(None)
 
-    def _stand_on(self, snapshot: MappedFingerprints | None) -> None:
+    def _stand_on(self, snapshot: MappedPhashes | None) -> None:
         """Start over on ``snapshot``, with no rows of this process's own."""
         self.snapshot = snapshot
         self._dead: np.ndarray | None = None  # snapshot rows removed since it was written
@@ -41,7 +41,8 @@ class PerceptualIndex:
 
     @property
     def own_rows(self) -> int:
-        """Live entries this process holds itself (not in its snapshot)."""
+        """Entries this process holds itself (not in its snapshot); one that expired counts
+        until the process stands on a newer snapshot."""
         return sum(len(index) for index in list(self._own.values()))
 
     @property
@@ -139,7 +140,7 @@ class PerceptualIndex:
         """What a round is written from: the whole index, as the one scope :data:`ALL`."""
         return [(ALL, self)] if self.snapshot is not None or self._own else []
 
-    def stand_on(self, scope_id: str, snapshot: MappedFingerprints, position: str) -> None:
+    def stand_on(self, scope_id: str, snapshot: MappedPhashes, position: str) -> None:
         """Stand on a newer snapshot (of every scope: ``scope_id`` is :data:`ALL`), written as
         of feed ``position``, under one hold of the lock: what this process removed stays
         removed (a key removed and stored again included: the snapshot may hold its old
@@ -164,8 +165,8 @@ class PerceptualIndex:
             self._stand_on(None)
 
     @staticmethod
-    def open_snapshot(directory: Path) -> MappedFingerprints:
-        return MappedFingerprints(directory)
+    def open_snapshot(directory: Path) -> MappedPhashes:
+        return MappedPhashes(directory)
 
     def write_snapshot(self, scope: PerceptualIndex, directory: Path) -> None:
         """The snapshot's rows still live and this process's own, in one new snapshot."""
@@ -195,7 +196,7 @@ class PerceptualIndex:
         return dead + sum(index.nbytes for index in list(self._own.values()))
 
 
-def _scope_rows(snapshot: MappedFingerprints | None, scope_id: str, keys: list[str]) -> np.ndarray:
+def _scope_rows(snapshot: MappedPhashes | None, scope_id: str, keys: list[str]) -> np.ndarray:
     """Each key's row among the snapshot's rows of ``scope_id``, or -1 (a key of another
     scope is not this scope's, whatever a record says)."""
     if snapshot is None:

@@ -43,7 +43,7 @@ from ..arrays import (
     sorted_prefixes,
     write_array,
 )
-from .hamming import SUB_VALUES, SUBSTRINGS, TAIL_MAX_ROWS, _Tables, scan, within
+from .hamming import SUB_VALUES, SUBSTRINGS, TAIL_MAX_ROWS, Tables, scan, within
 
 FORMAT = 1
 ALL = "all"
@@ -68,7 +68,7 @@ class OwnRows:
         self.until = expiry_seconds(until)
 
 
-def write(directory: Path, base: MappedFingerprints | None, live_base: np.ndarray | None,
+def write(directory: Path, base: MappedPhashes | None, live_base: np.ndarray | None,
           own: dict[str, OwnRows]) -> None:
     """Write a snapshot into the empty ``directory``: the base's rows still live (per
     ``live_base``) and ``own``'s, grouped by scope (files private to their user)."""
@@ -121,7 +121,7 @@ def _write_tables(directory: Path, hashes: np.ndarray, scope_rows: np.ndarray) -
     for at in range(len(blocks)):
         start, end = int(scope_rows[at]), int(scope_rows[at + 1])
         if end - start >= TABLE_MIN_ROWS:
-            built = _Tables.build(hashes[start:end])
+            built = Tables.build(hashes[start:end])
             blocks[at] = len(tables)
             tables.append(built.order)
             offsets.append(built.offsets + written)
@@ -132,7 +132,7 @@ def _write_tables(directory: Path, hashes: np.ndarray, scope_rows: np.ndarray) -
     return len(tables), written
 
 
-class MappedFingerprints:
+class MappedPhashes:
     """A perceptual snapshot opened read-only."""
 
     def __init__(self, directory: Path) -> None:
@@ -187,7 +187,7 @@ class MappedFingerprints:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
         start, end, block = found
         if block >= 0:
-            tables = _Tables(self._tables, self._table_offsets[block], end - start)
+            tables = Tables(self._tables, self._table_offsets[block], end - start)
             if tables.usable(radius):
                 local = tables.candidates(query, radius).astype(np.int64)
                 local = local[local < end - start]  # never a row of another scope

@@ -99,7 +99,8 @@ class ScopeIndex:
 
     @property
     def own_rows(self) -> int:
-        """Live entries this process holds itself (not in its snapshot)."""
+        """Entries this process holds itself (not in its snapshot); one that expired counts
+        until the process stands on a newer snapshot."""
         return len(self._rows)
 
     def _snapshot_row(self, key: str) -> int | None:
