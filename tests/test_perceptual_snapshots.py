@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 import time
 from pathlib import Path
@@ -298,6 +299,17 @@ def test_a_damaged_copy_on_the_host_is_fetched_anew_and_a_damaged_store_falls_ba
         assert matcher is not None and matcher.index.snapshot is None  # not mapped: a part failed its digest
         assert upstream.calls == calls  # the whole feed answered
         assert stranger.stats(shared=True)["index_snapshots"]["perceptual"]["reported_bad"] == 1
+
+
+def test_snapshots_of_the_layout_before_one_directory_per_feed_are_removed(tmp_path: Path, redis_url: str) -> None:
+    legacy = tmp_path / "host-a" / "ns" / ("ab" * 32)
+    legacy.mkdir(parents=True)
+    (legacy / "graph.usearch").write_bytes(b"old")
+    os.utime(legacy, (0, 0))
+    with worker(tmp_path, "a", redis_url) as writer:
+        fill_and_write(writer, answers())
+    assert not legacy.exists()
+    assert any((tmp_path / "host-a" / "ns" / "perceptual").iterdir())
 
 
 # --- found by a review --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -396,18 +396,24 @@ class SnapshotShelf:
         """Remove this host's snapshots that no kept round names, except those made after
         the newest round was published (``newest``, its time): a round being written here,
         not yet published. Mappings stay valid: a removed file lives on while mapped."""
-        if not self.root.is_dir():
-            return
-        for path in self.root.iterdir():
-            if path.name in keep or not path.is_dir():
-                continue
-            try:
-                if path.stat().st_mtime > newest:
-                    continue
-                shutil.rmtree(path)
-            except OSError:
-                continue
+        _remove_older(self.root, lambda name: name not in keep, newest)
+        # the layout before one directory per feed (<root>/<namespace>/<digest>): named by no round now
+        _remove_older(self.root.parent, HEX_ID.fullmatch, newest)
 
+
+def _remove_older(directory: Path, unnamed: Callable[[str], object], newest: float) -> None:
+    """Remove the subdirectories of ``directory`` that ``unnamed`` picks by name and that
+    were made before ``newest``."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if not unnamed(path.name) or not path.is_dir():
+            continue
+        try:
+            if path.stat().st_mtime <= newest:
+                shutil.rmtree(path)
+        except OSError:
+            continue
 
 
 class BadSnapshot(ImgcacheError):
