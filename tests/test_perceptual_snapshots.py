@@ -497,3 +497,86 @@ def test_one_indexs_rounds_never_delete_the_parts_of_the_others(tmp_path: Path, 
         matcher = reader._lookup.perceptual
         assert matcher is not None and matcher.index.snapshot is not None  # fetched whole from Redis
         assert upstream.calls == calls
+
+
+# --- found by a third review --------------------------------------------------------------------
+
+
+def test_a_key_with_a_row_in_two_scopes_is_removed_from_the_one_named(tmp_path: Path) -> None:
+    """After a change of scope ids one request key may have a row in each."""
+    rng = np.random.default_rng(RNG_SEED)
+    (phash,) = random_hashes(rng, 1)
+    index = PerceptualIndex()
+    for number in (1, 2):
+        index.add_many(scope(number), [(key(0, 0), phash, 0.0)])
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, written(index, tmp_path / "snap"), "1-0")
+    assert worker.remove(scope(2), key(0, 0))
+    assert worker.search(scope(2), phash, 0) == [] and worker.search(scope(1), phash, 0) == [(key(0, 0), 0)]
+
+
+def test_removals_of_one_key_in_two_scopes_are_both_remembered(tmp_path: Path) -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    (phash,) = random_hashes(rng, 1)
+    index = PerceptualIndex()
+    for number in (1, 2):
+        index.add_many(scope(number), [(key(0, 0), phash, 0.0)])
+    before = written(index, tmp_path / "before")  # as of 10-0
+    worker = PerceptualIndex()
+    worker.stand_on(ALL, before, "10-0")
+    worker.remove(scope(1), key(0, 0), read_at="11-0")
+    worker.remove(scope(2), key(0, 0), read_at="12-0")
+    worker.stand_on(ALL, before, "10-0")  # a round that predates both removals
+    assert worker.search(scope(1), phash, 0) == [] and worker.search(scope(2), phash, 0) == []
+
+
+def test_a_removal_that_removed_nothing_here_is_not_remembered(tmp_path: Path) -> None:
+    index = PerceptualIndex()
+    assert not index.remove(scope(1), key(1, 0))
+    assert (scope(1), key(1, 0)) not in index._removed
+    assert not index.removals_lost_after("0-0")
+
+
+def test_a_snapshot_older_than_a_forgotten_removal_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound the oldest removals are forgotten: standing on a snapshot as of a
+    position before them would bring their entries back, so the rounds start over instead."""
+    from imgcache.match import rounds as rounds_module
+
+    monkeypatch.setattr(rounds_module, "MAX_REMEMBERED_REMOVALS", 3)
+    rng = np.random.default_rng(RNG_SEED)
+    hashes = random_hashes(rng, 5)
+    index = PerceptualIndex()
+    index.add_many(scope(1), [(key(1, row), h, 0.0) for row, h in enumerate(hashes)])
+    index.stand_on(ALL, written(index, tmp_path / "snap"), "10-0")
+    for row in range(4):
+        index.remove(scope(1), key(1, row), read_at=f"{11 + row}-0")
+    assert index.removals_lost_after("10-0") and not index.removals_lost_after("11-0")
+
+
+def test_a_removal_read_from_a_fallback_feed_has_no_position(tmp_path: Path) -> None:
+    """While Redis is down the feed is read from the directory: byte offsets, which do not
+    compare with the Redis stream ids rounds are written as of."""
+    from imgcache.store.feed import SharedFeed
+    from imgcache.testing import RedisServer, wait_until
+
+    seen: list[str | None] = []
+    with RedisServer() as own, Cache("ns", redis_url=own.url, directory=tmp_path / "store") as cache:
+        feed = SharedFeed(cache.store, "ns", "perceptual", max_entries=100, sync_interval=0.0)
+
+        def handle(records: list[bytes]) -> int:
+            seen.append(feed.reading_to)
+            return len(records)
+
+        feed.append([b"{}"])
+        assert feed.sync(handle, force=True) == 1
+        own.kill()
+
+        def on_the_directory() -> bool:
+            feed.append([b"{}"])
+            feed.sync(handle, force=True)
+            return cache.store.feed_tier() is not cache.store.home_feed_tier()
+
+        assert wait_until(on_the_directory, timeout=20)
+        feed.append([b"{}"])
+        feed.sync(handle, force=True)
+    assert seen[0] is not None and seen[-1] is None

@@ -124,9 +124,11 @@ class KeyRows:
     def key(self, row: int) -> str:
         return bytes(self.keys[row]).hex()
 
-    def find(self, keys: Sequence[str], live: np.ndarray | None = None) -> np.ndarray:
-        """Each key's row (its live row, given a ``live`` mask: a key removed and stored
-        again may have a dead row and a live one), or -1."""
+    def find(self, keys: Sequence[str], live: np.ndarray | None = None,
+             within: tuple[int, int] | None = None) -> np.ndarray:
+        """Each key's row, or -1: its live row, given a ``live`` mask (a key removed and
+        stored again may have a dead row and a live one); its row in ``[start, end)``, given
+        ``within`` (a key may have a row in each of two scopes)."""
         found = np.full(len(keys), -1, dtype=np.int64)
         if not keys or not len(self._prefixes):
             return found
@@ -134,16 +136,22 @@ class KeyRows:
         prefixes = key_prefixes(raw)
         start = np.searchsorted(self._prefixes, prefixes, side="left")
         end = np.searchsorted(self._prefixes, prefixes, side="right")
+
+        def usable(rows: np.ndarray) -> np.ndarray:
+            ok = np.ones(len(rows), dtype=bool)
+            if live is not None:
+                ok &= np.asarray(live[rows]) != 0
+            if within is not None:
+                ok &= (rows >= within[0]) & (rows < within[1])
+            return ok
+
         single = np.flatnonzero(end - start == 1)
         rows = self._order[start[single]].astype(np.int64)
-        same = np.all(np.asarray(self.keys[rows]) == raw[single], axis=1)
-        if live is not None:
-            same &= np.asarray(live[rows]) != 0
+        same = np.all(np.asarray(self.keys[rows]) == raw[single], axis=1) & usable(rows)
         found[single[same]] = rows[same]
         for at in np.flatnonzero(end - start > 1).tolist():  # a shared prefix: compare whole keys
-            for position in range(int(start[at]), int(end[at])):
-                row = int(self._order[position])
-                if (live is None or live[row]) and bytes(self.keys[row]) == raw[at].tobytes():
-                    found[at] = row
-                    break
+            run = self._order[int(start[at]):int(end[at])].astype(np.int64)
+            match = np.flatnonzero(np.all(np.asarray(self.keys[run]) == raw[at], axis=1) & usable(run))
+            if len(match):
+                found[at] = run[match[0]]
         return found

@@ -60,34 +60,48 @@ MAX_REMEMBERED_REMOVALS = 100_000
 
 
 class Removals:
-    """The keys an index removed since it stood on its snapshot, oldest first, each with its
-    scope and where on the feed its removal was read (None: removed by this process, its
-    record not read back yet). A newer snapshot gets them again, unless written as of a feed
-    position past where they were read: its writer had read them, and any later store of the
-    key."""
+    """The entries an index removed since it stood on its snapshot, oldest first: each
+    ``(scope, key)`` with where on the feed its removal was read (None: removed by this
+    process, its record not read back yet). A newer snapshot gets them again, unless written
+    as of a feed position at or past where they were read: its writer had read them, and
+    any later store of the key. Past :data:`MAX_REMEMBERED_REMOVALS` the oldest are
+    forgotten, and :meth:`lost_after` says which snapshots that makes unsafe to stand on."""
 
-    def __init__(self, keys: dict[str, tuple[str, str | None]] | None = None) -> None:
-        self._keys = keys or {}
+    _NONE_LOST = "0-0"
 
-    def add(self, key: str, scope_id: str, read_at: str | None) -> None:
-        self._keys.pop(key, None)
-        self._keys[key] = (scope_id, read_at)
-        if len(self._keys) > MAX_REMEMBERED_REMOVALS:
-            del self._keys[next(iter(self._keys))]
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], str | None] = {}
+        self._lost: str | None = self._NONE_LOST  # the latest read_at forgotten (None: a local one)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
+    def add(self, scope_id: str, key: str, read_at: str | None) -> None:
+        self._entries.pop((scope_id, key), None)
+        self._entries[(scope_id, key)] = read_at
+        if len(self._entries) > MAX_REMEMBERED_REMOVALS:
+            oldest = next(iter(self._entries))
+            dropped = self._entries.pop(oldest)
+            if dropped is None or self._lost is None or position_after(dropped, self._lost):
+                self._lost = dropped
+
+    def __contains__(self, entry: tuple[str, str]) -> bool:
+        return entry in self._entries
 
     def by_scope(self) -> dict[str, list[str]]:
         grouped: dict[str, list[str]] = {}
-        for key, (scope_id, _) in self._keys.items():
+        for scope_id, key in self._entries:
             grouped.setdefault(scope_id, []).append(key)
         return grouped
 
+    def lost_after(self, position: str) -> bool:
+        """Whether a removal read after ``position`` (or made here) was forgotten: a snapshot
+        written as of ``position`` may hold its entry, and this index cannot say which."""
+        return self._lost is None or position_after(self._lost, position)
+
     def after(self, position: str) -> Removals:
-        """Those a snapshot written as of ``position`` may lack."""
-        return Removals({key: (scope_id, read_at) for key, (scope_id, read_at) in self._keys.items()
-                         if read_at is None or position_after(read_at, position)})
+        """Those a snapshot written as of ``position`` may lack (see :meth:`lost_after`)."""
+        kept = Removals()
+        kept._entries = {entry: read_at for entry, read_at in self._entries.items()
+                         if read_at is None or position_after(read_at, position)}
+        return kept
 
 
 class Snapshot(Protocol):
@@ -116,6 +130,8 @@ class SnapshotIndex(Protocol):
     def stand_on(self, scope_id: str, snapshot: Any, position: str) -> None:
         """Serve the scope from ``snapshot``, written as of feed ``position``: removals read
         at or before it are in the snapshot, and need not be remembered any more."""
+    def removals_lost_after(self, position: str) -> bool:
+        """Whether a removal the index forgot may be missing from a snapshot as of ``position``."""
     def clear(self) -> None: ...
     def open_snapshot(self, directory: Path) -> Snapshot:
         """Raises OSError, ValueError or RuntimeError for files it does not read."""
@@ -291,13 +307,16 @@ class Rounds:
             return
         log.warning("imgcache: %s read the index feed too slowly (it was trimmed past its position); "
                     "starting over on the round as of %s", self.shelf.namespace, candidate.position)
+        self._restart_on(candidate, mapped)
 
+    def _restart_on(self, made: Round, mapped: dict[str, Snapshot]) -> None:
+        """Forget the index, stand on ``made`` and read the feed on from its position."""
         def start_over() -> None:
             self.index.clear()
-            self._stand(candidate, mapped)
-            self._read_by_check = candidate.position
+            self._stand(made, mapped)
+            self._read_by_check = made.position
 
-        self.feed.restart_at(candidate.position, start_over)
+        self.feed.restart_at(made.position, start_over)
 
     def adopt(self, made: Round, shelved: Shelved) -> bool:
         """Stand on ``made`` (of ``shelved``) once this process has read the feed as far as it
@@ -309,7 +328,10 @@ class Rounds:
         mapped = self._map(made)
         if mapped is None:
             return False
-        self._stand(made, mapped)
+        if self.index.removals_lost_after(made.position):  # it cannot mask what it forgot: read the tail again
+            self._restart_on(made, mapped)
+        else:
+            self._stand(made, mapped)
         self._forget_unnamed(shelved)
         return True
 

@@ -71,9 +71,11 @@ class SharedFeed:
     def reading_to(self) -> str | None:
         """Where the page being handled ends, for a ``handle`` that :meth:`sync` calls (the
         cursor moves past a page before its records are handled): every record of the page
-        is at or before it."""
+        is at or before it. None while reading a fallback tier's feed (Redis down)."""
         cursor = self._cursor
-        return None if cursor is None else cursor.position
+        if cursor is None or cursor.tier is not self.store.home_feed_tier():
+            return None  # a fallback's positions do not compare with the rounds' (Redis stream ids)
+        return cursor.position
 
     def start_at(self, position: str) -> bool:
         """Read on from ``position`` of the current tier's feed (an index snapshot covers

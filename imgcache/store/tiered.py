@@ -175,13 +175,14 @@ class TieredStore:
         self.stats.add({"corrupt": 1})
         log_corrupt(exc)
 
-    def capable(self, capability: type[C]) -> C | None:
+    def capable(self, capability: type[C], *, all_up: bool = False) -> C | None:
         """The tier to use for a capability (see :mod:`imgcache.store.base`): among the tiers
-        that offer it and are up, the one that reaches widest (a fleet's Redis before a
-        machine's directory), the first configured among equals; None if there is none."""
+        that offer it and are up (with ``all_up``, among all of them), the one that reaches
+        widest (a fleet's Redis before a machine's directory), the first configured among
+        equals; None if there is none."""
         best = None
         for tier in self._offering[capability]:
-            if self.breakers[tier.name].closed and (best is None or SCOPES[tier.scope] > SCOPES[best.scope]):
+            if (all_up or self.breakers[tier.name].closed) and (best is None or SCOPES[tier.scope] > SCOPES[best.scope]):
                 best = tier
         return best  # type: ignore[return-value]
 
@@ -224,6 +225,11 @@ class TieredStore:
     def feed_tier(self) -> SharedFeeds | None:
         """The tier feeds are kept in now (a feed reader's cursor belongs to it)."""
         return self.capable(SharedFeeds)
+
+    def home_feed_tier(self) -> SharedFeeds | None:
+        """The tier feeds are kept in while every tier is up (the one rounds of index
+        snapshots are written against)."""
+        return self.capable(SharedFeeds, all_up=True)
 
     def append_records(self, namespace: str, feed: str, records: list[bytes], max_len: int) -> None:
         self._use(SharedFeeds, "append_records", namespace, feed, records, max_len, default=None)

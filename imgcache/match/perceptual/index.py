@@ -93,16 +93,24 @@ class PerceptualIndex:
         """Never propose ``key`` of ``scope_id`` again (until it is added anew); whether it
         was here. ``read_at``: where on the feed the removal was read (None: removed here)."""
         with self._lock:
-            self._removed.add(key, scope_id, read_at)
-            index = self._own.get(scope_id)
-            if index is not None and index.remove(key):
-                self._until.pop((scope_id, key), None)
-                return True
-            row = int(_scope_rows(self.snapshot, scope_id, [key])[0])
-            if row < 0 or (self._dead is not None and self._dead[row]):
-                return False
-            self._mark_dead(row)
+            removed = self._remove_locked(scope_id, key)
+            if removed or read_at is not None:  # a removal made here that removed nothing has no record
+                self._removed.add(scope_id, key, read_at)
+            return removed
+
+    def _remove_locked(self, scope_id: str, key: str) -> bool:
+        index = self._own.get(scope_id)
+        if index is not None and index.remove(key):
+            self._until.pop((scope_id, key), None)
             return True
+        row = int(_scope_rows(self.snapshot, scope_id, [key])[0])
+        if row < 0 or (self._dead is not None and self._dead[row]):
+            return False
+        self._mark_dead(row)
+        return True
+
+    def removals_lost_after(self, position: str) -> bool:
+        return self._removed.lost_after(position)
 
     def _mark_dead(self, row: int) -> None:
         assert self.snapshot is not None
@@ -198,12 +206,11 @@ class PerceptualIndex:
 
 def _scope_rows(snapshot: MappedPhashes | None, scope_id: str, keys: list[str]) -> np.ndarray:
     """Each key's row among the snapshot's rows of ``scope_id``, or -1 (a key of another
-    scope is not this scope's, whatever a record says)."""
+    scope is not this scope's, whatever a record says; after a change of scope ids one key
+    may have a row in each)."""
     if snapshot is None:
         return np.full(len(keys), -1, dtype=np.int64)
-    rows = snapshot.keys.find(keys)
     bounds = snapshot.scope(scope_id)
     if bounds is None:
         return np.full(len(keys), -1, dtype=np.int64)
-    rows[(rows < bounds[0]) | (rows >= bounds[1])] = -1
-    return rows
+    return snapshot.keys.find(keys, within=bounds[:2])

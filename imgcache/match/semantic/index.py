@@ -167,18 +167,23 @@ class ScopeIndex:
         """Never propose ``key`` again (until it is added anew); whether it was here.
         ``read_at``: where on the feed the removal was read (None: removed here)."""
         with self._lock:
-            self._removed.add(key, "", read_at)
-            row = self._rows.pop(key, None)
-            if row is not None:
-                self._live[row] = False
-                if row >= self._base:
-                    self._vectors[row - self._base] = 0
-                return True
-            snapshot_row = self._snapshot_row(key)
-            if snapshot_row is None:
-                return False
-            self._mark_dead(snapshot_row)
+            removed = self._remove_locked(key)
+            if removed or read_at is not None:  # a removal made here that removed nothing has no record
+                self._removed.add("", key, read_at)
+            return removed
+
+    def _remove_locked(self, key: str) -> bool:
+        row = self._rows.pop(key, None)
+        if row is not None:
+            self._live[row] = False
+            if row >= self._base:
+                self._vectors[row - self._base] = 0
             return True
+        snapshot_row = self._snapshot_row(key)
+        if snapshot_row is None:
+            return False
+        self._mark_dead(snapshot_row)
+        return True
 
     def _mark_dead(self, snapshot_row: int) -> None:
         assert self.snapshot is not None
@@ -301,7 +306,7 @@ class ScopeIndex:
                 until = self._until[self._rows[key]]
                 if 0 < until <= now:
                     return False
-                return at < 0 or key in removed or bool(held[at] and (not until or until > held[at]))
+                return at < 0 or ("", key) in removed or bool(held[at] and (not until or until > held[at]))
 
             kept = sorted(self._rows[key] for key, at in zip(keys, found) if keep(key, at))
             items = list(zip([self._keys[r] for r in kept], [self._prompts[r] for r in kept],
@@ -350,6 +355,9 @@ class SemanticIndex:
     def scopes(self) -> list[tuple[str, ScopeIndex]]:
         with self._lock:
             return list(self._scopes.items())
+
+    def removals_lost_after(self, position: str) -> bool:
+        return any(scope._removed.lost_after(position) for _, scope in self.scopes())
 
     def stand_on(self, scope_id: str, snapshot: MappedScope, position: str) -> None:
         """Serve the scope from ``snapshot`` (see :meth:`ScopeIndex.adopt`)."""
