@@ -551,6 +551,10 @@ def test_a_snapshot_older_than_a_forgotten_removal_is_flagged(tmp_path: Path, mo
     for row in range(4):
         index.remove(scope(1), key(1, row), read_at=f"{11 + row}-0")
     assert index.removals_lost_after("10-0") and not index.removals_lost_after("11-0")
+    index.remove(scope(1), key(1, 4))  # made here: its position is not known yet
+    for row in range(5, 9):  # forgotten too, in turn, behind it
+        index.remove(scope(1), key(1, row), read_at=f"{20 + row}-0")
+    assert index.removals_lost_after("100-0")  # a forgotten local removal may be in no round yet
 
 
 def test_a_removal_read_from_a_fallback_feed_has_no_position(tmp_path: Path) -> None:

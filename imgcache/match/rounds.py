@@ -79,8 +79,8 @@ class Removals:
         if len(self._entries) > MAX_REMEMBERED_REMOVALS:
             oldest = next(iter(self._entries))
             dropped = self._entries.pop(oldest)
-            if dropped is None or self._lost is None or position_after(dropped, self._lost):
-                self._lost = dropped
+            if self._lost is not None and (dropped is None or position_after(dropped, self._lost)):
+                self._lost = dropped  # None (made here, position unknown) is the latest of all
 
     def __contains__(self, entry: tuple[str, str]) -> bool:
         return entry in self._entries
