@@ -584,3 +584,58 @@ def test_a_removal_read_from_a_fallback_feed_has_no_position(tmp_path: Path) -> 
         feed.append([b"{}"])
         feed.sync(handle, force=True)
     assert seen[0] is not None and seen[-1] is None
+
+
+def test_a_worker_that_forgot_removals_starts_over_on_the_next_round(tmp_path: Path, redis_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its removals outnumbered what it remembers, and one it forgot came after the newer
+    round: standing on that round over its index would bring the entry back, so it clears
+    its index and reads the feed after the round again."""
+    from imgcache.match import rounds as rounds_module
+
+    monkeypatch.setattr(rounds_module, "MAX_REMEMBERED_REMOVALS", 2)
+    upstream = answers()
+    question = "what is in this picture?"
+    with worker(tmp_path, "a", redis_url) as writer, worker(tmp_path, "b", redis_url) as reader:
+        describe = fill_and_write(writer, upstream)
+        ask = describer(reader, upstream)
+        ask(copy_of(5), question)  # stands on the first round
+        matcher = reader._lookup.perceptual
+        assert matcher is not None and matcher.rounds.standing is not None
+        for i in range(6, 10):
+            describe(picture(i), question)
+        write_round(writer)  # the second round holds pictures 0-2
+        newest = writer._lookup.perceptual.rounds.standing
+        for i in range(3):
+            describe.invalidate(picture(i), question)
+        for i in range(3):  # each found gone here, its removal record read back: the first is forgotten
+            ask(copy_of(i), question)
+            matcher.sync(force=True)
+        assert matcher.index.removals_lost_after(newest.position)
+        matcher.rounds.check()
+        matcher.sync(force=True)
+        assert matcher.rounds.standing == newest
+
+        def proposed(i: int) -> set[str]:
+            scope_id = matcher.scope_id(_request(reader, copy_of(i), question))
+            return {key for key, _ in matcher.index.search(scope_id, _phash(copy_of(i)), 10)}
+
+        assert describe.cache_key(picture(3), question) in proposed(3)
+        assert not any(describe.cache_key(picture(i), question) in proposed(i) for i in range(3))
+        calls = upstream.calls
+        for i in (3, 4, 6, 7):
+            ask(copy_of(i), question)
+        assert upstream.calls == calls  # the round answers
+
+
+def _request(cache: Cache, image: bytes, prompt: str) -> Any:
+    from imgcache import Request
+    from imgcache.images import image_input
+
+    return Request.build("vision", "describe", prompt, {}, (image_input(image, cache.vision_options),))
+
+
+def _phash(image: bytes) -> int:
+    from imgcache.match.perceptual.fingerprint import fingerprint
+
+    return fingerprint(image).phash
