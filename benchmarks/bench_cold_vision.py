@@ -41,7 +41,7 @@ from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cold_worker import _memory_mib, _mib, baseline_tree
+from bench_cold_worker import _memory_mib, _mib, alternate, baseline_or_none, snapshots_on_host
 
 BASELINE = "abb8a57"  # the perceptual index before its snapshots
 SMALL_SCOPES = 2000
@@ -157,7 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         url, entries, spawned, snapshot_dir, seed = argv[1], int(argv[2]), float(argv[3]), argv[4], int(argv[5])
         print(json.dumps(worker(url, entries, spawned, snapshot_dir, seed)))
         return 0
-    from _common import Result, emit_json, exit_code, parser, print_facts, report_stream, run_guarded, table
+    from _common import (
+        Result,
+        emit_json,
+        exit_code,
+        parser,
+        print_facts,
+        report_stream,
+        run_guarded,
+        table,
+    )
 
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--entries", type=int, default=None, help="entries in the big scope (default 1,000,000; quick 100,000)")
@@ -170,23 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
             host = os.path.join(tmp, "host-snapshots")
             filled, written = fill(server.url, entries, host, out)
-            snapshots = [d for d in Path(host).glob("*/*/*") if d.is_dir() and not d.name.startswith(".")]
-            on_disk = max((sum(f.stat().st_size for f in d.iterdir()) for d in snapshots), default=0)
+            on_disk, _ = snapshots_on_host(host)
             print(f"the snapshot: {on_disk / 2**20:.0f} MiB ({on_disk / entries:.0f} B an entry)", file=out)
-            try:
-                old_tree: str | None = baseline_tree(os.path.join(tmp, "baseline"), BASELINE)
-            except RuntimeError as exc:  # a checkout without the baseline commit (a shallow clone)
-                print(f"baseline not run: {exc}", file=out)
-                old_tree = None
-            runs: dict[str, dict[str, Any]] = {}
-            sides = (("candidate", None, host), ("new host", None, ""), ("baseline", old_tree, host))
-            for turn in range(2):
-                for number, (side, tree, directory) in enumerate(sides):
-                    if side == "baseline" and tree is None:
-                        continue
-                    if side == "new host":
-                        directory = tempfile.mkdtemp(dir=tmp, prefix="new-host-")
-                    runs[side] = run_worker(server.url, entries, tree, directory, seed=10 * turn + number)
+            runs = alternate(lambda tree, directory, n: run_worker(server.url, entries, tree, directory, seed=n),
+                             host, baseline_or_none(tmp, BASELINE, out), tmp)
         result = Result("cold_vision", f"a fresh process joins a perceptual index of {entries:,} entries (Redis feed)",
                         "imgcache (this tree)", f"imgcache at {BASELINE}",
                         extra={"entries": entries, "fill_s": round(filled, 1), "round_s": round(written, 1),

@@ -38,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -173,6 +174,41 @@ def baseline_tree(tmp: str, commit: str = BASELINE) -> str:
     return tmp
 
 
+def snapshots_on_host(host: str) -> tuple[int, int]:
+    """The largest snapshot under a host's snapshot directory (``<namespace>/<feed>/<digest>``),
+    in bytes, and how many are kept there."""
+    snapshots = [d for d in Path(host).glob("*/*/*") if d.is_dir() and not d.name.startswith(".")]
+    return max((sum(f.stat().st_size for f in d.iterdir()) for d in snapshots), default=0), len(snapshots)
+
+
+def baseline_or_none(tmp: str, commit: str, out: TextIO) -> str | None:
+    """:func:`baseline_tree`, or None (said on ``out``) in a checkout without the commit."""
+    try:
+        return baseline_tree(os.path.join(tmp, "baseline"), commit)
+    except RuntimeError as exc:  # a shallow clone
+        print(f"baseline not run: {exc}", file=out)
+        return None
+
+
+def alternate(run: Callable[[str | None, str, int], dict[str, Any]], host: str, old_tree: str | None,
+              tmp: str) -> dict[str, dict[str, Any]]:
+    """Run each side twice, alternating, and keep each one's second run (the first process
+    after the fill pays for caches the others find warm): this tree on the filler's host,
+    this tree on a "new host" (an empty snapshot directory: it fetches the round's parts from
+    Redis before it maps them), and the baseline tree if there is one. ``run(tree,
+    snapshot_dir, n)`` runs one process; ``n`` numbers the runs, so each asks its own."""
+    runs: dict[str, dict[str, Any]] = {}
+    sides = (("candidate", None, host), ("new host", None, ""), ("baseline", old_tree, host))
+    for turn in range(2):
+        for number, (side, tree, directory) in enumerate(sides):
+            if side == "baseline" and tree is None:
+                continue
+            if side == "new host":
+                directory = tempfile.mkdtemp(dir=tmp, prefix="new-host-")
+            runs[side] = run(tree, directory, len(sides) * turn + number)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -202,29 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             host = os.path.join(tmp, "host-snapshots")
             filled, written = fill(server.url, entries, host, out)
             print(f"filled {entries:,} entries in {filled:.0f} s", file=out)
-            snapshots = [d for d in Path(host).glob("*/*") if d.is_dir() and not d.name.startswith(".")]
-            on_disk = max((sum(f.stat().st_size for f in d.iterdir()) for d in snapshots), default=0)
+            on_disk, kept = snapshots_on_host(host)
             print(f"the newest snapshot: {on_disk / 2**20:.0f} MiB ({on_disk / entries:.0f} B an entry; "
-                  f"{len(snapshots)} kept on this host)", file=out)
-            try:
-                old_tree: str | None = baseline_tree(os.path.join(tmp, "baseline"))
-            except RuntimeError as exc:  # a checkout without the baseline commit (a shallow clone)
-                print(f"baseline not run: {exc}", file=out)
-                old_tree = None
-            # Each side twice, alternating; the second run of each is reported (the first process
-            # after the fill pays for caches the others find warm). Each asks its own prompts.
-            # "new host": a process with an empty snapshot directory, which fetches the round's
-            # parts from Redis before it maps them.
-            runs: dict[str, dict[str, Any]] = {}
-            sides = (("candidate", None, host), ("new host", None, ""), ("baseline", old_tree, host))
-            for turn in range(2):
-                for number, (side, tree, directory) in enumerate(sides):
-                    if side == "baseline" and tree is None:
-                        continue
-                    if side == "new host":
-                        directory = tempfile.mkdtemp(dir=tmp, prefix="new-host-")
-                    first = (len(sides) * turn + number) * ASKED
-                    runs[side] = run_worker(server.url, first, entries, tree, directory)
+                  f"{kept} kept on this host)", file=out)
+            runs = alternate(lambda tree, directory, n: run_worker(server.url, n * ASKED, entries, tree, directory),
+                             host, baseline_or_none(tmp, BASELINE, out), tmp)
             candidate, baseline = runs["candidate"], runs.get("baseline")
         result = Result("cold_worker", f"a fresh process joins a scope of {entries:,} entries (Redis feed)",
                         "imgcache (this tree)", f"imgcache at {BASELINE}",
