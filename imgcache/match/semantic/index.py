@@ -2,9 +2,9 @@
 
 A scope may stand on a snapshot that another process wrote (see :mod:`.mapped` and
 :mod:`imgcache.match.rounds`): its rows are memory-mapped, shared with the other processes of
-the host, and searched through its HNSW graph. The rows this process adds itself live in a float16 matrix
-that grows by half, searched exactly (usearch's SIMD kernels: no build step, and no BLAS
-thread pool left spinning against the embedding model's threads). Past
+the host, and searched through its HNSW graph. The rows this process adds itself live in a
+float16 matrix that grows by half, searched exactly (usearch's SIMD kernels: no build step,
+and no BLAS thread pool left spinning against the embedding model's threads). Past
 :data:`GRAPH_MIN_ROWS` of them a background thread also files them into a private usearch
 HNSW graph with int8 vectors (it only proposes: the verifier decides), a batch at a time; a
 search then asks the graph for the rows it holds and scans only the newer rows exactly.
